@@ -1,0 +1,170 @@
+//! `provisiond serve`: start-up, signal handling, configuration reload and shutdown.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::cli::ConfigArgs;
+use crate::config::{self, changed_keys, Loaded};
+use crate::logging::{self, LogHandle};
+use crate::store::{Store, SCHEMA_VERSION};
+
+/// Keys that a SIGHUP applies to the running daemon; every other change needs a restart.
+const LIVE_KEYS: &[&str] = &["log.level"];
+
+/// Runs the daemon until SIGTERM or SIGINT; the exit code is 0 after a clean shutdown.
+pub fn serve(args: &ConfigArgs) -> ExitCode {
+    let loaded = match config::load(args.config.as_deref(), &args.default_config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("provisiond: not started: the configuration is invalid");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = match logging::init(&loaded.settings.log.level) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("provisiond: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if loaded.is_embedded() {
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "no configuration file (no --config, {} absent): running on the embedded development default (HTTP 127.0.0.1:8667, API 127.0.0.1:8666, TFTP 127.0.0.1:6969, DHCP off, data in ./provisiond-data)",
+            args.default_config.display()
+        );
+    } else {
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            "starting with configuration from {}",
+            describe(&loaded)
+        );
+    }
+    if log.env_override {
+        info!("RUST_LOG is set: it overrides [log] level");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, loaded, &log)) {
+        Ok(()) => {
+            info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn describe(loaded: &Loaded) -> String {
+    loaded
+        .sources
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+    let store = open_store(&running).await?;
+    info!(
+        path = %store.path().display(),
+        schema = SCHEMA_VERSION,
+        devices = store.device_count(),
+        "store open; ready"
+    );
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { info!("SIGTERM received: shutting down"); break; }
+            _ = interrupt.recv() => { info!("SIGINT received: shutting down"); break; }
+            _ = hangup.recv() => reload(args, &mut running, log),
+        }
+    }
+
+    let flushing = store.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .context("store flush task failed")?
+        .context("cannot flush the store at shutdown")?;
+    Ok(())
+}
+
+async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
+    let general = loaded.settings.general.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
+        std::fs::create_dir_all(&general.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", general.data_dir.display()))?;
+        let store = Store::open(&general.data_dir)?;
+        store
+            .ensure_defaults(&general.default_tenant)
+            .context("cannot create the default tenant and configs")?;
+        Ok(store)
+    })
+    .await
+    .context("store task failed")?
+}
+
+/// Re-reads the configuration on SIGHUP; applies what can change live, names the rest.
+fn reload(args: &ConfigArgs, running: &mut Loaded, log: &LogHandle) {
+    info!("SIGHUP received: reloading the configuration");
+    let fresh = match config::load(args.config.as_deref(), &args.default_config) {
+        Ok(fresh) => fresh,
+        Err(errors) => {
+            for e in &errors.0 {
+                error!("{e}");
+            }
+            error!("configuration reload failed: keeping the running configuration");
+            return;
+        }
+    };
+    let changed = changed_keys(&running.settings, &fresh.settings);
+    if changed.is_empty() {
+        info!(
+            "configuration reloaded from {}: nothing changed",
+            describe(&fresh)
+        );
+        return;
+    }
+    let (live, restart): (Vec<String>, Vec<String>) = changed
+        .into_iter()
+        .partition(|k| LIVE_KEYS.contains(&k.as_str()));
+    if live.iter().any(|k| k == "log.level") {
+        match log.set_level(&fresh.settings.log.level) {
+            Ok(()) => running.settings.log = fresh.settings.log.clone(),
+            Err(e) => error!("cannot apply log.level: {e}"),
+        }
+    }
+    if !live.is_empty() {
+        info!(
+            "configuration reloaded from {}: applied {}",
+            describe(&fresh),
+            live.join(", ")
+        );
+    }
+    if !restart.is_empty() {
+        warn!(
+            "configuration reloaded from {}: these changes take effect only after a restart: {}",
+            describe(&fresh),
+            restart.join(", ")
+        );
+    }
+    running.sources = fresh.sources;
+}

@@ -1,0 +1,10 @@
+//! provisiond: a phone provisioning daemon (DHCP, HTTP/TFTP config server, REST API).
+//!
+//! The binary in `main.rs` is a thin CLI over this library; see `docs/architecture.md`.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod model;
+pub mod store;

@@ -1,0 +1,43 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use provisiond::cli::{Cli, Command};
+use provisiond::{config, daemon};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => daemon::serve(&args),
+        Command::CheckConfig(args) => check_config(&args),
+    }
+}
+
+fn check_config(args: &provisiond::cli::CheckArgs) -> ExitCode {
+    let source = &args.source;
+    match config::load(source.config.as_deref(), &source.default_config) {
+        Ok(loaded) => {
+            let names: Vec<String> = loaded.sources.iter().map(|s| s.to_string()).collect();
+            if args.print {
+                match toml::to_string_pretty(&loaded.settings) {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("cannot print the configuration: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            eprintln!("configuration OK: {}", names.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            let n = errors.0.len();
+            eprintln!(
+                "configuration invalid: {n} problem{}",
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

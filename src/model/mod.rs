@@ -1,0 +1,62 @@
+//! Typed records kept in the store: devices, provisioning configs, tenants, tokens, codes, leases.
+
+mod mac;
+mod records;
+
+pub use mac::{Mac, MacParseError};
+pub use records::*;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch, the time unit of every stored timestamp.
+pub type UnixTime = u64;
+
+/// The current time as [`UnixTime`].
+pub fn now() -> UnixTime {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A new random record id: 32 lower-case hex digits, the form wazo-provd uses for devices.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Why an id supplied from outside (API, CLI, config) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid id {0:?}: use 1 to 64 characters among A-Z a-z 0-9 _ . -")]
+pub struct InvalidId(pub String);
+
+/// Checks an id that will become a store key and part of URLs and log lines.
+pub fn validate_id(id: &str) -> Result<(), InvalidId> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidId(id.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert_eq!(new_id().len(), 32);
+        for good in ["base", "autoprov", "a", "x-1_2.3", &"a".repeat(64)] {
+            assert!(validate_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", "a\0", &"a".repeat(65)] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Mac, UnixTime};
+
+/// Raw configuration parameters of a provisioning config (typed by the plugin engine on use).
+pub type RawConfig = serde_json::Map<String, serde_json::Value>;
+
+/// How a device record came to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Added {
+    /// Created by an administrator or an API client.
+    #[default]
+    Manual,
+    /// Created by identification when an unknown phone showed up.
+    Auto,
+}
+
+/// A phone or gateway known to provisiond.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Store key; 32 hex digits when generated.
+    pub id: String,
+    /// Normalized MAC address, unique across devices.
+    #[serde(default)]
+    pub mac: Option<Mac>,
+    /// Last known IP address (several devices may share one behind NAT).
+    #[serde(default)]
+    pub ip: Option<IpAddr>,
+    /// Vendor name as identified (`Yealink`, `Snom`, …).
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Model as identified (`T54W`, …).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Firmware version as identified.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Serial number as identified.
+    #[serde(default)]
+    pub sn: Option<String>,
+    /// Id of the plugin that renders this device's files.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Id of the provisioning config this device receives.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Whether the plugin has generated this device's files from its config.
+    #[serde(default)]
+    pub configured: bool,
+    /// Id of the owning tenant.
+    pub tenant: String,
+    /// True until the device has been provisioned with a non-autoprov config.
+    #[serde(default)]
+    pub is_new: bool,
+    /// How the record was created.
+    #[serde(default)]
+    pub added: Added,
+    /// Free text set by administrators.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Last time the device contacted us (DHCP, HTTP or TFTP).
+    #[serde(default)]
+    pub last_seen: Option<UnixTime>,
+    /// Incremented by the store on every write; used for optimistic concurrency and caching.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl Device {
+    /// A device with only its id and tenant set.
+    pub fn new(id: impl Into<String>, tenant: impl Into<String>) -> Self {
+        Device {
+            id: id.into(),
+            mac: None,
+            ip: None,
+            vendor: None,
+            model: None,
+            version: None,
+            sn: None,
+            plugin: None,
+            config: None,
+            configured: false,
+            tenant: tenant.into(),
+            is_new: true,
+            added: Added::Manual,
+            description: None,
+            last_seen: None,
+            revision: 0,
+        }
+    }
+}
+
+/// A provisioning config: raw parameters inherited from its parents, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Store key.
+    pub id: String,
+    /// Parents, from the most general to the most specific; later ones win on merge.
+    #[serde(default)]
+    pub parent_ids: Vec<String>,
+    /// This config's own parameters.
+    #[serde(default)]
+    pub raw_config: RawConfig,
+    /// Id of the owning tenant.
+    pub tenant: String,
+    /// False for the built-in configs (`base`, `autoprov`).
+    #[serde(default = "default_true")]
+    pub deletable: bool,
+    /// Incremented by the store on every write.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A tenant: the owner of devices and configs, isolated from the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Store key (`master` for the default tenant).
+    pub id: String,
+    /// Human name.
+    #[serde(default)]
+    pub name: String,
+    /// Key that phones of this tenant put in their URL when `http_auth_strategy = "url_key"`.
+    #[serde(default)]
+    pub provisioning_key: Option<String>,
+    /// Incremented by the store on every write.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// An API token; only the SHA-256 of the secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Hex SHA-256 of the secret, the store key.
+    pub hash: String,
+    /// Tenant the token acts for.
+    pub tenant: String,
+    /// Access rules (`dev_mgr.read`, `*`, …).
+    #[serde(default)]
+    pub acl: Vec<String>,
+    /// Creation time.
+    pub created: UnixTime,
+    /// Expiry time; `None` never expires.
+    #[serde(default)]
+    pub expires: Option<UnixTime>,
+    /// Free text shown in listings.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// State of a provisioning code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeState {
+    /// Issued, not yet entered on a phone.
+    Pending,
+    /// Entered on a phone, which now belongs to the code's tenant.
+    Registered,
+}
+
+/// A provisioning code (12 digits) that assigns a phone to a tenant, category and config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Code {
+    /// The 12 digits, the store key.
+    pub code: String,
+    /// Tenant the phone joins.
+    pub tenant: String,
+    /// Provisioning category, if any.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Config the phone receives, if any.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Rollout batch this code belongs to.
+    #[serde(default)]
+    pub batch: Option<String>,
+    /// Expiry time.
+    pub expires: UnixTime,
+    /// Pending or registered.
+    pub state: CodeState,
+    /// Device that used the code.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// State of a DHCP lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Offered, waiting for the client's REQUEST.
+    Offered,
+    /// Acknowledged.
+    Bound,
+    /// Released by the client.
+    Released,
+    /// Declined by the client (address in use); quarantined.
+    Declined,
+    /// Past its end without renewal.
+    Expired,
+}
+
+/// A DHCPv4 lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Leased address, the store key.
+    pub ip: Ipv4Addr,
+    /// Client hardware address.
+    pub mac: Mac,
+    /// Client identifier (option 61) in hex, when the client sent one.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Host name the client sent (option 12).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Start of the current binding.
+    pub starts: UnixTime,
+    /// End of the current binding.
+    pub ends: UnixTime,
+    /// Lease state.
+    pub state: LeaseState,
+}

@@ -1,0 +1,180 @@
+//! Provisioning configs and the parent → children index.
+
+use sled::transaction::TransactionalTree;
+use sled::Transactional;
+
+use super::{
+    abort, encode, finish, multi_add, multi_remove, next_revision, tx_get, Result, Store,
+    StoreError, TxResult,
+};
+use crate::model::{validate_id, Config};
+
+const KIND: &str = "config";
+
+/// Fails when a parent is missing, is the config itself, or has the config among its ancestors.
+fn check_parents(configs: &TransactionalTree, config: &Config) -> TxResult<()> {
+    for parent in &config.parent_ids {
+        // Walk the ancestry of each parent; a bound on the walk keeps a corrupted store
+        // (a cycle written by hand) from looping forever.
+        let mut pending = vec![parent.clone()];
+        let mut visited = 0usize;
+        while let Some(id) = pending.pop() {
+            if id == config.id {
+                return Err(abort(StoreError::InvalidReference(format!(
+                    "config {:?} cannot inherit from itself (through {parent:?})",
+                    config.id
+                ))));
+            }
+            visited += 1;
+            if visited > 10_000 {
+                return Err(abort(StoreError::InvalidReference(format!(
+                    "the ancestry of config {parent:?} is too deep or cyclic"
+                ))));
+            }
+            let ancestor: Config = tx_get(configs, "configs", id.as_bytes())?.ok_or_else(|| {
+                abort(StoreError::InvalidReference(format!(
+                    "parent config {id:?} of {:?} does not exist",
+                    config.id
+                )))
+            })?;
+            pending.extend(ancestor.parent_ids);
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Stores a new config (revision 1); its parents must exist.
+    pub fn create_config(&self, config: &Config) -> Result<Config> {
+        validate_id(&config.id)?;
+        let mut new = config.clone();
+        new.revision = 1;
+        let stored = finish((&self.configs, &self.cfg_children).transaction(
+            |(configs, children)| {
+                if configs.get(new.id.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        kind: KIND,
+                        id: new.id.clone(),
+                    }));
+                }
+                check_parents(configs, &new)?;
+                configs.insert(new.id.as_bytes(), encode(&new))?;
+                for parent in &new.parent_ids {
+                    multi_add(children, "cfg_children", parent.as_bytes(), &new.id)?;
+                }
+                Ok(new.clone())
+            },
+        ))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    /// Replaces a config; `config.revision` must be the stored one. `deletable` keeps its
+    /// stored value, so that built-in configs stay built in.
+    pub fn update_config(&self, config: &Config) -> Result<Config> {
+        let stored = finish((&self.configs, &self.cfg_children).transaction(
+            |(configs, children)| {
+                let old: Config =
+                    tx_get(configs, "configs", config.id.as_bytes())?.ok_or_else(|| {
+                        abort(StoreError::NotFound {
+                            kind: KIND,
+                            id: config.id.clone(),
+                        })
+                    })?;
+                let mut new = config.clone();
+                new.revision = next_revision(KIND, &config.id, config.revision, old.revision)
+                    .map_err(abort)?;
+                new.deletable = old.deletable;
+                check_parents(configs, &new)?;
+                configs.insert(new.id.as_bytes(), encode(&new))?;
+                for parent in old
+                    .parent_ids
+                    .iter()
+                    .filter(|p| !new.parent_ids.contains(p))
+                {
+                    multi_remove(children, "cfg_children", parent.as_bytes(), &new.id)?;
+                }
+                for parent in new
+                    .parent_ids
+                    .iter()
+                    .filter(|p| !old.parent_ids.contains(p))
+                {
+                    multi_add(children, "cfg_children", parent.as_bytes(), &new.id)?;
+                }
+                Ok(new)
+            },
+        ))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    /// Deletes a config that is deletable and has no children; returns what was deleted.
+    pub fn delete_config(&self, id: &str) -> Result<Config> {
+        let old = finish((&self.configs, &self.cfg_children).transaction(
+            |(configs, children)| {
+                let old: Config = tx_get(configs, "configs", id.as_bytes())?.ok_or_else(|| {
+                    abort(StoreError::NotFound {
+                        kind: KIND,
+                        id: id.to_owned(),
+                    })
+                })?;
+                if !old.deletable {
+                    return Err(abort(StoreError::NotDeletable {
+                        kind: KIND,
+                        id: id.to_owned(),
+                    }));
+                }
+                let users: Vec<String> =
+                    tx_get(children, "cfg_children", id.as_bytes())?.unwrap_or_default();
+                if !users.is_empty() {
+                    return Err(abort(StoreError::InUse {
+                        kind: KIND,
+                        id: id.to_owned(),
+                        users: format!("configs {}", users.join(", ")),
+                    }));
+                }
+                configs.remove(id.as_bytes())?;
+                for parent in &old.parent_ids {
+                    multi_remove(children, "cfg_children", parent.as_bytes(), id)?;
+                }
+                Ok(old)
+            },
+        ))?;
+        self.flush()?;
+        Ok(old)
+    }
+
+    /// The config with this id.
+    pub fn config(&self, id: &str) -> Result<Option<Config>> {
+        self.get(&self.configs, "configs", id.as_bytes())
+    }
+
+    /// Every config, by id.
+    pub fn configs(&self) -> Result<Vec<Config>> {
+        self.list(&self.configs, "configs")
+    }
+
+    /// Ids of the configs that list `id` among their parents, sorted.
+    pub fn config_children(&self, id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .get(&self.cfg_children, "cfg_children", id.as_bytes())?
+            .unwrap_or_default())
+    }
+}
+
+/// Rebuilds the parent → children index from the config records.
+pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
+    store.cfg_children.clear()?;
+    let mut map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for config in store.configs()? {
+        for parent in config.parent_ids {
+            map.entry(parent).or_default().push(config.id.clone());
+        }
+    }
+    for (parent, mut ids) in map {
+        ids.sort();
+        ids.dedup();
+        store.cfg_children.insert(parent.as_bytes(), encode(&ids))?;
+    }
+    Ok(())
+}

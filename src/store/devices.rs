@@ -1,0 +1,185 @@
+//! Devices and their MAC (unique) and IP (shared) indexes.
+
+use std::net::IpAddr;
+
+use sled::Transactional;
+
+use super::{
+    abort, encode, finish, multi_add, multi_remove, next_revision, tx_get, Result, Store,
+    StoreError,
+};
+use crate::model::{validate_id, Device, Mac};
+
+const KIND: &str = "device";
+
+fn mac_key(mac: &Mac) -> Vec<u8> {
+    mac.octets().to_vec()
+}
+
+fn ip_key(ip: &IpAddr) -> Vec<u8> {
+    ip.to_string().into_bytes()
+}
+
+impl Store {
+    /// Stores a new device (revision 1); its MAC must not belong to another device.
+    pub fn create_device(&self, device: &Device) -> Result<Device> {
+        validate_id(&device.id)?;
+        let mut new = device.clone();
+        new.revision = 1;
+        let stored = finish((&self.devices, &self.idx_mac, &self.idx_ip).transaction(
+            |(devices, idx_mac, idx_ip)| {
+                if devices.get(new.id.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        kind: KIND,
+                        id: new.id.clone(),
+                    }));
+                }
+                devices.insert(new.id.as_bytes(), encode(&new))?;
+                if let Some(mac) = &new.mac {
+                    claim_mac(idx_mac, mac, &new.id)?;
+                }
+                if let Some(ip) = &new.ip {
+                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                }
+                Ok(new.clone())
+            },
+        ))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    /// Replaces a device; `device.revision` must be the stored one. Returns the stored record.
+    pub fn update_device(&self, device: &Device) -> Result<Device> {
+        let stored = finish((&self.devices, &self.idx_mac, &self.idx_ip).transaction(
+            |(devices, idx_mac, idx_ip)| {
+                let old: Device =
+                    tx_get(devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
+                        abort(StoreError::NotFound {
+                            kind: KIND,
+                            id: device.id.clone(),
+                        })
+                    })?;
+                let mut new = device.clone();
+                new.revision = next_revision(KIND, &device.id, device.revision, old.revision)
+                    .map_err(abort)?;
+                devices.insert(new.id.as_bytes(), encode(&new))?;
+                if old.mac != new.mac {
+                    if let Some(mac) = &old.mac {
+                        idx_mac.remove(mac_key(mac))?;
+                    }
+                    if let Some(mac) = &new.mac {
+                        claim_mac(idx_mac, mac, &new.id)?;
+                    }
+                }
+                if old.ip != new.ip {
+                    if let Some(ip) = &old.ip {
+                        multi_remove(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                    }
+                    if let Some(ip) = &new.ip {
+                        multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                    }
+                }
+                Ok(new)
+            },
+        ))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    /// Deletes a device and its index entries; returns what was deleted.
+    pub fn delete_device(&self, id: &str) -> Result<Device> {
+        let old = finish((&self.devices, &self.idx_mac, &self.idx_ip).transaction(
+            |(devices, idx_mac, idx_ip)| {
+                let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
+                    abort(StoreError::NotFound {
+                        kind: KIND,
+                        id: id.to_owned(),
+                    })
+                })?;
+                devices.remove(id.as_bytes())?;
+                if let Some(mac) = &old.mac {
+                    idx_mac.remove(mac_key(mac))?;
+                }
+                if let Some(ip) = &old.ip {
+                    multi_remove(idx_ip, "idx_ip", &ip_key(ip), id)?;
+                }
+                Ok(old)
+            },
+        ))?;
+        self.flush()?;
+        Ok(old)
+    }
+
+    /// The device with this id.
+    pub fn device(&self, id: &str) -> Result<Option<Device>> {
+        self.get(&self.devices, "devices", id.as_bytes())
+    }
+
+    /// The device with this MAC address.
+    pub fn device_by_mac(&self, mac: &Mac) -> Result<Option<Device>> {
+        match self.idx_mac.get(mac_key(mac))? {
+            Some(id) => self.get(&self.devices, "devices", &id),
+            None => Ok(None),
+        }
+    }
+
+    /// The devices last seen at this IP address (several behind NAT), by id.
+    pub fn devices_by_ip(&self, ip: &IpAddr) -> Result<Vec<Device>> {
+        let ids: Vec<String> = self
+            .get(&self.idx_ip, "idx_ip", &ip_key(ip))?
+            .unwrap_or_default();
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.device(&id)?);
+        }
+        Ok(found)
+    }
+
+    /// Every device, by id.
+    pub fn devices(&self) -> Result<Vec<Device>> {
+        self.list(&self.devices, "devices")
+    }
+
+    /// Number of devices.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+}
+
+fn claim_mac(
+    idx_mac: &sled::transaction::TransactionalTree,
+    mac: &Mac,
+    id: &str,
+) -> super::TxResult<()> {
+    if let Some(owner) = idx_mac.get(mac_key(mac))? {
+        if owner.as_ref() != id.as_bytes() {
+            return Err(abort(StoreError::Taken {
+                what: format!("MAC {mac}"),
+                kind: KIND,
+                owner: String::from_utf8_lossy(&owner).into_owned(),
+            }));
+        }
+    }
+    idx_mac.insert(mac_key(mac), id.as_bytes())?;
+    Ok(())
+}
+
+/// Rebuilds the device indexes from the device records (used by schema migrations).
+pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
+    store.idx_mac.clear()?;
+    store.idx_ip.clear()?;
+    for device in store.devices()? {
+        if let Some(mac) = &device.mac {
+            store.idx_mac.insert(mac_key(mac), device.id.as_bytes())?;
+        }
+        if let Some(ip) = &device.ip {
+            let mut ids: Vec<String> = store
+                .get(&store.idx_ip, "idx_ip", &ip_key(ip))?
+                .unwrap_or_default();
+            ids.push(device.id.clone());
+            ids.sort();
+            store.idx_ip.insert(ip_key(ip), encode(&ids))?;
+        }
+    }
+    Ok(())
+}

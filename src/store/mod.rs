@@ -1,0 +1,291 @@
+//! The sled store: the only module that talks to sled.
+//!
+//! Values are JSON. Changes that touch several trees run in one sled transaction, and every
+//! mutating method flushes the database before it returns, so a write that a caller
+//! acknowledged survives a crash or power loss.
+
+mod configs;
+mod devices;
+mod others;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use sled::Tree;
+
+pub use schema::SCHEMA_VERSION;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened (missing permissions, locked by another process…).
+    #[error(
+        "cannot open the store at {path}: {source} (is another provisiond using this data_dir?)"
+    )]
+    Open {
+        /// Database directory.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// An I/O or internal error from sled.
+    #[error("store I/O error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value does not decode; the record is left untouched.
+    #[error("corrupt record in tree {tree} at key {key:?}: {source}")]
+    Corrupt {
+        /// Tree name.
+        tree: &'static str,
+        /// Key, lossily decoded.
+        key: String,
+        /// Decoder error.
+        source: serde_json::Error,
+    },
+    /// The store was written by a newer provisiond.
+    #[error("the store has schema version {found}, this provisiond knows up to {supported}: upgrade provisiond or restore a backup")]
+    SchemaTooNew {
+        /// Version found in `meta`.
+        found: u32,
+        /// Highest version this build knows.
+        supported: u32,
+    },
+    /// No record with that id.
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// Record kind.
+        kind: &'static str,
+        /// Id asked for.
+        id: String,
+    },
+    /// A record with that id already exists.
+    #[error("{kind} {id:?} already exists")]
+    AlreadyExists {
+        /// Record kind.
+        kind: &'static str,
+        /// Conflicting id.
+        id: String,
+    },
+    /// The record changed since the caller read it.
+    #[error(
+        "{kind} {id:?} was modified concurrently (expected revision {expected}, found {found})"
+    )]
+    Conflict {
+        /// Record kind.
+        kind: &'static str,
+        /// Record id.
+        id: String,
+        /// Revision the caller read.
+        expected: u64,
+        /// Revision in the store.
+        found: u64,
+    },
+    /// Another record already holds a unique value.
+    #[error("{what} is already used by {kind} {owner:?}")]
+    Taken {
+        /// The value (`MAC 00:15:65:…`, `provisioning key`…).
+        what: String,
+        /// Kind of the owner.
+        kind: &'static str,
+        /// Id of the owner.
+        owner: String,
+    },
+    /// A reference to a record that does not exist, or that would form a cycle.
+    #[error("invalid reference: {0}")]
+    InvalidReference(String),
+    /// The record is still referenced by others.
+    #[error("{kind} {id:?} is still used by {users}")]
+    InUse {
+        /// Record kind.
+        kind: &'static str,
+        /// Record id.
+        id: String,
+        /// Who uses it.
+        users: String,
+    },
+    /// The record is built in.
+    #[error("{kind} {id:?} cannot be deleted")]
+    NotDeletable {
+        /// Record kind.
+        kind: &'static str,
+        /// Record id.
+        id: String,
+    },
+    /// An id that cannot be a store key.
+    #[error(transparent)]
+    InvalidId(#[from] crate::model::InvalidId),
+}
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+/// Handle on the open database; cheap to clone, safe to share between threads.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    meta: Tree,
+    devices: Tree,
+    idx_mac: Tree,
+    idx_ip: Tree,
+    configs: Tree,
+    cfg_children: Tree,
+    tenants: Tree,
+    idx_tenant_key: Tree,
+    tokens: Tree,
+    codes: Tree,
+    leases: Tree,
+    idx_lease_mac: Tree,
+    plugins_state: Tree,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `<data_dir>/db` and migrates its schema.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        let path = data_dir.join("db");
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        let store = Store {
+            meta: tree("meta")?,
+            devices: tree("devices")?,
+            idx_mac: tree("idx_mac")?,
+            idx_ip: tree("idx_ip")?,
+            configs: tree("configs")?,
+            cfg_children: tree("cfg_children")?,
+            tenants: tree("tenants")?,
+            idx_tenant_key: tree("idx_tenant_key")?,
+            tokens: tree("tokens")?,
+            codes: tree("codes")?,
+            leases: tree("leases")?,
+            idx_lease_mac: tree("idx_lease_mac")?,
+            plugins_state: tree("plugins_state")?,
+            db,
+            path,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes everything to disk; called after every mutation and at shutdown.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        tree: &Tree,
+        name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        tree.get(key)?
+            .map(|bytes| decode(name, key, &bytes))
+            .transpose()
+    }
+
+    fn list<T: DeserializeOwned>(&self, tree: &Tree, name: &'static str) -> Result<Vec<T>> {
+        tree.iter()
+            .map(|item| {
+                let (key, value) = item?;
+                decode(name, &key, &value)
+            })
+            .collect()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our records are plain structs with string keys: serialization cannot fail.
+    serde_json::to_vec(value).expect("store records serialize to JSON")
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn tx_get<T: DeserializeOwned>(
+    tree: &TransactionalTree,
+    name: &'static str,
+    key: &[u8],
+) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(bytes) => decode(name, key, &bytes).map(Some).map_err(abort),
+    }
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn finish<T>(result: std::result::Result<T, TransactionError<StoreError>>) -> Result<T> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+    }
+}
+
+/// Adds `id` to the sorted id list stored under `key` (a non-unique index entry).
+fn multi_add(tree: &TransactionalTree, name: &'static str, key: &[u8], id: &str) -> TxResult<()> {
+    let mut ids: Vec<String> = tx_get(tree, name, key)?.unwrap_or_default();
+    if let Err(pos) = ids.binary_search_by(|x| x.as_str().cmp(id)) {
+        ids.insert(pos, id.to_owned());
+        tree.insert(key, encode(&ids))?;
+    }
+    Ok(())
+}
+
+/// Removes `id` from the id list under `key`, dropping the entry when it becomes empty.
+fn multi_remove(
+    tree: &TransactionalTree,
+    name: &'static str,
+    key: &[u8],
+    id: &str,
+) -> TxResult<()> {
+    let mut ids: Vec<String> = tx_get(tree, name, key)?.unwrap_or_default();
+    if let Ok(pos) = ids.binary_search_by(|x| x.as_str().cmp(id)) {
+        ids.remove(pos);
+        if ids.is_empty() {
+            tree.remove(key)?;
+        } else {
+            tree.insert(key, encode(&ids))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the caller's revision against the stored one and returns the next revision.
+fn next_revision(kind: &'static str, id: &str, expected: u64, found: u64) -> Result<u64> {
+    if expected == found {
+        Ok(found + 1)
+    } else {
+        Err(StoreError::Conflict {
+            kind,
+            id: id.to_owned(),
+            expected,
+            found,
+        })
+    }
+}

@@ -1,0 +1,332 @@
+//! Tenants, tokens, provisioning codes, leases, and the records every store starts with.
+
+use std::net::Ipv4Addr;
+
+use sled::transaction::TransactionalTree;
+use sled::Transactional;
+
+use super::{abort, encode, finish, next_revision, tx_get, Result, Store, StoreError, TxResult};
+use crate::model::{validate_id, Code, Config, Lease, Mac, RawConfig, Tenant, Token};
+
+/// Id of the config every other config inherits from.
+pub const BASE_CONFIG: &str = "base";
+/// Id of the config given to autocreated devices.
+pub const AUTOPROV_CONFIG: &str = "autoprov";
+
+fn claim_key(idx: &TransactionalTree, key: &Option<String>, tenant: &str) -> TxResult<()> {
+    let Some(key) = key else { return Ok(()) };
+    if let Some(owner) = idx.get(key.as_bytes())? {
+        if owner.as_ref() != tenant.as_bytes() {
+            return Err(abort(StoreError::Taken {
+                what: "provisioning key".to_owned(),
+                kind: "tenant",
+                owner: String::from_utf8_lossy(&owner).into_owned(),
+            }));
+        }
+    }
+    idx.insert(key.as_bytes(), tenant.as_bytes())?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates the default tenant and the built-in configs `base` and `autoprov` when missing.
+    pub fn ensure_defaults(&self, default_tenant: &str) -> Result<()> {
+        validate_id(default_tenant)?;
+        finish(
+            (&self.tenants, &self.configs, &self.cfg_children).transaction(
+                |(tenants, configs, children)| {
+                    if tenants.get(default_tenant.as_bytes())?.is_none() {
+                        let tenant = Tenant {
+                            id: default_tenant.to_owned(),
+                            name: default_tenant.to_owned(),
+                            provisioning_key: None,
+                            revision: 1,
+                        };
+                        tenants.insert(default_tenant.as_bytes(), encode(&tenant))?;
+                    }
+                    let builtin = |id: &str, parents: &[&str]| Config {
+                        id: id.to_owned(),
+                        parent_ids: parents.iter().map(|p| p.to_string()).collect(),
+                        raw_config: RawConfig::new(),
+                        tenant: default_tenant.to_owned(),
+                        deletable: false,
+                        revision: 1,
+                    };
+                    if configs.get(BASE_CONFIG)?.is_none() {
+                        configs.insert(BASE_CONFIG, encode(&builtin(BASE_CONFIG, &[])))?;
+                    }
+                    if configs.get(AUTOPROV_CONFIG)?.is_none() {
+                        configs.insert(
+                            AUTOPROV_CONFIG,
+                            encode(&builtin(AUTOPROV_CONFIG, &[BASE_CONFIG])),
+                        )?;
+                        super::multi_add(
+                            children,
+                            "cfg_children",
+                            BASE_CONFIG.as_bytes(),
+                            AUTOPROV_CONFIG,
+                        )?;
+                    }
+                    Ok(())
+                },
+            ),
+        )?;
+        self.flush()
+    }
+
+    /// Stores a new tenant; its provisioning key, if any, must be unused.
+    pub fn create_tenant(&self, tenant: &Tenant) -> Result<Tenant> {
+        validate_id(&tenant.id)?;
+        let mut new = tenant.clone();
+        new.revision = 1;
+        let stored = finish((&self.tenants, &self.idx_tenant_key).transaction(
+            |(tenants, keys)| {
+                if tenants.get(new.id.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        kind: "tenant",
+                        id: new.id.clone(),
+                    }));
+                }
+                tenants.insert(new.id.as_bytes(), encode(&new))?;
+                claim_key(keys, &new.provisioning_key, &new.id)?;
+                Ok(new.clone())
+            },
+        ))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    /// Replaces a tenant; `tenant.revision` must be the stored one.
+    pub fn update_tenant(&self, tenant: &Tenant) -> Result<Tenant> {
+        let stored = finish((&self.tenants, &self.idx_tenant_key).transaction(
+            |(tenants, keys)| {
+                let old: Tenant =
+                    tx_get(tenants, "tenants", tenant.id.as_bytes())?.ok_or_else(|| {
+                        abort(StoreError::NotFound {
+                            kind: "tenant",
+                            id: tenant.id.clone(),
+                        })
+                    })?;
+                let mut new = tenant.clone();
+                new.revision = next_revision("tenant", &tenant.id, tenant.revision, old.revision)
+                    .map_err(abort)?;
+                tenants.insert(new.id.as_bytes(), encode(&new))?;
+                if old.provisioning_key != new.provisioning_key {
+                    if let Some(key) = &old.provisioning_key {
+                        keys.remove(key.as_bytes())?;
+                    }
+                    claim_key(keys, &new.provisioning_key, &new.id)?;
+                }
+                Ok(new)
+            },
+        ))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
+    /// The tenant with this id.
+    pub fn tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        self.get(&self.tenants, "tenants", id.as_bytes())
+    }
+
+    /// The tenant whose provisioning key this is.
+    pub fn tenant_by_key(&self, key: &str) -> Result<Option<Tenant>> {
+        match self.idx_tenant_key.get(key.as_bytes())? {
+            Some(id) => self.get(&self.tenants, "tenants", &id),
+            None => Ok(None),
+        }
+    }
+
+    /// Every tenant, by id.
+    pub fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.list(&self.tenants, "tenants")
+    }
+
+    /// Stores a new API token under its hash.
+    pub fn create_token(&self, token: &Token) -> Result<()> {
+        let inserted = self.tokens.compare_and_swap(
+            token.hash.as_bytes(),
+            None as Option<&[u8]>,
+            Some(encode(token)),
+        )?;
+        if inserted.is_err() {
+            return Err(StoreError::AlreadyExists {
+                kind: "token",
+                id: token.hash.clone(),
+            });
+        }
+        self.flush()
+    }
+
+    /// The token with this hash.
+    pub fn token(&self, hash: &str) -> Result<Option<Token>> {
+        self.get(&self.tokens, "tokens", hash.as_bytes())
+    }
+
+    /// Every token, by hash.
+    pub fn tokens(&self) -> Result<Vec<Token>> {
+        self.list(&self.tokens, "tokens")
+    }
+
+    /// Deletes a token; returns it.
+    pub fn delete_token(&self, hash: &str) -> Result<Token> {
+        self.remove_one(&self.tokens, "tokens", "token", hash)
+    }
+
+    /// Stores a new provisioning code.
+    pub fn create_code(&self, code: &Code) -> Result<()> {
+        let inserted = self.codes.compare_and_swap(
+            code.code.as_bytes(),
+            None as Option<&[u8]>,
+            Some(encode(code)),
+        )?;
+        if inserted.is_err() {
+            return Err(StoreError::AlreadyExists {
+                kind: "code",
+                id: code.code.clone(),
+            });
+        }
+        self.flush()
+    }
+
+    /// Replaces an existing provisioning code (state change, device assignment).
+    pub fn update_code(&self, code: &Code) -> Result<()> {
+        finish(self.codes.transaction(|codes| {
+            if codes.get(code.code.as_bytes())?.is_none() {
+                return Err(abort(StoreError::NotFound {
+                    kind: "code",
+                    id: code.code.clone(),
+                }));
+            }
+            codes.insert(code.code.as_bytes(), encode(code))?;
+            Ok(())
+        }))?;
+        self.flush()
+    }
+
+    /// The provisioning code with these digits.
+    pub fn code(&self, code: &str) -> Result<Option<Code>> {
+        self.get(&self.codes, "codes", code.as_bytes())
+    }
+
+    /// Every provisioning code.
+    pub fn codes(&self) -> Result<Vec<Code>> {
+        self.list(&self.codes, "codes")
+    }
+
+    /// Deletes a provisioning code; returns it.
+    pub fn delete_code(&self, code: &str) -> Result<Code> {
+        self.remove_one(&self.codes, "codes", "code", code)
+    }
+
+    /// Creates or replaces the lease of `lease.ip`; the MAC index then points at this lease.
+    pub fn put_lease(&self, lease: &Lease) -> Result<()> {
+        finish(
+            (&self.leases, &self.idx_lease_mac).transaction(|(leases, by_mac)| {
+                let key = lease.ip.octets();
+                if let Some(old) = tx_get::<Lease>(leases, "leases", &key)? {
+                    unlink_lease_mac(by_mac, &old)?;
+                }
+                leases.insert(&key, encode(lease))?;
+                by_mac.insert(&lease.mac.octets(), &key)?;
+                Ok(())
+            }),
+        )?;
+        self.flush()
+    }
+
+    /// The lease of this address.
+    pub fn lease(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
+        self.get(&self.leases, "leases", &ip.octets())
+    }
+
+    /// The lease of this client.
+    pub fn lease_by_mac(&self, mac: &Mac) -> Result<Option<Lease>> {
+        match self.idx_lease_mac.get(mac.octets())? {
+            Some(ip) => self.get(&self.leases, "leases", &ip),
+            None => Ok(None),
+        }
+    }
+
+    /// Every lease, by address.
+    pub fn leases(&self) -> Result<Vec<Lease>> {
+        self.list(&self.leases, "leases")
+    }
+
+    /// Deletes the lease of an address; returns it.
+    pub fn delete_lease(&self, ip: Ipv4Addr) -> Result<Lease> {
+        let old = finish(
+            (&self.leases, &self.idx_lease_mac).transaction(|(leases, by_mac)| {
+                let old: Lease = tx_get(leases, "leases", &ip.octets())?.ok_or_else(|| {
+                    abort(StoreError::NotFound {
+                        kind: "lease",
+                        id: ip.to_string(),
+                    })
+                })?;
+                leases.remove(&ip.octets())?;
+                unlink_lease_mac(by_mac, &old)?;
+                Ok(old)
+            }),
+        )?;
+        self.flush()?;
+        Ok(old)
+    }
+
+    /// Opaque per-plugin state (installed version, options), JSON.
+    pub fn plugin_state(&self, plugin: &str) -> Result<Option<serde_json::Value>> {
+        self.get(&self.plugins_state, "plugins_state", plugin.as_bytes())
+    }
+
+    /// Replaces a plugin's state.
+    pub fn set_plugin_state(&self, plugin: &str, state: &serde_json::Value) -> Result<()> {
+        validate_id(plugin)?;
+        self.plugins_state
+            .insert(plugin.as_bytes(), encode(state))?;
+        self.flush()
+    }
+
+    fn remove_one<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+        kind: &'static str,
+        key: &str,
+    ) -> Result<T> {
+        let old = tree
+            .remove(key.as_bytes())?
+            .ok_or_else(|| StoreError::NotFound {
+                kind,
+                id: key.to_owned(),
+            })?;
+        self.flush()?;
+        super::decode(name, key.as_bytes(), &old)
+    }
+}
+
+fn unlink_lease_mac(by_mac: &TransactionalTree, lease: &Lease) -> TxResult<()> {
+    if let Some(ip) = by_mac.get(lease.mac.octets())? {
+        if ip.as_ref() == lease.ip.octets() {
+            by_mac.remove(&lease.mac.octets())?;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the tenant-key and lease-MAC indexes from their records.
+pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
+    store.idx_tenant_key.clear()?;
+    for tenant in store.tenants()? {
+        if let Some(key) = &tenant.provisioning_key {
+            store
+                .idx_tenant_key
+                .insert(key.as_bytes(), tenant.id.as_bytes())?;
+        }
+    }
+    store.idx_lease_mac.clear()?;
+    for lease in store.leases()? {
+        store
+            .idx_lease_mac
+            .insert(lease.mac.octets(), &lease.ip.octets())?;
+    }
+    Ok(())
+}

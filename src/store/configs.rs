@@ -13,32 +13,28 @@ const KIND: &str = "config";
 
 /// Fails when a parent is missing, is the config itself, or has the config among its ancestors.
 fn check_parents(configs: &TransactionalTree, config: &Config) -> TxResult<()> {
-    for parent in &config.parent_ids {
-        // Walk the ancestry of each parent; a bound on the walk keeps a corrupted store
-        // (a cycle written by hand) from looping forever.
-        let mut pending = vec![parent.clone()];
-        let mut visited = 0usize;
-        while let Some(id) = pending.pop() {
-            if id == config.id {
-                return Err(abort(StoreError::InvalidReference(format!(
-                    "config {:?} cannot inherit from itself (through {parent:?})",
-                    config.id
-                ))));
-            }
-            visited += 1;
-            if visited > 10_000 {
-                return Err(abort(StoreError::InvalidReference(format!(
-                    "the ancestry of config {parent:?} is too deep or cyclic"
-                ))));
-            }
-            let ancestor: Config = tx_get(configs, "configs", id.as_bytes())?.ok_or_else(|| {
-                abort(StoreError::InvalidReference(format!(
-                    "parent config {id:?} of {:?} does not exist",
-                    config.id
-                )))
-            })?;
-            pending.extend(ancestor.parent_ids);
+    // Each ancestor is read once, however many paths lead to it; the visited set also ends
+    // the walk on a cycle that is already stored (written by hand or by an older bug).
+    let mut visited = std::collections::HashSet::new();
+    let mut pending: Vec<(String, &String)> =
+        config.parent_ids.iter().map(|p| (p.clone(), p)).collect();
+    while let Some((id, through)) = pending.pop() {
+        if id == config.id {
+            return Err(abort(StoreError::InvalidReference(format!(
+                "config {:?} cannot inherit from itself (through {through:?})",
+                config.id
+            ))));
         }
+        if !visited.insert(id.clone()) {
+            continue;
+        }
+        let ancestor: Config = tx_get(configs, "configs", id.as_bytes())?.ok_or_else(|| {
+            abort(StoreError::InvalidReference(format!(
+                "parent config {id:?} of {:?} does not exist",
+                config.id
+            )))
+        })?;
+        pending.extend(ancestor.parent_ids.into_iter().map(|p| (p, through)));
     }
     Ok(())
 }

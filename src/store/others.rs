@@ -292,14 +292,19 @@ impl Store {
         kind: &'static str,
         key: &str,
     ) -> Result<T> {
-        let old = tree
-            .remove(key.as_bytes())?
-            .ok_or_else(|| StoreError::NotFound {
-                kind,
-                id: key.to_owned(),
+        // Decoded before removal: a corrupt record is reported and left for inspection.
+        let old = finish(tree.transaction(|tx| {
+            let old: T = tx_get(tx, name, key.as_bytes())?.ok_or_else(|| {
+                abort(StoreError::NotFound {
+                    kind,
+                    id: key.to_owned(),
+                })
             })?;
+            tx.remove(key.as_bytes())?;
+            Ok(old)
+        }))?;
         self.flush()?;
-        super::decode(name, key.as_bytes(), &old)
+        Ok(old)
     }
 }
 
@@ -323,7 +328,17 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
         }
     }
     store.idx_lease_mac.clear()?;
+    // As after normal writes, a MAC points at its most recent lease.
+    let mut latest: std::collections::HashMap<Mac, Lease> = Default::default();
     for lease in store.leases()? {
+        match latest.get(&lease.mac) {
+            Some(seen) if seen.starts >= lease.starts => {}
+            _ => {
+                latest.insert(lease.mac, lease);
+            }
+        }
+    }
+    for lease in latest.values() {
         store
             .idx_lease_mac
             .insert(lease.mac.octets(), &lease.ip.octets())?;

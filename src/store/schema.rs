@@ -73,3 +73,350 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::model::{Config, Device, Lease, LeaseState, Mac, RawConfig, Tenant};
+
+    fn mac(text: &str) -> Mac {
+        text.parse().unwrap()
+    }
+
+    /// sled 0.34 releases its file lock lazily after the last handle is dropped
+    /// (spacejam/sled#1234): an immediate reopen in the same process can briefly fail with
+    /// "could not acquire lock". Retries `open` on that error only, for a bounded time.
+    fn retry_locked<T>(mut open: impl FnMut() -> Result<T>) -> Result<T> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match open() {
+                Err(StoreError::Open {
+                    source: sled::Error::Io(e),
+                    ..
+                }) if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+                {
+                    std::thread::yield_now()
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_store(dir: &Path) -> Result<Store> {
+        retry_locked(|| Store::open(dir))
+    }
+
+    /// Opens the raw sled database the way `Store::open` lays it out.
+    fn raw_db(dir: &Path) -> sled::Db {
+        let path = dir.join("db");
+        retry_locked(|| {
+            sled::Config::new()
+                .path(&path)
+                .open()
+                .map_err(|source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                })
+        })
+        .unwrap()
+    }
+
+    fn set_raw_version(db: &sled::Db, version: u32) {
+        db.open_tree("meta")
+            .unwrap()
+            .insert(VERSION_KEY, &version.to_be_bytes())
+            .unwrap();
+    }
+
+    fn raw_version(dir: &Path) -> Option<Vec<u8>> {
+        let db = raw_db(dir);
+        db.open_tree("meta")
+            .unwrap()
+            .get(VERSION_KEY)
+            .unwrap()
+            .map(|v| v.to_vec())
+    }
+
+    fn put<T: serde::Serialize>(db: &sled::Db, tree: &str, key: &[u8], value: &T) {
+        db.open_tree(tree)
+            .unwrap()
+            .insert(key, serde_json::to_vec(value).unwrap())
+            .unwrap();
+    }
+
+    fn device(id: &str, mac_addr: &str, ip: &str) -> Device {
+        let mut device = Device::new(id, "master");
+        device.mac = Some(mac(mac_addr));
+        device.ip = Some(ip.parse().unwrap());
+        device.revision = 4;
+        device
+    }
+
+    fn config(id: &str, parents: &[&str]) -> Config {
+        Config {
+            id: id.to_owned(),
+            parent_ids: parents.iter().map(|p| p.to_string()).collect(),
+            raw_config: RawConfig::new(),
+            tenant: "master".to_owned(),
+            deletable: true,
+            revision: 2,
+        }
+    }
+
+    fn tenant(id: &str, key: Option<&str>) -> Tenant {
+        Tenant {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            provisioning_key: key.map(str::to_owned),
+            revision: 1,
+        }
+    }
+
+    fn lease(ip: &str, mac_addr: &str) -> Lease {
+        Lease {
+            ip: ip.parse().unwrap(),
+            mac: mac(mac_addr),
+            client_id: None,
+            hostname: None,
+            starts: 100,
+            ends: 200,
+            state: LeaseState::Bound,
+        }
+    }
+
+    struct V1 {
+        devices: [Device; 3],
+        configs: [Config; 3],
+        tenants: [Tenant; 2],
+        lease: Lease,
+    }
+
+    /// Writes a version 1 store: record trees only, no index tree.
+    fn write_v1(dir: &Path) -> V1 {
+        let v1 = V1 {
+            devices: [
+                device("d1", "00:15:65:00:00:01", "10.0.0.1"),
+                device("d2", "00:15:65:00:00:02", "10.0.0.1"),
+                device("d3", "00:15:65:00:00:03", "10.0.0.3"),
+            ],
+            configs: [
+                config("base", &[]),
+                config("site", &["base"]),
+                config("room", &["base", "site"]),
+            ],
+            tenants: [tenant("master", None), tenant("t1", Some("key1"))],
+            lease: lease("192.168.1.50", "00:15:65:00:00:01"),
+        };
+        let db = raw_db(dir);
+        set_raw_version(&db, 1);
+        for d in &v1.devices {
+            put(&db, "devices", d.id.as_bytes(), d);
+        }
+        for c in &v1.configs {
+            put(&db, "configs", c.id.as_bytes(), c);
+        }
+        for t in &v1.tenants {
+            put(&db, "tenants", t.id.as_bytes(), t);
+        }
+        put(&db, "leases", &v1.lease.ip.octets(), &v1.lease);
+        db.flush().unwrap();
+        v1
+    }
+
+    fn check_v1_indexes(store: &Store, v1: &V1) {
+        let [d1, d2, d3] = &v1.devices;
+        for d in &v1.devices {
+            assert_eq!(
+                store.device_by_mac(&d.mac.unwrap()).unwrap().as_ref(),
+                Some(d)
+            );
+        }
+        assert_eq!(
+            store.devices_by_ip(&"10.0.0.1".parse().unwrap()).unwrap(),
+            vec![d1.clone(), d2.clone()]
+        );
+        assert_eq!(
+            store.devices_by_ip(&"10.0.0.3".parse().unwrap()).unwrap(),
+            vec![d3.clone()]
+        );
+        assert_eq!(store.config_children("base").unwrap(), ["room", "site"]);
+        assert_eq!(store.config_children("site").unwrap(), ["room"]);
+        assert!(store.config_children("room").unwrap().is_empty());
+        assert_eq!(
+            store.tenant_by_key("key1").unwrap().as_ref(),
+            Some(&v1.tenants[1])
+        );
+        assert_eq!(
+            store.lease_by_mac(&v1.lease.mac).unwrap().as_ref(),
+            Some(&v1.lease)
+        );
+        // The records themselves are untouched, revisions included.
+        assert_eq!(store.device("d1").unwrap().as_ref(), Some(d1));
+        assert_eq!(store.config("room").unwrap().as_ref(), Some(&v1.configs[2]));
+    }
+
+    #[test]
+    fn migrates_version_1_by_rebuilding_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = write_v1(dir.path());
+
+        let store = open_store(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(2));
+        assert_eq!(SCHEMA_VERSION, 2);
+        check_v1_indexes(&store, &v1);
+
+        // The migrated indexes are maintained like any other: d2 leaves the shared IP.
+        let mut d2 = v1.devices[1].clone();
+        d2.ip = None;
+        store.update_device(&d2).unwrap();
+        assert_eq!(
+            store.devices_by_ip(&"10.0.0.1".parse().unwrap()).unwrap(),
+            vec![v1.devices[0].clone()]
+        );
+        drop(store);
+
+        // The new version is persisted.
+        assert_eq!(raw_version(dir.path()), Some(2u32.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn an_interrupted_migration_replaces_stale_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = write_v1(dir.path());
+        {
+            // Half-written (or hand-edited) index entries left by an earlier attempt.
+            let db = raw_db(dir.path());
+            let idx_mac = db.open_tree("idx_mac").unwrap();
+            idx_mac
+                .insert(mac("00:15:65:00:00:01").octets(), b"d3".as_ref())
+                .unwrap();
+            idx_mac
+                .insert(mac("00:15:65:00:00:99").octets(), b"gone".as_ref())
+                .unwrap();
+            put(&db, "idx_ip", b"10.0.0.9", &vec!["d1".to_owned()]);
+            put(&db, "cfg_children", b"site", &vec!["base".to_owned()]);
+            db.open_tree("idx_tenant_key")
+                .unwrap()
+                .insert(b"old-key", b"t1".as_ref())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = open_store(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(2));
+        check_v1_indexes(&store, &v1);
+        assert_eq!(
+            store.device_by_mac(&mac("00:15:65:00:00:99")).unwrap(),
+            None
+        );
+        assert!(store
+            .devices_by_ip(&"10.0.0.9".parse().unwrap())
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.tenant_by_key("old-key").unwrap(), None);
+    }
+
+    fn open_err(dir: &Path) -> StoreError {
+        match open_store(dir) {
+            Ok(_) => panic!("the store opened"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn refuses_a_newer_schema_and_leaves_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = raw_db(dir.path());
+            set_raw_version(&db, 99);
+            db.flush().unwrap();
+        }
+        let err = open_err(dir.path());
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 99,
+                    supported: SCHEMA_VERSION
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(raw_version(dir.path()), Some(99u32.to_be_bytes().to_vec()));
+    }
+
+    #[test]
+    fn refuses_version_0_and_a_malformed_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = raw_db(dir.path());
+            set_raw_version(&db, 0);
+            db.flush().unwrap();
+        }
+        let err = open_err(dir.path());
+        assert!(
+            matches!(&err, StoreError::Corrupt { tree: "meta", key, .. } if key == "schema_version"),
+            "{err:?}"
+        );
+        assert_eq!(raw_version(dir.path()), Some(0u32.to_be_bytes().to_vec()));
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = raw_db(dir.path());
+            db.open_tree("meta")
+                .unwrap()
+                .insert(VERSION_KEY, b"\x00\x02".as_ref())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = open_err(dir.path());
+        assert!(
+            matches!(&err, StoreError::Corrupt { tree: "meta", .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_current_store_is_left_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+            store
+                .create_device(&device("d1", "00:15:65:00:00:01", "10.0.0.1"))
+                .unwrap();
+        }
+        let store = open_store(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(
+            store
+                .device_by_mac(&mac("00:15:65:00:00:01"))
+                .unwrap()
+                .map(|d| d.id),
+            Some("d1".to_owned())
+        );
+    }
+
+    #[test]
+    fn after_migration_a_mac_points_at_its_most_recent_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = raw_db(dir.path());
+            set_raw_version(&db, 1);
+            // The newer lease has the lower address, so key order alone would pick the old one.
+            let mut newer = lease("10.0.0.5", "00:15:65:00:00:09");
+            newer.starts = 500;
+            let older = lease("10.0.0.9", "00:15:65:00:00:09");
+            for l in [&newer, &older] {
+                put(&db, "leases", &l.ip.octets(), l);
+            }
+            db.flush().unwrap();
+        }
+        let store = open_store(dir.path()).unwrap();
+        let found = store.lease_by_mac(&mac("00:15:65:00:00:09")).unwrap();
+        assert_eq!(found.map(|l| l.ip.to_string()), Some("10.0.0.5".to_owned()));
+    }
+}

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigArgs;
 use crate::config::{self, changed_keys, Loaded};
@@ -148,7 +148,10 @@ fn reload(args: &ConfigArgs, running: &mut Loaded, log: &LogHandle) {
         .partition(|k| LIVE_KEYS.contains(&k.as_str()));
     if live.iter().any(|k| k == "log.level") {
         match log.set_level(&fresh.settings.log.level) {
-            Ok(()) => running.settings.log = fresh.settings.log.clone(),
+            Ok(()) => {
+                running.settings.log = fresh.settings.log.clone();
+                debug!("log filter is now {:?}", running.settings.log.level);
+            }
             Err(e) => error!("cannot apply log.level: {e}"),
         }
     }

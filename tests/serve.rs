@@ -1,0 +1,348 @@
+//! The `provisiond` binary as a process: check-config exit codes, serve start-up, signals.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use provisiond::store::Store;
+
+const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+/// Bound on waiting for the daemon; generous for a loaded CI machine, never reached normally.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn command(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        // No /etc file may leak into a test: the default path points into the temp dir.
+        .env("PROVISIOND_CONFIG", cwd.join("absent.toml"))
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null());
+    cmd
+}
+
+struct Daemon {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn provisiond");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing every fragment; returns it.
+    fn expect_line(&mut self, fragments: &[&str]) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if fragments.iter().all(|f| line.contains(f)) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no log line with {fragments:?}; seen:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("kill");
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Collect the last lines too.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("provisiond did not exit; seen:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("provisiond.toml");
+    let text = format!(
+        "[general]\ndata_dir = \"{}\"\n[api]\nsocket = \"{}\"\n{body}",
+        dir.join("data").display(),
+        dir.join("api.sock").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run provisiond");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_is_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = run(command(tmp.path()).arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("provisiond {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_exits_0_when_valid_and_1_with_every_problem_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    let (code, _, stderr) = run(command(dir).arg("check-config"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("configuration OK: <embedded development default>"),
+        "{stderr}"
+    );
+
+    let good = write_config(dir, "[http]\nlisten = \"127.0.0.1:18080\"\n");
+    let (code, stdout, stderr) = run(command(dir)
+        .args(["check-config", "--print", "--config"])
+        .arg(&good));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("configuration OK: {}", good.display())),
+        "{stderr}"
+    );
+    assert!(stdout.contains("listen = \"127.0.0.1:18080\""), "{stdout}");
+
+    std::fs::create_dir(dir.join("conf.d")).unwrap();
+    let fragment = dir.join("conf.d/50-dhcp.toml");
+    std::fs::write(
+        &fragment,
+        "[dhcp]\nmode = \"server\"\n[[dhcp.pools]]\nsubnet = \"10.0.0.0/24\"\nranges = [{ start = \"10.0.0.50\", end = \"10.0.0.10\" }]\n[tftp]\nretries = 0\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(command(dir)
+        .args(["check-config", "--print", "-c"])
+        .arg(&good));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stdout.is_empty(),
+        "nothing printed for an invalid configuration: {stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}: dhcp.pools[0].ranges[0]: start 10.0.0.50 is after end 10.0.0.10",
+            fragment.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}: tftp.retries: must be at least 1",
+            fragment.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("configuration invalid: 2 problems"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(command(dir)
+        .args(["check-config", "--config"])
+        .arg(dir.join("missing.toml")));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("missing.toml: cannot read"), "{stderr}");
+
+    let (code, _, stderr) = run(command(dir).args(["check-config", "--bogus"]));
+    assert_eq!(code, 2, "usage errors are clap's exit 2: {stderr}");
+}
+
+fn serve_embedded_and_stop_with(signal: Signal, announced: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut daemon = Daemon::start({
+        let mut cmd = command(dir);
+        cmd.arg("serve");
+        cmd
+    });
+    let first = daemon.expect_line(&[]);
+    assert!(
+        first.contains("running on the embedded development default"),
+        "first line says so: {first}"
+    );
+    daemon.expect_line(&["store open; ready", "provisiond-data/db"]);
+    daemon.signal(signal);
+    daemon.expect_line(&[announced]);
+    let status = daemon.wait();
+    assert!(
+        status.success(),
+        "exit {status:?}; log:\n{}",
+        daemon.seen.join("\n")
+    );
+    assert!(
+        daemon.seen.iter().any(|l| l.contains("stopped cleanly")),
+        "{:?}",
+        daemon.seen
+    );
+
+    // The store was created in the working directory, with its first records.
+    let store = Store::open(&dir.join("provisiond-data")).expect("store reopens after shutdown");
+    assert!(store.tenant("master").unwrap().is_some());
+    assert_eq!(
+        store.config("autoprov").unwrap().unwrap().parent_ids,
+        vec!["base".to_string()]
+    );
+    assert!(store.config("base").unwrap().is_some());
+}
+
+#[test]
+fn serve_runs_on_the_embedded_default_and_stops_cleanly_on_sigterm() {
+    serve_embedded_and_stop_with(Signal::SIGTERM, "SIGTERM received");
+}
+
+#[test]
+fn serve_stops_cleanly_on_ctrl_c() {
+    serve_embedded_and_stop_with(Signal::SIGINT, "SIGINT received");
+}
+
+#[test]
+fn serve_refuses_an_invalid_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), "[log]\nlevel = \"info\"\nbogus = 1\n");
+    let (code, _, stderr) = run(command(tmp.path()).args(["serve", "--config"]).arg(&config));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: log.bogus", config.display())),
+        "{stderr}"
+    );
+    assert!(
+        !tmp.path().join("data").exists(),
+        "nothing is created before the configuration is valid"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), "");
+    let start = || {
+        let mut cmd = command(tmp.path());
+        cmd.args(["serve", "--config"]).arg(&config);
+        cmd
+    };
+    let mut first = Daemon::start(start());
+    first.expect_line(&["ready"]);
+    let mut second = Daemon::start(start());
+    let status = second.wait();
+    assert_eq!(status.code(), Some(1), "{:?}", second.seen);
+    assert!(
+        second
+            .seen
+            .iter()
+            .any(|l| l.contains("cannot open the store") && l.contains("another provisiond")),
+        "{:?}",
+        second.seen
+    );
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait().success());
+}
+
+#[test]
+fn sighup_applies_the_log_level_and_names_changes_that_need_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), "[log]\nlevel = \"info\"\n");
+    let mut daemon = Daemon::start({
+        let mut cmd = command(tmp.path());
+        cmd.args(["serve", "--config"]).arg(&config);
+        cmd
+    });
+    daemon.expect_line(&[
+        "starting with configuration from",
+        &config.display().to_string(),
+    ]);
+    daemon.expect_line(&["ready"]);
+
+    daemon.signal(Signal::SIGHUP);
+    daemon.expect_line(&["nothing changed"]);
+
+    write_config(
+        tmp.path(),
+        "[log]\nlevel = \"debug\"\n[http]\nlisten = \"127.0.0.1:18111\"\n[tftp]\nretries = 9\n",
+    );
+    daemon.signal(Signal::SIGHUP);
+    // Only visible once the new filter is in force.
+    daemon.expect_line(&["DEBUG", "log filter is now \"debug\""]);
+    daemon.expect_line(&["applied log.level"]);
+    daemon.expect_line(&["only after a restart: http.listen, tftp.retries"]);
+
+    // A broken file is reported and the daemon keeps running on the previous configuration.
+    write_config(
+        tmp.path(),
+        "[log]\nlevel = \"debug\"\n[http]\nlisten = \"nonsense\"\n",
+    );
+    daemon.signal(Signal::SIGHUP);
+    daemon.expect_line(&[&format!(
+        "{}: http.listen: TOML parse error at line 8",
+        config.display()
+    )]);
+    daemon.expect_line(&["reload failed: keeping the running configuration"]);
+
+    // The restart-only keys are still pending: they are named again on the next reload.
+    write_config(
+        tmp.path(),
+        "[log]\nlevel = \"debug\"\n[http]\nlisten = \"127.0.0.1:18111\"\n[tftp]\nretries = 9\n",
+    );
+    daemon.signal(Signal::SIGHUP);
+    daemon.expect_line(&["only after a restart: http.listen, tftp.retries"]);
+
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait().success(), "{:?}", daemon.seen);
+}

@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod ident;
 pub mod logging;
 pub mod model;
+pub mod plugins;
 pub mod store;

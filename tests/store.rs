@@ -73,6 +73,7 @@ fn tenant(id: &str, key: Option<&str>) -> Tenant {
         id: id.to_owned(),
         name: format!("Tenant {id}"),
         provisioning_key: key.map(str::to_owned),
+        default_config: None,
         revision: 0,
     }
 }

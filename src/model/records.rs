@@ -64,6 +64,10 @@ pub struct Device {
     /// Last time the device contacted us (DHCP, HTTP or TFTP).
     #[serde(default)]
     pub last_seen: Option<UnixTime>,
+    /// Admin password generated for this device when its config sets none; never shown by
+    /// the API.
+    #[serde(default)]
+    pub admin_password: Option<String>,
     /// Incremented by the store on every write; used for optimistic concurrency and caching.
     #[serde(default)]
     pub revision: u64,
@@ -88,6 +92,7 @@ impl Device {
             added: Added::Manual,
             description: None,
             last_seen: None,
+            admin_password: None,
             revision: 0,
         }
     }
@@ -129,6 +134,10 @@ pub struct Tenant {
     /// Key that phones of this tenant put in their URL when `http_auth_strategy = "url_key"`.
     #[serde(default)]
     pub provisioning_key: Option<String>,
+    /// Config merged between `base` and each device's config, for settings shared by the
+    /// tenant's phones.
+    #[serde(default)]
+    pub default_config: Option<String>,
     /// Incremented by the store on every write.
     #[serde(default)]
     pub revision: u64,

@@ -19,6 +19,7 @@ use sled::transaction::{
 };
 use sled::Tree;
 
+pub use others::{AUTOPROV_CONFIG, BASE_CONFIG};
 pub use schema::SCHEMA_VERSION;
 
 /// Everything that can go wrong in the store.

@@ -40,6 +40,7 @@ impl Store {
                             id: default_tenant.to_owned(),
                             name: default_tenant.to_owned(),
                             provisioning_key: None,
+                            default_config: None,
                             revision: 1,
                         };
                         tenants.insert(default_tenant.as_bytes(), encode(&tenant))?;

@@ -172,6 +172,7 @@ mod tests {
             id: id.to_owned(),
             name: id.to_owned(),
             provisioning_key: key.map(str::to_owned),
+            default_config: None,
             revision: 1,
         }
     }

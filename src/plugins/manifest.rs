@@ -1,0 +1,112 @@
+//! The `plugin.toml` format.
+
+use serde::Deserialize;
+
+/// A plugin's manifest, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Must equal the directory name.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// Vendor name, the default `vendor` of identified devices.
+    pub vendor: String,
+    /// One line for listings.
+    #[serde(default)]
+    pub description: String,
+    /// Models covered (informative).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// SIP NOTIFY `Event` that makes the phone resync.
+    #[serde(default)]
+    pub sync_event: Option<String>,
+    /// Identification rules.
+    #[serde(default)]
+    pub identify: Vec<RuleSpec>,
+    /// File routes, in order.
+    #[serde(default)]
+    pub files: Vec<RouteSpec>,
+    /// DHCP options for this vendor.
+    #[serde(default)]
+    pub dhcp: Option<DhcpSpec>,
+}
+
+/// What a rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    /// HTTP `User-Agent`.
+    UserAgent,
+    /// DHCP option 60.
+    DhcpVendorClass,
+    /// DHCP option 77.
+    DhcpUserClass,
+    /// Requested file path (HTTP or TFTP), relative to the provisioning root.
+    Filename,
+}
+
+/// One `[[identify]]` rule, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Attribute matched.
+    pub source: RuleSource,
+    /// Regex with optional named groups `vendor`, `model`, `version`, `mac`, `sn`.
+    pub pattern: String,
+    /// Weight against other plugins' rules.
+    #[serde(default = "default_score")]
+    pub score: u32,
+    /// Fixed vendor when the pattern has no `vendor` group.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Fixed model when the pattern has no `model` group.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+fn default_score() -> u32 {
+    50
+}
+
+/// One `[[files]]` route, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Path pattern with `{mac}`, `{MAC}` and `*`.
+    pub path: String,
+    /// Template rendering the file.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Serve the file from `static/`.
+    #[serde(default, rename = "static")]
+    pub is_static: bool,
+    /// Content type; by extension when unset.
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+/// `[dhcp]`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpSpec {
+    /// Regex over option 60 selecting the clients that get the options.
+    #[serde(default)]
+    pub vendor_class: Option<String>,
+    /// Options to send.
+    #[serde(default)]
+    pub options: Vec<DhcpOptionSpec>,
+}
+
+/// One option to inject.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpOptionSpec {
+    /// Option code, 1–254.
+    pub code: u8,
+    /// Value with placeholders `{provisioning_url}`, `{server_ip}`, `{tftp_server}`.
+    pub value: String,
+    /// Sent even when the client did not request it.
+    #[serde(default)]
+    pub always: bool,
+}

@@ -1,0 +1,523 @@
+//! Plugins: loading vendor plugin directories, matching their routes, rendering their files.
+
+mod context;
+mod manifest;
+mod render;
+mod route;
+pub mod tz;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regex::{Regex, RegexBuilder};
+use serde::Serialize;
+
+pub use context::{build_context, merged_raw_config, ContextError, ServerInfo};
+pub use manifest::{DhcpOptionSpec, RuleSource};
+pub use render::{RenderError, Rendered, Renderer};
+pub use route::{safe_relative, MAX_PATH_LEN};
+
+use crate::model::Mac;
+
+/// Named groups a rule may capture.
+const FIELDS: [&str; 5] = ["vendor", "model", "version", "mac", "sn"];
+/// Bound on compiled regex size: plugins come from disk, but an admin typo should not eat memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Where a plugin was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Shipped with provisiond.
+    Builtin,
+    /// Installed by the administrator in `<data_dir>/plugins`.
+    Admin,
+}
+
+/// A loaded, validated plugin.
+pub struct Plugin {
+    /// Unique name (the directory name).
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+    /// Vendor.
+    pub vendor: String,
+    /// One line.
+    pub description: String,
+    /// Models covered.
+    pub models: Vec<String>,
+    /// SIP NOTIFY event for resync.
+    pub sync_event: Option<String>,
+    /// Directory it was loaded from.
+    pub dir: PathBuf,
+    /// Built-in or admin.
+    pub origin: Origin,
+    rules: Vec<Rule>,
+    routes: Vec<Route>,
+    /// Clients (by option 60) that get `dhcp_options`; `None` uses the DHCP identify rules.
+    pub dhcp_vendor_class: Option<Regex>,
+    /// DHCP options for this vendor.
+    pub dhcp_options: Vec<DhcpOptionSpec>,
+    xml: tera::Tera,
+    text: tera::Tera,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Plugin({} {})", self.name, self.version)
+    }
+}
+
+struct Rule {
+    source: RuleSource,
+    regex: Regex,
+    score: u32,
+    vendor: Option<String>,
+    model: Option<String>,
+}
+
+struct Route {
+    pattern: String,
+    regex: Regex,
+    target: Target,
+    content_type: String,
+}
+
+/// What a route serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A template, by name.
+    Template(String),
+    /// A file under `static/`.
+    Static(PathBuf),
+}
+
+/// The route that answers a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// What to serve.
+    pub target: Target,
+    /// MAC carried by the path (`{mac}`), which must be the device's.
+    pub mac: Option<Mac>,
+    /// Content type of the answer.
+    pub content_type: String,
+}
+
+/// What one rule extracted from a request attribute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extracted {
+    /// Score of the rule.
+    pub score: u32,
+    /// Vendor.
+    pub vendor: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Firmware version.
+    pub version: Option<String>,
+    /// MAC address.
+    pub mac: Option<Mac>,
+    /// Serial number.
+    pub sn: Option<String>,
+}
+
+impl Plugin {
+    /// The best match of this plugin's rules of `source` on `input`.
+    pub fn extract(&self, source: RuleSource, input: &str) -> Option<Extracted> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.source == source)
+            .filter_map(|rule| {
+                let caps = rule.regex.captures(input)?;
+                let text = |name: &str| caps.name(name).map(|m| m.as_str().to_owned()).filter(|s| !s.is_empty());
+                let mac = match caps.name("mac") {
+                    // A rule that captures something that is not a MAC did not match.
+                    Some(m) => Some(m.as_str().parse::<Mac>().ok().or_else(|| parse_loose_mac(m.as_str()))?),
+                    None => None,
+                };
+                Some(Extracted {
+                    score: rule.score,
+                    vendor: text("vendor").or_else(|| rule.vendor.clone()).or_else(|| Some(self.vendor.clone())),
+                    model: text("model").or_else(|| rule.model.clone()),
+                    version: text("version"),
+                    mac,
+                    sn: text("sn"),
+                })
+            })
+            .max_by_key(|e| e.score)
+    }
+
+    /// True when this plugin has a rule for `source`.
+    pub fn has_rules_for(&self, source: RuleSource) -> bool {
+        self.rules.iter().any(|r| r.source == source)
+    }
+
+    /// The route answering `path` (relative, no leading slash), if any.
+    pub fn resolve(&self, path: &str) -> Option<Resolved> {
+        let relative = safe_relative(path)?;
+        self.routes.iter().find_map(|route| {
+            let mac = route::matches(&route.regex, path)?;
+            let target = match &route.target {
+                Target::Template(name) => Target::Template(name.clone()),
+                Target::Static(_) => Target::Static(self.dir.join("static").join(&relative)),
+            };
+            Some(Resolved {
+                target,
+                mac,
+                content_type: route.content_type.clone(),
+            })
+        })
+    }
+
+    /// Route patterns, in order, with what they serve (for listings).
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &Target)> {
+        self.routes.iter().map(|r| (r.pattern.as_str(), &r.target))
+    }
+
+    /// Identification rules (source, pattern, score), for listings.
+    pub fn rules(&self) -> impl Iterator<Item = (RuleSource, &str, u32)> {
+        self.rules.iter().map(|r| (r.source, r.regex.as_str(), r.score))
+    }
+
+    fn tera_for(&self, template: &str) -> &tera::Tera {
+        if is_xml_template(template) {
+            &self.xml
+        } else {
+            &self.text
+        }
+    }
+}
+
+/// MACs as some vendors write them in User-Agents: 12 hex digits, any case.
+fn parse_loose_mac(text: &str) -> Option<Mac> {
+    let lower = text.to_ascii_lowercase();
+    lower.parse().ok()
+}
+
+fn is_xml_template(name: &str) -> bool {
+    [".xml.tera", ".htm.tera", ".html.tera"].iter().any(|s| name.ends_with(s))
+}
+
+/// XML (and HTML) escaping for values put in markup.
+fn escape_xml(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for c in input.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 forbids even as references.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escaping for key = value files: a value never starts a new line.
+fn escape_line(input: &str) -> String {
+    input.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// A plugin that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadError {
+    /// The plugin directory.
+    pub dir: PathBuf,
+    /// The file at fault.
+    pub file: PathBuf,
+    /// Field path in the file, when known.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every plugin that loaded, and why the others did not.
+#[derive(Debug, Default)]
+pub struct PluginSet {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Plugins skipped, with the reason.
+    pub errors: Vec<LoadError>,
+}
+
+impl PluginSet {
+    /// Loads the plugin directories under each root, in order; a later root's plugin replaces
+    /// an earlier one of the same name. A missing root is no error.
+    pub fn load(roots: &[(PathBuf, Origin)]) -> PluginSet {
+        let mut set = PluginSet::default();
+        for (root, origin) in roots {
+            let Ok(entries) = std::fs::read_dir(root) else { continue };
+            let mut dirs: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .collect();
+            dirs.sort();
+            for dir in dirs {
+                match load_plugin(&dir, *origin) {
+                    Ok(plugin) => {
+                        if let Some(previous) = set.plugins.insert(plugin.name.clone(), Arc::new(plugin)) {
+                            tracing::info!(plugin = %previous.name, "admin plugin replaces the built-in one");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("plugin not loaded: {e}");
+                        set.errors.push(e);
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    /// The plugin with this name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name)
+    }
+
+    /// Every plugin, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+
+    /// Number of loaded plugins.
+    pub fn len(&self) -> usize {
+        self.plugins.len()
+    }
+
+    /// True when no plugin loaded.
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+}
+
+fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
+    let manifest_path = dir.join("plugin.toml");
+    let fail = |file: &Path, field: &str, message: String| LoadError {
+        dir: dir.to_path_buf(),
+        file: file.to_path_buf(),
+        field: field.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| fail(&manifest_path, "", format!("cannot read: {e}")))?;
+    let m: manifest::Manifest = serde_path_to_error::deserialize(toml::Deserializer::new(&text)).map_err(|e| {
+        let field = e.path().to_string();
+        fail(&manifest_path, if field == "." { "" } else { &field }, e.inner().to_string().trim_end().to_owned())
+    })?;
+    let bad = |field: String, message: String| fail(&manifest_path, &field, message);
+
+    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let valid_name = !m.name.is_empty()
+        && m.name.len() <= 64
+        && m.name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+    if !valid_name {
+        return Err(bad("name".into(), format!("{:?}: use a-z, 0-9, - and _", m.name)));
+    }
+    if m.name != dir_name {
+        return Err(bad("name".into(), format!("{:?} differs from the directory name {dir_name:?}", m.name)));
+    }
+    if m.version.trim().is_empty() {
+        return Err(bad("version".into(), "must not be empty".into()));
+    }
+    if m.vendor.trim().is_empty() {
+        return Err(bad("vendor".into(), "must not be empty".into()));
+    }
+    if let Some(event) = &m.sync_event {
+        if event.is_empty() || event.chars().any(|c| c.is_control()) {
+            return Err(bad("sync_event".into(), "must be one line of text".into()));
+        }
+    }
+
+    let mut rules = Vec::new();
+    for (i, spec) in m.identify.iter().enumerate() {
+        let regex = RegexBuilder::new(&spec.pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|e| bad(format!("identify[{i}].pattern"), e.to_string()))?;
+        if let Some(name) = regex.capture_names().flatten().find(|n| !FIELDS.contains(n)) {
+            return Err(bad(
+                format!("identify[{i}].pattern"),
+                format!("unknown group {name:?}: use vendor, model, version, mac, sn"),
+            ));
+        }
+        rules.push(Rule {
+            source: spec.source,
+            regex,
+            score: spec.score,
+            vendor: spec.vendor.clone(),
+            model: spec.model.clone(),
+        });
+    }
+
+    let (xml, text) = load_templates(dir, &fail)?;
+    let mut routes = Vec::new();
+    for (i, spec) in m.files.iter().enumerate() {
+        let (regex, _) = route::compile(&spec.path).map_err(|e| bad(format!("files[{i}].path"), e))?;
+        let target = match (&spec.template, spec.is_static) {
+            (Some(name), false) => {
+                let tera = if is_xml_template(name) { &xml } else { &text };
+                if !tera.get_template_names().any(|n| n == name) {
+                    return Err(bad(format!("files[{i}].template"), format!("no templates/{name}")));
+                }
+                Target::Template(name.clone())
+            }
+            (None, true) => Target::Static(PathBuf::new()),
+            _ => {
+                return Err(bad(
+                    format!("files[{i}]"),
+                    "set exactly one of template = \"…\" or static = true".into(),
+                ))
+            }
+        };
+        let content_type = match &spec.content_type {
+            Some(ct) if ct.is_empty() || ct.chars().any(|c| c.is_control()) => {
+                return Err(bad(format!("files[{i}].content_type"), "must be one line of text".into()))
+            }
+            Some(ct) => ct.clone(),
+            None => route::content_type_for(&spec.path).to_owned(),
+        };
+        routes.push(Route {
+            pattern: spec.path.clone(),
+            regex,
+            target,
+            content_type,
+        });
+    }
+
+    let (dhcp_vendor_class, dhcp_options) = match &m.dhcp {
+        None => (None, Vec::new()),
+        Some(spec) => {
+            let class = spec
+                .vendor_class
+                .as_deref()
+                .map(|p| RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).build())
+                .transpose()
+                .map_err(|e| bad("dhcp.vendor_class".into(), e.to_string()))?;
+            for (i, option) in spec.options.iter().enumerate() {
+                if option.code == 0 || option.code == 255 {
+                    return Err(bad(format!("dhcp.options[{i}].code"), "must be between 1 and 254".into()));
+                }
+                check_placeholders(&option.value).map_err(|e| bad(format!("dhcp.options[{i}].value"), e))?;
+            }
+            (class, spec.options.clone())
+        }
+    };
+
+    Ok(Plugin {
+        name: m.name,
+        version: m.version,
+        vendor: m.vendor,
+        description: m.description,
+        models: m.models,
+        sync_event: m.sync_event,
+        dir: dir.to_path_buf(),
+        origin,
+        rules,
+        routes,
+        dhcp_vendor_class,
+        dhcp_options,
+        xml,
+        text,
+    })
+}
+
+fn check_placeholders(value: &str) -> Result<(), String> {
+    let mut rest = value;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..].find('}').ok_or("unclosed {")? + start;
+        let name = &rest[start + 1..end];
+        if !["provisioning_url", "server_ip", "tftp_server"].contains(&name) {
+            return Err(format!("unknown placeholder {{{name}}}: use {{provisioning_url}}, {{server_ip}} or {{tftp_server}}"));
+        }
+        rest = &rest[end + 1..];
+    }
+    Ok(())
+}
+
+/// Loads `templates/*.tera` into an XML-escaping and a line-escaping engine.
+fn load_templates(
+    dir: &Path,
+    fail: &dyn Fn(&Path, &str, String) -> LoadError,
+) -> Result<(tera::Tera, tera::Tera), LoadError> {
+    let templates_dir = dir.join("templates");
+    let mut xml_sources = Vec::new();
+    let mut text_sources = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&templates_dir) {
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for file in files {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !name.ends_with(".tera") || name.starts_with('.') {
+                continue;
+            }
+            let source = std::fs::read_to_string(&file).map_err(|e| fail(&file, "", format!("cannot read: {e}")))?;
+            if is_xml_template(&name) {
+                xml_sources.push((name, source));
+            } else {
+                text_sources.push((name, source));
+            }
+        }
+    }
+    let build = |sources: Vec<(String, String)>, escape: fn(&str) -> String| -> Result<tera::Tera, LoadError> {
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![".tera"]);
+        tera.set_escape_fn(escape);
+        let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+        tera.add_raw_templates(sources).map_err(|e| {
+            // Tera names the template in its error chain; point at the file when we can.
+            let message = error_chain(&e);
+            let file = names
+                .iter()
+                .find(|n| message.contains(n.as_str()))
+                .map(|n| templates_dir.join(n))
+                .unwrap_or_else(|| templates_dir.clone());
+            fail(&file, "", message)
+        })?;
+        Ok(tera)
+    };
+    Ok((build(xml_sources, escape_xml)?, build(text_sources, escape_line)?))
+}
+
+/// An error and its causes on one line (tera puts the useful part in the sources).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(escape_xml("a<b>&\"c'\n\u{1}"), "a&lt;b&gt;&amp;&quot;c&apos;  ");
+        assert_eq!(escape_line("Alice\nlinekey.1.type = 15\r\u{0}x"), "Alice linekey.1.type = 15  x");
+    }
+
+    #[test]
+    fn placeholders() {
+        assert!(check_placeholders("{provisioning_url}").is_ok());
+        assert!(check_placeholders("tftp://{server_ip}/x").is_ok());
+        assert!(check_placeholders("{nope}").is_err());
+        assert!(check_placeholders("{provisioning_url").is_err());
+    }
+}

@@ -9,6 +9,7 @@ use tracing::{debug, error, info, warn};
 use crate::cli::ConfigArgs;
 use crate::config::{self, changed_keys, Loaded};
 use crate::logging::{self, LogHandle};
+use crate::plugins::PluginSet;
 use crate::store::{Store, SCHEMA_VERSION};
 
 /// Keys that a SIGHUP applies to the running daemon; every other change needs a restart.
@@ -84,6 +85,7 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let store = open_store(&running).await?;
+    let _plugins = load_plugins(&running);
     info!(
         path = %store.path().display(),
         schema = SCHEMA_VERSION,
@@ -95,7 +97,10 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
         tokio::select! {
             _ = terminate.recv() => { info!("SIGTERM received: shutting down"); break; }
             _ = interrupt.recv() => { info!("SIGINT received: shutting down"); break; }
-            _ = hangup.recv() => reload(args, &mut running, log),
+            _ = hangup.recv() => {
+                reload(args, &mut running, log);
+                load_plugins(&running);
+            }
         }
     }
 
@@ -120,6 +125,19 @@ async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     })
     .await
     .context("store task failed")?
+}
+
+/// Loads the plugins of the running configuration and says what loaded and what did not.
+fn load_plugins(running: &Loaded) -> std::sync::Arc<PluginSet> {
+    let set = PluginSet::load(&crate::admin::plugin_roots(&running.settings));
+    let names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+    if set.is_empty() {
+        warn!(dir = %running.settings.general.plugins_dir.display(), "no plugin loaded: phones cannot be provisioned");
+    } else {
+        info!("{} plugins loaded: {}", names.len(), names.join(", "));
+    }
+    // Each load error was logged by PluginSet::load with its file and field.
+    std::sync::Arc::new(set)
 }
 
 /// Re-reads the configuration on SIGHUP; applies what can change live, names the rest.

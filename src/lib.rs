@@ -2,6 +2,8 @@
 //!
 //! The binary in `main.rs` is a thin CLI over this library; see `docs/architecture.md`.
 
+pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -3,13 +3,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use provisiond::cli::{Cli, Command};
-use provisiond::{config, daemon};
+use provisiond::{admin, bench, config, daemon};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => daemon::serve(&args),
         Command::CheckConfig(args) => check_config(&args),
+        Command::Plugin(args) => admin::plugin(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

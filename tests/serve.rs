@@ -346,3 +346,79 @@ fn sighup_applies_the_log_level_and_names_changes_that_need_a_restart() {
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait().success(), "{:?}", daemon.seen);
 }
+
+#[test]
+fn plugin_list_and_show_report_what_loaded_and_why_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let builtin = dir.join("builtin/acme");
+    std::fs::create_dir_all(builtin.join("templates")).unwrap();
+    std::fs::write(
+        builtin.join("plugin.toml"),
+        "name = \"acme\"\nversion = \"2.0\"\nvendor = \"Acme\"\nmodels = [\"A1\", \"A2\"]\nsync_event = \"check-sync\"\n\
+         [[identify]]\nsource = \"user_agent\"\npattern = '^Acme (?P<model>A\\d)'\n\
+         [[files]]\npath = \"{mac}.cfg\"\ntemplate = \"mac.cfg.tera\"\n\
+         [dhcp]\n[[dhcp.options]]\ncode = 66\nvalue = \"{provisioning_url}\"\n",
+    )
+    .unwrap();
+    std::fs::write(builtin.join("templates/mac.cfg.tera"), "x = 1\n").unwrap();
+    let config = dir.join("provisiond.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[general]\ndata_dir = \"{}\"\nplugins_dir = \"{}\"\n",
+            dir.join("data").display(),
+            dir.join("builtin").display()
+        ),
+    )
+    .unwrap();
+
+    let (code, stdout, stderr) = run(command(dir)
+        .args(["plugin", "list", "--config"])
+        .arg(&config));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("acme")
+            && l.contains("2.0")
+            && l.contains("builtin")
+            && l.contains("A1 A2")),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = run(command(dir)
+        .args(["plugin", "show", "acme", "--config"])
+        .arg(&config));
+    assert_eq!(code, 0, "{stderr}");
+    for fragment in [
+        "version:     2.0",
+        "sync event:  check-sync",
+        "{mac}.cfg -> templates/mac.cfg.tera",
+        "66 = {provisioning_url}",
+        "UserAgent (score 50)",
+    ] {
+        assert!(stdout.contains(fragment), "{fragment} in {stdout}");
+    }
+
+    // A broken admin plugin is reported with its file and field; the others still list.
+    let admin = dir.join("data/plugins/broken");
+    std::fs::create_dir_all(&admin).unwrap();
+    std::fs::write(admin.join("plugin.toml"), "name = \"broken\"\nversion = \"1\"\nvendor = \"B\"\n[[identify]]\nsource = \"user_agent\"\npattern = \"(\"\n").unwrap();
+    let (code, stdout, stderr) = run(command(dir)
+        .args(["plugin", "list", "--config"])
+        .arg(&config));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.contains("acme"), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "not loaded: {}: identify[0].pattern",
+            admin.join("plugin.toml").display()
+        )),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = run(command(dir)
+        .args(["plugin", "show", "nope", "--config"])
+        .arg(&config));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no plugin \"nope\""), "{stderr}");
+}

@@ -16,7 +16,7 @@ pub const LAST_SEEN_GRANULARITY_SECS: u64 = 60;
 /// Length of generated admin passwords.
 pub const ADMIN_PASSWORD_LEN: usize = 20;
 /// Concurrent writers on one device retry this many times before giving up.
-const MAX_RETRIES: usize = 8;
+const MAX_RETRIES: usize = 64;
 
 /// DHCP lease event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,9 @@ pub enum IdentError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Other requests kept changing the device; this one gave up.
+    #[error("the device record changed {0} times during identification; giving up")]
+    Contended(usize),
     /// The system random source failed.
     #[error("cannot generate a password: {0}")]
     Random(String),
@@ -125,20 +128,29 @@ pub fn extract(ctx: &RequestContext, plugins: &PluginSet) -> (DeviceInfo, Option
     let mut inputs: Vec<(RuleSource, String)> = Vec::new();
     let mut info = DeviceInfo::default();
     match ctx {
-        RequestContext::Dhcp { ip, mac, options, .. } => {
+        RequestContext::Dhcp {
+            ip, mac, options, ..
+        } => {
             info.ip = Some(IpAddr::V4(*ip));
             info.mac = Some(*mac);
             inputs.extend(option_text(options, 60).map(|t| (RuleSource::DhcpVendorClass, t)));
             inputs.extend(option_text(options, 77).map(|t| (RuleSource::DhcpUserClass, t)));
         }
-        RequestContext::Http { src, path, user_agent } => {
+        RequestContext::Http {
+            src,
+            path,
+            user_agent,
+        } => {
             info.ip = Some(*src);
             inputs.extend(user_agent.clone().map(|ua| (RuleSource::UserAgent, ua)));
             inputs.push((RuleSource::Filename, path.clone()));
         }
         RequestContext::Tftp { src, filename } => {
             info.ip = Some(*src);
-            inputs.push((RuleSource::Filename, filename.trim_start_matches('/').to_owned()));
+            inputs.push((
+                RuleSource::Filename,
+                filename.trim_start_matches('/').to_owned(),
+            ));
         }
     }
     // Every field is taken from the highest-scoring match that has it; the plugin is the one
@@ -194,37 +206,55 @@ impl Identifier {
 
     /// Identifies the device behind `ctx`, updating or creating its record. `Ok(None)` when
     /// the request names no known device and carries no MAC to create one with.
-    pub fn identify(&self, ctx: &RequestContext, plugins: &PluginSet) -> Result<Option<Identified>, IdentError> {
+    pub fn identify(
+        &self,
+        ctx: &RequestContext,
+        plugins: &PluginSet,
+    ) -> Result<Option<Identified>, IdentError> {
         let (info, best) = extract(ctx, plugins);
-        let releasing = matches!(ctx, RequestContext::Dhcp { op: DhcpOp::Release | DhcpOp::Expiry, .. });
+        let releasing = matches!(
+            ctx,
+            RequestContext::Dhcp {
+                op: DhcpOp::Release | DhcpOp::Expiry,
+                ..
+            }
+        );
         let now = model::now();
         for _ in 0..MAX_RETRIES {
             let existing = self.retrieve(&info)?;
             let (device, created) = match existing {
-                Some(device) => match self.update(device, &info, best.as_deref(), releasing, now)? {
-                    Some(device) => (device, false),
-                    None => continue,
-                },
+                Some(device) => {
+                    match self.update(device, &info, best.as_deref(), releasing, now)? {
+                        Some(device) => (device, false),
+                        None => continue,
+                    }
+                }
                 None if releasing => return Ok(None),
                 None => match info.mac {
                     None => return Ok(None),
                     Some(mac) => match self.autocreate(mac, &info, best.as_deref(), now) {
                         Ok(device) => (device, true),
                         // Another request created it first: take that one.
-                        Err(IdentError::Store(StoreError::Taken { .. } | StoreError::AlreadyExists { .. })) => continue,
+                        Err(IdentError::Store(
+                            StoreError::Taken { .. } | StoreError::AlreadyExists { .. },
+                        )) => continue,
                         Err(e) => return Err(e),
                     },
                 },
             };
-            let plugin = device.plugin.as_deref().and_then(|name| plugins.get(name)).cloned();
-            return Ok(Some(Identified { device, plugin, created, info }));
+            let plugin = device
+                .plugin
+                .as_deref()
+                .and_then(|name| plugins.get(name))
+                .cloned();
+            return Ok(Some(Identified {
+                device,
+                plugin,
+                created,
+                info,
+            }));
         }
-        Err(IdentError::Store(StoreError::Conflict {
-            kind: "device",
-            id: info.mac.map(|m| m.to_string()).unwrap_or_default(),
-            expected: 0,
-            found: 0,
-        }))
+        Err(IdentError::Contended(MAX_RETRIES))
     }
 
     /// By MAC; else by IP when exactly one device has it and it does not contradict the MAC.
@@ -280,7 +310,10 @@ impl Identifier {
             if new.admin_password.is_none() {
                 new.admin_password = Some(random_password(ADMIN_PASSWORD_LEN)?);
             }
-            if new.last_seen.is_none_or(|seen| now.saturating_sub(seen) >= LAST_SEEN_GRANULARITY_SECS) {
+            if new
+                .last_seen
+                .is_none_or(|seen| now.saturating_sub(seen) >= LAST_SEEN_GRANULARITY_SECS)
+            {
                 new.last_seen = Some(now);
             }
         }
@@ -303,7 +336,13 @@ impl Identifier {
         }
     }
 
-    fn autocreate(&self, mac: Mac, info: &DeviceInfo, best: Option<&Plugin>, now: u64) -> Result<Device, IdentError> {
+    fn autocreate(
+        &self,
+        mac: Mac,
+        info: &DeviceInfo,
+        best: Option<&Plugin>,
+        now: u64,
+    ) -> Result<Device, IdentError> {
         let mut device = Device::new(model::new_id(), self.default_tenant.clone());
         device.mac = Some(mac);
         device.ip = info.ip;

@@ -34,8 +34,8 @@ pub enum ContextError {
 pub struct ServerInfo {
     /// `[general] base_url`.
     pub base_url: Option<Url>,
-    /// Tenant provisioning key to put in the URL (`url_key` strategy), when one applies.
-    pub url_key: Option<String>,
+    /// `http_auth_strategy = "url_key"`: URLs carry the device tenant's provisioning key.
+    pub url_key_strategy: bool,
 }
 
 /// Deep-merges raw configs in order: later wins, objects merge key by key.
@@ -260,33 +260,72 @@ fn index_of(map: &str, key: &str) -> Result<u16, ContextError> {
 }
 
 /// Builds the template context of `device` from its merged raw config.
-pub fn build_context(device: &Device, raw: RawConfig, server: &ServerInfo) -> Result<Context, ContextError> {
-    let params: Params = serde_path_to_error::deserialize(Value::Object(raw.clone())).map_err(|e| bad(e.path().to_string(), e.inner().to_string()))?;
+/// `url_key` is the device tenant's provisioning key when the `url_key` strategy is on.
+pub fn build_context(
+    device: &Device,
+    raw: RawConfig,
+    server: &ServerInfo,
+    url_key: Option<&str>,
+) -> Result<Context, ContextError> {
+    let params: Params = serde_path_to_error::deserialize(Value::Object(raw.clone()))
+        .map_err(|e| bad(e.path().to_string(), e.inner().to_string()))?;
 
     let mut lines = Vec::with_capacity(params.sip_lines.len());
     for (key, raw_line) in &params.sip_lines {
         let index = index_of("sip_lines", key)?;
         let at = |field: &str| format!("sip_lines.{key}.{field}");
-        let username = raw_line.username.clone().ok_or_else(|| bad(at("username"), "required"))?;
+        let username = raw_line
+            .username
+            .clone()
+            .ok_or_else(|| bad(at("username"), "required"))?;
         let registrar_ip = raw_line
             .registrar_ip
             .clone()
             .or_else(|| params.sip_registrar_ip.clone())
             .ok_or_else(|| bad(at("registrar_ip"), "required (or sip_registrar_ip)"))?;
-        let transport = raw_line.transport.or(params.sip_transport).unwrap_or(Transport::Udp);
-        let default_port = if transport == Transport::Tls { 5061 } else { 5060 };
-        let registrar_port = raw_line.registrar_port.or(params.sip_registrar_port).unwrap_or(default_port);
-        let proxy_ip = raw_line.proxy_ip.clone().or_else(|| params.sip_proxy_ip.clone()).unwrap_or_else(|| registrar_ip.clone());
-        let proxy_port = raw_line.proxy_port.or(params.sip_proxy_port).unwrap_or(registrar_port);
-        let outbound_proxy_ip = raw_line.outbound_proxy_ip.clone().or_else(|| params.sip_outbound_proxy_ip.clone());
-        let outbound_proxy_port = outbound_proxy_ip
-            .as_ref()
-            .map(|_| raw_line.outbound_proxy_port.or(params.sip_outbound_proxy_port).unwrap_or(default_port));
+        let transport = raw_line
+            .transport
+            .or(params.sip_transport)
+            .unwrap_or(Transport::Udp);
+        let default_port = if transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        };
+        let registrar_port = raw_line
+            .registrar_port
+            .or(params.sip_registrar_port)
+            .unwrap_or(default_port);
+        let proxy_ip = raw_line
+            .proxy_ip
+            .clone()
+            .or_else(|| params.sip_proxy_ip.clone())
+            .unwrap_or_else(|| registrar_ip.clone());
+        let proxy_port = raw_line
+            .proxy_port
+            .or(params.sip_proxy_port)
+            .unwrap_or(registrar_port);
+        let outbound_proxy_ip = raw_line
+            .outbound_proxy_ip
+            .clone()
+            .or_else(|| params.sip_outbound_proxy_ip.clone());
+        let outbound_proxy_port = outbound_proxy_ip.as_ref().map(|_| {
+            raw_line
+                .outbound_proxy_port
+                .or(params.sip_outbound_proxy_port)
+                .unwrap_or(default_port)
+        });
         lines.push(Line {
             index,
-            auth_username: raw_line.auth_username.clone().unwrap_or_else(|| username.clone()),
+            auth_username: raw_line
+                .auth_username
+                .clone()
+                .unwrap_or_else(|| username.clone()),
             password: raw_line.password.clone().unwrap_or_default(),
-            display_name: raw_line.display_name.clone().unwrap_or_else(|| username.clone()),
+            display_name: raw_line
+                .display_name
+                .clone()
+                .unwrap_or_else(|| username.clone()),
             number: raw_line.number.clone().unwrap_or_else(|| username.clone()),
             label: raw_line.label.clone().unwrap_or_else(|| username.clone()),
             username,
@@ -305,7 +344,10 @@ pub fn build_context(device: &Device, raw: RawConfig, server: &ServerInfo) -> Re
     let mut funckeys = Vec::with_capacity(params.funckeys.len());
     for (key, raw_key) in &params.funckeys {
         let index = index_of("funckeys", key)?;
-        let value = raw_key.value.clone().ok_or_else(|| bad(format!("funckeys.{key}.value"), "required"))?;
+        let value = raw_key
+            .value
+            .clone()
+            .ok_or_else(|| bad(format!("funckeys.{key}.value"), "required"))?;
         funckeys.push(Funckey {
             index,
             kind: raw_key.kind.unwrap_or(FunckeyType::Speeddial),
@@ -321,6 +363,12 @@ pub fn build_context(device: &Device, raw: RawConfig, server: &ServerInfo) -> Re
         .clone()
         .or_else(|| device.admin_password.clone())
         .ok_or_else(|| ContextError::NoAdminPassword(device.id.clone()))?;
+    if params.vlan_id.is_some_and(|id| id > 4094) {
+        return Err(bad("vlan_id", "must be between 0 and 4094"));
+    }
+    if params.vlan_priority.is_some_and(|p| p > 7) {
+        return Err(bad("vlan_priority", "must be between 0 and 7"));
+    }
     let tz = params.timezone.as_deref().and_then(tz::lookup);
     let language = params
         .locale
@@ -344,7 +392,7 @@ pub fn build_context(device: &Device, raw: RawConfig, server: &ServerInfo) -> Re
             tenant: device.tenant.clone(),
         },
         configured: !lines.is_empty(),
-        server: server_view(&params, server),
+        server: server_view(&params, server, url_key),
         lines,
         dtmf_mode: params.sip_dtmf_mode.map(|m| match m {
             WazoDtmf::InBand => "inband",
@@ -360,19 +408,24 @@ pub fn build_context(device: &Device, raw: RawConfig, server: &ServerInfo) -> Re
         admin_password,
         user_password: params.user_password,
         vlan_id: params.vlan_id.filter(|_| enabled(params.vlan_enabled)),
-        vlan_priority: params.vlan_priority.filter(|_| enabled(params.vlan_enabled)),
-        syslog: params.syslog_ip.filter(|_| enabled(params.syslog_enabled)).map(|ip| Syslog {
-            ip,
-            port: params.syslog_port.unwrap_or(514),
-            level: params.syslog_level.unwrap_or_else(|| "info".to_owned()),
-        }),
+        vlan_priority: params
+            .vlan_priority
+            .filter(|_| enabled(params.vlan_enabled)),
+        syslog: params
+            .syslog_ip
+            .filter(|_| enabled(params.syslog_enabled))
+            .map(|ip| Syslog {
+                ip,
+                port: params.syslog_port.unwrap_or(514),
+                level: params.syslog_level.unwrap_or_else(|| "info".to_owned()),
+            }),
         firmware: params.firmware,
         funckeys,
         raw,
     })
 }
 
-fn server_view(params: &Params, server: &ServerInfo) -> ServerView {
+fn server_view(params: &Params, server: &ServerInfo, url_key: Option<&str>) -> ServerView {
     let url_from_raw = || {
         let host = params.ip.as_deref()?;
         let port = params.http_port.unwrap_or(80);
@@ -386,7 +439,7 @@ fn server_view(params: &Params, server: &ServerInfo) -> ServerView {
         .or_else(url_from_raw);
     let base_url = base.as_ref().map(|url| {
         let mut text = url.as_str().trim_end_matches('/').to_owned();
-        if let Some(key) = &server.url_key {
+        if let Some(key) = url_key {
             text.push_str("/device/provisioning/");
             text.push_str(key);
         }
@@ -394,8 +447,14 @@ fn server_view(params: &Params, server: &ServerInfo) -> ServerView {
         text
     });
     ServerView {
-        host: base.as_ref().and_then(|u| u.host_str().map(str::to_owned)).or_else(|| params.ip.clone()),
-        http_port: base.as_ref().and_then(|u| u.port_or_known_default()).or(params.http_port),
+        host: base
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .or_else(|| params.ip.clone()),
+        http_port: base
+            .as_ref()
+            .and_then(|u| u.port_or_known_default())
+            .or(params.http_port),
         tftp_port: params.tftp_port.or(Some(69)),
         base_url,
     }

@@ -130,15 +130,26 @@ impl Plugin {
             .filter(|rule| rule.source == source)
             .filter_map(|rule| {
                 let caps = rule.regex.captures(input)?;
-                let text = |name: &str| caps.name(name).map(|m| m.as_str().to_owned()).filter(|s| !s.is_empty());
+                let text = |name: &str| {
+                    caps.name(name)
+                        .map(|m| m.as_str().to_owned())
+                        .filter(|s| !s.is_empty())
+                };
                 let mac = match caps.name("mac") {
                     // A rule that captures something that is not a MAC did not match.
-                    Some(m) => Some(m.as_str().parse::<Mac>().ok().or_else(|| parse_loose_mac(m.as_str()))?),
+                    Some(m) => Some(
+                        m.as_str()
+                            .parse::<Mac>()
+                            .ok()
+                            .or_else(|| parse_loose_mac(m.as_str()))?,
+                    ),
                     None => None,
                 };
                 Some(Extracted {
                     score: rule.score,
-                    vendor: text("vendor").or_else(|| rule.vendor.clone()).or_else(|| Some(self.vendor.clone())),
+                    vendor: text("vendor")
+                        .or_else(|| rule.vendor.clone())
+                        .or_else(|| Some(self.vendor.clone())),
                     model: text("model").or_else(|| rule.model.clone()),
                     version: text("version"),
                     mac,
@@ -177,7 +188,9 @@ impl Plugin {
 
     /// Identification rules (source, pattern, score), for listings.
     pub fn rules(&self) -> impl Iterator<Item = (RuleSource, &str, u32)> {
-        self.rules.iter().map(|r| (r.source, r.regex.as_str(), r.score))
+        self.rules
+            .iter()
+            .map(|r| (r.source, r.regex.as_str(), r.score))
     }
 
     fn tera_for(&self, template: &str) -> &tera::Tera {
@@ -196,7 +209,9 @@ fn parse_loose_mac(text: &str) -> Option<Mac> {
 }
 
 fn is_xml_template(name: &str) -> bool {
-    [".xml.tera", ".htm.tera", ".html.tera"].iter().any(|s| name.ends_with(s))
+    [".xml.tera", ".htm.tera", ".html.tera"]
+        .iter()
+        .any(|s| name.ends_with(s))
 }
 
 /// XML (and HTML) escaping for values put in markup.
@@ -220,7 +235,10 @@ fn escape_xml(input: &str) -> String {
 
 /// Escaping for key = value files: a value never starts a new line.
 fn escape_line(input: &str) -> String {
-    input.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    input
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// A plugin that could not be loaded.
@@ -260,16 +278,25 @@ impl PluginSet {
     pub fn load(roots: &[(PathBuf, Origin)]) -> PluginSet {
         let mut set = PluginSet::default();
         for (root, origin) in roots {
-            let Ok(entries) = std::fs::read_dir(root) else { continue };
+            let Ok(entries) = std::fs::read_dir(root) else {
+                continue;
+            };
             let mut dirs: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .filter(|p| {
+                    p.is_dir()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect();
             dirs.sort();
             for dir in dirs {
                 match load_plugin(&dir, *origin) {
                     Ok(plugin) => {
-                        if let Some(previous) = set.plugins.insert(plugin.name.clone(), Arc::new(plugin)) {
+                        if let Some(previous) =
+                            set.plugins.insert(plugin.name.clone(), Arc::new(plugin))
+                        {
                             tracing::info!(plugin = %previous.name, "admin plugin replaces the built-in one");
                         }
                     }
@@ -312,22 +339,39 @@ fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
         field: field.to_owned(),
         message,
     };
-    let text = std::fs::read_to_string(&manifest_path).map_err(|e| fail(&manifest_path, "", format!("cannot read: {e}")))?;
-    let m: manifest::Manifest = serde_path_to_error::deserialize(toml::Deserializer::new(&text)).map_err(|e| {
-        let field = e.path().to_string();
-        fail(&manifest_path, if field == "." { "" } else { &field }, e.inner().to_string().trim_end().to_owned())
-    })?;
+    let text = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| fail(&manifest_path, "", format!("cannot read: {e}")))?;
+    let m: manifest::Manifest = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
+        .map_err(|e| {
+            let field = e.path().to_string();
+            fail(
+                &manifest_path,
+                if field == "." { "" } else { &field },
+                e.inner().to_string().trim_end().to_owned(),
+            )
+        })?;
     let bad = |field: String, message: String| fail(&manifest_path, &field, message);
 
-    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let valid_name = !m.name.is_empty()
         && m.name.len() <= 64
-        && m.name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+        && m.name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
     if !valid_name {
-        return Err(bad("name".into(), format!("{:?}: use a-z, 0-9, - and _", m.name)));
+        return Err(bad(
+            "name".into(),
+            format!("{:?}: use a-z, 0-9, - and _", m.name),
+        ));
     }
     if m.name != dir_name {
-        return Err(bad("name".into(), format!("{:?} differs from the directory name {dir_name:?}", m.name)));
+        return Err(bad(
+            "name".into(),
+            format!("{:?} differs from the directory name {dir_name:?}", m.name),
+        ));
     }
     if m.version.trim().is_empty() {
         return Err(bad("version".into(), "must not be empty".into()));
@@ -347,7 +391,11 @@ fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| bad(format!("identify[{i}].pattern"), e.to_string()))?;
-        if let Some(name) = regex.capture_names().flatten().find(|n| !FIELDS.contains(n)) {
+        if let Some(name) = regex
+            .capture_names()
+            .flatten()
+            .find(|n| !FIELDS.contains(n))
+        {
             return Err(bad(
                 format!("identify[{i}].pattern"),
                 format!("unknown group {name:?}: use vendor, model, version, mac, sn"),
@@ -365,12 +413,16 @@ fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
     let (xml, text) = load_templates(dir, &fail)?;
     let mut routes = Vec::new();
     for (i, spec) in m.files.iter().enumerate() {
-        let (regex, _) = route::compile(&spec.path).map_err(|e| bad(format!("files[{i}].path"), e))?;
+        let (regex, _) =
+            route::compile(&spec.path).map_err(|e| bad(format!("files[{i}].path"), e))?;
         let target = match (&spec.template, spec.is_static) {
             (Some(name), false) => {
                 let tera = if is_xml_template(name) { &xml } else { &text };
                 if !tera.get_template_names().any(|n| n == name) {
-                    return Err(bad(format!("files[{i}].template"), format!("no templates/{name}")));
+                    return Err(bad(
+                        format!("files[{i}].template"),
+                        format!("no templates/{name}"),
+                    ));
                 }
                 Target::Template(name.clone())
             }
@@ -384,7 +436,10 @@ fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
         };
         let content_type = match &spec.content_type {
             Some(ct) if ct.is_empty() || ct.chars().any(|c| c.is_control()) => {
-                return Err(bad(format!("files[{i}].content_type"), "must be one line of text".into()))
+                return Err(bad(
+                    format!("files[{i}].content_type"),
+                    "must be one line of text".into(),
+                ))
             }
             Some(ct) => ct.clone(),
             None => route::content_type_for(&spec.path).to_owned(),
@@ -408,9 +463,13 @@ fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
                 .map_err(|e| bad("dhcp.vendor_class".into(), e.to_string()))?;
             for (i, option) in spec.options.iter().enumerate() {
                 if option.code == 0 || option.code == 255 {
-                    return Err(bad(format!("dhcp.options[{i}].code"), "must be between 1 and 254".into()));
+                    return Err(bad(
+                        format!("dhcp.options[{i}].code"),
+                        "must be between 1 and 254".into(),
+                    ));
                 }
-                check_placeholders(&option.value).map_err(|e| bad(format!("dhcp.options[{i}].value"), e))?;
+                check_placeholders(&option.value)
+                    .map_err(|e| bad(format!("dhcp.options[{i}].value"), e))?;
             }
             (class, spec.options.clone())
         }
@@ -459,11 +518,15 @@ fn load_templates(
         let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         files.sort();
         for file in files {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if !name.ends_with(".tera") || name.starts_with('.') {
                 continue;
             }
-            let source = std::fs::read_to_string(&file).map_err(|e| fail(&file, "", format!("cannot read: {e}")))?;
+            let source = std::fs::read_to_string(&file)
+                .map_err(|e| fail(&file, "", format!("cannot read: {e}")))?;
             if is_xml_template(&name) {
                 xml_sources.push((name, source));
             } else {
@@ -471,7 +534,9 @@ fn load_templates(
             }
         }
     }
-    let build = |sources: Vec<(String, String)>, escape: fn(&str) -> String| -> Result<tera::Tera, LoadError> {
+    let build = |sources: Vec<(String, String)>,
+                 escape: fn(&str) -> String|
+     -> Result<tera::Tera, LoadError> {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![".tera"]);
         tera.set_escape_fn(escape);
@@ -488,7 +553,10 @@ fn load_templates(
         })?;
         Ok(tera)
     };
-    Ok((build(xml_sources, escape_xml)?, build(text_sources, escape_line)?))
+    Ok((
+        build(xml_sources, escape_xml)?,
+        build(text_sources, escape_line)?,
+    ))
 }
 
 /// An error and its causes on one line (tera puts the useful part in the sources).
@@ -509,8 +577,14 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(escape_xml("a<b>&\"c'\n\u{1}"), "a&lt;b&gt;&amp;&quot;c&apos;  ");
-        assert_eq!(escape_line("Alice\nlinekey.1.type = 15\r\u{0}x"), "Alice linekey.1.type = 15  x");
+        assert_eq!(
+            escape_xml("a<b>&\"c'\n\u{1}"),
+            "a&lt;b&gt;&amp;&quot;c&apos;  "
+        );
+        assert_eq!(
+            escape_line("Alice\nlinekey.1.type = 15\r\u{0}x"),
+            "Alice linekey.1.type = 15  x"
+        );
     }
 
     #[test]

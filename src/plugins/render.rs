@@ -84,7 +84,10 @@ impl Renderer {
     /// The configs whose raw configs are merged for `device`, most general first:
     /// `base`, the tenant's default config chain, then the device config chain.
     pub fn config_chain(&self, device: &Device) -> Result<Vec<Config>, RenderError> {
-        let config_id = device.config.as_deref().ok_or_else(|| RenderError::NoConfig(device.id.clone()))?;
+        let config_id = device
+            .config
+            .as_deref()
+            .ok_or_else(|| RenderError::NoConfig(device.id.clone()))?;
         let mut chain: Vec<Config> = Vec::new();
         let mut roots = vec![BASE_CONFIG.to_owned()];
         if let Some(tenant) = self.store.tenant(&device.tenant)? {
@@ -98,7 +101,13 @@ impl Renderer {
     }
 
     /// Appends `id`'s ancestors then `id` itself, each once.
-    fn linearize(&self, id: &str, device: &Device, chain: &mut Vec<Config>, depth: usize) -> Result<(), RenderError> {
+    fn linearize(
+        &self,
+        id: &str,
+        device: &Device,
+        chain: &mut Vec<Config>,
+        depth: usize,
+    ) -> Result<(), RenderError> {
         if chain.iter().any(|c| c.id == id) {
             return Ok(());
         }
@@ -120,10 +129,17 @@ impl Renderer {
     }
 
     /// Renders the template behind `resolved` for `device` with `plugin`.
-    pub fn render(&self, plugin: &Plugin, device: &Device, resolved: &Resolved) -> Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        plugin: &Plugin,
+        device: &Device,
+        resolved: &Resolved,
+    ) -> Result<Rendered, RenderError> {
         let template = match &resolved.target {
             Target::Template(name) => name,
-            Target::Static(path) => return Err(RenderError::NotATemplate(path.display().to_string())),
+            Target::Static(path) => {
+                return Err(RenderError::NotATemplate(path.display().to_string()))
+            }
         };
         let chain = self.config_chain(device)?;
         let mut hasher = DefaultHasher::new();
@@ -139,10 +155,22 @@ impl Renderer {
             plugin_version: plugin.version.clone(),
             template: template.clone(),
         };
-        if let Some(hit) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(hit.clone());
         }
-        let rendered = self.render_uncached(plugin, device, &chain, template, &resolved.content_type, &key)?;
+        let rendered = self.render_uncached(
+            plugin,
+            device,
+            &chain,
+            template,
+            &resolved.content_type,
+            &key,
+        )?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
@@ -161,22 +189,20 @@ impl Renderer {
         key: &CacheKey,
     ) -> Result<Rendered, RenderError> {
         let raw = merged_raw_config(chain.iter().map(|c| &c.raw_config));
-        let server = match self.store.tenant(&device.tenant)? {
-            Some(tenant) => ServerInfo {
-                url_key: self.server.url_key.as_ref().and(tenant.provisioning_key),
-                ..self.server.clone()
-            },
-            None => ServerInfo {
-                url_key: None,
-                ..self.server.clone()
-            },
+        let url_key = if self.server.url_key_strategy {
+            self.store
+                .tenant(&device.tenant)?
+                .and_then(|t| t.provisioning_key)
+        } else {
+            None
         };
-        let context = build_context(device, raw, &server)?;
-        let tera_context = tera::Context::from_serialize(&context).map_err(|e| RenderError::Template {
-            plugin: plugin.name.clone(),
-            template: template.to_owned(),
-            message: error_chain(&e),
-        })?;
+        let context = build_context(device, raw, &self.server, url_key.as_deref())?;
+        let tera_context =
+            tera::Context::from_serialize(&context).map_err(|e| RenderError::Template {
+                plugin: plugin.name.clone(),
+                template: template.to_owned(),
+                message: error_chain(&e),
+            })?;
         let body = plugin
             .tera_for(template)
             .render(template, &tera_context)

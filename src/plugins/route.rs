@@ -36,7 +36,9 @@ pub(super) fn compile(pattern: &str) -> Result<(Regex, bool), String> {
             re.push_str("[^/]*");
             rest = tail;
         } else if rest.starts_with('{') || rest.starts_with('}') {
-            return Err(format!("unknown placeholder in {pattern:?}: only {{mac}} and {{MAC}} exist"));
+            return Err(format!(
+                "unknown placeholder in {pattern:?}: only {{mac}} and {{MAC}} exist"
+            ));
         } else {
             let ch = rest.chars().next().unwrap_or_default();
             re.push_str(&regex::escape(&ch.to_string()));
@@ -44,7 +46,9 @@ pub(super) fn compile(pattern: &str) -> Result<(Regex, bool), String> {
         }
     }
     re.push('$');
-    Regex::new(&re).map(|r| (r, has_mac)).map_err(|e| e.to_string())
+    Regex::new(&re)
+        .map(|r| (r, has_mac))
+        .map_err(|e| e.to_string())
 }
 
 /// Matches a compiled route; returns whether it matched and the MAC it carried.
@@ -92,17 +96,27 @@ mod tests {
     fn patterns() {
         let (re, has_mac) = compile("{mac}.cfg").unwrap();
         assert!(has_mac);
-        assert_eq!(matches(&re, "001565aabbcc.cfg"), Some(Some("00:15:65:aa:bb:cc".parse().unwrap())));
+        assert_eq!(
+            matches(&re, "001565aabbcc.cfg"),
+            Some(Some("00:15:65:aa:bb:cc".parse().unwrap()))
+        );
         assert_eq!(matches(&re, "001565AABBCC.cfg"), None);
         assert_eq!(matches(&re, "x001565aabbcc.cfg"), None);
         assert_eq!(matches(&re, "001565aabbcc.cfgx"), None);
         let (re, _) = compile("SEP{MAC}.cnf.xml").unwrap();
         assert!(matches(&re, "SEP001565AABBCC.cnf.xml").is_some());
-        assert!(matches(&re, "SEP001565AABBCCxcnf.xml").is_none(), "dots are literal");
+        assert!(
+            matches(&re, "SEP001565AABBCCxcnf.xml").is_none(),
+            "dots are literal"
+        );
         let (re, has_mac) = compile("fw/*.rom").unwrap();
         assert!(!has_mac);
         assert_eq!(matches(&re, "fw/T54W-96.rom"), Some(None));
-        assert_eq!(matches(&re, "fw/a/b.rom"), None, "* stays within a directory");
+        assert_eq!(
+            matches(&re, "fw/a/b.rom"),
+            None,
+            "* stays within a directory"
+        );
         assert!(compile("{mac}{MAC}").is_err());
         assert!(compile("{serial}.cfg").is_err());
         assert!(compile("/abs.cfg").is_err());
@@ -115,7 +129,17 @@ mod tests {
             assert!(safe_relative(ok).is_some(), "{ok}");
         }
         for bad in [
-            "", "/etc/passwd", "../x", "a/../b", "a/./b", ".hidden", "a/.git/config", "a\\b", "a\0b", "a//b", "a/",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/./b",
+            ".hidden",
+            "a/.git/config",
+            "a\\b",
+            "a\0b",
+            "a//b",
+            "a/",
             &"a".repeat(300),
         ] {
             assert!(safe_relative(bad).is_none(), "{bad:?}");

@@ -26,8 +26,12 @@ fn lookup_in(root: &Path, name: &str) -> Option<TzInfo> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('/')
-        && name.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"/_+-".contains(&c));
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/_+-".contains(&c));
     if !valid {
         return None;
     }
@@ -63,7 +67,9 @@ fn std_offset_minutes(posix: &str) -> Option<i32> {
         b'+' => (1, &rest[1..]),
         _ => (1, rest),
     };
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == ':')).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == ':'))
+        .unwrap_or(rest.len());
     let mut parts = rest[..end].split(':').map(|p| p.parse::<i32>());
     let hours = parts.next()?.ok()?;
     let minutes = parts.next().transpose().ok()?.unwrap_or(0);
@@ -89,7 +95,14 @@ mod tests {
 
     #[test]
     fn hostile_names_are_not_looked_up() {
-        for name in ["../../etc/passwd", "/etc/passwd", "Europe/../../x", "Europe/Paris\0", "", "a b"] {
+        for name in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "Europe/../../x",
+            "Europe/Paris\0",
+            "",
+            "a b",
+        ] {
             assert_eq!(lookup(name), None, "{name:?}");
         }
     }

@@ -1,0 +1,102 @@
+//! Admin commands that read local state directly: `plugin list|show`.
+
+use std::process::ExitCode;
+
+use crate::cli::{PluginAction, PluginArgs};
+use crate::config::{self, Settings};
+use crate::plugins::{Origin, PluginSet, Target};
+
+/// The plugin directories of a configuration: built-in first, admin last (it wins).
+pub fn plugin_roots(settings: &Settings) -> Vec<(std::path::PathBuf, Origin)> {
+    vec![
+        (settings.general.plugins_dir.clone(), Origin::Builtin),
+        (settings.general.data_dir.join("plugins"), Origin::Admin),
+    ]
+}
+
+/// `provisiond plugin …`.
+pub fn plugin(args: &PluginArgs) -> ExitCode {
+    let loaded = match config::load(args.source.config.as_deref(), &args.source.default_config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let set = PluginSet::load(&plugin_roots(&loaded.settings));
+    match &args.action {
+        PluginAction::List => {
+            println!(
+                "{:<14} {:<10} {:<8} {:<12} MODELS",
+                "NAME", "VERSION", "ORIGIN", "VENDOR"
+            );
+            for p in set.iter() {
+                let origin = match p.origin {
+                    Origin::Builtin => "builtin",
+                    Origin::Admin => "admin",
+                };
+                println!(
+                    "{:<14} {:<10} {:<8} {:<12} {}",
+                    p.name,
+                    p.version,
+                    origin,
+                    p.vendor,
+                    p.models.join(" ")
+                );
+            }
+            for e in &set.errors {
+                eprintln!("not loaded: {e}");
+            }
+            if set.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        PluginAction::Show { name } => {
+            let Some(p) = set.get(name) else {
+                for e in set.errors.iter().filter(|e| e.dir.ends_with(name)) {
+                    eprintln!("not loaded: {e}");
+                }
+                eprintln!("no plugin {name:?}");
+                return ExitCode::FAILURE;
+            };
+            println!("name:        {}", p.name);
+            println!("version:     {}", p.version);
+            println!("vendor:      {}", p.vendor);
+            println!("description: {}", p.description);
+            println!("directory:   {}", p.dir.display());
+            println!("models:      {}", p.models.join(", "));
+            println!("sync event:  {}", p.sync_event.as_deref().unwrap_or("-"));
+            println!("identify:");
+            for (source, pattern, score) in p.rules() {
+                println!("  {source:?} (score {score}): {pattern}");
+            }
+            println!("files:");
+            for (pattern, target) in p.routes() {
+                match target {
+                    Target::Template(t) => println!("  {pattern} -> templates/{t}"),
+                    Target::Static(_) => println!("  {pattern} -> static/"),
+                }
+            }
+            if !p.dhcp_options.is_empty() {
+                println!(
+                    "dhcp options (vendor class {}):",
+                    p.dhcp_vendor_class
+                        .as_ref()
+                        .map(|r| r.as_str())
+                        .unwrap_or("from identify rules")
+                );
+                for o in &p.dhcp_options {
+                    println!(
+                        "  {:>3} = {}{}",
+                        o.code,
+                        o.value,
+                        if o.always { " (always)" } else { "" }
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -340,3 +340,20 @@ fn fifty_concurrent_first_requests_create_exactly_one_device() {
         .unwrap();
     assert!(stored.admin_password.is_some());
 }
+
+#[test]
+fn among_rules_of_equal_score_the_first_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tie");
+    fs::create_dir_all(&p).unwrap();
+    fs::write(
+        p.join("plugin.toml"),
+        "name = \"tie\"\nversion = \"1\"\nvendor = \"Tie\"\n\
+         [[identify]]\nsource = \"user_agent\"\npattern = '^Tie (?P<model>T\\d+)'\n\
+         [[identify]]\nsource = \"user_agent\"\npattern = '^Tie'\n",
+    )
+    .unwrap();
+    let set = PluginSet::load(&[(dir.path().to_path_buf(), Origin::Builtin)]);
+    let found = set.get("tie").unwrap().extract(provisiond::plugins::RuleSource::UserAgent, "Tie T7 1.0").unwrap();
+    assert_eq!(found.model.as_deref(), Some("T7"), "the later vendor-only rule must not drop the model");
+}

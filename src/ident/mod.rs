@@ -114,7 +114,8 @@ pub struct Identifier {
     default_tenant: String,
 }
 
-/// The text of a DHCP option, when it is printable.
+/// A DHCP option's value as text for the rules: lossy UTF-8, trailing NULs and surrounding
+/// whitespace removed; other bytes are kept (Polycom's binary option 60 is matched as is).
 fn option_text(options: &[DhcpOption], code: u8) -> Option<String> {
     let (_, value) = options.iter().find(|(c, _)| *c == code)?;
     let text = String::from_utf8_lossy(value);

@@ -123,7 +123,7 @@ pub struct Extracted {
 }
 
 impl Plugin {
-    /// The best match of this plugin's rules of `source` on `input`.
+    /// The best match of this plugin's rules of `source` on `input` (the first of equal scores).
     pub fn extract(&self, source: RuleSource, input: &str) -> Option<Extracted> {
         self.rules
             .iter()
@@ -156,7 +156,11 @@ impl Plugin {
                     sn: text("sn"),
                 })
             })
-            .max_by_key(|e| e.score)
+            // The first rule wins among equal scores: rules are tried in file order.
+            .fold(None, |best: Option<Extracted>, e| match best {
+                Some(b) if b.score >= e.score => Some(b),
+                _ => Some(e),
+            })
     }
 
     /// True when this plugin has a rule for `source`.

@@ -22,6 +22,8 @@ pub struct Rendered {
     pub content_type: String,
     /// Strong validator: changes whenever the content can.
     pub etag: String,
+    /// When this content was first rendered (its inputs have not changed since).
+    pub modified: std::time::SystemTime,
 }
 
 /// Why a file could not be rendered.
@@ -218,6 +220,7 @@ impl Renderer {
             body: Arc::from(body.into_bytes()),
             content_type: content_type.to_owned(),
             etag: format!("\"{:016x}\"", hasher.finish()),
+            modified: std::time::SystemTime::now(),
         })
     }
 

@@ -54,6 +54,25 @@ pub enum PluginAction {
 /// Arguments of `bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub what: BenchKind,
+}
+
+/// Benchmarks.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchKind {
+    /// Identification + rendering per second, in process, one thread.
+    Render(RenderBenchArgs),
+    /// HTTP load against a running server: distinct phones fetching their MAC file.
+    Http(HttpBenchArgs),
+    /// TFTP load against a running server: concurrent transfers of one file.
+    Tftp(TftpBenchArgs),
+}
+
+/// Arguments of `bench render`.
+#[derive(Debug, Clone, Args)]
+pub struct RenderBenchArgs {
     /// Configuration sources (for the plugin directories).
     #[command(flatten)]
     pub source: ConfigArgs,
@@ -65,6 +84,51 @@ pub struct BenchArgs {
     pub plugin: Option<String>,
 }
 
+/// Arguments of `bench http`.
+#[derive(Debug, Clone, Args)]
+pub struct HttpBenchArgs {
+    /// Server address (loopback or a test namespace only).
+    #[arg(long, default_value = "127.0.0.1:8667")]
+    pub target: std::net::SocketAddr,
+    /// Distinct phones (Yealink MACs 80:5e:c0:…), each fetching `/<mac>.cfg`.
+    #[arg(long, default_value_t = 10_000)]
+    pub devices: u32,
+    /// Requests measured after the warm-up pass (one request per phone).
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: u32,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Path prefix before the file name (e.g. `/device/provisioning/KEY`).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Save each phone's file here during the warm-up (to serve the same bytes with nginx).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Skip the warm-up pass.
+    #[arg(long)]
+    pub no_warmup: bool,
+}
+
+/// Arguments of `bench tftp`.
+#[derive(Debug, Clone, Args)]
+pub struct TftpBenchArgs {
+    /// Server address (loopback or a test namespace only).
+    #[arg(long, default_value = "127.0.0.1:6969")]
+    pub target: std::net::SocketAddr,
+    /// File to fetch.
+    #[arg(long)]
+    pub file: String,
+    /// Transfers in flight.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Transfers in all.
+    #[arg(long, default_value_t = 300)]
+    pub transfers: usize,
+    /// Block size to negotiate (RFC 2348).
+    #[arg(long, default_value_t = 1428)]
+    pub blksize: u16,
+}
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {

@@ -158,6 +158,8 @@ pub struct Tftp {
     pub listen: SocketAddr,
     /// Transfers running at once; further requests get an ERROR.
     pub max_transfers: usize,
+    /// Transfers running at once for one client address.
+    pub max_per_client: usize,
     /// Retransmission timeout when the client asks for none, in seconds (1–255).
     pub timeout_secs: u8,
     /// Retransmissions of one packet before the transfer is abandoned.
@@ -170,6 +172,7 @@ impl Default for Tftp {
             enabled: true,
             listen: SocketAddr::from(([0, 0, 0, 0], 69)),
             max_transfers: 256,
+            max_per_client: 16,
             timeout_secs: 2,
             retries: 5,
         }

@@ -1,16 +1,28 @@
 //! `provisiond serve`: start-up, signal handling, configuration reload and shutdown.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigArgs;
-use crate::config::{self, changed_keys, Loaded};
+use crate::config::{self, changed_keys, HttpAuthStrategy, Loaded};
+use crate::files::FileService;
+use crate::http::{self, provisioning, provisioning::Provisioning, HttpLimits};
 use crate::logging::{self, LogHandle};
-use crate::plugins::PluginSet;
+use crate::plugins::{PluginSet, Renderer, ServerInfo};
 use crate::store::{Store, SCHEMA_VERSION};
+use crate::tftp::{FileSource, TftpOptions, TftpServer};
+
+/// Connections the HTTP(S) servers keep open at once.
+const MAX_HTTP_CONNECTIONS: usize = 4096;
+/// Time given to servers to finish in-flight requests at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Keys that a SIGHUP applies to the running daemon; every other change needs a restart.
 const LIVE_KEYS: &[&str] = &["log.level"];
@@ -85,7 +97,89 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let store = open_store(&running).await?;
-    let _plugins = load_plugins(&running);
+    let settings = running.settings.clone();
+    let renderer = Renderer::new(
+        store.clone(),
+        ServerInfo {
+            base_url: settings.general.base_url.clone(),
+            url_key_strategy: settings.auth.http_auth_strategy == HttpAuthStrategy::UrlKey,
+        },
+    );
+    let files = Arc::new(FileService::new(
+        store.clone(),
+        &settings.general.default_tenant,
+        settings.auth.http_auth_strategy,
+        load_plugins(&running),
+        renderer,
+    ));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let mut servers = Vec::new();
+    let app = provisioning::router(Arc::new(Provisioning {
+        files: Arc::clone(&files),
+    }));
+    let limits = HttpLimits {
+        max_request_bytes: settings.http.max_request_bytes,
+        request_timeout: Duration::from_secs(settings.http.request_timeout_secs),
+        max_connections: MAX_HTTP_CONNECTIONS,
+    };
+    if settings.http.enabled {
+        let listener = TcpListener::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on http.listen {}", settings.http.listen))?;
+        info!(
+            "HTTP provisioning on {}",
+            listener.local_addr().unwrap_or(settings.http.listen)
+        );
+        servers.push(tokio::spawn(http::serve(
+            listener,
+            None,
+            app.clone(),
+            limits,
+            shutdown.clone(),
+        )));
+    }
+    if settings.https.enabled {
+        let (Some(cert), Some(key)) = (&settings.https.cert, &settings.https.key) else {
+            anyhow::bail!("https.cert and https.key are required when https.enabled = true");
+        };
+        let tls = http::load_tls(cert, key).context("cannot use the HTTPS certificate")?;
+        let listener = TcpListener::bind(settings.https.listen)
+            .await
+            .with_context(|| format!("cannot listen on https.listen {}", settings.https.listen))?;
+        info!(
+            "HTTPS provisioning on {}",
+            listener.local_addr().unwrap_or(settings.https.listen)
+        );
+        servers.push(tokio::spawn(http::serve(
+            listener,
+            Some(tls),
+            app,
+            limits,
+            shutdown.clone(),
+        )));
+    }
+    if settings.tftp.enabled {
+        let options = TftpOptions {
+            max_transfers: settings.tftp.max_transfers,
+            timeout_secs: settings.tftp.timeout_secs,
+            retries: settings.tftp.retries,
+            max_per_client: settings.tftp.max_per_client,
+        };
+        let server = TftpServer::bind(settings.tftp.listen, options)
+            .await
+            .with_context(|| format!("cannot listen on tftp.listen {}", settings.tftp.listen))?;
+        info!(
+            "TFTP provisioning on {}",
+            server.local_addr().unwrap_or(settings.tftp.listen)
+        );
+        let source: Arc<dyn FileSource> = Arc::clone(&files) as Arc<dyn FileSource>;
+        let shutdown = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = server.run(source, shutdown).await {
+                error!("TFTP server stopped: {e}");
+            }
+        }));
+    }
     info!(
         path = %store.path().display(),
         schema = SCHEMA_VERSION,
@@ -99,11 +193,17 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
             _ = interrupt.recv() => { info!("SIGINT received: shutting down"); break; }
             _ = hangup.recv() => {
                 reload(args, &mut running, log);
-                load_plugins(&running);
+                files.set_plugins(load_plugins(&running));
             }
         }
     }
 
+    let _ = shutdown_tx.send(true);
+    for server in servers {
+        if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+            warn!("a server did not stop within {SHUTDOWN_GRACE:?}");
+        }
+    }
     let flushing = store.clone();
     tokio::task::spawn_blocking(move || flushing.flush())
         .await
@@ -128,7 +228,7 @@ async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
 }
 
 /// Loads the plugins of the running configuration and says what loaded and what did not.
-fn load_plugins(running: &Loaded) -> std::sync::Arc<PluginSet> {
+fn load_plugins(running: &Loaded) -> Arc<PluginSet> {
     let set = PluginSet::load(&crate::admin::plugin_roots(&running.settings));
     let names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
     if set.is_empty() {
@@ -137,7 +237,7 @@ fn load_plugins(running: &Loaded) -> std::sync::Arc<PluginSet> {
         info!("{} plugins loaded: {}", names.len(), names.join(", "));
     }
     // Each load error was logged by PluginSet::load with its file and field.
-    std::sync::Arc::new(set)
+    Arc::new(set)
 }
 
 /// Re-reads the configuration on SIGHUP; applies what can change live, names the rest.

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => daemon::serve(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Plugin(args) => admin::plugin(&args),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => bench::run(&args.what),
     }
 }
 

@@ -354,6 +354,14 @@ fn among_rules_of_equal_score_the_first_wins() {
     )
     .unwrap();
     let set = PluginSet::load(&[(dir.path().to_path_buf(), Origin::Builtin)]);
-    let found = set.get("tie").unwrap().extract(provisiond::plugins::RuleSource::UserAgent, "Tie T7 1.0").unwrap();
-    assert_eq!(found.model.as_deref(), Some("T7"), "the later vendor-only rule must not drop the model");
+    let found = set
+        .get("tie")
+        .unwrap()
+        .extract(provisiond::plugins::RuleSource::UserAgent, "Tie T7 1.0")
+        .unwrap();
+    assert_eq!(
+        found.model.as_deref(),
+        Some("T7"),
+        "the later vendor-only rule must not drop the model"
+    );
 }

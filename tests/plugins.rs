@@ -99,7 +99,14 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "built-in plugins failed to load: {:#?}",
         set.errors
     );
-    for name in ["yealink", "polycom", "snom", "cisco-mpp", "grandstream", "fanvil"] {
+    for name in [
+        "yealink",
+        "polycom",
+        "snom",
+        "cisco-mpp",
+        "grandstream",
+        "fanvil",
+    ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");
     }
     let tested: BTreeSet<String> = vectors().into_iter().map(|(n, _)| n).collect();
@@ -271,7 +278,11 @@ impl Fixture {
         device.admin_password = Some("Generated-Per-Device-1".into());
         match self.store.device_by_mac(&mac).unwrap() {
             // Vectors sharing a MAC each get the config and model they name.
-            Some(existing) if existing.config == device.config && existing.model == device.model => existing,
+            Some(existing)
+                if existing.config == device.config && existing.model == device.model =>
+            {
+                existing
+            }
             Some(existing) => {
                 let mut changed = existing.clone();
                 changed.config = device.config.clone();
@@ -362,7 +373,10 @@ fn check_cfg(text: &str, v: &RenderVector, what: &str) {
             .as_ref()
             .unwrap_or_else(|| panic!("{what}: cfg expectations use key/value"));
         let found = keys.get(key).cloned().unwrap_or_default();
-        assert!(found.contains(value), "{what}: {key} = {value:?}, found {found:?}");
+        assert!(
+            found.contains(value),
+            "{what}: {key} = {value:?}, found {found:?}"
+        );
     }
     for key in &v.absent {
         assert!(!keys.contains_key(key), "{what}: {key} must be absent");

@@ -107,13 +107,22 @@ impl Drop for Daemon {
     }
 }
 
+/// A configuration in `dir` whose listeners take ephemeral ports on 127.0.0.1 (tests run in
+/// parallel), plus `body`; a `[http]` or `[tftp]` table in `body` replaces the default one.
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("provisiond.toml");
-    let text = format!(
-        "[general]\ndata_dir = \"{}\"\n[api]\nsocket = \"{}\"\n{body}",
+    let mut text = format!(
+        "[general]\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\nsocket = \"{}\"\n[dhcpinfo]\nsocket = \"{}\"\n",
         dir.join("data").display(),
-        dir.join("api.sock").display()
+        dir.join("api.sock").display(),
+        dir.join("dhcpinfo.sock").display()
     );
+    for table in ["http", "tftp"] {
+        if !body.contains(&format!("[{table}]")) {
+            text.push_str(&format!("[{table}]\nlisten = \"127.0.0.1:0\"\n"));
+        }
+    }
+    text.push_str(body);
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -243,13 +252,11 @@ fn serve_embedded_and_stop_with(signal: Signal, announced: &str) {
     assert!(store.config("base").unwrap().is_some());
 }
 
+/// One test for both signals: the embedded default has fixed ports, so two daemons on it
+/// cannot run in parallel.
 #[test]
-fn serve_runs_on_the_embedded_default_and_stops_cleanly_on_sigterm() {
+fn serve_runs_on_the_embedded_default_and_stops_cleanly_on_sigterm_and_ctrl_c() {
     serve_embedded_and_stop_with(Signal::SIGTERM, "SIGTERM received");
-}
-
-#[test]
-fn serve_stops_cleanly_on_ctrl_c() {
     serve_embedded_and_stop_with(Signal::SIGINT, "SIGINT received");
 }
 
@@ -315,7 +322,7 @@ fn sighup_applies_the_log_level_and_names_changes_that_need_a_restart() {
 
     write_config(
         tmp.path(),
-        "[log]\nlevel = \"debug\"\n[http]\nlisten = \"127.0.0.1:18111\"\n[tftp]\nretries = 9\n",
+        "[log]\nlevel = \"debug\"\n[http]\nlisten = \"127.0.0.1:18111\"\n[tftp]\nlisten = \"127.0.0.1:0\"\nretries = 9\n",
     );
     daemon.signal(Signal::SIGHUP);
     // Only visible once the new filter is in force.
@@ -330,7 +337,7 @@ fn sighup_applies_the_log_level_and_names_changes_that_need_a_restart() {
     );
     daemon.signal(Signal::SIGHUP);
     daemon.expect_line(&[&format!(
-        "{}: http.listen: TOML parse error at line 8",
+        "{}: http.listen: TOML parse error at line",
         config.display()
     )]);
     daemon.expect_line(&["reload failed: keeping the running configuration"]);
@@ -338,7 +345,7 @@ fn sighup_applies_the_log_level_and_names_changes_that_need_a_restart() {
     // The restart-only keys are still pending: they are named again on the next reload.
     write_config(
         tmp.path(),
-        "[log]\nlevel = \"debug\"\n[http]\nlisten = \"127.0.0.1:18111\"\n[tftp]\nretries = 9\n",
+        "[log]\nlevel = \"debug\"\n[http]\nlisten = \"127.0.0.1:18111\"\n[tftp]\nlisten = \"127.0.0.1:0\"\nretries = 9\n",
     );
     daemon.signal(Signal::SIGHUP);
     daemon.expect_line(&["only after a restart: http.listen, tftp.retries"]);
@@ -421,4 +428,106 @@ fn plugin_list_and_show_report_what_loaded_and_why_not() {
         .arg(&config));
     assert_eq!(code, 1);
     assert!(stderr.contains("no plugin \"nope\""), "{stderr}");
+}
+
+/// The address in a "… provisioning on ADDR" log line.
+fn listening_on(line: &str) -> std::net::SocketAddr {
+    line.rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+}
+
+#[test]
+fn the_daemon_serves_the_same_bytes_over_http_and_tftp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+    let config = write_config(tmp.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[general]\n",
+        &format!(
+            "[general]\nplugins_dir = \"{}\"\nbase_url = \"http://10.0.0.2:8667\"\n",
+            plugins.display()
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start({
+        let mut cmd = command(tmp.path());
+        cmd.args(["serve", "--config"]).arg(&config);
+        cmd
+    });
+    let http = listening_on(&daemon.expect_line(&["HTTP provisioning on"]));
+    let tftp = listening_on(&daemon.expect_line(&["TFTP provisioning on"]));
+    daemon.expect_line(&["ready"]);
+
+    let body = tmp.path().join("http.cfg");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-f",
+            "-A",
+            "Yealink SIP-T54W 96.86.0.70 80:5e:c0:11:22:33",
+            "-o",
+        ])
+        .arg(&body)
+        .arg(format!("http://{http}/805ec0112233.cfg"))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let over_http = std::fs::read(&body).unwrap();
+    assert!(String::from_utf8_lossy(&over_http)
+        .contains("static.auto_provision.server.url = http://10.0.0.2:8667/"));
+
+    let hpa = tmp.path().join("tftp-hpa.cfg");
+    let out = Command::new("tftp")
+        .args([
+            "127.0.0.1",
+            &tftp.port().to_string(),
+            "-m",
+            "octet",
+            "-c",
+            "get",
+            "805ec0112233.cfg",
+        ])
+        .arg(&hpa)
+        .output()
+        .expect("tftp (apt-get install tftp-hpa)");
+    assert!(
+        out.status.success() && std::fs::read(&hpa).ok().as_deref() == Some(&over_http[..]),
+        "tftp-hpa: {out:?}"
+    );
+
+    let atftp = tmp.path().join("atftp.cfg");
+    let out = Command::new("atftp")
+        .args([
+            "--option",
+            "blksize 1428",
+            "--option",
+            "tsize",
+            "-g",
+            "-r",
+            "805ec0112233.cfg",
+            "-l",
+        ])
+        .arg(&atftp)
+        .args(["127.0.0.1", &tftp.port().to_string()])
+        .output()
+        .expect("atftp (apt-get install atftp)");
+    assert!(out.status.success(), "atftp: {out:?}");
+    assert_eq!(
+        std::fs::read(&atftp).unwrap(),
+        over_http,
+        "TFTP and HTTP serve the same bytes"
+    );
+    assert!(daemon
+        .expect_line(&["provisiond::tftp::access", "status=\"ok\""])
+        .contains("805ec0112233.cfg"));
+
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait().success());
 }

@@ -81,9 +81,11 @@ fn check_base_url(path: &str, url: &Url, p: &mut Problems) {
 }
 
 /// Two sockets of the same protocol clash when they share a port and one address covers
-/// the other.
+/// the other; port 0 (an ephemeral port chosen at bind time) never clashes.
 fn clash(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn listeners(s: &Settings, p: &mut Problems) {
@@ -125,6 +127,9 @@ fn limits(s: &Settings, p: &mut Problems) {
     }
     if s.tftp.max_transfers == 0 {
         p.add("tftp.max_transfers", "must be at least 1");
+    }
+    if s.tftp.max_per_client == 0 {
+        p.add("tftp.max_per_client", "must be at least 1");
     }
     if s.tftp.timeout_secs == 0 {
         p.add("tftp.timeout_secs", "must be between 1 and 255");

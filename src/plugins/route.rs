@@ -1,6 +1,6 @@
 //! File routes: `{mac}.cfg`-style patterns compiled to regexes, and safe relative paths.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use regex::Regex;
 
@@ -63,15 +63,14 @@ pub fn safe_relative(path: &str) -> Option<PathBuf> {
     if path.is_empty() || path.len() > MAX_PATH_LEN || path.contains(['\0', '\\']) {
         return None;
     }
+    // Split by hand: Path::components() silently drops `.` segments, and a path that needs
+    // normalising is not one a phone sends.
     let mut out = PathBuf::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::Normal(part) if !part.to_string_lossy().starts_with('.') => out.push(part),
-            _ => return None,
+    for part in path.split('/') {
+        if part.is_empty() || part.starts_with('.') {
+            return None;
         }
-    }
-    if out.as_os_str().is_empty() || path.ends_with('/') || path.contains("//") {
-        return None;
+        out.push(part);
     }
     Some(out)
 }

@@ -1,11 +1,10 @@
-//! `provisiond bench`: identification + rendering throughput on one core.
+//! `provisiond bench render`: identification + rendering throughput on one core.
 
-use std::process::ExitCode;
 use std::time::Instant;
 
 use serde_json::json;
 
-use crate::cli::BenchArgs;
+use crate::cli::RenderBenchArgs;
 use crate::config;
 use crate::ident::{Identifier, RequestContext};
 use crate::model::{Config, Device, Mac};
@@ -13,17 +12,7 @@ use crate::plugins::{PluginSet, Renderer, ServerInfo, Target};
 use crate::store::Store;
 
 /// Runs the benchmark and prints one line per plugin.
-pub fn run(args: &BenchArgs) -> ExitCode {
-    match bench(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: &RenderBenchArgs) -> anyhow::Result<()> {
     let loaded = config::load(args.source.config.as_deref(), &args.source.default_config)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let set = PluginSet::load(&crate::admin::plugin_roots(&loaded.settings));

@@ -1,0 +1,326 @@
+//! Answering a phone's file request, for every transport: identification → the device's
+//! plugin route → rendered template or static file.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use std::net::IpAddr;
+
+use crate::config::HttpAuthStrategy;
+use crate::ident::{IdentError, Identifier, RequestContext};
+use crate::plugins::{safe_relative, PluginSet, RenderError, Renderer, Target, MAX_PATH_LEN};
+use crate::store::{Store, StoreError};
+
+/// Largest static file served, so that a stray multi-gigabyte file cannot exhaust memory.
+pub const MAX_STATIC_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A file ready to send.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// Content.
+    pub body: Arc<[u8]>,
+    /// Content type.
+    pub content_type: String,
+    /// Strong validator.
+    pub etag: String,
+    /// Last modification time.
+    pub modified: SystemTime,
+    /// Device id.
+    pub device: String,
+    /// Plugin name.
+    pub plugin: String,
+}
+
+/// Path prefix of keyed URLs (`url_key` strategy).
+pub const KEY_PREFIX: &str = "device/provisioning/";
+
+/// The rules of the seeds: 8 to 255 characters, alphanumeric only.
+pub fn valid_provisioning_key(key: &str) -> bool {
+    (8..=255).contains(&key.len()) && key.bytes().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// Who asks, as the transport knows it.
+#[derive(Debug, Clone)]
+pub enum Requester {
+    /// HTTP(S) client.
+    Http {
+        /// Peer address.
+        src: IpAddr,
+        /// `User-Agent`.
+        user_agent: Option<String>,
+    },
+    /// TFTP client.
+    Tftp {
+        /// Peer address.
+        src: IpAddr,
+    },
+}
+
+/// Why a request is not answered with a file.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The path could leave the served tree or is too long.
+    #[error("unsafe or empty path")]
+    UnsafePath,
+    /// `url_key`: the path is not `device/provisioning/<key>/<file>`.
+    #[error("url_key: not a /device/provisioning/<key>/<file> path")]
+    NotKeyed,
+    /// `url_key`: malformed or unknown key.
+    #[error("url_key: {0} key")]
+    BadKey(&'static str),
+    /// The store failed while looking the key up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No device could be identified.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// The device belongs to another tenant than the URL's key.
+    #[error("device {device} belongs to tenant {tenant}, not to the tenant of this URL")]
+    WrongTenant {
+        /// Device id.
+        device: String,
+        /// Its tenant.
+        tenant: String,
+    },
+    /// The device has no (loaded) plugin.
+    #[error("device {0} has no usable plugin")]
+    NoPlugin(String),
+    /// The plugin has no route for this path.
+    #[error("plugin {plugin} serves no {path:?}")]
+    NoRoute {
+        /// Plugin name.
+        plugin: String,
+        /// Requested path.
+        path: String,
+    },
+    /// The path names another device's MAC.
+    #[error("device {device} asked for the file of another MAC")]
+    ForeignMac {
+        /// Device id.
+        device: String,
+    },
+    /// Missing, unreadable or unsafe static file.
+    #[error("static file {0}: not found")]
+    NoStatic(String),
+    /// Identification failed.
+    #[error(transparent)]
+    Ident(#[from] IdentError),
+    /// Rendering failed.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+impl FetchError {
+    /// True for failures on our side (the phone gets a 500 / TFTP error 0), false for
+    /// requests that simply have no answer (404 / TFTP error 1).
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Ident(_) | FetchError::Render(_) | FetchError::Store(_)
+        )
+    }
+}
+
+/// Everything needed to answer file requests; shared by the HTTP and TFTP servers.
+pub struct FileService {
+    store: Store,
+    strategy: HttpAuthStrategy,
+    ident: Identifier,
+    plugins: RwLock<Arc<PluginSet>>,
+    renderer: Renderer,
+}
+
+impl FileService {
+    /// A service over `store` with these plugins.
+    pub fn new(
+        store: Store,
+        default_tenant: &str,
+        strategy: HttpAuthStrategy,
+        plugins: Arc<PluginSet>,
+        renderer: Renderer,
+    ) -> FileService {
+        FileService {
+            ident: Identifier::new(store.clone(), default_tenant),
+            store,
+            strategy,
+            plugins: RwLock::new(plugins),
+            renderer,
+        }
+    }
+
+    /// Replaces the plugins (after a reload) and forgets cached files.
+    pub fn set_plugins(&self, plugins: Arc<PluginSet>) {
+        *self.plugins.write().unwrap_or_else(|e| e.into_inner()) = plugins;
+        self.renderer.clear_cache();
+    }
+
+    /// The loaded plugins.
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        Arc::clone(&self.plugins.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Answers a request for `path` (decoded, without leading `/`): applies the `url_key`
+    /// strategy, checks the path, then [`FileService::fetch`]. Blocking.
+    pub fn answer(&self, who: &Requester, path: &str) -> Result<Served, FetchError> {
+        let (file, tenant) = match self.strategy {
+            HttpAuthStrategy::Disabled => (path, None),
+            HttpAuthStrategy::UrlKey => {
+                let (key, file) = path
+                    .strip_prefix(KEY_PREFIX)
+                    .and_then(|rest| rest.split_once('/'))
+                    .ok_or(FetchError::NotKeyed)?;
+                if !valid_provisioning_key(key) {
+                    return Err(FetchError::BadKey("malformed"));
+                }
+                let tenant = self
+                    .store
+                    .tenant_by_key(key)?
+                    .ok_or(FetchError::BadKey("unknown"))?;
+                (file, Some(tenant.id))
+            }
+        };
+        if file.len() > MAX_PATH_LEN || safe_relative(file).is_none() {
+            return Err(FetchError::UnsafePath);
+        }
+        let ctx = match who {
+            Requester::Http { src, user_agent } => RequestContext::Http {
+                src: *src,
+                path: file.to_owned(),
+                user_agent: user_agent.clone(),
+            },
+            Requester::Tftp { src } => RequestContext::Tftp {
+                src: *src,
+                filename: file.to_owned(),
+            },
+        };
+        self.fetch(&ctx, file, tenant.as_deref())
+    }
+
+    /// Answers `path` (relative, already checked by the transport) for the request `ctx`;
+    /// with `tenant`, only a device of that tenant is served. Blocking: call it off the
+    /// async runtime.
+    pub fn fetch(
+        &self,
+        ctx: &RequestContext,
+        path: &str,
+        tenant: Option<&str>,
+    ) -> Result<Served, FetchError> {
+        let plugins = self.plugins();
+        let identified = self
+            .ident
+            .identify(ctx, &plugins)?
+            .ok_or(FetchError::UnknownDevice)?;
+        let device = identified.device;
+        if let Some(tenant) = tenant {
+            if device.tenant != tenant {
+                return Err(FetchError::WrongTenant {
+                    device: device.id,
+                    tenant: device.tenant,
+                });
+            }
+        }
+        let plugin = identified
+            .plugin
+            .ok_or_else(|| FetchError::NoPlugin(device.id.clone()))?;
+        let resolved = plugin.resolve(path).ok_or_else(|| FetchError::NoRoute {
+            plugin: plugin.name.clone(),
+            path: path.to_owned(),
+        })?;
+        if resolved.mac.is_some() && resolved.mac != device.mac {
+            return Err(FetchError::ForeignMac { device: device.id });
+        }
+        match &resolved.target {
+            Target::Template(_) => {
+                let rendered = self.renderer.render(&plugin, &device, &resolved)?;
+                Ok(Served {
+                    body: rendered.body,
+                    content_type: rendered.content_type,
+                    etag: rendered.etag,
+                    modified: rendered.modified,
+                    device: device.id,
+                    plugin: plugin.name.clone(),
+                })
+            }
+            Target::Static(file) => {
+                let (body, modified, etag) = read_static(&plugin.dir.join("static"), file)
+                    .ok_or_else(|| FetchError::NoStatic(path.to_owned()))?;
+                Ok(Served {
+                    body,
+                    content_type: resolved.content_type,
+                    etag,
+                    modified,
+                    device: device.id,
+                    plugin: plugin.name.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// Reads a regular file that really lies under `root` (symlinks resolved).
+fn read_static(root: &Path, file: &Path) -> Option<(Arc<[u8]>, SystemTime, String)> {
+    let root = root.canonicalize().ok()?;
+    let real = file.canonicalize().ok()?;
+    if !real.starts_with(&root) {
+        tracing::warn!(file = %file.display(), "static file resolves outside the plugin's static dir: refused");
+        return None;
+    }
+    let meta = std::fs::metadata(&real).ok()?;
+    if !meta.is_file() || meta.len() > MAX_STATIC_BYTES {
+        return None;
+    }
+    let body = std::fs::read(&real).ok()?;
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut hasher = DefaultHasher::new();
+    real.hash(&mut hasher);
+    meta.len().hash(&mut hasher);
+    modified.hash(&mut hasher);
+    Some((
+        Arc::from(body),
+        modified,
+        format!("\"s{:016x}\"", hasher.finish()),
+    ))
+}
+
+impl crate::tftp::FileSource for FileService {
+    fn read(
+        &self,
+        peer: std::net::SocketAddr,
+        filename: &str,
+    ) -> Result<Arc<[u8]>, crate::tftp::FileError> {
+        use crate::tftp::FileError;
+        let started = std::time::Instant::now();
+        let result = self.answer(&Requester::Tftp { src: peer.ip() }, filename);
+        let shown: String = filename.chars().take(200).collect();
+        match result {
+            Ok(served) => {
+                tracing::info!(
+                    target: "provisiond::tftp::access",
+                    %peer,
+                    file = %shown,
+                    status = "ok",
+                    bytes = served.body.len(),
+                    duration_us = started.elapsed().as_micros() as u64,
+                    device = %served.device,
+                    plugin = %served.plugin,
+                    "request"
+                );
+                Ok(served.body)
+            }
+            Err(e) => {
+                tracing::info!(target: "provisiond::tftp::access", %peer, file = %shown, status = "refused", reason = %e, "request");
+                match e {
+                    FetchError::UnsafePath => Err(FileError::AccessViolation),
+                    e if e.is_internal() => {
+                        tracing::error!(%peer, "cannot answer {shown}: {e}");
+                        Err(FileError::Other("internal error".into()))
+                    }
+                    _ => Err(FileError::NotFound),
+                }
+            }
+        }
+    }
+}

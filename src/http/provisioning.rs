@@ -1,0 +1,207 @@
+//! The provisioning router: any GET/HEAD path → identification → the device's file.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use axum::Router;
+
+use crate::files::{FetchError, FileService, Requester, Served};
+use crate::plugins::MAX_PATH_LEN;
+
+/// Shared state of the provisioning router.
+pub struct Provisioning {
+    /// Files.
+    pub files: Arc<FileService>,
+}
+
+/// The router: every path goes to one handler.
+pub fn router(state: Arc<Provisioning>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// Outcome of one request, for the access log.
+struct Outcome {
+    status: StatusCode,
+    device: Option<String>,
+    plugin: Option<String>,
+    reason: Option<String>,
+    response: Response,
+}
+
+fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
+    let response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(format!(
+            "{}\n",
+            status.canonical_reason().unwrap_or("")
+        )))
+        .unwrap_or_default();
+    Outcome {
+        status,
+        device: None,
+        plugin: None,
+        reason: Some(reason.into()),
+        response,
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<Provisioning>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let outcome = answer(&state, peer, &method, &uri, &headers).await;
+    let bytes = if method == Method::HEAD {
+        0
+    } else {
+        HttpBody::size_hint(outcome.response.body())
+            .exact()
+            .unwrap_or(0)
+    };
+    let path = uri.path();
+    let cut = (0..=path.len().min(200))
+        .rev()
+        .find(|&i| path.is_char_boundary(i))
+        .unwrap_or(0);
+    let shown_path = &path[..cut];
+    tracing::info!(
+        target: "provisiond::http::access",
+        %peer,
+        method = %method,
+        path = shown_path,
+        status = outcome.status.as_u16(),
+        bytes,
+        duration_us = started.elapsed().as_micros() as u64,
+        device = outcome.device.as_deref().unwrap_or("-"),
+        plugin = outcome.plugin.as_deref().unwrap_or("-"),
+        reason = outcome.reason.as_deref().unwrap_or(""),
+        "request"
+    );
+    outcome.response
+}
+
+async fn answer(
+    state: &Arc<Provisioning>,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Outcome {
+    if method != Method::GET && method != Method::HEAD {
+        let mut outcome = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        outcome
+            .response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return outcome;
+    }
+    let raw = uri.path();
+    if raw.len() > 3 * MAX_PATH_LEN + 64 {
+        return plain(StatusCode::URI_TOO_LONG, "path too long");
+    }
+    let decoded = match percent_encoding::percent_decode_str(raw).decode_utf8() {
+        Ok(path) => path.into_owned(),
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "path is not UTF-8"),
+    };
+    if decoded.contains(['\0', '\\']) || decoded.chars().any(char::is_control) {
+        return plain(StatusCode::BAD_REQUEST, "forbidden character in path");
+    }
+    let path = decoded.trim_start_matches('/').to_owned();
+    let who = Requester::Http {
+        src: peer.ip(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect()),
+    };
+    let files = Arc::clone(&state.files);
+    let fetched = tokio::task::spawn_blocking(move || files.answer(&who, &path)).await;
+    match fetched {
+        Ok(Ok(served)) => respond(served, method, headers),
+        Ok(Err(e)) if e.is_internal() => {
+            tracing::error!(%peer, "cannot answer {}: {e}", uri.path());
+            plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        Ok(Err(e)) => {
+            let mut outcome = plain(StatusCode::NOT_FOUND, e.to_string());
+            if let FetchError::WrongTenant { device, .. } | FetchError::ForeignMac { device } = &e {
+                tracing::warn!(%peer, "refused: {e}");
+                outcome.device = Some(device.clone());
+            }
+            outcome
+        }
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("task: {e}")),
+    }
+}
+
+/// Seconds precision, as in HTTP dates.
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn not_modified(served: &Served, headers: &HeaderMap) -> bool {
+    if let Some(tags) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        // RFC 9110 §13.1.2: weak comparison; If-Modified-Since is ignored when this is present.
+        return tags
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == served.etag);
+    }
+    headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .is_some_and(|since| whole_seconds(served.modified) <= since)
+}
+
+fn respond(served: Served, method: &Method, headers: &HeaderMap) -> Outcome {
+    let fresh = not_modified(&served, headers);
+    let status = if fresh {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::ETAG, &served.etag)
+        .header(
+            header::LAST_MODIFIED,
+            httpdate::fmt_http_date(whole_seconds(served.modified)),
+        )
+        .header(header::CACHE_CONTROL, "no-cache");
+    let body = if fresh {
+        Body::empty()
+    } else {
+        builder = builder
+            .header(header::CONTENT_TYPE, &served.content_type)
+            .header(header::CONTENT_LENGTH, served.body.len());
+        if method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(bytes::Bytes::from_owner(served.body.clone()))
+        }
+    };
+    Outcome {
+        status,
+        device: Some(served.device),
+        plugin: Some(served.plugin),
+        reason: None,
+        response: builder.body(body).unwrap_or_default(),
+    }
+}

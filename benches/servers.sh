@@ -19,6 +19,8 @@ systemctl stop nginx tftpd-hpa 2>/dev/null || true
 cargo build --release --quiet
 bin=target/release/provisiond
 work=$(mktemp -d)
+# nginx workers run as www-data: they must be able to read the files.
+chmod 755 "$work"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -60,7 +62,8 @@ echo "== HTTP: $phones phones fetching their MAC file, $requests requests, 64 in
 mkdir -p "$work/http/data" "$work/http/files"
 config "$work/http/data" >"$work/http/provisiond.toml"
 $bin serve --config "$work/http/provisiond.toml" 2>"$work/http/log" &
-pids+=($!)
+http_pid=$!
+pids+=($http_pid)
 wait_port t 18667
 echo "-- provisiond"
 $bin bench http --target 127.0.0.1:18667 --devices "$phones" --requests "$requests" --concurrency 64 --save "$work/http/files"
@@ -81,10 +84,14 @@ http {
 }
 NGINX
 nginx -c "$work/nginx.conf" &
-pids+=($!)
+nginx_pid=$!
+pids+=($nginx_pid)
 wait_port t 18080
 echo "-- nginx (the same files, static)"
 $bin bench http --target 127.0.0.1:18080 --devices "$phones" --requests "$requests" --concurrency 64 --no-warmup
+
+kill "$http_pid" "$nginx_pid" 2>/dev/null || true
+wait "$http_pid" "$nginx_pid" 2>/dev/null || true
 
 echo "== TFTP: 1 MiB file, 100 concurrent transfers, blksize 1428"
 mkdir -p "$work/tftp/data/plugins" "$work/tftp/root"

@@ -266,7 +266,8 @@ impl Identifier {
             }
         }
         if let Some(ip) = &info.ip {
-            let mut found = self.store.devices_by_ip(ip)?;
+            // Two are enough to know the address is ambiguous.
+            let mut found = self.store.devices_at_ip(ip, 2)?;
             if found.len() == 1 {
                 let device = found.remove(0);
                 if info.mac.is_none() || device.mac.is_none() {

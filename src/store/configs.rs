@@ -4,8 +4,8 @@ use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
 use super::{
-    abort, encode, finish, multi_add, multi_remove, next_revision, tx_get, Result, Store,
-    StoreError, TxResult,
+    abort, encode, finish, multi_add, multi_count, multi_remove, next_revision, tx_get, Result,
+    Store, StoreError, TxResult,
 };
 use crate::model::{validate_id, Config};
 
@@ -120,13 +120,12 @@ impl Store {
                         id: id.to_owned(),
                     }));
                 }
-                let users: Vec<String> =
-                    tx_get(children, "cfg_children", id.as_bytes())?.unwrap_or_default();
-                if !users.is_empty() {
+                let users = multi_count(children, "cfg_children", id.as_bytes())?;
+                if users > 0 {
                     return Err(abort(StoreError::InUse {
                         kind: KIND,
                         id: id.to_owned(),
-                        users: format!("configs {}", users.join(", ")),
+                        users: format!("{users} child config(s)"),
                     }));
                 }
                 configs.remove(id.as_bytes())?;
@@ -152,25 +151,21 @@ impl Store {
 
     /// Ids of the configs that list `id` among their parents, sorted.
     pub fn config_children(&self, id: &str) -> Result<Vec<String>> {
-        Ok(self
-            .get(&self.cfg_children, "cfg_children", id.as_bytes())?
-            .unwrap_or_default())
+        self.multi_list(&self.cfg_children, id.as_bytes(), usize::MAX)
     }
 }
 
 /// Rebuilds the parent → children index from the config records.
 pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
-    store.cfg_children.clear()?;
-    let mut map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-    for config in store.configs()? {
-        for parent in config.parent_ids {
-            map.entry(parent).or_default().push(config.id.clone());
-        }
-    }
-    for (parent, mut ids) in map {
-        ids.sort();
-        ids.dedup();
-        store.cfg_children.insert(parent.as_bytes(), encode(&ids))?;
-    }
-    Ok(())
+    let pairs: Vec<(Vec<u8>, String)> = store
+        .configs()?
+        .into_iter()
+        .flat_map(|c| {
+            let id = c.id;
+            c.parent_ids
+                .into_iter()
+                .map(move |p| (p.into_bytes(), id.clone()))
+        })
+        .collect();
+    store.multi_rebuild(&store.cfg_children, pairs)
 }

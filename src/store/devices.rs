@@ -125,11 +125,13 @@ impl Store {
 
     /// The devices last seen at this IP address (several behind NAT), by id.
     pub fn devices_by_ip(&self, ip: &IpAddr) -> Result<Vec<Device>> {
-        let ids: Vec<String> = self
-            .get(&self.idx_ip, "idx_ip", &ip_key(ip))?
-            .unwrap_or_default();
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
+        self.devices_at_ip(ip, usize::MAX)
+    }
+
+    /// At most `limit` of the devices last seen at this IP address, by id.
+    pub fn devices_at_ip(&self, ip: &IpAddr, limit: usize) -> Result<Vec<Device>> {
+        let mut found = Vec::new();
+        for id in self.multi_list(&self.idx_ip, &ip_key(ip), limit)? {
             found.extend(self.device(&id)?);
         }
         Ok(found)
@@ -167,19 +169,16 @@ fn claim_mac(
 /// Rebuilds the device indexes from the device records (used by schema migrations).
 pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
     store.idx_mac.clear()?;
-    store.idx_ip.clear()?;
-    for device in store.devices()? {
+    let devices = store.devices()?;
+    for device in &devices {
         if let Some(mac) = &device.mac {
             store.idx_mac.insert(mac_key(mac), device.id.as_bytes())?;
         }
-        if let Some(ip) = &device.ip {
-            let mut ids: Vec<String> = store
-                .get(&store.idx_ip, "idx_ip", &ip_key(ip))?
-                .unwrap_or_default();
-            ids.push(device.id.clone());
-            ids.sort();
-            store.idx_ip.insert(ip_key(ip), encode(&ids))?;
-        }
     }
-    Ok(())
+    store.multi_rebuild(
+        &store.idx_ip,
+        devices
+            .into_iter()
+            .filter_map(|d| Some((ip_key(&d.ip?), d.id))),
+    )
 }

@@ -248,33 +248,98 @@ fn finish<T>(result: std::result::Result<T, TransactionError<StoreError>>) -> Re
     }
 }
 
-/// Adds `id` to the sorted id list stored under `key` (a non-unique index entry).
+// Non-unique indexes (`idx_ip`, `cfg_children`) keep one entry per link, `key NUL id` → empty,
+// plus a count under `key` itself. Adding or removing a link touches two keys whatever the
+// number of links (thousands of phones behind one NAT address, thousands of configs under
+// `base`), and a transaction can test "is there any link" without a scan. Keys and ids never
+// contain NUL (ids are checked by `validate_id`, IP addresses are text).
+
+fn link_key(key: &[u8], id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1 + id.len());
+    out.extend_from_slice(key);
+    out.push(0);
+    out.extend_from_slice(id.as_bytes());
+    out
+}
+
+fn decode_count(name: &'static str, key: &[u8], bytes: &[u8]) -> Result<u64> {
+    let raw: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        tree: name,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source: serde::de::Error::custom("a link count is 8 bytes"),
+    })?;
+    Ok(u64::from_be_bytes(raw))
+}
+
+/// Number of links under `key`, inside a transaction.
+fn multi_count(tree: &TransactionalTree, name: &'static str, key: &[u8]) -> TxResult<u64> {
+    match tree.get(key)? {
+        Some(bytes) => decode_count(name, key, &bytes).map_err(abort),
+        None => Ok(0),
+    }
+}
+
+/// Links `id` under `key` (a non-unique index entry); idempotent.
 fn multi_add(tree: &TransactionalTree, name: &'static str, key: &[u8], id: &str) -> TxResult<()> {
-    let mut ids: Vec<String> = tx_get(tree, name, key)?.unwrap_or_default();
-    if let Err(pos) = ids.binary_search_by(|x| x.as_str().cmp(id)) {
-        ids.insert(pos, id.to_owned());
-        tree.insert(key, encode(&ids))?;
+    let link = link_key(key, id);
+    if tree.get(&link)?.is_none() {
+        tree.insert(link, &[])?;
+        let n = multi_count(tree, name, key)?;
+        tree.insert(key, &(n + 1).to_be_bytes())?;
     }
     Ok(())
 }
 
-/// Removes `id` from the id list under `key`, dropping the entry when it becomes empty.
+/// Unlinks `id` from `key`; idempotent.
 fn multi_remove(
     tree: &TransactionalTree,
     name: &'static str,
     key: &[u8],
     id: &str,
 ) -> TxResult<()> {
-    let mut ids: Vec<String> = tx_get(tree, name, key)?.unwrap_or_default();
-    if let Ok(pos) = ids.binary_search_by(|x| x.as_str().cmp(id)) {
-        ids.remove(pos);
-        if ids.is_empty() {
-            tree.remove(key)?;
-        } else {
-            tree.insert(key, encode(&ids))?;
+    if tree.remove(link_key(key, id))?.is_some() {
+        match multi_count(tree, name, key)? {
+            0 | 1 => {
+                tree.remove(key)?;
+            }
+            n => {
+                tree.insert(key, &(n - 1).to_be_bytes())?;
+            }
         }
     }
     Ok(())
+}
+
+impl Store {
+    /// Ids linked under `key` in a non-unique index, sorted, at most `limit`.
+    fn multi_list(&self, tree: &Tree, key: &[u8], limit: usize) -> Result<Vec<String>> {
+        let mut prefix = key.to_vec();
+        prefix.push(0);
+        tree.scan_prefix(&prefix)
+            .keys()
+            .take(limit)
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
+    /// Rebuilds a non-unique index from (key, id) pairs.
+    fn multi_rebuild(
+        &self,
+        tree: &Tree,
+        pairs: impl IntoIterator<Item = (Vec<u8>, String)>,
+    ) -> Result<()> {
+        tree.clear()?;
+        let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+        for (key, id) in pairs {
+            if tree.insert(link_key(&key, &id), &[])?.is_none() {
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+        for (key, n) in counts {
+            tree.insert(key, &n.to_be_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks the caller's revision against the stored one and returns the next revision.

@@ -1,19 +1,22 @@
 //! Schema version in `meta` and the migrations between versions.
 //!
 //! Version 1 had the record trees only; version 2 added the derived index trees
-//! (`cfg_children`, `idx_tenant_key`) and rebuilds every index from the records.
+//! (`cfg_children`, `idx_tenant_key`); version 3 stores the non-unique indexes (`idx_ip`,
+//! `cfg_children`) as one key per link plus a count. Both steps rebuild every index from the
+//! records.
 
 use super::{Result, Store, StoreError};
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const VERSION_KEY: &[u8] = b"schema_version";
 
 /// One step from version `n` to `n + 1`, at index `n - 1`.
 type Migration = fn(&Store) -> Result<()>;
 
-const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] = [rebuild_all_indexes];
+const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] =
+    [rebuild_all_indexes, rebuild_all_indexes];
 
 fn rebuild_all_indexes(store: &Store) -> Result<()> {
     super::devices::rebuild_indexes(store)?;
@@ -266,8 +269,7 @@ mod tests {
         let v1 = write_v1(dir.path());
 
         let store = open_store(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(2));
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
         check_v1_indexes(&store, &v1);
 
         // The migrated indexes are maintained like any other: d2 leaves the shared IP.
@@ -281,7 +283,10 @@ mod tests {
         drop(store);
 
         // The new version is persisted.
-        assert_eq!(raw_version(dir.path()), Some(2u32.to_be_bytes().to_vec()));
+        assert_eq!(
+            raw_version(dir.path()),
+            Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+        );
     }
 
     #[test]
@@ -307,7 +312,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = open_store(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(2));
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
         check_v1_indexes(&store, &v1);
         assert_eq!(
             store.device_by_mac(&mac("00:15:65:00:00:99")).unwrap(),
@@ -419,5 +424,58 @@ mod tests {
         let store = open_store(dir.path()).unwrap();
         let found = store.lease_by_mac(&mac("00:15:65:00:00:09")).unwrap();
         assert_eq!(found.map(|l| l.ip.to_string()), Some("10.0.0.5".to_owned()));
+    }
+
+    #[test]
+    fn migrates_version_2_list_indexes_to_links() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = raw_db(dir.path());
+            set_raw_version(&db, 2);
+            let (a, b) = (
+                device("a", "00:15:65:00:00:0a", "10.0.0.7"),
+                device("b", "00:15:65:00:00:0b", "10.0.0.7"),
+            );
+            put(&db, "devices", b"a", &a);
+            put(&db, "devices", b"b", &b);
+            // Version 2 kept one JSON list per key.
+            put(
+                &db,
+                "idx_ip",
+                b"10.0.0.7",
+                &vec!["a".to_owned(), "b".to_owned()],
+            );
+            put(&db, "configs", b"base", &config("base", &[]));
+            put(&db, "configs", b"child", &config("child", &["base"]));
+            put(&db, "cfg_children", b"base", &vec!["child".to_owned()]);
+            db.flush().unwrap();
+        }
+        let store = open_store(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(3));
+        let at_ip: Vec<String> = store
+            .devices_by_ip(&"10.0.0.7".parse().unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(at_ip, vec!["a", "b"]);
+        assert_eq!(
+            store
+                .devices_at_ip(&"10.0.0.7".parse().unwrap(), 1)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(store.config_children("base").unwrap(), vec!["child"]);
+        // The count came over: base is in use until its only child leaves it.
+        assert!(matches!(
+            store.delete_config("base"),
+            Err(StoreError::InUse { .. })
+        ));
+        let mut child = store.config("child").unwrap().unwrap();
+        child.parent_ids.clear();
+        store.update_config(&child).unwrap();
+        assert!(store.config_children("base").unwrap().is_empty());
+        store.delete_config("base").unwrap();
     }
 }

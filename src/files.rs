@@ -163,8 +163,26 @@ impl FileService {
     }
 
     /// Answers a request for `path` (decoded, without leading `/`): applies the `url_key`
-    /// strategy, checks the path, then [`FileService::fetch`]. Blocking.
+    /// strategy, checks the path, then [`FileService::fetch`]. Blocking (it may flush the
+    /// store).
     pub fn answer(&self, who: &Requester, path: &str) -> Result<Served, FetchError> {
+        self.answer_with(who, path, true)
+    }
+
+    /// [`FileService::answer`] without any store write: `None` when the request needs one
+    /// (new phone, changed facts), and the caller then uses `answer` off the async runtime.
+    pub fn answer_readonly(
+        &self,
+        who: &Requester,
+        path: &str,
+    ) -> Option<Result<Served, FetchError>> {
+        match self.answer_with(who, path, false) {
+            Err(FetchError::Ident(IdentError::WouldWrite)) => None,
+            other => Some(other),
+        }
+    }
+
+    fn answer_with(&self, who: &Requester, path: &str, writes: bool) -> Result<Served, FetchError> {
         let (file, tenant) = match self.strategy {
             HttpAuthStrategy::Disabled => (path, None),
             HttpAuthStrategy::UrlKey => {
@@ -196,7 +214,7 @@ impl FileService {
                 filename: file.to_owned(),
             },
         };
-        self.fetch(&ctx, file, tenant.as_deref())
+        self.fetch_with(&ctx, file, tenant.as_deref(), writes)
     }
 
     /// Answers `path` (relative, already checked by the transport) for the request `ctx`;
@@ -208,11 +226,23 @@ impl FileService {
         path: &str,
         tenant: Option<&str>,
     ) -> Result<Served, FetchError> {
+        self.fetch_with(ctx, path, tenant, true)
+    }
+
+    fn fetch_with(
+        &self,
+        ctx: &RequestContext,
+        path: &str,
+        tenant: Option<&str>,
+        writes: bool,
+    ) -> Result<Served, FetchError> {
         let plugins = self.plugins();
-        let identified = self
-            .ident
-            .identify(ctx, &plugins)?
-            .ok_or(FetchError::UnknownDevice)?;
+        let identified = if writes {
+            self.ident.identify(ctx, &plugins)?
+        } else {
+            self.ident.identify_readonly(ctx, &plugins)?
+        };
+        let identified = identified.ok_or(FetchError::UnknownDevice)?;
         let device = identified.device;
         if let Some(tenant) = tenant {
             if device.tenant != tenant {

@@ -365,3 +365,46 @@ fn among_rules_of_equal_score_the_first_wins() {
         "the later vendor-only rule must not drop the model"
     );
 }
+
+#[test]
+fn read_only_identification_answers_known_phones_and_never_writes() {
+    use provisiond::ident::IdentError;
+    let env = env();
+    let ctx = http("10.0.0.50", "a.cfg", Some(UA));
+    assert!(
+        matches!(
+            env.ident.identify_readonly(&ctx, &env.plugins),
+            Err(IdentError::WouldWrite)
+        ),
+        "a new phone needs a write"
+    );
+    assert_eq!(env.store.device_count(), 0);
+
+    let created = env.ident.identify(&ctx, &env.plugins).unwrap().unwrap();
+    let known = env
+        .ident
+        .identify_readonly(&ctx, &env.plugins)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (known.device.id.as_str(), known.device.revision),
+        (created.device.id.as_str(), created.device.revision)
+    );
+
+    let upgraded = http(
+        "10.0.0.50",
+        "a.cfg",
+        Some("Acme A20 2.2.0 00:11:22:33:44:55"),
+    );
+    assert!(matches!(
+        env.ident.identify_readonly(&upgraded, &env.plugins),
+        Err(IdentError::WouldWrite)
+    ));
+    let stored = env.store.device(&created.device.id).unwrap().unwrap();
+    assert_eq!(
+        stored.version.as_deref(),
+        Some("2.1.0"),
+        "nothing was written"
+    );
+    assert_eq!(stored.revision, created.device.revision);
+}

@@ -100,6 +100,9 @@ pub enum IdentError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A read-only identification would have had to write.
+    #[error("identification needs to write")]
+    WouldWrite,
     /// Other requests kept changing the device; this one gave up.
     #[error("the device record changed {0} times during identification; giving up")]
     Contended(usize),
@@ -212,6 +215,26 @@ impl Identifier {
         ctx: &RequestContext,
         plugins: &PluginSet,
     ) -> Result<Option<Identified>, IdentError> {
+        self.identify_with(ctx, plugins, true)
+    }
+
+    /// Like [`Identifier::identify`] but never writes: fails with
+    /// [`IdentError::WouldWrite`] when the store would change. Servers answer the common case
+    /// (a known phone, nothing new) this way without leaving the async runtime.
+    pub fn identify_readonly(
+        &self,
+        ctx: &RequestContext,
+        plugins: &PluginSet,
+    ) -> Result<Option<Identified>, IdentError> {
+        self.identify_with(ctx, plugins, false)
+    }
+
+    fn identify_with(
+        &self,
+        ctx: &RequestContext,
+        plugins: &PluginSet,
+        writes: bool,
+    ) -> Result<Option<Identified>, IdentError> {
         let (info, best) = extract(ctx, plugins);
         let releasing = matches!(
             ctx,
@@ -225,7 +248,7 @@ impl Identifier {
             let existing = self.retrieve(&info)?;
             let (device, created) = match existing {
                 Some(device) => {
-                    match self.update(device, &info, best.as_deref(), releasing, now)? {
+                    match self.update(device, &info, best.as_deref(), releasing, now, writes)? {
                         Some(device) => (device, false),
                         None => continue,
                     }
@@ -233,6 +256,7 @@ impl Identifier {
                 None if releasing => return Ok(None),
                 None => match info.mac {
                     None => return Ok(None),
+                    Some(_) if !writes => return Err(IdentError::WouldWrite),
                     Some(mac) => match self.autocreate(mac, &info, best.as_deref(), now) {
                         Ok(device) => (device, true),
                         // Another request created it first: take that one.
@@ -286,6 +310,7 @@ impl Identifier {
         best: Option<&Plugin>,
         releasing: bool,
         now: u64,
+        writes: bool,
     ) -> Result<Option<Device>, IdentError> {
         let mut new = device.clone();
         if releasing {
@@ -310,6 +335,9 @@ impl Identifier {
                 new.plugin = best.map(|p| p.name.clone());
             }
             if new.admin_password.is_none() {
+                if !writes {
+                    return Err(IdentError::WouldWrite);
+                }
                 new.admin_password = Some(random_password(ADMIN_PASSWORD_LEN)?);
             }
             if new
@@ -321,6 +349,9 @@ impl Identifier {
         }
         if new == device {
             return Ok(Some(device));
+        }
+        if !writes {
+            return Err(IdentError::WouldWrite);
         }
         match self.store.update_device(&new) {
             Ok(stored) => Ok(Some(stored)),

@@ -64,6 +64,13 @@ pub struct Device {
     /// Last time the device contacted us (DHCP, HTTP or TFTP).
     #[serde(default)]
     pub last_seen: Option<UnixTime>,
+    /// SIP user of line 1 as last provisioned (used to resync by SIP NOTIFY).
+    #[serde(default)]
+    pub remote_state_sip_username: Option<String>,
+    /// Custom keys set through the API (names start with `X_`; the API shows them at the top
+    /// level of the device object).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
     /// Admin password generated for this device when its config sets none; never shown by
     /// the API.
     #[serde(default)]
@@ -92,6 +99,8 @@ impl Device {
             added: Added::Manual,
             description: None,
             last_seen: None,
+            remote_state_sip_username: None,
+            extra: Default::default(),
             admin_password: None,
             revision: 0,
         }

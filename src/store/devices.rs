@@ -49,7 +49,9 @@ impl Store {
     }
 
     /// Replaces a device; `device.revision` must be the stored one. Returns the stored record.
+    /// A device may change tenant only while it is in the default tenant.
     pub fn update_device(&self, device: &Device) -> Result<Device> {
+        let default_tenant = self.default_tenant()?;
         let stored = finish((&self.devices, &self.idx_mac, &self.idx_ip).transaction(
             |(devices, idx_mac, idx_ip)| {
                 let old: Device =
@@ -62,6 +64,12 @@ impl Store {
                 let mut new = device.clone();
                 new.revision = next_revision(KIND, &device.id, device.revision, old.revision)
                     .map_err(abort)?;
+                if old.tenant != new.tenant && Some(&old.tenant) != default_tenant.as_ref() {
+                    return Err(abort(StoreError::TenantLocked {
+                        device: old.id.clone(),
+                        tenant: old.tenant.clone(),
+                    }));
+                }
                 devices.insert(new.id.as_bytes(), encode(&new))?;
                 if old.mac != new.mac {
                     if let Some(mac) = &old.mac {

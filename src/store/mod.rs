@@ -109,6 +109,15 @@ pub enum StoreError {
         /// Who uses it.
         users: String,
     },
+    /// A device left the default tenant once; it can no longer change tenant (seed 002:
+    /// delete it and let it be provisioned again instead).
+    #[error("device {device:?} belongs to tenant {tenant:?} and cannot move to another tenant")]
+    TenantLocked {
+        /// Device id.
+        device: String,
+        /// Its tenant.
+        tenant: String,
+    },
     /// The record is built in.
     #[error("{kind} {id:?} cannot be deleted")]
     NotDeletable {

@@ -8,6 +8,8 @@ use sled::Transactional;
 use super::{abort, encode, finish, next_revision, tx_get, Result, Store, StoreError, TxResult};
 use crate::model::{validate_id, Code, Config, Lease, Mac, RawConfig, Tenant, Token};
 
+const DEFAULT_TENANT_KEY: &[u8] = b"default_tenant";
+
 /// Id of the config every other config inherits from.
 pub const BASE_CONFIG: &str = "base";
 /// Id of the config given to autocreated devices.
@@ -32,6 +34,7 @@ impl Store {
     /// Creates the default tenant and the built-in configs `base` and `autoprov` when missing.
     pub fn ensure_defaults(&self, default_tenant: &str) -> Result<()> {
         validate_id(default_tenant)?;
+        self.meta.insert(DEFAULT_TENANT_KEY, default_tenant.as_bytes())?;
         finish(
             (&self.tenants, &self.configs, &self.cfg_children).transaction(
                 |(tenants, configs, children)| {
@@ -73,6 +76,53 @@ impl Store {
             ),
         )?;
         self.flush()
+    }
+
+    /// The tenant new devices join, as recorded by [`Store::ensure_defaults`].
+    pub fn default_tenant(&self) -> Result<Option<String>> {
+        Ok(self.meta.get(DEFAULT_TENANT_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// A global setting (REST `/configure` parameters such as `locale` or `NAT`).
+    pub fn param(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        self.get(&self.meta, "meta", format!("param.{name}").as_bytes())
+    }
+
+    /// Sets or (with `None`) clears a global setting.
+    pub fn set_param(&self, name: &str, value: Option<&serde_json::Value>) -> Result<()> {
+        let key = format!("param.{name}");
+        match value {
+            Some(v) => self.meta.insert(key.as_bytes(), encode(v))?,
+            None => self.meta.remove(key.as_bytes())?,
+        };
+        self.flush()
+    }
+
+    /// Deletes a tenant that owns no device and no config; returns it.
+    pub fn delete_tenant(&self, id: &str) -> Result<Tenant> {
+        if self.default_tenant()?.as_deref() == Some(id) {
+            return Err(StoreError::NotDeletable { kind: "tenant", id: id.to_owned() });
+        }
+        let devices = self.devices()?.into_iter().filter(|d| d.tenant == id).count();
+        let configs = self.configs()?.into_iter().filter(|c| c.tenant == id).count();
+        if devices + configs > 0 {
+            return Err(StoreError::InUse {
+                kind: "tenant",
+                id: id.to_owned(),
+                users: format!("{devices} device(s) and {configs} config(s)"),
+            });
+        }
+        let old = finish((&self.tenants, &self.idx_tenant_key).transaction(|(tenants, keys)| {
+            let old: Tenant = tx_get(tenants, "tenants", id.as_bytes())?
+                .ok_or_else(|| abort(StoreError::NotFound { kind: "tenant", id: id.to_owned() }))?;
+            tenants.remove(id.as_bytes())?;
+            if let Some(key) = &old.provisioning_key {
+                keys.remove(key.as_bytes())?;
+            }
+            Ok(old)
+        }))?;
+        self.flush()?;
+        Ok(old)
     }
 
     /// Stores a new tenant; its provisioning key, if any, must be unused.

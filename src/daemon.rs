@@ -13,12 +13,15 @@ use tracing::{debug, error, info, warn};
 use crate::cli::ConfigArgs;
 use crate::config::{self, changed_keys, HttpAuthStrategy, Loaded};
 use crate::files::FileService;
-use crate::http::{self, provisioning, provisioning::Provisioning, HttpLimits};
+use crate::http::api::{self, ApiState, LocalAdmin};
+use crate::http::{self, provisioning, provisioning::Provisioning, HttpLimits, LocalPolicy};
 use crate::logging::{self, LogHandle};
 use crate::plugins::{PluginSet, Renderer, ServerInfo};
 use crate::store::{Store, SCHEMA_VERSION};
 use crate::tftp::{FileSource, TftpOptions, TftpServer};
 
+/// Group whose members may use the local admin socket.
+const ADMIN_GROUP: &str = "provisiond";
 /// Connections the HTTP(S) servers keep open at once.
 const MAX_HTTP_CONNECTIONS: usize = 4096;
 /// Time given to servers to finish in-flight requests at shutdown.
@@ -158,6 +161,39 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
             shutdown.clone(),
         )));
     }
+    let api_state = Arc::new(ApiState::new(
+        store.clone(),
+        Arc::clone(&files),
+        settings.general.default_tenant.clone(),
+        crate::admin::plugin_roots(&settings),
+    ));
+    let api_app = api::router(api_state, settings.api.max_body_bytes);
+    if settings.api.enabled {
+        let listener = TcpListener::bind(settings.api.listen)
+            .await
+            .with_context(|| format!("cannot listen on api.listen {}", settings.api.listen))?;
+        info!(
+            "REST API on {}",
+            listener.local_addr().unwrap_or(settings.api.listen)
+        );
+        servers.push(tokio::spawn(http::serve(
+            listener,
+            None,
+            api_app.clone(),
+            limits,
+            shutdown.clone(),
+        )));
+    }
+    let (local, policy) = bind_admin_socket(&settings.api.socket)?;
+    info!("local admin API on {}", settings.api.socket.display());
+    servers.push(tokio::spawn(http::serve_unix(
+        local,
+        api_app,
+        LocalAdmin,
+        policy,
+        limits,
+        shutdown.clone(),
+    )));
     if settings.tftp.enabled {
         let options = TftpOptions {
             max_transfers: settings.tftp.max_transfers,
@@ -204,12 +240,55 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
             warn!("a server did not stop within {SHUTDOWN_GRACE:?}");
         }
     }
+    let _ = std::fs::remove_file(&settings.api.socket);
     let flushing = store.clone();
     tokio::task::spawn_blocking(move || flushing.flush())
         .await
         .context("store flush task failed")?
         .context("cannot flush the store at shutdown")?;
     Ok(())
+}
+
+/// Binds the admin socket: a stale socket file is replaced, the new one is 0660 and, when the
+/// group exists, owned by group `provisiond` (whose members may use it).
+fn bind_admin_socket(
+    path: &std::path::Path,
+) -> anyhow::Result<(tokio::net::UnixListener, LocalPolicy)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "api.socket {} exists and is not a socket: refusing to replace it",
+                path.display()
+            );
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("api.socket {} is in use by another process", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on api.socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    let group = nix::unistd::Group::from_name(ADMIN_GROUP)
+        .ok()
+        .flatten()
+        .map(|g| g.gid);
+    if let Some(gid) = group {
+        if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
+            warn!("cannot give {} to group {ADMIN_GROUP}: {e}", path.display());
+        }
+    }
+    Ok((
+        listener,
+        LocalPolicy {
+            group: group.map(|g| g.as_raw()),
+        },
+    ))
 }
 
 async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {

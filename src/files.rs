@@ -157,6 +157,14 @@ impl FileService {
         self.renderer.clear_cache();
     }
 
+    /// Identification alone (DHCP lease facts): updates or creates the device. Blocking.
+    pub fn identify(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<Option<crate::ident::Identified>, IdentError> {
+        self.ident.identify(ctx, &self.plugins())
+    }
+
     /// The loaded plugins.
     pub fn plugins(&self) -> Arc<PluginSet> {
         Arc::clone(&self.plugins.read().unwrap_or_else(|e| e.into_inner()))

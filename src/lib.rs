@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dhcpinfo;
 pub mod files;
 pub mod http;
 pub mod ident;

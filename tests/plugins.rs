@@ -248,6 +248,9 @@ impl Fixture {
                 raw_config: two_lines_raw(display_name),
                 tenant: "master".into(),
                 deletable: true,
+                transient: false,
+                role: None,
+                extra: Default::default(),
                 revision: 0,
             })
             .unwrap();

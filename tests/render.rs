@@ -62,6 +62,9 @@ impl Env {
                 raw_config: raw(value),
                 tenant: "master".into(),
                 deletable: true,
+                transient: false,
+                role: None,
+                extra: Default::default(),
                 revision: 0,
             })
             .unwrap()

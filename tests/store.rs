@@ -64,6 +64,9 @@ fn config(id: &str, parents: &[&str]) -> Config {
         raw_config: RawConfig::new(),
         tenant: "master".to_owned(),
         deletable: true,
+        transient: false,
+        role: None,
+        extra: Default::default(),
         revision: 0,
     }
 }

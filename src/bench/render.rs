@@ -44,6 +44,9 @@ pub fn run(args: &RenderBenchArgs) -> anyhow::Result<()> {
         .unwrap_or_default(),
         tenant: "master".into(),
         deletable: true,
+        transient: false,
+        role: None,
+        extra: Default::default(),
         revision: 0,
     })?;
     let ident = Identifier::new(store.clone(), "master");

@@ -1,6 +1,7 @@
 //! HTTP(S) servers: the connection loop with its limits, and the provisioning router.
 
+pub mod api;
 pub mod provisioning;
 mod server;
 
-pub use server::{load_tls, serve, HttpLimits, TlsError};
+pub use server::{load_tls, serve, serve_unix, HttpLimits, LocalPolicy, TlsError};

@@ -128,12 +128,30 @@ async fn connection<I>(
     peer: SocketAddr,
     app: Router,
     limits: HttpLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+    let tag = move |request: &mut Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+    };
+    serve_connection(io, tag, app, limits, shutdown, &peer.to_string()).await
+}
+
+/// Serves one connection; `tag` adds request extensions (peer address, local admin mark).
+async fn serve_connection<I, T>(
+    io: I,
+    tag: T,
+    app: Router,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+    peer: &str,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    T: Fn(&mut Request<Incoming>) + Clone + Send + Sync + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        tag(&mut request);
         app.clone().oneshot(request)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -147,12 +165,90 @@ async fn connection<I>(
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended: {e}");
+                tracing::debug!(peer, "connection ended: {e}");
             }
         }
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(limits.request_timeout, conn).await;
         }
+    }
+}
+
+/// Who may use the local admin socket.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalPolicy {
+    /// Group whose members (by primary or supplementary group of the peer) are admitted.
+    pub group: Option<u32>,
+}
+
+impl LocalPolicy {
+    fn admits(&self, uid: u32, gid: u32) -> bool {
+        if uid == 0 || uid == nix::unistd::geteuid().as_raw() {
+            return true;
+        }
+        let Some(group) = self.group else {
+            return false;
+        };
+        if gid == group {
+            return true;
+        }
+        // Supplementary groups of the peer's user.
+        let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+            return false;
+        };
+        let Ok(name) = std::ffi::CString::new(user.name) else {
+            return false;
+        };
+        nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+            .map(|groups| groups.iter().any(|g| g.as_raw() == group))
+            .unwrap_or(false)
+    }
+}
+
+/// Serves `app` to local clients on a UNIX socket, each request marked with `mark` when the
+/// peer (SO_PEERCRED) is root, provisiond's own user or in the admitted group; other peers'
+/// connections are closed at once.
+pub async fn serve_unix<M>(
+    listener: tokio::net::UnixListener,
+    app: Router,
+    mark: M,
+    policy: LocalPolicy,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    M: Clone + Send + Sync + 'static,
+{
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("local accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let cred = match stream.peer_cred() {
+            Ok(cred) => cred,
+            Err(e) => {
+                tracing::warn!("cannot read the local peer's credentials: {e}");
+                continue;
+            }
+        };
+        if !policy.admits(cred.uid(), cred.gid()) {
+            tracing::warn!(uid = cred.uid(), gid = cred.gid(), pid = ?cred.pid(), "local admin socket: peer refused (not root, provisiond or its group)");
+            continue;
+        }
+        let (app, mark, shutdown) = (app.clone(), mark.clone(), shutdown.clone());
+        let peer = format!("local uid {}", cred.uid());
+        tokio::spawn(async move {
+            let tag = move |request: &mut Request<Incoming>| {
+                request.extensions_mut().insert(mark.clone());
+            };
+            serve_connection(TokioIo::new(stream), tag, app, limits, shutdown, &peer).await
+        });
     }
 }

@@ -123,6 +123,16 @@ pub struct Config {
     /// False for the built-in configs (`base`, `autoprov`).
     #[serde(default = "default_true")]
     pub deletable: bool,
+    /// Deleted with the last device that uses it (wazo-provd's autocreated configs).
+    #[serde(default)]
+    pub transient: bool,
+    /// `autocreate` marks the template of `POST /cfg_mgr/autocreate`; `default` the config of
+    /// devices that have none.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Custom keys set through the API (names start with `X_`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, serde_json::Value>,
     /// Incremented by the store on every write.
     #[serde(default)]
     pub revision: u64,

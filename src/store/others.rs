@@ -34,7 +34,8 @@ impl Store {
     /// Creates the default tenant and the built-in configs `base` and `autoprov` when missing.
     pub fn ensure_defaults(&self, default_tenant: &str) -> Result<()> {
         validate_id(default_tenant)?;
-        self.meta.insert(DEFAULT_TENANT_KEY, default_tenant.as_bytes())?;
+        self.meta
+            .insert(DEFAULT_TENANT_KEY, default_tenant.as_bytes())?;
         finish(
             (&self.tenants, &self.configs, &self.cfg_children).transaction(
                 |(tenants, configs, children)| {
@@ -54,6 +55,9 @@ impl Store {
                         raw_config: RawConfig::new(),
                         tenant: default_tenant.to_owned(),
                         deletable: false,
+                        transient: false,
+                        role: None,
+                        extra: Default::default(),
                         revision: 1,
                     };
                     if configs.get(BASE_CONFIG)?.is_none() {
@@ -80,7 +84,10 @@ impl Store {
 
     /// The tenant new devices join, as recorded by [`Store::ensure_defaults`].
     pub fn default_tenant(&self) -> Result<Option<String>> {
-        Ok(self.meta.get(DEFAULT_TENANT_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self
+            .meta
+            .get(DEFAULT_TENANT_KEY)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// A global setting (REST `/configure` parameters such as `locale` or `NAT`).
@@ -101,10 +108,21 @@ impl Store {
     /// Deletes a tenant that owns no device and no config; returns it.
     pub fn delete_tenant(&self, id: &str) -> Result<Tenant> {
         if self.default_tenant()?.as_deref() == Some(id) {
-            return Err(StoreError::NotDeletable { kind: "tenant", id: id.to_owned() });
+            return Err(StoreError::NotDeletable {
+                kind: "tenant",
+                id: id.to_owned(),
+            });
         }
-        let devices = self.devices()?.into_iter().filter(|d| d.tenant == id).count();
-        let configs = self.configs()?.into_iter().filter(|c| c.tenant == id).count();
+        let devices = self
+            .devices()?
+            .into_iter()
+            .filter(|d| d.tenant == id)
+            .count();
+        let configs = self
+            .configs()?
+            .into_iter()
+            .filter(|c| c.tenant == id)
+            .count();
         if devices + configs > 0 {
             return Err(StoreError::InUse {
                 kind: "tenant",
@@ -112,15 +130,21 @@ impl Store {
                 users: format!("{devices} device(s) and {configs} config(s)"),
             });
         }
-        let old = finish((&self.tenants, &self.idx_tenant_key).transaction(|(tenants, keys)| {
-            let old: Tenant = tx_get(tenants, "tenants", id.as_bytes())?
-                .ok_or_else(|| abort(StoreError::NotFound { kind: "tenant", id: id.to_owned() }))?;
-            tenants.remove(id.as_bytes())?;
-            if let Some(key) = &old.provisioning_key {
-                keys.remove(key.as_bytes())?;
-            }
-            Ok(old)
-        }))?;
+        let old = finish(
+            (&self.tenants, &self.idx_tenant_key).transaction(|(tenants, keys)| {
+                let old: Tenant = tx_get(tenants, "tenants", id.as_bytes())?.ok_or_else(|| {
+                    abort(StoreError::NotFound {
+                        kind: "tenant",
+                        id: id.to_owned(),
+                    })
+                })?;
+                tenants.remove(id.as_bytes())?;
+                if let Some(key) = &old.provisioning_key {
+                    keys.remove(key.as_bytes())?;
+                }
+                Ok(old)
+            }),
+        )?;
         self.flush()?;
         Ok(old)
     }

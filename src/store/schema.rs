@@ -166,6 +166,9 @@ mod tests {
             raw_config: RawConfig::new(),
             tenant: "master".to_owned(),
             deletable: true,
+            transient: false,
+            role: None,
+            extra: Default::default(),
             revision: 2,
         }
     }

@@ -1,0 +1,172 @@
+//! DHCP lease facts from a foreign DHCP server, in the dxtorc format: option strings such as
+//! `"06041.61.73"` (three decimal digits of option code, then the value's bytes in hex joined
+//! by dots).
+
+use std::net::Ipv4Addr;
+
+use crate::ident::{DhcpOp, DhcpOption, RequestContext};
+use crate::model::Mac;
+
+/// Why lease facts are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DhcpInfoError {
+    /// `op` is not commit, release or expiry.
+    #[error("op: {0:?} is not commit, release or expiry")]
+    Op(String),
+    /// Not an IPv4 address.
+    #[error("ip: {0:?} is not an IPv4 address")]
+    Ip(String),
+    /// Not a MAC address.
+    #[error("mac: {0}")]
+    Mac(String),
+    /// A malformed option string.
+    #[error("options[{index}]: {message}")]
+    Option {
+        /// Position in the list.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A required field is missing.
+    #[error("{0} is required")]
+    Missing(&'static str),
+}
+
+/// Options accepted in one message; a DHCP packet cannot carry more.
+pub const MAX_OPTIONS: usize = 255;
+
+/// Parses one dxtorc option string.
+pub fn parse_option(text: &str) -> Result<DhcpOption, String> {
+    let code = text.get(..3).ok_or("shorter than a 3-digit option code")?;
+    if !code.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{code:?} is not a 3-digit option code"));
+    }
+    let code: u16 = code.parse().map_err(|_| "bad option code".to_owned())?;
+    if code == 0 || code > 254 {
+        return Err(format!("option code {code} is out of 1..254"));
+    }
+    let rest = &text[3..];
+    let value = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('.')
+            .map(|byte| {
+                if byte.is_empty() || byte.len() > 2 {
+                    return Err(format!("{byte:?} is not a hex byte"));
+                }
+                u8::from_str_radix(byte, 16).map_err(|_| format!("{byte:?} is not a hex byte"))
+            })
+            .collect::<Result<Vec<u8>, String>>()?
+    };
+    if value.len() > 255 {
+        return Err("a DHCP option holds at most 255 bytes".into());
+    }
+    Ok((code as u8, value))
+}
+
+/// Builds the identification request of a lease event from its text fields.
+pub fn to_request(
+    op: &str,
+    ip: &str,
+    mac: Option<&str>,
+    options: &[String],
+) -> Result<RequestContext, DhcpInfoError> {
+    let op = match op {
+        "commit" => DhcpOp::Commit,
+        "release" => DhcpOp::Release,
+        "expiry" => DhcpOp::Expiry,
+        other => return Err(DhcpInfoError::Op(other.chars().take(32).collect())),
+    };
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| DhcpInfoError::Ip(ip.chars().take(64).collect()))?;
+    let mac: Mac = mac
+        .ok_or(DhcpInfoError::Missing("mac"))?
+        .parse()
+        .map_err(|e: crate::model::MacParseError| DhcpInfoError::Mac(e.to_string()))?;
+    if options.len() > MAX_OPTIONS {
+        return Err(DhcpInfoError::Option {
+            index: MAX_OPTIONS,
+            message: format!("more than {MAX_OPTIONS} options"),
+        });
+    }
+    let options = options
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            parse_option(text).map_err(|message| DhcpInfoError::Option { index, message })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RequestContext::Dhcp {
+        op,
+        ip,
+        mac,
+        options,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_strings() {
+        assert_eq!(parse_option("06041.61.73"), Ok((60, b"Aas".to_vec())));
+        assert_eq!(parse_option("012"), Ok((12, vec![])));
+        assert_eq!(parse_option("0770a.ff"), Ok((77, vec![0x0a, 0xff])));
+        for bad in [
+            "",
+            "06",
+            "6x0",
+            "000",
+            "255",
+            "999",
+            "060.41",
+            "06041..61",
+            "060411.2",
+            "06041.zz",
+            "０６０",
+        ] {
+            assert!(parse_option(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests() {
+        let ctx = to_request(
+            "commit",
+            "10.0.0.5",
+            Some("00:15:65:aa:bb:cc"),
+            &["06079.65.61.6c.69.6e.6b".into()],
+        )
+        .unwrap();
+        assert!(
+            matches!(ctx, RequestContext::Dhcp { op: DhcpOp::Commit, ref options, .. } if options[0] == (60, b"yealink".to_vec()))
+        );
+        assert!(matches!(
+            to_request("renew", "10.0.0.5", Some("00:15:65:aa:bb:cc"), &[]),
+            Err(DhcpInfoError::Op(_))
+        ));
+        assert!(matches!(
+            to_request("commit", "10.0.0.300", Some("00:15:65:aa:bb:cc"), &[]),
+            Err(DhcpInfoError::Ip(_))
+        ));
+        assert!(matches!(
+            to_request("commit", "10.0.0.5", Some("nope"), &[]),
+            Err(DhcpInfoError::Mac(_))
+        ));
+        assert!(matches!(
+            to_request("commit", "10.0.0.5", None, &[]),
+            Err(DhcpInfoError::Missing("mac"))
+        ));
+        assert!(matches!(
+            to_request(
+                "commit",
+                "10.0.0.5",
+                Some("00:15:65:aa:bb:cc"),
+                &["06x".into()]
+            ),
+            Err(DhcpInfoError::Option { index: 0, .. })
+        ));
+    }
+}

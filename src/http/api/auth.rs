@@ -1,0 +1,188 @@
+//! Who calls: an API token (`X-Auth-Token`) or the local admin socket, and for which tenant.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, ApiState};
+use crate::model;
+
+/// Marks requests that came through the local admin socket from an allowed user.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAdmin;
+
+/// Hex SHA-256 of a token secret: the form tokens are stored and looked up in.
+pub fn hash_token(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The authenticated caller and the tenant it acts for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Tenant the request acts for (`Wazo-Tenant` when allowed, else the token's).
+    pub tenant: String,
+    /// True for the local admin socket.
+    pub local: bool,
+    /// True when the default tenant acts for itself (no other tenant named).
+    pub as_master: bool,
+    acl: Vec<String>,
+}
+
+/// wazo-auth ACL matching: dot-separated; `*` is one segment, `#` the rest (also none).
+fn acl_matches(pattern: &str, required: &str) -> bool {
+    let mut want = required.split('.');
+    for part in pattern.split('.') {
+        match part {
+            "#" => return true,
+            "*" => {
+                if want.next().is_none() {
+                    return false;
+                }
+            }
+            literal => {
+                if want.next() != Some(literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    want.next().is_none()
+}
+
+impl Caller {
+    /// Fails with 403 unless one of the caller's ACL entries grants `required`.
+    pub fn require(&self, required: &str) -> Result<(), ApiError> {
+        if self.local || self.acl.iter().any(|p| acl_matches(p, required)) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the token lacks the ACL {required}"
+            )))
+        }
+    }
+
+    /// Fails with 403 unless the caller acts as the default tenant.
+    pub fn require_master(&self) -> Result<(), ApiError> {
+        if self.as_master {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("only the default tenant may do this"))
+        }
+    }
+
+    /// True when the caller may see objects of `tenant`: its own tenant's; with `recurse`,
+    /// the default tenant acting for itself sees every tenant's.
+    pub fn sees(&self, tenant: &str, recurse: bool) -> bool {
+        tenant == self.tenant || (recurse && self.as_master)
+    }
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let asked = parts
+            .headers
+            .get("wazo-tenant")
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ApiError::field("Wazo-Tenant", "not text"))
+            })
+            .transpose()?;
+        if let Some(tenant) = &asked {
+            model::validate_id(tenant)
+                .map_err(|e| ApiError::field("Wazo-Tenant", e.to_string()))?;
+        }
+        let (token_tenant, acl, local) = if parts.extensions.get::<LocalAdmin>().is_some() {
+            (state.default_tenant.clone(), vec!["#".to_owned()], true)
+        } else {
+            let secret = parts
+                .headers
+                .get("x-auth-token")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 512)
+                .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing X-Auth-Token"))?;
+            let hash = hash_token(secret);
+            let store = state.store.clone();
+            let token = super::blocking(move || Ok(store.token(&hash)?)).await?;
+            let token =
+                token.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
+            if token.expires.is_some_and(|at| at <= model::now()) {
+                return Err(ApiError::new(StatusCode::UNAUTHORIZED, "expired token"));
+            }
+            (token.tenant, token.acl, false)
+        };
+        let master = token_tenant == state.default_tenant;
+        let tenant = match asked {
+            None => token_tenant,
+            Some(asked) if asked == token_tenant => asked,
+            Some(asked) if master => {
+                let store = state.store.clone();
+                let name = asked.clone();
+                let exists = super::blocking(move || Ok(store.tenant(&name)?.is_some())).await?;
+                if !exists {
+                    return Err(ApiError::forbidden(format!("no tenant {asked:?}")));
+                }
+                asked
+            }
+            Some(_) => {
+                return Err(ApiError::forbidden(
+                    "this token cannot act for another tenant",
+                ))
+            }
+        };
+        Ok(Caller {
+            as_master: master && tenant == state.default_tenant,
+            tenant,
+            local,
+            acl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acls() {
+        assert!(acl_matches("#", "provd.dev_mgr.devices.read"));
+        assert!(acl_matches("provd.#", "provd.dev_mgr.devices.read"));
+        assert!(acl_matches(
+            "provd.dev_mgr.devices.*",
+            "provd.dev_mgr.devices.read"
+        ));
+        assert!(!acl_matches(
+            "provd.dev_mgr.devices.*",
+            "provd.dev_mgr.devices.abc.read"
+        ));
+        assert!(acl_matches(
+            "provd.dev_mgr.devices.*.read",
+            "provd.dev_mgr.devices.abc.read"
+        ));
+        assert!(!acl_matches(
+            "provd.cfg_mgr.#",
+            "provd.dev_mgr.devices.read"
+        ));
+        assert!(!acl_matches("provd.dev_mgr", "provd.dev_mgr.devices.read"));
+        assert!(acl_matches("provd.dev_mgr.read", "provd.dev_mgr.read"));
+    }
+
+    #[test]
+    fn hashes() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

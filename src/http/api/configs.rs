@@ -1,0 +1,336 @@
+//! `/cfg_mgr`: provisioning configs, their merged raw form, autocreated configs.
+
+use std::sync::Arc;
+
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::auth::Caller;
+use super::query::ListQuery;
+use super::{blocking, reply, ApiError, ApiResult, ApiState, Body};
+use crate::model::{self, Config, RawConfig};
+use crate::plugins::merged_raw_config;
+use crate::store::{Store, StoreError, BASE_CONFIG};
+
+pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
+    caller.require("provd.cfg_mgr.read")?;
+    Ok(super::links(
+        uri.path(),
+        &[("cfg.configs", "configs"), ("cfg.autocreate", "autocreate")],
+    ))
+}
+
+/// The API form of a config.
+pub(super) fn config_json(config: &Config) -> Value {
+    let mut out = Map::new();
+    out.insert("id".into(), json!(config.id));
+    out.insert("parent_ids".into(), json!(config.parent_ids));
+    out.insert(
+        "raw_config".into(),
+        Value::Object(config.raw_config.clone()),
+    );
+    out.insert("deletable".into(), json!(config.deletable));
+    out.insert("transient".into(), json!(config.transient));
+    if let Some(role) = &config.role {
+        out.insert("role".into(), json!(role));
+    }
+    out.insert("tenant_uuid".into(), json!(config.tenant));
+    for (k, v) in &config.extra {
+        out.insert(k.clone(), v.clone());
+    }
+    Value::Object(out)
+}
+
+/// Configs a caller may read: its tenant's, and the default tenant's built-in ones (which
+/// every tenant's configs inherit from).
+fn readable(config: &Config, caller: &Caller, default_tenant: &str, recurse: bool) -> bool {
+    caller.sees(&config.tenant, recurse) || (config.tenant == default_tenant && !config.deletable)
+}
+
+fn visible_config(
+    store: &Store,
+    id: &str,
+    caller: &Caller,
+    default_tenant: &str,
+) -> ApiResult<Config> {
+    match store.config(id)? {
+        Some(c) if readable(&c, caller, default_tenant, false) => Ok(c),
+        _ => Err(ApiError::not_found(format!("no config {id:?}"))),
+    }
+}
+
+fn writable(store: &Store, id: &str, caller: &Caller) -> ApiResult<Config> {
+    match store.config(id)? {
+        Some(c) if c.tenant == caller.tenant => Ok(c),
+        Some(c) if c.tenant != caller.tenant && !c.deletable => {
+            Err(ApiError::forbidden(format!("config {id:?} is built in")))
+        }
+        _ => Err(ApiError::not_found(format!("no config {id:?}"))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ConfigEnvelope {
+    config: Map<String, Value>,
+}
+
+/// Reads a written config object; unknown keys other than `X_…` are refused.
+fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiResult<Config> {
+    for key in body.keys() {
+        let known = matches!(
+            key.as_str(),
+            "id" | "parent_ids" | "raw_config" | "deletable" | "transient" | "role" | "tenant_uuid"
+        );
+        if !known && !key.starts_with("X_") {
+            return Err(ApiError::field(
+                key.clone(),
+                "unknown field (custom keys start with X_)",
+            ));
+        }
+    }
+    let parent_ids: Vec<String> = match body.get("parent_ids") {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| ApiError::field("parent_ids", e.to_string()))?,
+        None => return Err(ApiError::field("parent_ids", "required")),
+    };
+    for parent in &parent_ids {
+        model::validate_id(parent).map_err(|e| ApiError::field("parent_ids", e.to_string()))?;
+    }
+    let raw_config: RawConfig = match body.get("raw_config") {
+        Some(Value::Object(map)) => map.clone(),
+        Some(_) => return Err(ApiError::field("raw_config", "must be an object")),
+        None => return Err(ApiError::field("raw_config", "required")),
+    };
+    let transient = match body.get("transient") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::field("transient", "must be a boolean")),
+    };
+    let role = match body.get("role") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= 64 => Some(s.clone()),
+        Some(_) => return Err(ApiError::field("role", "must be a short string")),
+    };
+    Ok(Config {
+        id,
+        parent_ids,
+        raw_config,
+        tenant,
+        deletable: true,
+        transient,
+        role,
+        extra: body
+            .iter()
+            .filter(|(k, _)| k.starts_with("X_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        revision: 0,
+    })
+}
+
+/// Parents must be readable by the caller (its own configs or the built-in ones).
+fn check_parents(
+    store: &Store,
+    config: &Config,
+    caller: &Caller,
+    default_tenant: &str,
+) -> ApiResult<()> {
+    for parent in &config.parent_ids {
+        visible_config(store, parent, caller, default_tenant)
+            .map_err(|_| ApiError::field("parent_ids", format!("no config {parent:?}")))?;
+    }
+    Ok(())
+}
+
+pub(super) async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    caller.require("provd.cfg_mgr.configs.read")?;
+    let query = ListQuery::parse(&pairs)?;
+    let st = Arc::clone(&state);
+    let configs = blocking(move || Ok(st.store.configs()?)).await?;
+    let visible: Vec<Value> = configs
+        .iter()
+        .filter(|c| readable(c, &caller, &state.default_tenant, query.recurse))
+        .map(config_json)
+        .collect();
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "configs": query.apply(visible)? }),
+    ))
+}
+
+pub(super) async fn show(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&format!("provd.cfg_mgr.configs.{id}.read"))?;
+    let config =
+        blocking(move || visible_config(&state.store, &id, &caller, &state.default_tenant)).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "config": config_json(&config) }),
+    ))
+}
+
+fn created(uri: &axum::http::Uri, id: &str) -> Response {
+    let location = format!("{}/{}", uri.path().trim_end_matches('/'), id);
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        reply(StatusCode::CREATED, json!({ "id": id })),
+    )
+        .into_response()
+}
+
+pub(super) async fn create(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Body(body): Body<ConfigEnvelope>,
+) -> ApiResult {
+    caller.require("provd.cfg_mgr.configs.create")?;
+    let id = match body.config.get("id") {
+        None | Some(Value::Null) => model::new_id(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(ApiError::field("id", "must be a string")),
+    };
+    model::validate_id(&id).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let config = parse_config(&body.config, id, caller.tenant.clone())?;
+    let id = blocking(move || {
+        check_parents(&state.store, &config, &caller, &state.default_tenant)?;
+        Ok(state.store.create_config(&config)?.id)
+    })
+    .await?;
+    Ok(created(&uri, &id))
+}
+
+pub(super) async fn update(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<ConfigEnvelope>,
+) -> ApiResult {
+    caller.require(&format!("provd.cfg_mgr.configs.{id}.update"))?;
+    blocking(move || {
+        for _ in 0..8 {
+            let stored = writable(&state.store, &id, &caller)?;
+            let mut config = parse_config(&body.config, id.clone(), stored.tenant.clone())?;
+            config.revision = stored.revision;
+            check_parents(&state.store, &config, &caller, &state.default_tenant)?;
+            match state.store.update_config(&config) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the config kept changing; try again",
+        ))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn remove(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&format!("provd.cfg_mgr.configs.{id}.delete"))?;
+    blocking(move || {
+        writable(&state.store, &id, &caller)?;
+        state.store.delete_config(&id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn raw(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&format!("provd.cfg_mgr.configs.{id}.raw.read"))?;
+    let merged = blocking(move || {
+        visible_config(&state.store, &id, &caller, &state.default_tenant)?;
+        let mut chain = Vec::new();
+        ancestry(&state.store, BASE_CONFIG, &mut chain, 0)?;
+        ancestry(&state.store, &id, &mut chain, 0)?;
+        Ok(merged_raw_config(chain.iter().map(|c| &c.raw_config)))
+    })
+    .await?;
+    Ok(reply(StatusCode::OK, json!({ "raw_config": merged })))
+}
+
+/// Appends `id`'s ancestors, then `id`, each once (most general first).
+fn ancestry(store: &Store, id: &str, chain: &mut Vec<Config>, depth: usize) -> ApiResult<()> {
+    if depth > 64 || chain.iter().any(|c| c.id == id) {
+        return Ok(());
+    }
+    let Some(config) = store.config(id)? else {
+        return Ok(());
+    };
+    for parent in &config.parent_ids {
+        ancestry(store, parent, chain, depth + 1)?;
+    }
+    if !chain.iter().any(|c| c.id == id) {
+        chain.push(config);
+    }
+    Ok(())
+}
+
+pub(super) async fn autocreate(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Body(_body): Body<Value>,
+) -> ApiResult {
+    caller.require("provd.cfg_mgr.autocreate.create")?;
+    let id = blocking(move || {
+        let template = state
+            .store
+            .configs()?
+            .into_iter()
+            .find(|c| {
+                c.role.as_deref() == Some("autocreate")
+                    && readable(c, &caller, &state.default_tenant, false)
+            })
+            .ok_or_else(|| ApiError::not_found("no config has the role autocreate"))?;
+        let suffix = crate::ident::random_password(10)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let username = format!(
+            "ap{}",
+            crate::ident::random_password(8)
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .to_ascii_lowercase()
+        );
+        let config = Config {
+            id: format!("{}-{}", template.id, suffix.to_ascii_lowercase())
+                .chars()
+                .take(64)
+                .collect(),
+            parent_ids: vec![template.id.clone()],
+            raw_config: json!({ "sip_lines": { "1": { "username": username } } })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            tenant: caller.tenant.clone(),
+            deletable: true,
+            transient: true,
+            role: None,
+            extra: Default::default(),
+            revision: 0,
+        };
+        Ok(state.store.create_config(&config)?.id)
+    })
+    .await?;
+    Ok(created(&uri, &id))
+}

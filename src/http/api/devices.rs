@@ -1,0 +1,435 @@
+//! `/dev_mgr`: devices, synchronisation operations, reconfigure, DHCP info.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{json, Map, Value};
+
+use super::auth::Caller;
+use super::query::ListQuery;
+use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody};
+use crate::model::{self, Added, Device, Mac};
+use crate::store::{Store, StoreError};
+
+/// Operations in progress, numbered from 1, kept until a client deletes them.
+#[derive(Debug, Default)]
+pub struct Operations {
+    next: u64,
+    states: BTreeMap<u64, String>,
+}
+
+/// Operations kept at most; the oldest are dropped first (clients must DELETE theirs).
+const MAX_OPERATIONS: usize = 1024;
+
+impl Operations {
+    fn add(&mut self, status: String) -> u64 {
+        self.next += 1;
+        self.states.insert(self.next, status);
+        while self.states.len() > MAX_OPERATIONS {
+            self.states.pop_first();
+        }
+        self.next
+    }
+}
+
+pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
+    caller.require("provd.dev_mgr.read")?;
+    Ok(super::links(
+        uri.path(),
+        &[
+            ("dev.synchronize", "synchronize"),
+            ("dev.reconfigure", "reconfigure"),
+            ("dev.dhcpinfo", "dhcpinfo"),
+            ("dev.devices", "devices"),
+        ],
+    ))
+}
+
+/// The API form of a device (wazo-provd's keys, `X_` extras at the top level).
+pub(super) fn device_json(device: &Device, state: &ApiState) -> Value {
+    let mut out = Map::new();
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            out.insert(key.to_owned(), v);
+        }
+    };
+    put("id", Some(json!(device.id)));
+    put("mac", device.mac.map(|m| json!(m.to_string())));
+    put("ip", device.ip.map(|ip| json!(ip.to_string())));
+    put("vendor", device.vendor.clone().map(Value::from));
+    put("model", device.model.clone().map(Value::from));
+    put("version", device.version.clone().map(Value::from));
+    put("sn", device.sn.clone().map(Value::from));
+    put("plugin", device.plugin.clone().map(Value::from));
+    put("config", device.config.clone().map(Value::from));
+    put("description", device.description.clone().map(Value::from));
+    put(
+        "remote_state_sip_username",
+        device.remote_state_sip_username.clone().map(Value::from),
+    );
+    put(
+        "added",
+        (device.added == Added::Auto).then(|| json!("auto")),
+    );
+    let configured = device.config.is_some()
+        && device
+            .plugin
+            .as_deref()
+            .is_some_and(|p| state.files.plugins().get(p).is_some());
+    put("configured", Some(json!(configured)));
+    put("tenant_uuid", Some(json!(device.tenant)));
+    put("is_new", Some(json!(device.tenant == state.default_tenant)));
+    for (key, value) in &device.extra {
+        out.insert(key.clone(), value.clone());
+    }
+    Value::Object(out)
+}
+
+/// Keys the API shows but computes itself; ignored when written.
+const READ_ONLY: &[&str] = &["configured", "is_new", "added", "tenant_uuid"];
+
+fn opt_string(obj: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= 256 && !s.chars().any(char::is_control) => {
+            Ok(Some(s.clone()))
+        }
+        Some(Value::String(_)) => Err(ApiError::field(
+            key,
+            "at most 256 characters, no control characters",
+        )),
+        Some(_) => Err(ApiError::field(key, "must be a string")),
+    }
+}
+
+/// Applies a written device object onto `device` (full replacement of the writable keys).
+fn apply_body(device: &mut Device, body: &Map<String, Value>) -> ApiResult<()> {
+    for key in body.keys() {
+        let known = matches!(
+            key.as_str(),
+            "id" | "mac"
+                | "ip"
+                | "vendor"
+                | "model"
+                | "version"
+                | "sn"
+                | "plugin"
+                | "config"
+                | "description"
+                | "remote_state_sip_username"
+        );
+        if !known && !READ_ONLY.contains(&key.as_str()) && !key.starts_with("X_") {
+            return Err(ApiError::field(
+                key.clone(),
+                "unknown field (custom keys start with X_)",
+            ));
+        }
+    }
+    device.mac = opt_string(body, "mac")?
+        .map(|m| {
+            m.parse::<Mac>()
+                .map_err(|e| ApiError::field("mac", e.to_string()))
+        })
+        .transpose()?;
+    device.ip = opt_string(body, "ip")?
+        .map(|ip| {
+            ip.parse::<IpAddr>()
+                .map_err(|_| ApiError::field("ip", format!("{ip:?} is not an IP address")))
+        })
+        .transpose()?;
+    device.vendor = opt_string(body, "vendor")?;
+    device.model = opt_string(body, "model")?;
+    device.version = opt_string(body, "version")?;
+    device.sn = opt_string(body, "sn")?;
+    device.plugin = opt_string(body, "plugin")?;
+    device.config = opt_string(body, "config")?;
+    device.description = opt_string(body, "description")?;
+    device.remote_state_sip_username = opt_string(body, "remote_state_sip_username")?;
+    device.extra = body
+        .iter()
+        .filter(|(k, _)| k.starts_with("X_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(())
+}
+
+/// The tenant a device moves to when it receives `config`: a device still in the default
+/// tenant joins the tenant of a config that belongs to another tenant (seed 002).
+fn check_config(
+    store: &Store,
+    device: &mut Device,
+    caller: &Caller,
+    default_tenant: &str,
+) -> ApiResult<()> {
+    let Some(id) = &device.config else {
+        return Ok(());
+    };
+    let config = store
+        .config(id)?
+        .ok_or_else(|| ApiError::field("config", format!("no config {id:?}")))?;
+    let usable = config.tenant == device.tenant
+        || config.tenant == caller.tenant
+        || (config.tenant == default_tenant && !config.deletable);
+    if !usable {
+        return Err(ApiError::field("config", format!("no config {id:?}")));
+    }
+    if device.tenant == default_tenant && config.tenant != default_tenant {
+        device.tenant = config.tenant;
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct DeviceEnvelope {
+    device: Map<String, Value>,
+}
+
+pub(super) async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    caller.require("provd.dev_mgr.devices.read")?;
+    let query = ListQuery::parse(&pairs)?;
+    let st = Arc::clone(&state);
+    let devices = blocking(move || Ok(st.store.devices()?)).await?;
+    // The tenant filter comes before the client's selector, so that a selector can never
+    // reach another tenant's devices.
+    let visible: Vec<Value> = devices
+        .iter()
+        .filter(|d| caller.sees(&d.tenant, query.recurse))
+        .map(|d| device_json(d, &state))
+        .collect();
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "devices": query.apply(visible)? }),
+    ))
+}
+
+/// The device `id` if the caller may see it; another tenant's device is "not found".
+fn visible_device(store: &Store, id: &str, caller: &Caller) -> ApiResult<Device> {
+    match store.device(id)? {
+        Some(d) if caller.sees(&d.tenant, false) => Ok(d),
+        _ => Err(ApiError::not_found(format!("no device {id:?}"))),
+    }
+}
+
+pub(super) async fn show(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&format!("provd.dev_mgr.devices.{id}.read"))?;
+    let st = Arc::clone(&state);
+    let device = blocking(move || visible_device(&st.store, &id, &caller)).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "device": device_json(&device, &state) }),
+    ))
+}
+
+pub(super) async fn create(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Body(body): Body<DeviceEnvelope>,
+) -> ApiResult {
+    caller.require("provd.dev_mgr.devices.create")?;
+    let id = opt_string(&body.device, "id")?.unwrap_or_else(model::new_id);
+    model::validate_id(&id).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let mut device = Device::new(id, caller.tenant.clone());
+    apply_body(&mut device, &body.device)?;
+    device.is_new = device.tenant == state.default_tenant;
+    let st = Arc::clone(&state);
+    let created = blocking(move || {
+        check_config(&st.store, &mut device, &caller, &st.default_tenant)?;
+        Ok(st.store.create_device(&device)?)
+    })
+    .await?;
+    tracing::info!(device = %created.id, tenant = %created.tenant, "device created through the API");
+    let location = format!("{}/{}", uri.path().trim_end_matches('/'), created.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        reply(StatusCode::CREATED, json!({ "id": created.id })),
+    )
+        .into_response())
+}
+
+pub(super) async fn update(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<DeviceEnvelope>,
+) -> ApiResult {
+    caller.require(&format!("provd.dev_mgr.devices.{id}.update"))?;
+    let st = Arc::clone(&state);
+    blocking(move || {
+        for _ in 0..8 {
+            let stored = st.store.device(&id)?.ok_or_else(|| ApiError::not_found(format!("no device {id:?}")))?;
+            // A device still in the default tenant is claimed by the tenant that updates it
+            // (wazo-provd's rule); any other device only by its own tenant.
+            if stored.tenant != caller.tenant && stored.tenant != st.default_tenant {
+                return Err(ApiError::not_found(format!("no device {id:?}")));
+            }
+            let mut device = stored.clone();
+            apply_body(&mut device, &body.device)?;
+            device.id = stored.id.clone();
+            if stored.tenant == st.default_tenant {
+                device.tenant = caller.tenant.clone();
+            }
+            check_config(&st.store, &mut device, &caller, &st.default_tenant)?;
+            device.is_new = device.tenant == st.default_tenant;
+            match st.store.update_device(&device) {
+                Ok(saved) => {
+                    if saved.tenant != stored.tenant {
+                        tracing::info!(device = %saved.id, from = %stored.tenant, to = %saved.tenant, "device moved to its tenant");
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::TenantLocked { device, tenant }) => {
+                    tracing::warn!(%device, %tenant, "refused a tenant change of a device that left the default tenant");
+                    return Err(ApiError::forbidden(format!("device {device:?} cannot change tenant; delete it and provision it again")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::new(StatusCode::CONFLICT, "the device kept changing; try again"))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn remove(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&format!("provd.dev_mgr.devices.{id}.delete"))?;
+    blocking(move || {
+        visible_device(&state.store, &id, &caller)?;
+        let gone = state.store.delete_device(&id)?;
+        // A transient config dies with its last device.
+        if let Some(config) = gone.config.as_deref() {
+            if let Some(c) = state.store.config(config)? {
+                let used = c.transient
+                    && state
+                        .store
+                        .devices()?
+                        .iter()
+                        .any(|d| d.config.as_deref() == Some(config));
+                if c.transient && !used {
+                    let _ = state.store.delete_config(config);
+                }
+            }
+        }
+        tracing::info!(device = %id, "device deleted through the API");
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn synchronize(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Body(body): Body<IdBody>,
+) -> ApiResult {
+    caller.require("provd.dev_mgr.synchronize.create")?;
+    let st = Arc::clone(&state);
+    let id = body.id.clone();
+    let device = blocking(move || visible_device(&st.store, &id, &caller)).await?;
+    // SIP NOTIFY is not sent yet (no sync component): the operation says so by failing
+    // instead of pretending the phone was told.
+    tracing::warn!(device = %device.id, "synchronize requested: SIP NOTIFY is not implemented yet");
+    let n = state
+        .ops
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add("fail".to_owned());
+    let location = format!("{}/{n}", uri.path().trim_end_matches('/'));
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+pub(super) async fn op_get(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(op): Path<u64>,
+) -> ApiResult {
+    caller.require("provd.operation.read")?;
+    let ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
+    let status = ops
+        .states
+        .get(&op)
+        .ok_or_else(|| ApiError::not_found("no such operation"))?;
+    Ok(reply(StatusCode::OK, json!({ "status": status })))
+}
+
+pub(super) async fn op_delete(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(op): Path<u64>,
+) -> ApiResult {
+    caller.require("provd.operation.delete")?;
+    let mut ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
+    ops.states
+        .remove(&op)
+        .ok_or_else(|| ApiError::not_found("no such operation"))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn reconfigure(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Body(body): Body<IdBody>,
+) -> ApiResult {
+    caller.require("provd.dev_mgr.reconfigure.create")?;
+    blocking(move || visible_device(&state.store, &body.id, &caller)).await?;
+    // Files are rendered on request and cached by revision: there is nothing to regenerate.
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DhcpInfoEnvelope {
+    dhcp_info: DhcpInfo,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DhcpInfo {
+    op: String,
+    ip: String,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+pub(super) async fn dhcpinfo(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Body(body): Body<DhcpInfoEnvelope>,
+) -> ApiResult {
+    caller.require("provd.dev_mgr.dhcpinfo.create")?;
+    // Lease facts create devices in the default tenant: only it may send them.
+    caller.require_master()?;
+    let info = body.dhcp_info;
+    let ctx = crate::dhcpinfo::to_request(&info.op, &info.ip, info.mac.as_deref(), &info.options)
+        .map_err(|e| ApiError::field("dhcp_info", e.to_string()))?;
+    blocking(move || {
+        state
+            .files
+            .identify(&ctx)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,561 @@
+//! The root, `/status`, `/configure`, `/pg_mgr`, `/tenants`, `/tokens`, `/metrics`, api.yml.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::auth::{hash_token, Caller};
+use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody};
+use crate::files::valid_provisioning_key;
+use crate::model::{self, Tenant, Token};
+use crate::plugins::PluginSet;
+
+/// Request counters by (route, method, status).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn count(&self, route: &str, method: &str, status: u16) {
+        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((route.to_owned(), method.to_owned(), status))
+            .or_default() += 1;
+    }
+}
+
+pub(super) async fn root(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
+    caller.require("provd.read")?;
+    Ok(super::links(
+        uri.path(),
+        &[
+            ("dev", "dev_mgr"),
+            ("cfg", "cfg_mgr"),
+            ("pg", "pg_mgr"),
+            ("status", "status"),
+            ("srv.configure", "configure"),
+        ],
+    ))
+}
+
+pub(super) async fn status(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
+    caller.require("provd.status.read")?;
+    let st = Arc::clone(&state);
+    let store_ok = blocking(move || Ok(st.store.tenant(&st.default_tenant).is_ok())).await?;
+    let plugins = state.files.plugins();
+    Ok(reply(
+        StatusCode::OK,
+        json!({
+            "rest_api": "ok",
+            "store": {"status": if store_ok { "ok" } else { "fail" }},
+            "plugins": {"status": if plugins.is_empty() { "fail" } else { "ok" }, "loaded": plugins.len(), "errors": plugins.errors.len()},
+        }),
+    ))
+}
+
+/// Known `/configure` parameters: (id, per tenant, description).
+const PARAMS: &[(&str, bool, &str)] = &[
+    ("locale", false, "The locale of provisiond (e.g. fr_FR)"),
+    ("NAT", false, "1 when phones are behind NAT, else 0"),
+    (
+        "provisioning_key",
+        true,
+        "The tenant's key in provisioning URLs (url_key strategy)",
+    ),
+];
+
+async fn param_value(state: &Arc<ApiState>, caller: &Caller, name: &str) -> ApiResult<Value> {
+    let st = Arc::clone(state);
+    let (name, tenant) = (name.to_owned(), caller.tenant.clone());
+    blocking(move || {
+        Ok(match name.as_str() {
+            "provisioning_key" => st
+                .store
+                .tenant(&tenant)?
+                .and_then(|t| t.provisioning_key)
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            "NAT" => json!(st.store.param("NAT")?.and_then(|v| v.as_i64()).unwrap_or(0)),
+            other => st.store.param(other)?.unwrap_or(Value::Null),
+        })
+    })
+    .await
+}
+
+pub(super) async fn configure_list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult {
+    caller.require("provd.configure.read")?;
+    let mut params = Vec::new();
+    for (id, _, description) in PARAMS {
+        let value = param_value(&state, &caller, id).await?;
+        let href = format!("{}/{id}", uri.path().trim_end_matches('/'));
+        params.push(json!({"id": id, "description": description, "value": value, "links": [{"rel": "srv.configure.param", "href": href}]}));
+    }
+    Ok(reply(StatusCode::OK, json!({ "params": params })))
+}
+
+fn known_param(name: &str) -> ApiResult<bool> {
+    PARAMS
+        .iter()
+        .find(|(id, _, _)| *id == name)
+        .map(|(_, per_tenant, _)| *per_tenant)
+        .ok_or_else(|| ApiError::not_found(format!("no parameter {name:?}")))
+}
+
+pub(super) async fn param_get(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
+    known_param(&name)?;
+    caller.require(&format!("provd.configure.{}.{name}.read", caller.tenant))?;
+    let value = param_value(&state, &caller, &name).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "param": { "value": value } }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ParamEnvelope {
+    param: ParamValue,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamValue {
+    value: Option<Value>,
+}
+
+pub(super) async fn param_put(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(body): Body<ParamEnvelope>,
+) -> ApiResult {
+    let per_tenant = known_param(&name)?;
+    caller.require(&format!("provd.configure.{}.{name}.update", caller.tenant))?;
+    if !per_tenant {
+        caller.require_master()?;
+    }
+    let value = body.param.value.filter(|v| !v.is_null());
+    match name.as_str() {
+        "provisioning_key" => {
+            let key = match &value {
+                None => None,
+                Some(Value::String(k)) if valid_provisioning_key(k) => Some(k.clone()),
+                Some(_) => {
+                    return Err(ApiError::field(
+                        "param.value",
+                        "a provisioning key has 8 to 255 letters and digits",
+                    ))
+                }
+            };
+            let tenant = caller.tenant.clone();
+            blocking(move || {
+                for _ in 0..8 {
+                    let mut t = state
+                        .store
+                        .tenant(&tenant)?
+                        .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant:?}")))?;
+                    t.provisioning_key = key.clone();
+                    match state.store.update_tenant(&t) {
+                        Ok(_) => return Ok(()),
+                        Err(crate::store::StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the tenant kept changing; try again",
+                ))
+            })
+            .await?;
+        }
+        "NAT" => {
+            let flag = match &value {
+                None => 0,
+                Some(Value::String(s)) if s == "0" || s == "1" => s.parse::<i64>().unwrap_or(0),
+                Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
+                    n.as_i64().unwrap_or(0)
+                }
+                Some(_) => return Err(ApiError::field("param.value", "NAT is \"0\" or \"1\"")),
+            };
+            blocking(move || Ok(state.store.set_param("NAT", Some(&json!(flag)))?)).await?;
+        }
+        _ => {
+            let locale = match &value {
+                None => None,
+                Some(Value::String(s)) if valid_locale(s) => Some(json!(s)),
+                Some(_) => return Err(ApiError::field("param.value", "a locale looks like fr_FR")),
+            };
+            blocking(move || Ok(state.store.set_param("locale", locale.as_ref())?)).await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn valid_locale(s: &str) -> bool {
+    let (lang, region) = s.split_once('_').unwrap_or((s, "AA"));
+    (2..=3).contains(&lang.len())
+        && lang.bytes().all(|c| c.is_ascii_lowercase())
+        && region.len() == 2
+        && region.bytes().all(|c| c.is_ascii_uppercase())
+}
+
+pub(super) async fn pg_links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
+    caller.require("provd.pg_mgr.read")?;
+    Ok(super::links(
+        uri.path(),
+        &[("pg.plugins", "plugins"), ("pg.reload", "reload")],
+    ))
+}
+
+pub(super) async fn plugins(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult {
+    caller.require("provd.pg_mgr.plugins.read")?;
+    let base = uri.path().trim_end_matches('/').to_owned();
+    let set = state.files.plugins();
+    let plugins: serde_json::Map<String, Value> = set
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                json!({"links": [{"rel": "pg.plugin", "href": format!("{base}/{}", p.name)}]}),
+            )
+        })
+        .collect();
+    Ok(reply(StatusCode::OK, json!({ "plugins": plugins })))
+}
+
+pub(super) async fn plugin_links(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&format!("provd.pg_mgr.plugins.{id}.read"))?;
+    state
+        .files
+        .plugins()
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no plugin {id:?}")))?;
+    Ok(super::links(uri.path(), &[("pg.info", "info")]))
+}
+
+pub(super) async fn plugin_info(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(&format!("provd.pg_mgr.plugins.{id}.info.read"))?;
+    let set = state.files.plugins();
+    let p = set
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no plugin {id:?}")))?;
+    let capabilities: serde_json::Map<String, Value> = p
+        .models
+        .iter()
+        .map(|m| (format!("{}, {m}, *", p.vendor), json!({})))
+        .collect();
+    Ok(reply(
+        StatusCode::OK,
+        json!({"plugin_info": {
+            "description": p.description,
+            "version": p.version,
+            "vendor": p.vendor,
+            "models": p.models,
+            "capabilities": capabilities,
+            "origin": p.origin,
+            "sync_event": p.sync_event,
+        }}),
+    ))
+}
+
+pub(super) async fn reload(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Body(body): Body<IdBody>,
+) -> ApiResult {
+    caller.require("provd.pg_mgr.reload.create")?;
+    caller.require_master()?;
+    let roots = state.plugin_roots.clone();
+    let set = blocking(move || Ok(PluginSet::load(&roots))).await?;
+    if let Some(e) = set
+        .errors
+        .iter()
+        .find(|e| e.dir.file_name().is_some_and(|n| n == body.id.as_str()))
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("plugin {} does not load: {e}", body.id),
+        ));
+    }
+    if set.get(&body.id).is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("plugin {:?} is not installed", body.id),
+        ));
+    }
+    tracing::info!(plugin = %body.id, "plugins reloaded through the API");
+    state.files.set_plugins(Arc::new(set));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn tenant_json(t: &Tenant) -> Value {
+    json!({"uuid": t.id, "id": t.id, "name": t.name, "default_config": t.default_config, "has_provisioning_key": t.provisioning_key.is_some()})
+}
+
+pub(super) async fn tenants(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
+    caller.require("provd.tenants.read")?;
+    caller.require_master()?;
+    let list = blocking(move || Ok(state.store.tenants()?)).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "tenants": list.iter().map(tenant_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TenantEnvelope {
+    tenant: TenantIn,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantIn {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    default_config: Option<String>,
+}
+
+pub(super) async fn tenant_create(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    Body(body): Body<TenantEnvelope>,
+) -> ApiResult {
+    caller.require("provd.tenants.create")?;
+    caller.require_master()?;
+    let id = body.tenant.id.unwrap_or_else(model::new_id);
+    model::validate_id(&id).map_err(|e| ApiError::field("tenant.id", e.to_string()))?;
+    let tenant = Tenant {
+        name: body.tenant.name.unwrap_or_else(|| id.clone()),
+        id,
+        provisioning_key: None,
+        default_config: body.tenant.default_config,
+        revision: 0,
+    };
+    let created = blocking(move || Ok(state.store.create_tenant(&tenant)?)).await?;
+    let location = format!("{}/{}", uri.path().trim_end_matches('/'), created.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        reply(StatusCode::CREATED, json!({ "id": created.id })),
+    )
+        .into_response())
+}
+
+pub(super) async fn tenant_show(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require("provd.tenants.read")?;
+    caller.require_master()?;
+    let t = blocking(move || {
+        state
+            .store
+            .tenant(&id)?
+            .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))
+    })
+    .await?;
+    Ok(reply(StatusCode::OK, json!({ "tenant": tenant_json(&t) })))
+}
+
+pub(super) async fn tenant_update(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(body): Body<TenantEnvelope>,
+) -> ApiResult {
+    caller.require("provd.tenants.update")?;
+    caller.require_master()?;
+    blocking(move || {
+        let mut t = state
+            .store
+            .tenant(&id)?
+            .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))?;
+        if let Some(name) = body.tenant.name {
+            t.name = name;
+        }
+        t.default_config = body.tenant.default_config;
+        state.store.update_tenant(&t)?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn tenant_delete(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require("provd.tenants.delete")?;
+    caller.require_master()?;
+    blocking(move || Ok(state.store.delete_tenant(&id).map(|_| ())?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn token_json(t: &Token) -> Value {
+    // The id is a prefix of the hash: enough to delete, useless to authenticate.
+    json!({"id": &t.hash[..16.min(t.hash.len())], "tenant": t.tenant, "acl": t.acl, "created": t.created, "expires": t.expires, "description": t.description})
+}
+
+pub(super) async fn tokens(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
+    caller.require("provd.tokens.read")?;
+    caller.require_master()?;
+    let list = blocking(move || Ok(state.store.tokens()?)).await?;
+    Ok(reply(
+        StatusCode::OK,
+        json!({ "tokens": list.iter().map(token_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenEnvelope {
+    token: TokenIn,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenIn {
+    tenant: String,
+    #[serde(default)]
+    acl: Option<Vec<String>>,
+    /// Lifetime in seconds.
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub(super) async fn token_create(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Body(body): Body<TokenEnvelope>,
+) -> ApiResult {
+    caller.require("provd.tokens.create")?;
+    caller.require_master()?;
+    let t = body.token;
+    model::validate_id(&t.tenant).map_err(|e| ApiError::field("token.tenant", e.to_string()))?;
+    let acl = t.acl.unwrap_or_else(|| vec!["provd.#".to_owned()]);
+    if acl.iter().any(|a| {
+        a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err(ApiError::field(
+            "token.acl",
+            "entries are dot-separated words, * and #",
+        ));
+    }
+    let secret = crate::ident::random_password(40)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let now = model::now();
+    let token = Token {
+        hash: hash_token(&secret),
+        tenant: t.tenant.clone(),
+        acl,
+        created: now,
+        expires: t.expires_in.map(|s| now.saturating_add(s)),
+        description: t.description,
+    };
+    let stored = token.clone();
+    blocking(move || {
+        state.store.tenant(&token.tenant)?.ok_or_else(|| {
+            ApiError::field("token.tenant", format!("no tenant {:?}", token.tenant))
+        })?;
+        Ok(state.store.create_token(&token)?)
+    })
+    .await?;
+    tracing::info!(tenant = %stored.tenant, id = &stored.hash[..16], "API token created");
+    let mut body = token_json(&stored);
+    body["token"] = json!(secret);
+    Ok(reply(StatusCode::CREATED, body))
+}
+
+pub(super) async fn token_delete(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require("provd.tokens.delete")?;
+    caller.require_master()?;
+    blocking(move || {
+        let matching: Vec<Token> = state
+            .store
+            .tokens()?
+            .into_iter()
+            .filter(|t| !id.is_empty() && t.hash.starts_with(&id))
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok(state.store.delete_token(&one.hash).map(|_| ())?),
+            [] => Err(ApiError::not_found(format!("no token {id:?}"))),
+            _ => Err(ApiError::field("id", "ambiguous: give more characters")),
+        }
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("api.yml");
+
+pub(super) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
+}
+
+pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
+    caller.require("provd.metrics.read")?;
+    let mut out = String::from("# HELP provisiond_api_requests_total API requests by route, method and status.\n# TYPE provisiond_api_requests_total counter\n");
+    for ((route, method, status), n) in state
+        .metrics
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        out.push_str(&format!("provisiond_api_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}\n"));
+    }
+    let st = Arc::clone(&state);
+    let devices = blocking(move || Ok(st.store.devices()?)).await?;
+    let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for d in &devices {
+        *by.entry((d.tenant.clone(), d.plugin.clone().unwrap_or_default()))
+            .or_default() += 1;
+    }
+    out.push_str("# HELP provisiond_devices Devices by tenant and plugin.\n# TYPE provisiond_devices gauge\n");
+    for ((tenant, plugin), n) in by {
+        out.push_str(&format!(
+            "provisiond_devices{{tenant=\"{tenant}\",plugin=\"{plugin}\"}} {n}\n"
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

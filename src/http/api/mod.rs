@@ -1,0 +1,379 @@
+//! The REST API: wazo-provd's paths, media type and JSON envelopes, so that its clients work
+//! unchanged, under `/api/provd/0.2/…` and the alias `/0.2/…`.
+//!
+//! Differences from wazo-provd, on purpose: errors are JSON (`{"error", "details"}`) with the
+//! offending field; unknown fields in written objects are refused; ACL failures and tenant
+//! refusals are 403 (401 stays for a missing or invalid token); configs belong to tenants.
+
+mod auth;
+mod configs;
+mod devices;
+mod misc;
+pub mod query;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+pub use auth::{hash_token, LocalAdmin};
+
+use crate::files::FileService;
+use crate::plugins::Origin;
+use crate::store::{Store, StoreError};
+
+/// Media type of every request and response body.
+pub const MEDIA_TYPE: &str = "application/vnd.proformatique.provd+json";
+
+/// Everything the API handlers share.
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// Identification, plugins and rendering.
+    pub files: Arc<FileService>,
+    /// Tenant of new devices; its tokens may act on every tenant that they name.
+    pub default_tenant: String,
+    /// Plugin directories, for `/pg_mgr/reload`.
+    pub plugin_roots: Vec<(PathBuf, Origin)>,
+    /// Synchronisation operations in progress.
+    pub ops: Mutex<devices::Operations>,
+    /// Request counters for `/metrics`.
+    pub metrics: misc::Metrics,
+}
+
+impl ApiState {
+    /// A state with no operation in progress.
+    pub fn new(
+        store: Store,
+        files: Arc<FileService>,
+        default_tenant: String,
+        plugin_roots: Vec<(PathBuf, Origin)>,
+    ) -> ApiState {
+        ApiState {
+            store,
+            files,
+            default_tenant,
+            plugin_roots,
+            ops: Mutex::new(devices::Operations::default()),
+            metrics: misc::Metrics::default(),
+        }
+    }
+}
+
+/// Every route of the API (relative to the base), as documented in api.yml.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/", &["get"]),
+    ("/status", &["get"]),
+    ("/configure", &["get"]),
+    ("/configure/{param}", &["get", "put"]),
+    ("/dev_mgr", &["get"]),
+    ("/dev_mgr/devices", &["get", "post"]),
+    ("/dev_mgr/devices/{id}", &["get", "put", "delete"]),
+    ("/dev_mgr/synchronize", &["post"]),
+    ("/dev_mgr/synchronize/{op}", &["get", "delete"]),
+    ("/dev_mgr/reconfigure", &["post"]),
+    ("/dev_mgr/dhcpinfo", &["post"]),
+    ("/cfg_mgr", &["get"]),
+    ("/cfg_mgr/configs", &["get", "post"]),
+    ("/cfg_mgr/configs/{id}", &["get", "put", "delete"]),
+    ("/cfg_mgr/configs/{id}/raw", &["get"]),
+    ("/cfg_mgr/autocreate", &["post"]),
+    ("/pg_mgr", &["get"]),
+    ("/pg_mgr/plugins", &["get"]),
+    ("/pg_mgr/plugins/{id}", &["get"]),
+    ("/pg_mgr/plugins/{id}/info", &["get"]),
+    ("/pg_mgr/reload", &["post"]),
+    ("/tenants", &["get", "post"]),
+    ("/tenants/{id}", &["get", "put", "delete"]),
+    ("/tokens", &["get", "post"]),
+    ("/tokens/{id}", &["delete"]),
+    ("/api/api.yml", &["get"]),
+];
+
+/// The API router: both bases, plus `/metrics`.
+pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
+    let api = Router::new()
+        .route("/", get(misc::root))
+        .route("/status", get(misc::status))
+        .route("/configure", get(misc::configure_list))
+        .route(
+            "/configure/{param}",
+            get(misc::param_get).put(misc::param_put),
+        )
+        .route("/dev_mgr", get(devices::links))
+        .route("/dev_mgr/devices", get(devices::list).post(devices::create))
+        .route(
+            "/dev_mgr/devices/{id}",
+            get(devices::show)
+                .put(devices::update)
+                .delete(devices::remove),
+        )
+        .route("/dev_mgr/synchronize", post(devices::synchronize))
+        .route(
+            "/dev_mgr/synchronize/{op}",
+            get(devices::op_get).delete(devices::op_delete),
+        )
+        .route("/dev_mgr/reconfigure", post(devices::reconfigure))
+        .route("/dev_mgr/dhcpinfo", post(devices::dhcpinfo))
+        .route("/cfg_mgr", get(configs::links))
+        .route("/cfg_mgr/configs", get(configs::list).post(configs::create))
+        .route(
+            "/cfg_mgr/configs/{id}",
+            get(configs::show)
+                .put(configs::update)
+                .delete(configs::remove),
+        )
+        .route("/cfg_mgr/configs/{id}/raw", get(configs::raw))
+        .route("/cfg_mgr/autocreate", post(configs::autocreate))
+        .route("/pg_mgr", get(misc::pg_links))
+        .route("/pg_mgr/plugins", get(misc::plugins))
+        .route("/pg_mgr/plugins/{id}", get(misc::plugin_links))
+        .route("/pg_mgr/plugins/{id}/info", get(misc::plugin_info))
+        .route("/pg_mgr/reload", post(misc::reload))
+        .route("/tenants", get(misc::tenants).post(misc::tenant_create))
+        .route(
+            "/tenants/{id}",
+            get(misc::tenant_show)
+                .put(misc::tenant_update)
+                .delete(misc::tenant_delete),
+        )
+        .route("/tokens", get(misc::tokens).post(misc::token_create))
+        .route("/tokens/{id}", delete(misc::token_delete))
+        .route("/api/api.yml", get(misc::openapi));
+    let routes: Router = Router::new()
+        .nest("/api/provd/0.2", api.clone())
+        .nest("/0.2", api)
+        .route("/metrics", get(misc::metrics))
+        .with_state(Arc::clone(&state));
+    let exact = routes
+        .clone()
+        .fallback(|| async { ApiError::not_found("no such resource") });
+    // wazo-provd's clients build some URLs with a trailing slash (`/0.2/dev_mgr/`): such a
+    // path is answered as the same path without it.
+    routes
+        .fallback(move |request: Request| without_trailing_slash(exact.clone(), request))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
+        .layer(DefaultBodyLimit::max(max_body))
+}
+
+async fn without_trailing_slash(router: Router, mut request: Request) -> Response {
+    let path = request.uri().path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return ApiError::not_found("no such resource").into_response();
+    }
+    let trimmed = path.trim_end_matches('/');
+    let rewritten = match request.uri().query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_owned(),
+    };
+    match rewritten.parse() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return ApiError::not_found("no such resource").into_response(),
+    }
+    match tower::ServiceExt::oneshot(router, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Counts requests by route and status for `/metrics`.
+async fn count(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .count(&route, method.as_str(), response.status().as_u16());
+    response
+}
+
+/// An error answer: status and `{"error": message, "details": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Value,
+}
+
+impl ApiError {
+    /// An error with no details.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// 400 naming the offending field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        let (field, message) = (field.into(), message.into());
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("{field}: {message}"),
+            details: json!({ "field": field, "message": message }),
+        }
+    }
+
+    /// 404, also used for objects of other tenants (no existence leak).
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let status = match &e {
+            StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+            StoreError::AlreadyExists { .. }
+            | StoreError::Taken { .. }
+            | StoreError::Conflict { .. }
+            | StoreError::InUse { .. } => StatusCode::CONFLICT,
+            StoreError::InvalidReference(_) | StoreError::InvalidId(_) => StatusCode::BAD_REQUEST,
+            StoreError::NotDeletable { .. } | StoreError::TenantLocked { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            StoreError::Open { .. }
+            | StoreError::Sled(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::SchemaTooNew { .. } => {
+                tracing::error!("store error in the API: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        // A taken MAC or key must not say who holds it: that could be another tenant.
+        let message = match &e {
+            StoreError::Taken { what, .. } => format!("{what} is already in use"),
+            StoreError::Open { .. }
+            | StoreError::Sled(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::SchemaTooNew { .. } => "internal store error".to_owned(),
+            _ => e.to_string(),
+        };
+        ApiError::new(status, message)
+    }
+}
+
+impl From<query::QueryError> for ApiError {
+    fn from(e: query::QueryError) -> ApiError {
+        ApiError::field(e.param, e.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message, "details": self.details });
+        let mut response = (self.status, body.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+        response
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// A JSON answer in the provd media type.
+pub fn reply(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    response
+}
+
+/// A JSON request body in the provd media type (or plain `application/json`), decoded with
+/// the path of any offending field.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let media = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        if media != MEDIA_TYPE && media != "application/json" {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("the body must be {MEDIA_TYPE} (or application/json)"),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| {
+                let status = e.status();
+                ApiError::new(status, format!("cannot read the body: {}", e.body_text()))
+            })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map(Body)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::field(
+                    if path == "." { "body".to_owned() } else { path },
+                    e.inner().to_string(),
+                )
+            })
+    }
+}
+
+/// `{"id": …}` bodies of the operation routes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdBody {
+    /// The object id.
+    pub id: String,
+}
+
+/// `{"links": [...]}` for an intermediate node, hrefs relative to the request path.
+pub fn links(base: &str, rels: &[(&str, &str)]) -> Response {
+    let base = base.trim_end_matches('/');
+    let items: Vec<Value> = rels
+        .iter()
+        .map(|(rel, path)| json!({ "rel": rel, "href": format!("{base}/{path}") }))
+        .collect();
+    reply(StatusCode::OK, json!({ "links": items }))
+}
+
+/// Runs store work off the async runtime (sled flushes on writes).
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("task failed: {e}"),
+        )
+    })?
+}

@@ -1,0 +1,1187 @@
+//! The REST API through a real HTTP client (curl) against a server on 127.0.0.1: wazo-provd
+//! client compatibility, every route's errors, authentication, and tenant isolation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use provisiond::config::HttpAuthStrategy;
+use provisiond::files::FileService;
+use provisiond::http::api::{hash_token, router, ApiState};
+use provisiond::http::{serve, HttpLimits};
+use provisiond::model::{self, Tenant, Token};
+use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
+use provisiond::store::Store;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+const MEDIA: &str = "application/vnd.proformatique.provd+json";
+
+struct Api {
+    addr: SocketAddr,
+    store: Store,
+    _runtime: tokio::runtime::Runtime,
+    _stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+struct Reply {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Value,
+}
+
+fn start() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    store.ensure_defaults("master").unwrap();
+    let roots = vec![(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
+        Origin::Builtin,
+    )];
+    let plugins = PluginSet::load(&roots);
+    let renderer = Renderer::new(store.clone(), ServerInfo::default());
+    let files = Arc::new(FileService::new(
+        store.clone(),
+        "master",
+        HttpAuthStrategy::Disabled,
+        Arc::new(plugins),
+        renderer,
+    ));
+    let app = router(
+        Arc::new(ApiState::new(store.clone(), files, "master".into(), roots)),
+        64 * 1024,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let limits = HttpLimits {
+        max_request_bytes: 16384,
+        request_timeout: Duration::from_secs(5),
+        max_connections: 64,
+    };
+    let addr = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, None, app, limits, shutdown));
+        addr
+    });
+    Api {
+        addr,
+        store,
+        _runtime: runtime,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    /// A token of `tenant` with `acl` (default `provd.#`); creates the tenant if needed.
+    fn token(&self, tenant: &str, acl: &[&str], expires: Option<u64>) -> String {
+        if self.store.tenant(tenant).unwrap().is_none() {
+            self.store
+                .create_tenant(&Tenant {
+                    id: tenant.into(),
+                    name: tenant.into(),
+                    provisioning_key: None,
+                    default_config: None,
+                    revision: 0,
+                })
+                .unwrap();
+        }
+        let secret = format!("secret-{}", model::new_id());
+        let acl = if acl.is_empty() {
+            vec!["provd.#".to_owned()]
+        } else {
+            acl.iter().map(|a| a.to_string()).collect()
+        };
+        self.store
+            .create_token(&Token {
+                hash: hash_token(&secret),
+                tenant: tenant.into(),
+                acl,
+                created: model::now(),
+                expires,
+                description: None,
+            })
+            .unwrap();
+        secret
+    }
+
+    /// One request; `token` None sends none; `body` is sent with the provd media type.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        tenant: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.raw(
+            method,
+            path,
+            token,
+            tenant,
+            body.map(|b| (MEDIA.to_owned(), b.to_string())),
+        )
+    }
+
+    fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        tenant: Option<&str>,
+        body: Option<(String, String)>,
+    ) -> Reply {
+        let tmp = tempfile::tempdir().unwrap();
+        let (head, out) = (tmp.path().join("h"), tmp.path().join("b"));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-g", "--max-time", "20", "-X", method, "-o"])
+            .arg(&out)
+            .arg("-D")
+            .arg(&head)
+            .args(["-w", "%{http_code}"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("X-Auth-Token: {t}")]);
+        }
+        if let Some(t) = tenant {
+            cmd.args(["-H", &format!("Wazo-Tenant: {t}")]);
+        }
+        if let Some((media, text)) = body {
+            cmd.args([
+                "-H",
+                &format!("Content-Type: {media}"),
+                "--data-binary",
+                &text,
+            ]);
+        }
+        let output = cmd
+            .arg(format!("http://{}{path}", self.addr))
+            .output()
+            .expect("curl");
+        let status = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&output.stderr)));
+        let headers = std::fs::read_to_string(&head)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+fn enc(v: &Value) -> String {
+    percent_encoding::utf8_percent_encode(&v.to_string(), percent_encoding::NON_ALPHANUMERIC)
+        .to_string()
+}
+
+#[test]
+fn wazo_provd_client_shaped_requests_work() {
+    let api = start();
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    for base in ["/0.2", "/api/provd/0.2"] {
+        let root = api.call("GET", &format!("{base}/"), tk, None, None);
+        assert_eq!(root.status, 200);
+        assert_eq!(
+            root.headers.get("content-type").map(String::as_str),
+            Some(MEDIA)
+        );
+        assert!(root.body["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["rel"] == "dev" && l["href"] == format!("{base}/dev_mgr")));
+    }
+    // Devices: create, read, search, update, delete.
+    let created = api.call("POST", "/0.2/dev_mgr/devices", tk, None, Some(json!({"device": {"mac": "00:15:65:AA:BB:CC", "ip": "10.0.0.5", "plugin": "yealink", "config": "autoprov", "X_custom": "kept"}})));
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.headers.get("location"),
+        Some(&format!("/0.2/dev_mgr/devices/{id}"))
+    );
+    let device = api
+        .call("GET", &format!("/0.2/dev_mgr/devices/{id}"), tk, None, None)
+        .body["device"]
+        .clone();
+    assert_eq!(device["mac"], "00:15:65:aa:bb:cc");
+    assert_eq!(
+        (
+            device["tenant_uuid"].as_str(),
+            device["is_new"].as_bool(),
+            device["configured"].as_bool()
+        ),
+        (Some("master"), Some(true), Some(true))
+    );
+    assert_eq!(device["X_custom"], "kept");
+    api.call(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some(json!({"device": {"id": "second", "mac": "00:15:65:00:00:02", "ip": "10.0.0.6"}})),
+    );
+    let q = api.call(
+        "GET",
+        &format!(
+            "/0.2/dev_mgr/devices?q={}",
+            enc(&json!({"mac": "00:15:65:aa:bb:cc"}))
+        ),
+        tk,
+        None,
+        None,
+    );
+    assert_eq!(q.body["devices"].as_array().unwrap().len(), 1);
+    use base64::Engine;
+    let q64 = base64::engine::general_purpose::STANDARD
+        .encode(json!({"ip": {"$in": ["10.0.0.6"]}}).to_string());
+    let found = api.call(
+        "GET",
+        &format!(
+            "/0.2/dev_mgr/devices?q64={}&fields=ip",
+            enc(&json!(q64)).trim_matches('%').replace("%22", "")
+        ),
+        tk,
+        None,
+        None,
+    );
+    let found = if found.status == 200 {
+        found
+    } else {
+        api.call(
+            "GET",
+            &format!("/0.2/dev_mgr/devices?q64={q64}&fields=ip"),
+            tk,
+            None,
+            None,
+        )
+    };
+    assert_eq!(
+        found.body["devices"],
+        json!([{"id": "second", "ip": "10.0.0.6"}]),
+        "{:?}",
+        found.body
+    );
+    let sorted = api.call(
+        "GET",
+        "/0.2/dev_mgr/devices?sort=ip&sort_ord=DESC&limit=1",
+        tk,
+        None,
+        None,
+    );
+    assert_eq!(sorted.body["devices"][0]["ip"], "10.0.0.6");
+    let skipped = api.call("GET", "/0.2/dev_mgr/devices?sort=ip&skip=1", tk, None, None);
+    assert_eq!(skipped.body["devices"][0]["ip"], "10.0.0.6");
+    let put = api.call(
+        "PUT",
+        &format!("/0.2/dev_mgr/devices/{id}"),
+        tk,
+        None,
+        Some(json!({"device": {"id": id, "mac": "00:15:65:aa:bb:cc", "description": "desk"}})),
+    );
+    assert_eq!(put.status, 204, "{:?}", put.body);
+    let after = api
+        .call("GET", &format!("/0.2/dev_mgr/devices/{id}"), tk, None, None)
+        .body["device"]
+        .clone();
+    assert_eq!(after["description"], "desk");
+    assert!(
+        after.get("ip").is_none() && after.get("X_custom").is_none(),
+        "PUT replaces the whole device: {after}"
+    );
+    // Operations.
+    let sync = api.call(
+        "POST",
+        "/0.2/dev_mgr/synchronize",
+        tk,
+        None,
+        Some(json!({"id": id})),
+    );
+    assert_eq!(sync.status, 201);
+    let op = sync.headers["location"].clone();
+    assert!(op.starts_with("/0.2/dev_mgr/synchronize/"));
+    let status = api.call("GET", &op, tk, None, None);
+    assert_eq!(status.status, 200);
+    assert!(status.body["status"].as_str().is_some_and(|s| [
+        "waiting", "progress", "success", "fail"
+    ]
+    .iter()
+    .any(|st| s.starts_with(st))));
+    assert_eq!(api.call("DELETE", &op, tk, None, None).status, 204);
+    assert_eq!(api.call("GET", &op, tk, None, None).status, 404);
+    assert_eq!(
+        api.call(
+            "POST",
+            "/0.2/dev_mgr/reconfigure",
+            tk,
+            None,
+            Some(json!({"id": id}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("/0.2/dev_mgr/devices/{id}"),
+            tk,
+            None,
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", &format!("/0.2/dev_mgr/devices/{id}"), tk, None, None)
+            .status,
+        404
+    );
+
+    // DHCP info feeds identification.
+    let dhcp = api.call("POST", "/0.2/dev_mgr/dhcpinfo", tk, None, Some(json!({"dhcp_info": {"op": "commit", "ip": "10.0.0.9", "mac": "80:5e:c0:00:00:09", "options": ["06079.65.61.6c.69.6e.6b"]}})));
+    assert_eq!(dhcp.status, 204, "{:?}", dhcp.body);
+    let dev = api
+        .store
+        .device_by_mac(&"80:5e:c0:00:00:09".parse().unwrap())
+        .unwrap()
+        .expect("created from DHCP info");
+    assert_eq!(
+        (dev.vendor.as_deref(), dev.plugin.as_deref()),
+        (Some("Yealink"), Some("yealink"))
+    );
+
+    // Configs.
+    let c = api.call("POST", "/0.2/cfg_mgr/configs", tk, None, Some(json!({"config": {"id": "reg1", "parent_ids": ["base"], "raw_config": {"sip_registrar_ip": "10.0.0.10"}, "X_type": "registrar"}})));
+    assert_eq!(c.status, 201, "{:?}", c.body);
+    assert_eq!(
+        c.headers.get("location").map(String::as_str),
+        Some("/0.2/cfg_mgr/configs/reg1")
+    );
+    let q64 = base64::engine::general_purpose::STANDARD
+        .encode(json!({"X_type": "registrar"}).to_string());
+    let regs = api.call(
+        "GET",
+        &format!("/0.2/cfg_mgr/configs?q64={q64}"),
+        tk,
+        None,
+        None,
+    );
+    assert_eq!(
+        regs.body["configs"].as_array().map(|a| a.len()),
+        Some(1),
+        "{:?}",
+        regs.body
+    );
+    api.call("POST", "/0.2/cfg_mgr/configs", tk, None, Some(json!({"config": {"id": "dev1", "parent_ids": ["reg1"], "raw_config": {"sip_lines": {"1": {"username": "1001"}}}}})));
+    let raw = api.call("GET", "/0.2/cfg_mgr/configs/dev1/raw", tk, None, None);
+    assert_eq!(
+        raw.body["raw_config"],
+        json!({"sip_registrar_ip": "10.0.0.10", "sip_lines": {"1": {"username": "1001"}}})
+    );
+    assert_eq!(
+        api.call(
+            "PUT",
+            "/0.2/cfg_mgr/configs/dev1",
+            tk,
+            None,
+            Some(json!({"config": {"id": "dev1", "parent_ids": ["base"], "raw_config": {}}}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/cfg_mgr/configs/dev1", tk, None, None)
+            .body["config"]["parent_ids"],
+        json!(["base"])
+    );
+    assert_eq!(
+        api.call("DELETE", "/0.2/cfg_mgr/configs/base", tk, None, None)
+            .status,
+        403,
+        "built-in configs stay"
+    );
+    assert_eq!(
+        api.call("DELETE", "/0.2/cfg_mgr/configs/dev1", tk, None, None)
+            .status,
+        204
+    );
+    api.call("POST", "/0.2/cfg_mgr/configs", tk, None, Some(json!({"config": {"id": "ap-template", "parent_ids": ["base"], "raw_config": {}, "role": "autocreate"}})));
+    let auto = api.call("POST", "/0.2/cfg_mgr/autocreate", tk, None, Some(json!({})));
+    assert_eq!(auto.status, 201, "{:?}", auto.body);
+    let auto_cfg = api
+        .call(
+            "GET",
+            &format!("/0.2/cfg_mgr/configs/{}", auto.body["id"].as_str().unwrap()),
+            tk,
+            None,
+            None,
+        )
+        .body["config"]
+        .clone();
+    assert_eq!(
+        (
+            auto_cfg["transient"].as_bool(),
+            auto_cfg["parent_ids"].clone()
+        ),
+        (Some(true), json!(["ap-template"]))
+    );
+
+    // Configure parameters.
+    let params = api.call("GET", "/0.2/configure", tk, None, None);
+    assert!(params.body["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["id"] == "provisioning_key"));
+    assert_eq!(
+        api.call(
+            "PUT",
+            "/0.2/configure/provisioning_key",
+            tk,
+            None,
+            Some(json!({"param": {"value": "a1b2c3d4e5f6g7h8"}}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/configure/provisioning_key", tk, None, None)
+            .body,
+        json!({"param": {"value": "a1b2c3d4e5f6g7h8"}})
+    );
+    assert_eq!(
+        api.call(
+            "PUT",
+            "/0.2/configure/NAT",
+            tk,
+            None,
+            Some(json!({"param": {"value": "1"}}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/configure/NAT", tk, None, None).body["param"]["value"],
+        1
+    );
+    assert_eq!(
+        api.call(
+            "PUT",
+            "/0.2/configure/provisioning_key",
+            tk,
+            None,
+            Some(json!({"param": {"value": null}}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/configure/provisioning_key", tk, None, None)
+            .body["param"]["value"],
+        Value::Null
+    );
+
+    // Plugins and status.
+    let plugins = api.call("GET", "/0.2/pg_mgr/plugins", tk, None, None);
+    assert!(plugins.body["plugins"]["yealink"]["links"].is_array());
+    let info = api.call("GET", "/0.2/pg_mgr/plugins/yealink/info", tk, None, None);
+    assert_eq!(info.body["plugin_info"]["vendor"], "Yealink");
+    assert_eq!(
+        api.call(
+            "POST",
+            "/0.2/pg_mgr/reload",
+            tk,
+            None,
+            Some(json!({"id": "yealink"}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/status", tk, None, None).body["rest_api"],
+        "ok"
+    );
+}
+
+#[test]
+fn invalid_input_gets_a_clear_error() {
+    let api = start();
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    let cases: Vec<(&str, &str, Option<Value>, u16, &str)> = vec![
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(json!({"device": {"mac": "not-a-mac"}})),
+            400,
+            "mac",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(json!({"device": {"ip": "999.1.1.1"}})),
+            400,
+            "ip",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(json!({"device": {"colour": "red"}})),
+            400,
+            "colour",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(json!({"device": {"id": "a/b"}})),
+            400,
+            "id",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(json!({"device": {"config": "nope"}})),
+            400,
+            "config",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(json!({"devices": {}})),
+            400,
+            "device",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(json!({"device": {"vendor": 5}})),
+            400,
+            "vendor",
+        ),
+        (
+            "PUT",
+            "/0.2/dev_mgr/devices/nope",
+            Some(json!({"device": {}})),
+            404,
+            "nope",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/synchronize",
+            Some(json!({})),
+            400,
+            "id",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/synchronize",
+            Some(json!({"id": "nope"})),
+            404,
+            "nope",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/reconfigure",
+            Some(json!({"id": "nope"})),
+            404,
+            "nope",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/dhcpinfo",
+            Some(
+                json!({"dhcp_info": {"op": "renew", "ip": "10.0.0.1", "mac": "00:15:65:00:00:01"}}),
+            ),
+            400,
+            "op",
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/dhcpinfo",
+            Some(
+                json!({"dhcp_info": {"op": "commit", "ip": "10.0.0.1", "mac": "00:15:65:00:00:01", "options": ["6x"]}}),
+            ),
+            400,
+            "options[0]",
+        ),
+        (
+            "POST",
+            "/0.2/cfg_mgr/configs",
+            Some(json!({"config": {"raw_config": {}}})),
+            400,
+            "parent_ids",
+        ),
+        (
+            "POST",
+            "/0.2/cfg_mgr/configs",
+            Some(json!({"config": {"parent_ids": []}})),
+            400,
+            "raw_config",
+        ),
+        (
+            "POST",
+            "/0.2/cfg_mgr/configs",
+            Some(json!({"config": {"parent_ids": ["ghost"], "raw_config": {}}})),
+            400,
+            "ghost",
+        ),
+        (
+            "POST",
+            "/0.2/cfg_mgr/configs",
+            Some(json!({"config": {"id": "base", "parent_ids": [], "raw_config": {}}})),
+            409,
+            "base",
+        ),
+        ("GET", "/0.2/cfg_mgr/configs/nope/raw", None, 404, "nope"),
+        (
+            "POST",
+            "/0.2/cfg_mgr/autocreate",
+            Some(json!({})),
+            404,
+            "autocreate",
+        ),
+        (
+            "PUT",
+            "/0.2/configure/provisioning_key",
+            Some(json!({"param": {"value": "short"}})),
+            400,
+            "param.value",
+        ),
+        (
+            "PUT",
+            "/0.2/configure/provisioning_key",
+            Some(json!({"param": {"value": "bad-chars!!"}})),
+            400,
+            "param.value",
+        ),
+        (
+            "PUT",
+            "/0.2/configure/NAT",
+            Some(json!({"param": {"value": "2"}})),
+            400,
+            "NAT",
+        ),
+        (
+            "PUT",
+            "/0.2/configure/locale",
+            Some(json!({"param": {"value": "french"}})),
+            400,
+            "locale",
+        ),
+        ("GET", "/0.2/configure/nope", None, 404, "nope"),
+        (
+            "PUT",
+            "/0.2/configure/locale",
+            Some(json!({"value": "fr_FR"})),
+            400,
+            "param",
+        ),
+        ("GET", "/0.2/pg_mgr/plugins/nope/info", None, 404, "nope"),
+        (
+            "POST",
+            "/0.2/pg_mgr/reload",
+            Some(json!({"id": "nope"})),
+            400,
+            "nope",
+        ),
+        (
+            "GET",
+            "/0.2/dev_mgr/devices?q=%7Bnot%20json",
+            None,
+            400,
+            "q",
+        ),
+        (
+            "GET",
+            "/0.2/dev_mgr/devices?q=%7B%22mac%22%3A%7B%22%24regex%22%3A%22x%22%7D%7D",
+            None,
+            400,
+            "$regex",
+        ),
+        ("GET", "/0.2/dev_mgr/devices?limit=-1", None, 400, "limit"),
+        (
+            "GET",
+            "/0.2/dev_mgr/devices?sort_ord=SIDEWAYS",
+            None,
+            400,
+            "sort_ord",
+        ),
+        ("GET", "/0.2/nope", None, 404, "no such resource"),
+        ("DELETE", "/0.2/tenants/master", None, 403, "master"),
+    ];
+    for (method, path, body, status, fragment) in cases {
+        let r = api.call(method, path, tk, None, body.clone());
+        assert_eq!(r.status, status, "{method} {path} {body:?}: {:?}", r.body);
+        let text = r.body.to_string();
+        assert!(
+            text.contains(fragment),
+            "{method} {path}: {fragment:?} not in {text}"
+        );
+        assert!(
+            r.body.get("error").is_some(),
+            "{method} {path}: JSON error body: {text}"
+        );
+    }
+    let bad_json = api.raw(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some((MEDIA.into(), "{\"device\": ".into())),
+    );
+    assert_eq!(bad_json.status, 400);
+    let media = api.raw(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some(("text/plain".into(), "{}".into())),
+    );
+    assert_eq!(media.status, 415);
+    let plain_json = api.raw(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some((
+            "application/json; charset=utf-8".into(),
+            json!({"device": {}}).to_string(),
+        )),
+    );
+    assert_eq!(plain_json.status, 201, "plain JSON is accepted too");
+    let huge = api.raw(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some((
+            MEDIA.into(),
+            format!(
+                "{{\"device\": {{\"description\": \"{}\"}}}}",
+                "x".repeat(100_000)
+            ),
+        )),
+    );
+    assert_eq!(huge.status, 413, "bodies over the limit are refused");
+}
+
+#[test]
+fn authentication_failures() {
+    let api = start();
+    let good = api.token("master", &[], None);
+    let expired = api.token("master", &[], Some(model::now() - 1));
+    let read_only = api.token("master", &["provd.dev_mgr.devices.read"], None);
+    let tenant_a = api.token("tenant-a", &[], None);
+    api.token("tenant-b", &[], None);
+    assert_eq!(
+        api.call("GET", "/0.2/dev_mgr/devices", None, None, None)
+            .status,
+        401
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/dev_mgr/devices", Some("wrong"), None, None)
+            .status,
+        401
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/dev_mgr/devices", Some(&expired), None, None)
+            .status,
+        401
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/dev_mgr/devices", Some(&read_only), None, None)
+            .status,
+        200
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/0.2/dev_mgr/devices",
+            Some(&read_only),
+            None,
+            Some(json!({"device": {}}))
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/0.2/dev_mgr/devices",
+            Some(&tenant_a),
+            Some("tenant-b"),
+            None
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/0.2/dev_mgr/devices",
+            Some(&good),
+            Some("no-such-tenant"),
+            None
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/0.2/dev_mgr/devices",
+            Some(&good),
+            Some("tenant-b"),
+            None
+        )
+        .status,
+        200
+    );
+    for (method, path) in [
+        ("GET", "/0.2/tenants"),
+        ("POST", "/0.2/tokens"),
+        ("POST", "/0.2/pg_mgr/reload"),
+        ("PUT", "/0.2/configure/NAT"),
+    ] {
+        let body = (method != "GET").then(|| json!({}));
+        let r = api.call(method, path, Some(&tenant_a), None, body);
+        assert!(
+            r.status == 403 || r.status == 400,
+            "{method} {path} by a sub-tenant: {}",
+            r.status
+        );
+        assert_ne!(r.status, 200);
+    }
+    assert_eq!(api.call("GET", "/metrics", None, None, None).status, 401);
+    let metrics = api.call("GET", "/metrics", Some(&good), None, None);
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.as_str().is_some_and(|m| m.contains("provisiond_api_requests_total{route=\"/0.2/dev_mgr/devices\",method=\"GET\",status=\"401\"}")), "{:?}", metrics.body);
+}
+
+/// Three tenants each with a device and a config; every route, with each tenant's token,
+/// the master's, and the master's naming a tenant.
+#[test]
+fn tenant_isolation_matrix() {
+    let api = start();
+    let master = api.token("master", &[], None);
+    let tenants = ["ta", "tb", "tc"];
+    let tokens: Vec<String> = tenants.iter().map(|t| api.token(t, &[], None)).collect();
+    for (i, (tenant, token)) in tenants.iter().zip(&tokens).enumerate() {
+        let c = api.call("POST", "/0.2/cfg_mgr/configs", Some(token), None, Some(json!({"config": {"id": format!("cfg-{tenant}"), "parent_ids": ["base"], "raw_config": {}}})));
+        assert_eq!(c.status, 201, "{:?}", c.body);
+        let d = api.call("POST", "/0.2/dev_mgr/devices", Some(token), None, Some(json!({"device": {"id": format!("dev-{tenant}"), "mac": format!("00:15:65:00:00:0{i}"), "config": format!("cfg-{tenant}")}})));
+        assert_eq!(d.status, 201, "{:?}", d.body);
+    }
+    for (me, token) in tenants.iter().zip(&tokens) {
+        let listed = api.call(
+            "GET",
+            "/0.2/dev_mgr/devices?recurse=true",
+            Some(token),
+            None,
+            None,
+        );
+        let ids: Vec<&str> = listed.body["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![format!("dev-{me}").as_str()],
+            "{me} lists only its own devices"
+        );
+        let configs = api.call(
+            "GET",
+            "/0.2/cfg_mgr/configs?recurse=true",
+            Some(token),
+            None,
+            None,
+        );
+        let ids: Vec<&str> = configs.body["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            ids.contains(&format!("cfg-{me}").as_str())
+                && ids
+                    .iter()
+                    .all(|id| !id.starts_with("cfg-") || *id == format!("cfg-{me}")),
+            "{me}: {ids:?}"
+        );
+        for other in tenants.iter().filter(|t| *t != me) {
+            let selector = enc(&json!({"id": format!("dev-{other}")}));
+            assert_eq!(
+                api.call(
+                    "GET",
+                    &format!("/0.2/dev_mgr/devices?q={selector}&recurse=true"),
+                    Some(token),
+                    None,
+                    None
+                )
+                .body["devices"],
+                json!([])
+            );
+            let dev = format!("/0.2/dev_mgr/devices/dev-{other}");
+            let cfg = format!("/0.2/cfg_mgr/configs/cfg-{other}");
+            let cases: Vec<(&str, String, Option<Value>)> = vec![
+                ("GET", dev.clone(), None),
+                (
+                    "PUT",
+                    dev.clone(),
+                    Some(json!({"device": {"description": "mine now"}})),
+                ),
+                ("DELETE", dev.clone(), None),
+                (
+                    "POST",
+                    "/0.2/dev_mgr/synchronize".into(),
+                    Some(json!({"id": format!("dev-{other}")})),
+                ),
+                (
+                    "POST",
+                    "/0.2/dev_mgr/reconfigure".into(),
+                    Some(json!({"id": format!("dev-{other}")})),
+                ),
+                ("GET", cfg.clone(), None),
+                ("GET", format!("{cfg}/raw"), None),
+                (
+                    "PUT",
+                    cfg.clone(),
+                    Some(json!({"config": {"parent_ids": [], "raw_config": {"x": 1}}})),
+                ),
+                ("DELETE", cfg.clone(), None),
+                (
+                    "POST",
+                    "/0.2/cfg_mgr/configs".into(),
+                    Some(
+                        json!({"config": {"parent_ids": [format!("cfg-{other}")], "raw_config": {}}}),
+                    ),
+                ),
+                (
+                    "POST",
+                    "/0.2/dev_mgr/devices".into(),
+                    Some(json!({"device": {"config": format!("cfg-{other}")}})),
+                ),
+            ];
+            for (method, path, body) in cases {
+                let r = api.call(method, &path, Some(token), None, body);
+                assert!(
+                    r.status == 404 || r.status == 400,
+                    "{me} {method} {path}: {} {:?}",
+                    r.status,
+                    r.body
+                );
+                assert!(!r.body.to_string().contains("mine now"));
+            }
+            assert_eq!(
+                api.call("GET", &dev, Some(token), Some(other), None).status,
+                403,
+                "{me} cannot name {other}"
+            );
+        }
+    }
+    // Nothing of another tenant changed.
+    for tenant in tenants {
+        let d = api.store.device(&format!("dev-{tenant}")).unwrap().unwrap();
+        assert_eq!(
+            (d.tenant.as_str(), d.description.as_deref()),
+            (tenant, None)
+        );
+        assert!(api
+            .store
+            .config(&format!("cfg-{tenant}"))
+            .unwrap()
+            .unwrap()
+            .raw_config
+            .is_empty());
+    }
+    // The master sees a sub-tenant's objects when it asks for them, or lists recursively.
+    assert_eq!(
+        api.call(
+            "GET",
+            "/0.2/dev_mgr/devices/dev-ta",
+            Some(&master),
+            None,
+            None
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/0.2/dev_mgr/devices/dev-ta",
+            Some(&master),
+            Some("ta"),
+            None
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/dev_mgr/devices", Some(&master), None, None)
+            .body["devices"],
+        json!([])
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/0.2/dev_mgr/devices?recurse=true",
+            Some(&master),
+            None,
+            None
+        )
+        .body["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/0.2/dev_mgr/devices",
+            Some(&master),
+            Some("tb"),
+            None
+        )
+        .body["devices"][0]["id"],
+        "dev-tb"
+    );
+}
+
+#[test]
+fn tenant_rules_of_seed_002() {
+    let api = start();
+    let master = api.token("master", &[], None);
+    let a = api.token("ta", &[], None);
+    let b = api.token("tb", &[], None);
+    // A phone shows up: it lands in master.
+    let dhcp = api.call("POST", "/0.2/dev_mgr/dhcpinfo", Some(&master), None, Some(json!({"dhcp_info": {"op": "commit", "ip": "10.0.0.9", "mac": "80:5e:c0:00:00:09", "options": []}})));
+    assert_eq!(dhcp.status, 204);
+    let id = api
+        .store
+        .device_by_mac(&"80:5e:c0:00:00:09".parse().unwrap())
+        .unwrap()
+        .unwrap()
+        .id;
+    let path = format!("/0.2/dev_mgr/devices/{id}");
+    assert_eq!(
+        api.call("GET", &path, Some(&master), None, None).body["device"]["is_new"],
+        true
+    );
+    // Tenant A provisions it: it moves to A.
+    api.call(
+        "POST",
+        "/0.2/cfg_mgr/configs",
+        Some(&a),
+        None,
+        Some(json!({"config": {"id": "line-a", "parent_ids": ["base"], "raw_config": {}}})),
+    );
+    let claim = api.call(
+        "PUT",
+        &path,
+        Some(&a),
+        None,
+        Some(json!({"device": {"mac": "80:5e:c0:00:00:09", "config": "line-a"}})),
+    );
+    assert_eq!(claim.status, 204, "{:?}", claim.body);
+    let now = api.call("GET", &path, Some(&a), None, None).body["device"].clone();
+    assert_eq!(
+        (now["tenant_uuid"].as_str(), now["is_new"].as_bool()),
+        (Some("ta"), Some(false))
+    );
+    // B cannot take it, nor can the master acting for B.
+    assert_eq!(
+        api.call(
+            "PUT",
+            &path,
+            Some(&b),
+            None,
+            Some(json!({"device": {"mac": "80:5e:c0:00:00:09"}}))
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        api.call(
+            "PUT",
+            &path,
+            Some(&master),
+            Some("tb"),
+            Some(json!({"device": {"mac": "80:5e:c0:00:00:09"}}))
+        )
+        .status,
+        404
+    );
+    // Reset to autoprov keeps the tenant.
+    assert_eq!(
+        api.call(
+            "PUT",
+            &path,
+            Some(&a),
+            None,
+            Some(json!({"device": {"mac": "80:5e:c0:00:00:09", "config": "autoprov"}}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(api.store.device(&id).unwrap().unwrap().tenant, "ta");
+    // The store itself refuses a move out of a tenant, whoever asks.
+    let mut moved = api.store.device(&id).unwrap().unwrap();
+    moved.tenant = "tb".into();
+    assert!(matches!(
+        api.store.update_device(&moved),
+        Err(provisiond::store::StoreError::TenantLocked { .. })
+    ));
+    // A master device given a config of tenant B by the master joins B.
+    api.call(
+        "POST",
+        "/0.2/cfg_mgr/configs",
+        Some(&b),
+        None,
+        Some(json!({"config": {"id": "line-b", "parent_ids": ["base"], "raw_config": {}}})),
+    );
+    let dhcp = api.call("POST", "/0.2/dev_mgr/dhcpinfo", Some(&master), None, Some(json!({"dhcp_info": {"op": "commit", "ip": "10.0.0.10", "mac": "80:5e:c0:00:00:10", "options": []}})));
+    assert_eq!(dhcp.status, 204);
+    let id2 = api
+        .store
+        .device_by_mac(&"80:5e:c0:00:00:10".parse().unwrap())
+        .unwrap()
+        .unwrap()
+        .id;
+    let r = api.call(
+        "PUT",
+        &format!("/0.2/dev_mgr/devices/{id2}"),
+        Some(&master),
+        Some("tb"),
+        Some(json!({"device": {"mac": "80:5e:c0:00:00:10", "config": "line-b"}})),
+    );
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(api.store.device(&id2).unwrap().unwrap().tenant, "tb");
+    // DHCP info is the master's business.
+    assert_eq!(api.call("POST", "/0.2/dev_mgr/dhcpinfo", Some(&a), None, Some(json!({"dhcp_info": {"op": "commit", "ip": "10.0.0.11", "mac": "80:5e:c0:00:00:11", "options": []}}))).status, 403);
+}

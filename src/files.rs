@@ -71,6 +71,10 @@ pub enum FetchError {
     /// `url_key`: malformed or unknown key.
     #[error("url_key: {0} key")]
     BadKey(&'static str),
+    /// The read-only path cannot answer without blocking work (writes, rendering, disk):
+    /// the caller retries with [`FileService::answer`] on a blocking thread.
+    #[error("needs a blocking thread")]
+    NeedsBlocking,
     /// The store failed while looking the key up.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -124,8 +128,23 @@ impl FetchError {
     }
 }
 
+/// Answers counted by transport and outcome, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FileCounters {
+    /// HTTP(S) files served.
+    pub http_ok: std::sync::atomic::AtomicU64,
+    /// HTTP(S) requests refused (404) or failed (500).
+    pub http_refused: std::sync::atomic::AtomicU64,
+    /// TFTP files served.
+    pub tftp_ok: std::sync::atomic::AtomicU64,
+    /// TFTP requests refused or failed.
+    pub tftp_refused: std::sync::atomic::AtomicU64,
+}
+
 /// Everything needed to answer file requests; shared by the HTTP and TFTP servers.
 pub struct FileService {
+    /// Outcomes by transport.
+    pub counters: FileCounters,
     store: Store,
     strategy: HttpAuthStrategy,
     ident: Identifier,
@@ -143,6 +162,7 @@ impl FileService {
         renderer: Renderer,
     ) -> FileService {
         FileService {
+            counters: FileCounters::default(),
             ident: Identifier::new(store.clone(), default_tenant),
             store,
             strategy,
@@ -185,12 +205,32 @@ impl FileService {
         path: &str,
     ) -> Option<Result<Served, FetchError>> {
         match self.answer_with(who, path, false) {
-            Err(FetchError::Ident(IdentError::WouldWrite)) => None,
+            Err(FetchError::Ident(IdentError::WouldWrite) | FetchError::NeedsBlocking) => None,
             other => Some(other),
         }
     }
 
     fn answer_with(&self, who: &Requester, path: &str, writes: bool) -> Result<Served, FetchError> {
+        let result = self.answer_uncounted(who, path, writes);
+        let (ok, refused) = match who {
+            Requester::Http { .. } => (&self.counters.http_ok, &self.counters.http_refused),
+            Requester::Tftp { .. } => (&self.counters.tftp_ok, &self.counters.tftp_refused),
+        };
+        match &result {
+            Ok(_) => ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            // A read-only attempt that needs a write is retried with writes: not an answer.
+            Err(FetchError::Ident(IdentError::WouldWrite) | FetchError::NeedsBlocking) => 0,
+            Err(_) => refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        result
+    }
+
+    fn answer_uncounted(
+        &self,
+        who: &Requester,
+        path: &str,
+        writes: bool,
+    ) -> Result<Served, FetchError> {
         let (file, tenant) = match self.strategy {
             HttpAuthStrategy::Disabled => (path, None),
             HttpAuthStrategy::UrlKey => {
@@ -213,12 +253,12 @@ impl FileService {
         }
         let ctx = match who {
             Requester::Http { src, user_agent } => RequestContext::Http {
-                src: *src,
+                src: src.to_canonical(),
                 path: file.to_owned(),
                 user_agent: user_agent.clone(),
             },
             Requester::Tftp { src } => RequestContext::Tftp {
-                src: *src,
+                src: src.to_canonical(),
                 filename: file.to_owned(),
             },
         };
@@ -245,24 +285,19 @@ impl FileService {
         writes: bool,
     ) -> Result<Served, FetchError> {
         let plugins = self.plugins();
-        let identified = if writes {
-            self.ident.identify(ctx, &plugins)?
-        } else {
-            self.ident.identify_readonly(ctx, &plugins)?
-        };
-        let identified = identified.ok_or(FetchError::UnknownDevice)?;
-        let device = identified.device;
-        if let Some(tenant) = tenant {
-            if device.tenant != tenant {
-                return Err(FetchError::WrongTenant {
-                    device: device.id,
-                    tenant: device.tenant,
-                });
+        let identified = match self.ident.identify_scoped(ctx, &plugins, writes, tenant) {
+            Err(IdentError::OtherTenant { device, tenant }) => {
+                return Err(FetchError::WrongTenant { device, tenant })
             }
-        }
-        let plugin = identified
+            other => other?,
+        };
+        let device = identified.ok_or(FetchError::UnknownDevice)?.device;
+        let identified_plugin = device
             .plugin
-            .ok_or_else(|| FetchError::NoPlugin(device.id.clone()))?;
+            .as_deref()
+            .and_then(|name| plugins.get(name))
+            .cloned();
+        let plugin = identified_plugin.ok_or_else(|| FetchError::NoPlugin(device.id.clone()))?;
         let resolved = plugin.resolve(path).ok_or_else(|| FetchError::NoRoute {
             plugin: plugin.name.clone(),
             path: path.to_owned(),
@@ -271,6 +306,22 @@ impl FileService {
             return Err(FetchError::ForeignMac { device: device.id });
         }
         match &resolved.target {
+            Target::Template(_) if !writes => {
+                // The async fast path only serves what is already rendered.
+                let rendered = self
+                    .renderer
+                    .cached_render(&plugin, &device, &resolved)?
+                    .ok_or(FetchError::NeedsBlocking)?;
+                Ok(Served {
+                    body: rendered.body,
+                    content_type: rendered.content_type,
+                    etag: rendered.etag,
+                    modified: rendered.modified,
+                    device: device.id,
+                    plugin: plugin.name.clone(),
+                })
+            }
+            Target::Static(_) if !writes => Err(FetchError::NeedsBlocking),
             Target::Template(_) => {
                 let rendered = self.renderer.render(&plugin, &device, &resolved)?;
                 Ok(Served {

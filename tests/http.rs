@@ -563,3 +563,97 @@ fn https_serves_the_same_files() {
     );
     assert_ne!(plain.status, 200);
 }
+
+#[test]
+fn a_key_of_another_tenant_neither_changes_nor_creates_devices() {
+    let server = start(HttpAuthStrategy::UrlKey, |_| None, None);
+    let mut master = server.store.tenant("master").unwrap().unwrap();
+    master.provisioning_key = Some("MasterKey123".into());
+    server.store.update_tenant(&master).unwrap();
+    server
+        .store
+        .create_tenant(&Tenant {
+            id: "other".into(),
+            name: "Other".into(),
+            provisioning_key: Some("OtherKey456".into()),
+            default_config: None,
+            revision: 0,
+        })
+        .unwrap();
+    // A phone of tenant "other".
+    assert_eq!(
+        server
+            .get(
+                "/device/provisioning/MasterKey123/805ec0112233.cfg",
+                YEALINK_UA
+            )
+            .status,
+        200
+    );
+    let mut device = server
+        .store
+        .device_by_mac(&"80:5e:c0:11:22:33".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    device.tenant = "other".into();
+    let device = server.store.update_device(&device).unwrap();
+    // Master's key with a User-Agent naming it: refused, and nothing about it changes.
+    let forged = "Yealink SIP-T54W 66.6.6.6 80:5e:c0:11:22:33";
+    assert_eq!(
+        server
+            .get("/device/provisioning/MasterKey123/805ec0112233.cfg", forged)
+            .status,
+        404
+    );
+    let after = server.store.device(&device.id).unwrap().unwrap();
+    assert_eq!(
+        (after.version.as_deref(), after.revision),
+        (device.version.as_deref(), device.revision)
+    );
+    // Unknown phones asking with a non-default tenant's key are not created.
+    for i in 0..5 {
+        let ua = format!("Yealink SIP-T54W 96.86.0.70 80:5e:c0:00:10:0{i}");
+        assert_eq!(
+            server
+                .get(
+                    &format!("/device/provisioning/OtherKey456/805ec000100{i}.cfg"),
+                    &ua
+                )
+                .status,
+            404
+        );
+    }
+    assert_eq!(server.store.device_count(), 1);
+}
+
+#[test]
+fn a_mac_in_a_route_identifies_a_phone_whose_user_agent_has_none() {
+    let server = start(HttpAuthStrategy::Disabled, |_| None, None);
+    // Only Grandstream serves cfg{mac}.xml: the route names both the MAC and the plugin.
+    let r = server.get("/cfg44dbd2aabbcc.xml", "curl/7.88");
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let d = server
+        .store
+        .device_by_mac(&"44:db:d2:aa:bb:cc".parse().unwrap())
+        .unwrap()
+        .expect("created from the route's MAC");
+    assert_eq!(d.plugin.as_deref(), Some("grandstream"));
+    // {mac}.cfg is claimed by several vendors: the MAC is recorded, no plugin is guessed.
+    assert_eq!(server.get("/44dbd2001122.cfg", "curl/7.88").status, 404);
+    let d = server
+        .store
+        .device_by_mac(&"44:db:d2:00:11:22".parse().unwrap())
+        .unwrap()
+        .expect("created");
+    assert_eq!(d.plugin, None);
+    // Its User-Agent later chooses the plugin.
+    assert_eq!(
+        server
+            .get(
+                "/44dbd2001122.cfg",
+                "Yealink SIP-T54W 96.86.0.70 44:db:d2:00:11:22"
+            )
+            .status,
+        200
+    );
+}

@@ -251,6 +251,7 @@ impl Fixture {
                 transient: false,
                 role: None,
                 extra: Default::default(),
+                generation: 0,
                 revision: 0,
             })
             .unwrap();

@@ -65,6 +65,7 @@ impl Env {
                 transient: false,
                 role: None,
                 extra: Default::default(),
+                generation: 0,
                 revision: 0,
             })
             .unwrap()
@@ -287,5 +288,89 @@ fn timezone_facts_come_from_tzdata() {
     assert_eq!(
         env.render(&renderer, &device, "a.cfg").unwrap(),
         "EST5EDT,M3.2.0,M11.1.0 -05:00 -300"
+    );
+}
+
+#[test]
+fn the_cache_follows_recreated_configs_key_rotation_and_ignores_last_seen() {
+    let env = env(&[(
+        "a.cfg.tera",
+        "pw = {{ lines.0.password }} url = {{ server.base_url }}\n",
+    )]);
+    env.config(
+        "alice",
+        &["base"],
+        json!({"sip_lines": {"1": {"username": "1", "registrar_ip": "h", "password": "OLDPASS"}}}),
+    );
+    let device = env.device("alice");
+    let renderer = Renderer::new(
+        env.store.clone(),
+        ServerInfo {
+            url_key_strategy: true,
+            ..server()
+        },
+    );
+    let resolved = env.plugin.resolve("a.cfg").unwrap();
+    let first = renderer.render(&env.plugin, &device, &resolved).unwrap();
+    assert!(String::from_utf8_lossy(&first.body).contains("OLDPASS"));
+
+    // Deleted and created again under the same id: revision 1 again, new content.
+    env.store.delete_config("alice").unwrap();
+    env.config(
+        "alice",
+        &["base"],
+        json!({"sip_lines": {"1": {"username": "1", "registrar_ip": "h", "password": "NEWPASS"}}}),
+    );
+    let second = renderer.render(&env.plugin, &device, &resolved).unwrap();
+    assert!(
+        String::from_utf8_lossy(&second.body).contains("NEWPASS"),
+        "stale file after a re-create"
+    );
+
+    // A rotated provisioning key shows at once.
+    let mut tenant = env.store.tenant("master").unwrap().unwrap();
+    tenant.provisioning_key = Some("RotatedKey99".into());
+    env.store.update_tenant(&tenant).unwrap();
+    let third = renderer.render(&env.plugin, &device, &resolved).unwrap();
+    assert!(String::from_utf8_lossy(&third.body).contains("/device/provisioning/RotatedKey99/"));
+
+    // last_seen moves the revision but not the file: same ETag, cache hit.
+    let mut seen = env.store.device("d1").unwrap().unwrap();
+    seen.last_seen = Some(12345);
+    let seen = env.store.update_device(&seen).unwrap();
+    let fourth = renderer.render(&env.plugin, &seen, &resolved).unwrap();
+    assert_eq!(fourth.etag, third.etag);
+    assert!(Arc::ptr_eq(&fourth.body, &third.body));
+}
+
+#[test]
+fn one_template_behind_two_routes_keeps_each_content_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("plugins/t");
+    fs::create_dir_all(pdir.join("templates")).unwrap();
+    fs::write(pdir.join("templates/phone.htm.tera"), "<x/>").unwrap();
+    fs::write(
+        pdir.join("plugin.toml"),
+        "name = \"t\"\nversion = \"1\"\nvendor = \"T\"\n[[files]]\npath = \"a.htm\"\ntemplate = \"phone.htm.tera\"\n[[files]]\npath = \"a.xml\"\ntemplate = \"phone.htm.tera\"\n",
+    )
+    .unwrap();
+    let set = PluginSet::load(&[(dir.path().join("plugins"), Origin::Builtin)]);
+    let plugin = set.get("t").unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    store.ensure_defaults("master").unwrap();
+    let mut d = Device::new("d1", "master");
+    d.config = Some("autoprov".into());
+    d.admin_password = Some("x".repeat(20));
+    let d = store.create_device(&d).unwrap();
+    let renderer = Renderer::new(store, server());
+    let htm = renderer
+        .render(plugin, &d, &plugin.resolve("a.htm").unwrap())
+        .unwrap();
+    let xml = renderer
+        .render(plugin, &d, &plugin.resolve("a.xml").unwrap())
+        .unwrap();
+    assert_eq!(
+        (htm.content_type.as_str(), xml.content_type.as_str()),
+        ("text/plain", "application/xml")
     );
 }

@@ -528,6 +528,27 @@ fn the_daemon_serves_the_same_bytes_over_http_and_tftp() {
         .expect_line(&["provisiond::tftp::access", "status=\"ok\""])
         .contains("805ec0112233.cfg"));
 
+    // The counters reach /metrics, read over the local admin socket without a token.
+    let out = Command::new("curl")
+        .args(["-sS", "-f", "--unix-socket"])
+        .arg(tmp.path().join("api.sock"))
+        .arg("http://localhost/metrics")
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        metrics.contains("provisiond_files_total{transport=\"http\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("provisiond_files_total{transport=\"tftp\",outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("provisiond_devices{tenant=\"master\",plugin=\"yealink\"} 1"),
+        "{metrics}"
+    );
+
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait().success());
 }

@@ -47,6 +47,7 @@ pub fn run(args: &RenderBenchArgs) -> anyhow::Result<()> {
         transient: false,
         role: None,
         extra: Default::default(),
+        generation: 0,
         revision: 0,
     })?;
     let ident = Identifier::new(store.clone(), "master");

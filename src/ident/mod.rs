@@ -100,6 +100,14 @@ pub enum IdentError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The device belongs to another tenant than the request may reach.
+    #[error("device {device} belongs to tenant {tenant}")]
+    OtherTenant {
+        /// Device id.
+        device: String,
+        /// Its tenant.
+        tenant: String,
+    },
     /// A read-only identification would have had to write.
     #[error("identification needs to write")]
     WouldWrite,
@@ -178,6 +186,31 @@ pub fn extract(ctx: &RequestContext, plugins: &PluginSet) -> (DeviceInfo, Option
         info.version = info.version.take().or_else(|| found.version.clone());
         info.sn = info.sn.take().or_else(|| found.sn.clone());
     }
+    let mut best = best;
+    // A file route with {mac} names the device even when no rule captured the MAC
+    // (docs/plugins.md); the plugin of that route serves it unless a rule chose another.
+    if info.mac.is_none() {
+        let path = match ctx {
+            RequestContext::Http { path, .. } => Some(path.as_str()),
+            RequestContext::Tftp { filename, .. } => Some(filename.trim_start_matches('/')),
+            RequestContext::Dhcp { .. } => None,
+        };
+        if let Some(path) = path {
+            let claims: Vec<(Mac, &Arc<Plugin>)> = plugins
+                .iter()
+                .filter_map(|pl| pl.resolve(path).and_then(|r| r.mac).map(|m| (m, pl)))
+                .collect();
+            if let Some((mac, _)) = claims.first() {
+                info.mac = Some(*mac);
+            }
+            // Several vendors use `{mac}.cfg`: the route chooses the plugin only when it is
+            // the only one to claim the path; otherwise a later request (User-Agent, DHCP)
+            // will.
+            if let [(_, only)] = claims.as_slice() {
+                best = best.or_else(|| Some(Arc::clone(only)));
+            }
+        }
+    }
     (info, best)
 }
 
@@ -215,7 +248,21 @@ impl Identifier {
         ctx: &RequestContext,
         plugins: &PluginSet,
     ) -> Result<Option<Identified>, IdentError> {
-        self.identify_with(ctx, plugins, true)
+        self.identify_with(ctx, plugins, true, None)
+    }
+
+    /// Identification for a request that may only reach devices of `tenant` (a URL key's):
+    /// a device of another tenant fails with [`IdentError::OtherTenant`] before anything is
+    /// written, and unknown phones are created only when `tenant` is the default tenant.
+    /// Without `writes`, fails with [`IdentError::WouldWrite`] instead of writing.
+    pub fn identify_scoped(
+        &self,
+        ctx: &RequestContext,
+        plugins: &PluginSet,
+        writes: bool,
+        tenant: Option<&str>,
+    ) -> Result<Option<Identified>, IdentError> {
+        self.identify_with(ctx, plugins, writes, tenant)
     }
 
     /// Like [`Identifier::identify`] but never writes: fails with
@@ -226,7 +273,7 @@ impl Identifier {
         ctx: &RequestContext,
         plugins: &PluginSet,
     ) -> Result<Option<Identified>, IdentError> {
-        self.identify_with(ctx, plugins, false)
+        self.identify_with(ctx, plugins, false, None)
     }
 
     fn identify_with(
@@ -234,6 +281,7 @@ impl Identifier {
         ctx: &RequestContext,
         plugins: &PluginSet,
         writes: bool,
+        tenant: Option<&str>,
     ) -> Result<Option<Identified>, IdentError> {
         let (info, best) = extract(ctx, plugins);
         let releasing = matches!(
@@ -246,6 +294,17 @@ impl Identifier {
         let now = model::now();
         for _ in 0..MAX_RETRIES {
             let existing = self.retrieve(&info)?;
+            if let (Some(device), Some(tenant)) = (&existing, tenant) {
+                if device.tenant != tenant {
+                    return Err(IdentError::OtherTenant {
+                        device: device.id.clone(),
+                        tenant: device.tenant.clone(),
+                    });
+                }
+            }
+            if existing.is_none() && tenant.is_some_and(|t| t != self.default_tenant) {
+                return Ok(None);
+            }
             let (device, created) = match existing {
                 Some(device) => {
                     match self.update(device, &info, best.as_deref(), releasing, now, writes)? {

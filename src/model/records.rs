@@ -136,6 +136,10 @@ pub struct Config {
     /// Incremented by the store on every write.
     #[serde(default)]
     pub revision: u64,
+    /// Random, new on every write (also after a delete and re-create under the same id, when
+    /// the revision starts again at 1); render caches key on it.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 fn default_true() -> bool {

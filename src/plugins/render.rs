@@ -59,11 +59,38 @@ pub enum RenderError {
 #[derive(PartialEq, Eq, Hash, Clone)]
 struct CacheKey {
     device: String,
-    device_revision: u64,
+    /// The device fields templates can see (not `last_seen`, not the revision, which moves
+    /// with it: a phone polling every few minutes keeps its ETag).
+    device_fields: u64,
+    /// Ids and generations of the configs of the chain (a generation is new on every write,
+    /// also when a config is deleted and created again under the same id).
     configs: u64,
+    url_key: Option<String>,
     plugin: String,
     plugin_version: String,
     template: String,
+    content_type: String,
+}
+
+fn device_fields(device: &Device) -> u64 {
+    let mut h = DefaultHasher::new();
+    (
+        &device.mac,
+        &device.ip,
+        &device.vendor,
+        &device.model,
+        &device.version,
+        &device.sn,
+    )
+        .hash(&mut h);
+    (
+        &device.tenant,
+        &device.admin_password,
+        &device.remote_state_sip_username,
+        &device.config,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// Renders templates, caching results until a revision in their inputs changes.
@@ -137,6 +164,27 @@ impl Renderer {
         device: &Device,
         resolved: &Resolved,
     ) -> Result<Rendered, RenderError> {
+        self.render_with(plugin, device, resolved, true)
+            .map(|r| r.unwrap_or_else(|| unreachable_miss()))
+    }
+
+    /// The cached file only: `Ok(None)` on a miss (cheap enough to call on the async runtime).
+    pub fn cached_render(
+        &self,
+        plugin: &Plugin,
+        device: &Device,
+        resolved: &Resolved,
+    ) -> Result<Option<Rendered>, RenderError> {
+        self.render_with(plugin, device, resolved, false)
+    }
+
+    fn render_with(
+        &self,
+        plugin: &Plugin,
+        device: &Device,
+        resolved: &Resolved,
+        render_on_miss: bool,
+    ) -> Result<Option<Rendered>, RenderError> {
         let template = match &resolved.target {
             Target::Template(name) => name,
             Target::Static(path) => {
@@ -147,15 +195,24 @@ impl Renderer {
         let mut hasher = DefaultHasher::new();
         for config in &chain {
             config.id.hash(&mut hasher);
-            config.revision.hash(&mut hasher);
+            config.generation.hash(&mut hasher);
         }
+        let url_key = if self.server.url_key_strategy {
+            self.store
+                .tenant(&device.tenant)?
+                .and_then(|t| t.provisioning_key)
+        } else {
+            None
+        };
         let key = CacheKey {
             device: device.id.clone(),
-            device_revision: device.revision,
+            device_fields: device_fields(device),
             configs: hasher.finish(),
+            url_key,
             plugin: plugin.name.clone(),
             plugin_version: plugin.version.clone(),
             template: template.clone(),
+            content_type: resolved.content_type.clone(),
         };
         if let Some(hit) = self
             .cache
@@ -163,22 +220,18 @@ impl Renderer {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
         {
-            return Ok(hit.clone());
+            return Ok(Some(hit.clone()));
         }
-        let rendered = self.render_uncached(
-            plugin,
-            device,
-            &chain,
-            template,
-            &resolved.content_type,
-            &key,
-        )?;
+        if !render_on_miss {
+            return Ok(None);
+        }
+        let rendered = self.render_uncached(plugin, device, &chain, template, &key)?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
         cache.insert(key, rendered.clone());
-        Ok(rendered)
+        Ok(Some(rendered))
     }
 
     fn render_uncached(
@@ -187,17 +240,10 @@ impl Renderer {
         device: &Device,
         chain: &[Config],
         template: &str,
-        content_type: &str,
         key: &CacheKey,
     ) -> Result<Rendered, RenderError> {
         let raw = merged_raw_config(chain.iter().map(|c| &c.raw_config));
-        let url_key = if self.server.url_key_strategy {
-            self.store
-                .tenant(&device.tenant)?
-                .and_then(|t| t.provisioning_key)
-        } else {
-            None
-        };
+        let url_key = key.url_key.clone();
         let context = build_context(device, raw, &self.server, url_key.as_deref())?;
         let tera_context =
             tera::Context::from_serialize(&context).map_err(|e| RenderError::Template {
@@ -213,12 +259,13 @@ impl Renderer {
                 template: template.to_owned(),
                 message: error_chain(&e),
             })?;
+        // The validator depends on what is sent, nothing else.
         let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
+        key.content_type.hash(&mut hasher);
         body.hash(&mut hasher);
         Ok(Rendered {
             body: Arc::from(body.into_bytes()),
-            content_type: content_type.to_owned(),
+            content_type: key.content_type.clone(),
             etag: format!("\"{:016x}\"", hasher.finish()),
             modified: std::time::SystemTime::now(),
         })
@@ -232,5 +279,15 @@ impl Renderer {
     /// Number of cached files.
     pub fn cached(&self) -> usize {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// `render_with(…, true)` always renders on a miss.
+fn unreachable_miss() -> Rendered {
+    Rendered {
+        body: Arc::from(Vec::new()),
+        content_type: String::new(),
+        etag: String::new(),
+        modified: std::time::SystemTime::UNIX_EPOCH,
     }
 }

@@ -45,6 +45,7 @@ impl Store {
         validate_id(&config.id)?;
         let mut new = config.clone();
         new.revision = 1;
+        new.generation = super::generation();
         let stored = finish((&self.configs, &self.cfg_children).transaction(
             |(configs, children)| {
                 if configs.get(new.id.as_bytes())?.is_some() {
@@ -80,6 +81,7 @@ impl Store {
                 let mut new = config.clone();
                 new.revision = next_revision(KIND, &config.id, config.revision, old.revision)
                     .map_err(abort)?;
+                new.generation = super::generation();
                 new.deletable = old.deletable;
                 check_parents(configs, &new)?;
                 configs.insert(new.id.as_bytes(), encode(&new))?;

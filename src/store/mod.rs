@@ -351,6 +351,11 @@ impl Store {
     }
 }
 
+/// A fresh random generation stamp for a written record.
+fn generation() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
 /// Checks the caller's revision against the stored one and returns the next revision.
 fn next_revision(kind: &'static str, id: &str, expected: u64, found: u64) -> Result<u64> {
     if expected == found {

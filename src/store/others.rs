@@ -58,6 +58,7 @@ impl Store {
                         transient: false,
                         role: None,
                         extra: Default::default(),
+                        generation: super::generation(),
                         revision: 1,
                     };
                     if configs.get(BASE_CONFIG)?.is_none() {

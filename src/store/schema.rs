@@ -169,6 +169,7 @@ mod tests {
             transient: false,
             role: None,
             extra: Default::default(),
+            generation: 0,
             revision: 2,
         }
     }

@@ -127,6 +127,7 @@ fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiRes
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         revision: 0,
+        generation: 0,
     })
 }
 
@@ -327,6 +328,7 @@ pub(super) async fn autocreate(
             transient: true,
             role: None,
             extra: Default::default(),
+            generation: 0,
             revision: 0,
         };
         Ok(state.store.create_config(&config)?.id)

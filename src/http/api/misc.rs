@@ -544,6 +544,19 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
     {
         out.push_str(&format!("provisiond_api_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}\n"));
     }
+    let c = &state.files.counters;
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    out.push_str("# HELP provisiond_files_total Provisioning file requests by transport and outcome.\n# TYPE provisiond_files_total counter\n");
+    for (transport, outcome, n) in [
+        ("http", "ok", load(&c.http_ok)),
+        ("http", "refused", load(&c.http_refused)),
+        ("tftp", "ok", load(&c.tftp_ok)),
+        ("tftp", "refused", load(&c.tftp_refused)),
+    ] {
+        out.push_str(&format!(
+            "provisiond_files_total{{transport=\"{transport}\",outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
     let st = Arc::clone(&state);
     let devices = blocking(move || Ok(st.store.devices()?)).await?;
     let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();

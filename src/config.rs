@@ -60,6 +60,10 @@ pub struct General {
     pub default_tenant: String,
     /// Directory of the built-in plugins.
     pub plugins_dir: PathBuf,
+    /// Unknown phones created per second at most (identification), in all.
+    pub autocreate_per_second: u32,
+    /// No unknown phone is created once the store holds this many devices.
+    pub max_devices: usize,
 }
 
 impl Default for General {
@@ -69,6 +73,8 @@ impl Default for General {
             base_url: None,
             default_tenant: "master".into(),
             plugins_dir: "/usr/share/provisiond/plugins".into(),
+            autocreate_per_second: 100,
+            max_devices: 100_000,
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::config::{self, changed_keys, HttpAuthStrategy, Loaded};
 use crate::files::FileService;
 use crate::http::api::{self, ApiState, LocalAdmin};
 use crate::http::{self, provisioning, provisioning::Provisioning, HttpLimits, LocalPolicy};
+use crate::ident::AutocreateLimits;
 use crate::logging::{self, LogHandle};
 use crate::plugins::{PluginSet, Renderer, ServerInfo};
 use crate::store::{Store, SCHEMA_VERSION};
@@ -22,8 +23,10 @@ use crate::tftp::{FileSource, TftpOptions, TftpServer};
 
 /// Group whose members may use the local admin socket.
 const ADMIN_GROUP: &str = "provisiond";
-/// Connections the HTTP(S) servers keep open at once.
-const MAX_HTTP_CONNECTIONS: usize = 4096;
+/// Connections the HTTP(S) servers keep open at once (the unit raises LimitNOFILE well above).
+const MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Longest life of one HTTP connection (a firmware image over a slow link still fits).
+const MAX_CONNECTION_TIME: Duration = Duration::from_secs(15 * 60);
 /// Time given to servers to finish in-flight requests at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -115,6 +118,10 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
         load_plugins(&running),
         renderer,
     ));
+    files.set_autocreate_limits(AutocreateLimits::new(
+        settings.general.autocreate_per_second,
+        settings.general.max_devices,
+    ));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut servers = Vec::new();
     let app = provisioning::router(Arc::new(Provisioning {
@@ -124,6 +131,8 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
         max_request_bytes: settings.http.max_request_bytes,
         request_timeout: Duration::from_secs(settings.http.request_timeout_secs),
         max_connections: MAX_HTTP_CONNECTIONS,
+        max_connection_time: MAX_CONNECTION_TIME,
+        shutdown_grace: SHUTDOWN_GRACE,
     };
     if settings.http.enabled {
         let listener = TcpListener::bind(settings.http.listen)

@@ -145,6 +145,8 @@ pub struct FileCounters {
 pub struct FileService {
     /// Outcomes by transport.
     pub counters: FileCounters,
+    /// Static files in memory.
+    pub statics: StaticCache,
     store: Store,
     strategy: HttpAuthStrategy,
     ident: Identifier,
@@ -163,6 +165,7 @@ impl FileService {
     ) -> FileService {
         FileService {
             counters: FileCounters::default(),
+            statics: StaticCache::default(),
             ident: Identifier::new(store.clone(), default_tenant),
             store,
             strategy,
@@ -175,6 +178,11 @@ impl FileService {
     pub fn set_plugins(&self, plugins: Arc<PluginSet>) {
         *self.plugins.write().unwrap_or_else(|e| e.into_inner()) = plugins;
         self.renderer.clear_cache();
+    }
+
+    /// Bounds the devices that identification may create.
+    pub fn set_autocreate_limits(&self, limits: crate::ident::AutocreateLimits) {
+        self.ident.set_limits(limits);
     }
 
     /// Identification alone (DHCP lease facts): updates or creates the device. Blocking.
@@ -334,7 +342,9 @@ impl FileService {
                 })
             }
             Target::Static(file) => {
-                let (body, modified, etag) = read_static(&plugin.dir.join("static"), file)
+                let (body, modified, etag) = self
+                    .statics
+                    .read(&plugin.dir.join("static"), file)
                     .ok_or_else(|| FetchError::NoStatic(path.to_owned()))?;
                 Ok(Served {
                     body,
@@ -349,29 +359,78 @@ impl FileService {
     }
 }
 
-/// Reads a regular file that really lies under `root` (symlinks resolved).
-fn read_static(root: &Path, file: &Path) -> Option<(Arc<[u8]>, SystemTime, String)> {
-    let root = root.canonicalize().ok()?;
-    let real = file.canonicalize().ok()?;
-    if !real.starts_with(&root) {
-        tracing::warn!(file = %file.display(), "static file resolves outside the plugin's static dir: refused");
-        return None;
+/// Static files kept in memory, shared by every transfer of the same file.
+#[derive(Default)]
+pub struct StaticCache {
+    files: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, StaticEntry>>,
+}
+
+#[derive(Clone)]
+struct StaticEntry {
+    len: u64,
+    modified: SystemTime,
+    body: Arc<[u8]>,
+    etag: String,
+}
+
+/// Bytes of static files kept in memory; past it the cache starts over.
+pub const STATIC_CACHE_BYTES: u64 = 512 * 1024 * 1024;
+
+impl StaticCache {
+    /// The content of a regular file that really lies under `root` (symlinks resolved),
+    /// read once and shared while its size and modification time stay the same: a hundred
+    /// phones fetching one firmware image hold one copy, not a hundred.
+    fn read(&self, root: &Path, file: &Path) -> Option<(Arc<[u8]>, SystemTime, String)> {
+        let root = root.canonicalize().ok()?;
+        let real = file.canonicalize().ok()?;
+        if !real.starts_with(&root) {
+            tracing::warn!(file = %file.display(), "static file resolves outside the plugin's static dir: refused");
+            return None;
+        }
+        let meta = std::fs::metadata(&real).ok()?;
+        if !meta.is_file() || meta.len() > MAX_STATIC_BYTES {
+            return None;
+        }
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let fresh = |e: &StaticEntry| e.len == meta.len() && e.modified == modified;
+        if let Some(e) = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&real)
+            .filter(|e| fresh(e))
+        {
+            return Some((Arc::clone(&e.body), e.modified, e.etag.clone()));
+        }
+        let body: Arc<[u8]> = Arc::from(std::fs::read(&real).ok()?);
+        let mut hasher = DefaultHasher::new();
+        real.hash(&mut hasher);
+        meta.len().hash(&mut hasher);
+        modified.hash(&mut hasher);
+        let entry = StaticEntry {
+            len: meta.len(),
+            modified,
+            body,
+            etag: format!("\"s{:016x}\"", hasher.finish()),
+        };
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let held: u64 = files.values().map(|e| e.len).sum();
+        if held + entry.len > STATIC_CACHE_BYTES {
+            files.clear();
+        }
+        files.insert(real, entry.clone());
+        Some((entry.body, entry.modified, entry.etag))
     }
-    let meta = std::fs::metadata(&real).ok()?;
-    if !meta.is_file() || meta.len() > MAX_STATIC_BYTES {
-        return None;
+
+    /// Number of files held.
+    pub fn len(&self) -> usize {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
-    let body = std::fs::read(&real).ok()?;
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut hasher = DefaultHasher::new();
-    real.hash(&mut hasher);
-    meta.len().hash(&mut hasher);
-    modified.hash(&mut hasher);
-    Some((
-        Arc::from(body),
-        modified,
-        format!("\"s{:016x}\"", hasher.finish()),
-    ))
+
+    /// True when no file is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl crate::tftp::FileSource for FileService {

@@ -18,6 +18,8 @@ use provisiond::store::Store;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+/// Connection lifetime in these tests.
+const MAX_CONN_SECS: u64 = 60;
 const MEDIA: &str = "application/vnd.proformatique.provd+json";
 
 struct Api {
@@ -65,6 +67,8 @@ fn start() -> Api {
         max_request_bytes: 16384,
         request_timeout: Duration::from_secs(5),
         max_connections: 64,
+        max_connection_time: Duration::from_secs(MAX_CONN_SECS),
+        shutdown_grace: Duration::from_secs(5),
     };
     let addr = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

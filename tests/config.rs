@@ -302,6 +302,7 @@ fn every_validation_rule_reports_its_key_path() {
         ("[dhcpinfo]\nsocket = \"\"\n".into(), "dhcpinfo.socket", "must not be empty"),
         ("[tftp]\nmax_transfers = 0\n".into(), "tftp.max_transfers", "at least 1"),
         ("[tftp]\nmax_per_client = 0\n".into(), "tftp.max_per_client", "at least 1"),
+        ("[general]\nautocreate_per_second = 0\n".into(), "general.autocreate_per_second", "at least 1"),
         ("[tftp]\ntimeout_secs = 0\n".into(), "tftp.timeout_secs", "between 1 and 255"),
         ("[tftp]\nretries = 0\n".into(), "tftp.retries", "at least 1"),
         ("[sync]\ntimeout_secs = 0\n".into(), "sync.timeout_secs", "at least 1"),

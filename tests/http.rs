@@ -18,6 +18,8 @@ use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
 use tokio::sync::watch;
 
+/// Connection lifetime in these tests.
+const MAX_CONN_SECS: u64 = 60;
 const YEALINK_UA: &str = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:11:22:33";
 
 struct Server {
@@ -81,6 +83,8 @@ fn start(
         max_request_bytes: 4096,
         request_timeout: Duration::from_secs(1),
         max_connections: 256,
+        max_connection_time: Duration::from_secs(MAX_CONN_SECS),
+        shutdown_grace: Duration::from_secs(5),
     };
     let addr = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -656,4 +660,111 @@ fn a_mac_in_a_route_identifies_a_phone_whose_user_agent_has_none() {
             .status,
         200
     );
+}
+
+#[test]
+fn a_static_file_is_read_once_and_shared_until_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = static_plugin(dir.path()).unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    store.ensure_defaults("master").unwrap();
+    let set = PluginSet::load(&[(plugins.clone(), Origin::Admin)]);
+    let renderer = Renderer::new(store.clone(), ServerInfo::default());
+    let files = FileService::new(
+        store,
+        "master",
+        HttpAuthStrategy::Disabled,
+        Arc::new(set),
+        renderer,
+    );
+    let who = provisiond::files::Requester::Http {
+        src: "10.0.0.5".parse().unwrap(),
+        user_agent: Some("Acme 0011223344aa".into()),
+    };
+    let first = files.answer(&who, "fw/phone.rom").unwrap();
+    let second = files.answer(&who, "fw/phone.rom").unwrap();
+    assert!(
+        Arc::ptr_eq(&first.body, &second.body),
+        "concurrent phones share one copy"
+    );
+    assert_eq!(files.statics.len(), 1);
+    fs::write(plugins.join("acme/static/fw/phone.rom"), b"FIRMWARE v2").unwrap();
+    let third = files.answer(&who, "fw/phone.rom").unwrap();
+    assert_eq!(&*third.body, b"FIRMWARE v2");
+    assert_ne!(third.etag, first.etag);
+}
+
+#[test]
+fn a_client_that_never_reads_its_answer_loses_the_connection() {
+    let big = 64 * 1024 * 1024;
+    let server = {
+        let dir_plugins = |root: &Path| {
+            let p = static_plugin(root);
+            fs::write(
+                root.join("admin-plugins/acme/static/big.bin"),
+                vec![7u8; big],
+            )
+            .unwrap();
+            p
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let extra = dir_plugins(dir.path());
+        let store = Store::open(&dir.path().join("data")).unwrap();
+        store.ensure_defaults("master").unwrap();
+        let plugins = PluginSet::load(&plugin_roots(extra.as_deref()));
+        let renderer = Renderer::new(store.clone(), ServerInfo::default());
+        let files = Arc::new(FileService::new(
+            store.clone(),
+            "master",
+            HttpAuthStrategy::Disabled,
+            Arc::new(plugins),
+            renderer,
+        ));
+        let app = router(Arc::new(Provisioning { files }));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let limits = HttpLimits {
+            max_request_bytes: 4096,
+            request_timeout: Duration::from_secs(1),
+            max_connections: 8,
+            max_connection_time: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let addr = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve(listener, None, app, limits, shutdown));
+            addr
+        });
+        Server {
+            addr,
+            store,
+            _runtime: runtime,
+            stop,
+            dir,
+        }
+    };
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    write!(
+        slow,
+        "GET /big.bin HTTP/1.1\r\nHost: x\r\nUser-Agent: Acme 0011223344aa\r\n\r\n"
+    )
+    .unwrap();
+    // Read nothing for longer than the connection may live, then drain what is left.
+    std::thread::sleep(Duration::from_secs(4));
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = slow.read_to_end(&mut received);
+    assert!(
+        received.len() < big,
+        "the whole answer was sent to a client that did not read ({} bytes)",
+        received.len()
+    );
+    // The slot came back: the server still answers.
+    assert_eq!(server.get("/lang.txt", "Acme 0011223344aa").status, 200);
 }

@@ -408,3 +408,42 @@ fn read_only_identification_answers_known_phones_and_never_writes() {
     );
     assert_eq!(stored.revision, created.device.revision);
 }
+
+#[test]
+fn autocreation_is_bounded_in_rate_and_count() {
+    use provisiond::ident::AutocreateLimits;
+    let env = env();
+    env.ident.set_limits(AutocreateLimits::new(5, 1_000));
+    let mut created = 0;
+    for i in 0..40 {
+        let ua = format!("Acme A20 2.1.0 00:11:22:33:55:{i:02x}");
+        if env
+            .ident
+            .identify(&http("10.0.2.1", "a.cfg", Some(&ua)), &env.plugins)
+            .unwrap()
+            .is_some()
+        {
+            created += 1;
+        }
+    }
+    // A burst of 5, plus what refills while the loop runs (a small fraction of a second).
+    assert!((5..=10).contains(&created), "{created} created");
+    assert_eq!(env.store.device_count(), created);
+    // Known phones are still answered when the bucket is empty.
+    let first = "Acme A20 2.1.0 00:11:22:33:55:00";
+    assert!(env
+        .ident
+        .identify(&http("10.0.2.1", "a.cfg", Some(first)), &env.plugins)
+        .unwrap()
+        .is_some());
+
+    let env = self::env();
+    env.ident.set_limits(AutocreateLimits::new(1_000, 3));
+    for i in 0..10 {
+        let ua = format!("Acme A20 2.1.0 00:11:22:33:66:{i:02x}");
+        env.ident
+            .identify(&http("10.0.3.1", "a.cfg", Some(&ua)), &env.plugins)
+            .unwrap();
+    }
+    assert_eq!(env.store.device_count(), 3, "max_devices caps the store");
+}

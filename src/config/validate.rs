@@ -43,6 +43,9 @@ fn general(s: &Settings, p: &mut Problems) {
     if s.general.plugins_dir.as_os_str().is_empty() {
         p.add("general.plugins_dir", "must not be empty");
     }
+    if s.general.autocreate_per_second == 0 {
+        p.add("general.autocreate_per_second", "must be at least 1");
+    }
     if let Err(e) = validate_id(&s.general.default_tenant) {
         p.add("general.default_tenant", e.to_string());
     }

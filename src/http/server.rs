@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// Limits applied to every connection.
@@ -26,6 +27,11 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// Connections open at once; further ones wait in the kernel backlog.
     pub max_connections: usize,
+    /// Longest life of one connection, so that a client that never reads its answer (or
+    /// reads it byte by byte) gives its slot back.
+    pub max_connection_time: Duration,
+    /// Time given to requests in flight at shutdown.
+    pub shutdown_grace: Duration,
 }
 
 /// Why the TLS certificate or key could not be used.
@@ -79,13 +85,14 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => return,
+                Err(_) => break,
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -97,13 +104,13 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _permit = permit;
             match tls {
                 None => connection(TokioIo::new(stream), peer, app, limits, shutdown).await,
@@ -120,6 +127,19 @@ pub async fn serve(
                 }
             }
         });
+    }
+    // Requests in flight finish (each connection was told to shut down gracefully), within
+    // a bound.
+    connections.close();
+    if tokio::time::timeout(limits.shutdown_grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after {:?}: closed",
+            limits.shutdown_grace
+        );
     }
 }
 
@@ -162,7 +182,12 @@ async fn serve_connection<I, T>(
         .max_buf_size(limits.max_request_bytes.max(8192));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    let deadline = tokio::time::sleep(limits.max_connection_time);
+    tokio::pin!(deadline);
     tokio::select! {
+        _ = &mut deadline => {
+            tracing::info!(peer, "connection closed: open longer than {:?}", limits.max_connection_time);
+        }
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(peer, "connection ended: {e}");
@@ -170,7 +195,7 @@ async fn serve_connection<I, T>(
         }
         _ = shutdown.changed() => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(limits.request_timeout, conn).await;
+            let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
         }
     }
 }

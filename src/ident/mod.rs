@@ -123,6 +123,46 @@ pub enum IdentError {
 pub struct Identifier {
     store: Store,
     default_tenant: String,
+    limits: std::sync::Mutex<AutocreateLimits>,
+}
+
+/// Bounds on devices created by identification: anyone on the network can make up MACs.
+#[derive(Debug, Clone)]
+pub struct AutocreateLimits {
+    /// Creations per second, on average (a burst of as many is allowed).
+    pub per_second: f64,
+    /// No creation once the store holds this many devices.
+    pub max_devices: usize,
+    tokens: f64,
+    refilled: std::time::Instant,
+    refused: u64,
+}
+
+impl AutocreateLimits {
+    /// Limits with a full bucket.
+    pub fn new(per_second: u32, max_devices: usize) -> AutocreateLimits {
+        AutocreateLimits {
+            per_second: f64::from(per_second),
+            max_devices,
+            tokens: f64::from(per_second),
+            refilled: std::time::Instant::now(),
+            refused: 0,
+        }
+    }
+
+    /// Takes one creation from the bucket, if any is left.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second.max(1.0));
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A DHCP option's value as text for the rules: lossy UTF-8, trailing NULs and surrounding
@@ -238,7 +278,33 @@ impl Identifier {
         Identifier {
             store,
             default_tenant: default_tenant.into(),
+            limits: std::sync::Mutex::new(AutocreateLimits::new(u32::MAX, usize::MAX)),
         }
+    }
+
+    /// Replaces the autocreation limits.
+    pub fn set_limits(&self, limits: AutocreateLimits) {
+        *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
+    }
+
+    /// May one more device be created now? Logs refusals (once per 100).
+    fn may_create(&self) -> bool {
+        let count = self.store.device_count();
+        let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let allowed = count < limits.max_devices && limits.take();
+        if !allowed {
+            limits.refused += 1;
+            if limits.refused % 100 == 1 {
+                tracing::warn!(
+                    devices = count,
+                    max_devices = limits.max_devices,
+                    per_second = limits.per_second,
+                    refused = limits.refused,
+                    "unknown phone not created: autocreation limit reached"
+                );
+            }
+        }
+        allowed
     }
 
     /// Identifies the device behind `ctx`, updating or creating its record. `Ok(None)` when
@@ -316,6 +382,7 @@ impl Identifier {
                 None => match info.mac {
                     None => return Ok(None),
                     Some(_) if !writes => return Err(IdentError::WouldWrite),
+                    Some(_) if !self.may_create() => return Ok(None),
                     Some(mac) => match self.autocreate(mac, &info, best.as_deref(), now) {
                         Ok(device) => (device, true),
                         // Another request created it first: take that one.

@@ -8,6 +8,8 @@ const MIN_BLKSIZE: u64 = 8;
 /// Largest block size RFC 2348 allows; 65464 + 4 (TFTP) + 8 (UDP) + 40 (IPv6) still fits the
 /// 65535-byte limit of one UDP datagram over IPv4 and IPv6, so no further clamp is needed.
 pub(super) const MAX_BLKSIZE: usize = 65464;
+/// Longest retransmission timeout a client may ask for, in seconds.
+pub(super) const MAX_CLIENT_TIMEOUT: u8 = 10;
 
 /// What the transfer runs with, and the OACK that tells the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +68,19 @@ pub(super) fn negotiate(requested: &[(String, String)], size: u64) -> Negotiated
                 negotiated.blksize = blksize;
                 blksize.to_string()
             }
+            // RFC 2349 allows up to 255 s; longer than MAX_CLIENT_TIMEOUT would let one client
+            // hold a transfer slot for many minutes, so such a request is not acknowledged
+            // and the server's own timeout applies.
             "timeout" => match u8::try_from(number) {
-                Ok(secs) if secs >= 1 => {
+                Ok(secs) if (1..=MAX_CLIENT_TIMEOUT).contains(&secs) => {
                     negotiated.timeout_secs = Some(secs);
                     secs.to_string()
                 }
                 _ => {
-                    tracing::debug!(value = number, "ignoring timeout outside 1-255");
+                    tracing::debug!(
+                        value = number,
+                        "ignoring timeout outside 1-{MAX_CLIENT_TIMEOUT}"
+                    );
                     continue;
                 }
             },
@@ -153,5 +161,15 @@ mod tests {
         let n = negotiate(&opts(&[("blksize", "70000"), ("blksize", "9")]), 1);
         assert_eq!(n.blksize, MAX_BLKSIZE);
         assert_eq!(n.oack, opts(&[("blksize", "65464")]));
+    }
+
+    #[test]
+    fn long_client_timeouts_are_not_acknowledged() {
+        let n = negotiate(&opts(&[("timeout", "10")]), 100);
+        assert_eq!(n.timeout_secs, Some(10));
+        let n = negotiate(&opts(&[("timeout", "11")]), 100);
+        assert_eq!(n.timeout_secs, None);
+        let n = negotiate(&opts(&[("timeout", "255")]), 100);
+        assert_eq!(n.timeout_secs, None);
     }
 }

@@ -13,6 +13,11 @@ use super::options::{self, Negotiated};
 use super::packet::{self, ErrorCode, Mode, ReadRequest, Reply};
 use super::{FileError, FileSource};
 
+/// A transfer without any acknowledged progress for this long is abandoned.
+const MAX_STALL: Duration = Duration::from_secs(60);
+/// No transfer lasts longer than this (a 256 MiB file at 300 kB/s still fits).
+const MAX_TRANSFER_TIME: Duration = Duration::from_secs(15 * 60);
+
 /// Back-off never waits longer than this, unless the base timeout itself is longer: long
 /// enough to ride out a congested link, short enough that a vanished phone frees its slot soon.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -73,7 +78,18 @@ pub(super) async fn run(job: Job) {
     let mut sender = Sender::new(socket, peer, data, &negotiated);
     let mut timeout = base;
     let mut attempt = 0u8;
+    let started = Instant::now();
+    let mut progressed = started;
     loop {
+        // Whatever the negotiated timers, a transfer that stalls or drags on gives its slot
+        // back: a slow or hostile client cannot hold the server's transfer limit.
+        if progressed.elapsed() > MAX_STALL || started.elapsed() > MAX_TRANSFER_TIME {
+            tracing::warn!(
+                acked_blocks = sender.acked,
+                "abandoned: stalled or too long"
+            );
+            return;
+        }
         sender.transmit().await;
         match sender.wait(Instant::now() + timeout).await {
             Wait::Progress if sender.complete() => {
@@ -83,6 +99,7 @@ pub(super) async fn run(job: Job) {
             Wait::Progress => {
                 attempt = 0;
                 timeout = base;
+                progressed = Instant::now();
             }
             Wait::Timeout if attempt >= retries => {
                 tracing::warn!(

@@ -155,6 +155,18 @@ fn wrong_types_in_the_raw_config_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("sip_lines.1.registrar_port"), "{err}");
+    let env3 = self::env(&[("a.cfg.tera", "x\n")]);
+    env3.config("dup", &["base"], json!({"sip_lines": {"1": {"username": "a", "registrar_ip": "h"}, "01": {"username": "b", "registrar_ip": "h"}}}));
+    let device = env3.device("dup");
+    let err = env3
+        .render(
+            &Renderer::new(env3.store.clone(), server()),
+            &device,
+            "a.cfg",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 1 is given twice"), "{err}");
     let env2 = self::env(&[("a.cfg.tera", "x\n")]);
     env2.config(
         "bad2",

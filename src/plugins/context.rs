@@ -340,6 +340,15 @@ pub fn build_context(
         });
     }
     lines.sort_by_key(|l| l.index);
+    if let Some(pair) = lines.windows(2).find(|w| w[0].index == w[1].index) {
+        return Err(bad(
+            "sip_lines",
+            format!(
+                "line {} is given twice (e.g. \"1\" and \"01\")",
+                pair[0].index
+            ),
+        ));
+    }
 
     let mut funckeys = Vec::with_capacity(params.funckeys.len());
     for (key, raw_key) in &params.funckeys {
@@ -357,6 +366,12 @@ pub fn build_context(
         });
     }
     funckeys.sort_by_key(|k| k.index);
+    if let Some(pair) = funckeys.windows(2).find(|w| w[0].index == w[1].index) {
+        return Err(bad(
+            "funckeys",
+            format!("key {} is given twice", pair[0].index),
+        ));
+    }
 
     let admin_password = params
         .admin_password

@@ -26,6 +26,14 @@ pub enum Command {
     Plugin(PluginArgs),
     /// Measure identification + rendering speed and print the figures.
     Bench(BenchArgs),
+    /// Devices, through the running daemon's local admin socket.
+    Device(DeviceArgs),
+    /// Provisioning configs, through the running daemon's local admin socket.
+    Config(ConfigObjArgs),
+    /// Tenants and their provisioning keys, through the running daemon's local admin socket.
+    Tenant(TenantArgs),
+    /// REST API tokens, through the running daemon's local admin socket.
+    Token(TokenArgs),
 }
 
 /// Arguments of `plugin`.
@@ -150,4 +158,240 @@ pub struct CheckArgs {
     /// Print the effective merged configuration (TOML) when it is valid.
     #[arg(long)]
     pub print: bool,
+}
+
+/// How the admin commands reach the daemon: its local admin socket (`[api] socket`), where
+/// root, provisiond's user and members of group `provisiond` need no token.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Configuration sources (for `[api] socket`).
+    #[command(flatten)]
+    pub source: ConfigArgs,
+    /// The daemon's admin socket, instead of the configuration's `[api] socket`.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Arguments of `device`.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DeviceAction,
+    /// Socket, configuration and output.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Act for this tenant (`Wazo-Tenant`) instead of the default tenant.
+    #[arg(long, value_name = "TENANT", global = true)]
+    pub tenant: Option<String>,
+}
+
+/// Device fields set by `device add` and `device edit`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DeviceFields {
+    /// IP address (an empty value clears it).
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Plugin name (an empty value clears it).
+    #[arg(long)]
+    pub plugin: Option<String>,
+    /// Provisioning config id (an empty value clears it). Not `--config`: that one names the
+    /// daemon's configuration file.
+    #[arg(long, value_name = "CONFIG")]
+    pub config_id: Option<String>,
+    /// Free text (an empty value clears it).
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+/// `device` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeviceAction {
+    /// One line per device.
+    List {
+        /// Every tenant's devices (the default tenant only).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Every field of one device.
+    Show {
+        /// Device id.
+        id: String,
+    },
+    /// Create a device; prints its id.
+    Add {
+        /// MAC address.
+        #[arg(long)]
+        mac: String,
+        /// Other fields.
+        #[command(flatten)]
+        fields: DeviceFields,
+    },
+    /// Change the given fields of a device; the others keep their values.
+    Edit {
+        /// Device id.
+        id: String,
+        /// MAC address.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Fields to change.
+        #[command(flatten)]
+        fields: DeviceFields,
+    },
+    /// Delete a device.
+    Delete {
+        /// Device id.
+        id: String,
+    },
+}
+
+/// Arguments of `config`.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigObjArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ConfigAction,
+    /// Socket, configuration and output.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Act for this tenant (`Wazo-Tenant`) instead of the default tenant.
+    #[arg(long, value_name = "TENANT", global = true)]
+    pub tenant: Option<String>,
+}
+
+/// `config` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigAction {
+    /// One line per config.
+    List {
+        /// Every tenant's configs (the default tenant only).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Every field of one config, its raw config flattened to dotted keys.
+    Show {
+        /// Config id.
+        id: String,
+    },
+    /// The raw config that devices of this config get: base, then the parents, then it.
+    Raw {
+        /// Config id.
+        id: String,
+    },
+    /// Create a config; prints its id.
+    Add {
+        /// Config id (generated when not given).
+        #[arg(long)]
+        id: Option<String>,
+        /// Parent config ids, most general first (repeat the option).
+        #[arg(long = "parent", value_name = "ID")]
+        parents: Vec<String>,
+        /// The raw config: a JSON object.
+        #[arg(long, value_name = "JSON", conflicts_with = "raw_file")]
+        raw_json: Option<String>,
+        /// The raw config from a file holding a JSON object (`-` reads standard input).
+        #[arg(long, value_name = "FILE")]
+        raw_file: Option<PathBuf>,
+    },
+    /// Delete a config (refused while other configs name it as a parent).
+    Delete {
+        /// Config id.
+        id: String,
+    },
+}
+
+/// Arguments of `tenant`.
+#[derive(Debug, Clone, Args)]
+pub struct TenantArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TenantAction,
+    /// Socket, configuration and output.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Act for this tenant (`Wazo-Tenant`) instead of the default tenant.
+    #[arg(long, value_name = "TENANT", global = true)]
+    pub tenant: Option<String>,
+}
+
+/// `tenant` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantAction {
+    /// One line per tenant.
+    List,
+    /// Every field of one tenant.
+    Show {
+        /// Tenant id.
+        id: String,
+    },
+    /// Create a tenant.
+    Add {
+        /// Tenant id.
+        id: String,
+        /// Display name (the id when not given).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a tenant.
+    Delete {
+        /// Tenant id.
+        id: String,
+    },
+    /// Set the tenant's provisioning key (`url_key` strategy: 8 to 255 letters and digits).
+    SetKey {
+        /// Tenant id.
+        id: String,
+        /// The key.
+        key: String,
+    },
+    /// Remove the tenant's provisioning key.
+    ClearKey {
+        /// Tenant id.
+        id: String,
+    },
+}
+
+/// Arguments of `token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TokenAction,
+    /// Socket, configuration and output.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `token` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print its secret (shown this once only).
+    Create {
+        /// Tenant the token acts for.
+        #[arg(long)]
+        tenant: String,
+        /// ACL entry (wazo-auth syntax: `provd.dev_mgr.#`); repeat the option. Default `provd.#`.
+        #[arg(long = "acl", value_name = "ACL")]
+        acl: Vec<String>,
+        /// Lifetime in seconds (no expiry when not given).
+        #[arg(long, value_name = "SECONDS")]
+        expires: Option<u64>,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// One line per token (never the secrets).
+    List {
+        /// Only this tenant's tokens.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Delete a token by its id (or an unambiguous prefix of it).
+    Delete {
+        /// Token id.
+        id: String,
+    },
 }

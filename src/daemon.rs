@@ -203,6 +203,21 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
         limits,
         shutdown.clone(),
     )));
+    if settings.dhcpinfo.enabled {
+        let socket = crate::dhcpinfo::bind(
+            &settings.dhcpinfo.socket,
+            settings.dhcpinfo.group.as_deref(),
+        )?;
+        info!(
+            "DHCP lease events on {}",
+            settings.dhcpinfo.socket.display()
+        );
+        servers.push(tokio::spawn(crate::dhcpinfo::serve(
+            socket,
+            Arc::clone(&files),
+            shutdown.clone(),
+        )));
+    }
     if settings.tftp.enabled {
         let options = TftpOptions {
             max_transfers: settings.tftp.max_transfers,
@@ -250,6 +265,9 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
         }
     }
     let _ = std::fs::remove_file(&settings.api.socket);
+    if settings.dhcpinfo.enabled {
+        let _ = std::fs::remove_file(&settings.dhcpinfo.socket);
+    }
     let flushing = store.clone();
     tokio::task::spawn_blocking(move || flushing.flush())
         .await

@@ -147,6 +147,8 @@ pub struct FileService {
     pub counters: FileCounters,
     /// Static files in memory.
     pub statics: StaticCache,
+    /// Lease events received over the dhcpinfo socket.
+    pub dhcpinfo: crate::dhcpinfo::Counters,
     store: Store,
     strategy: HttpAuthStrategy,
     ident: Identifier,
@@ -166,6 +168,7 @@ impl FileService {
         FileService {
             counters: FileCounters::default(),
             statics: StaticCache::default(),
+            dhcpinfo: crate::dhcpinfo::Counters::default(),
             ident: Identifier::new(store.clone(), default_tenant),
             store,
             strategy,
@@ -178,6 +181,14 @@ impl FileService {
     pub fn set_plugins(&self, plugins: Arc<PluginSet>) {
         *self.plugins.write().unwrap_or_else(|e| e.into_inner()) = plugins;
         self.renderer.clear_cache();
+    }
+
+    /// A lease without a known MAC ended: the device that still has `ip` loses it. Blocking.
+    pub fn forget_ip(
+        &self,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<Option<crate::model::Device>, IdentError> {
+        self.ident.forget_ip(ip)
     }
 
     /// Bounds the devices that identification may create.

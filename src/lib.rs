@@ -3,6 +3,7 @@
 //! The binary in `main.rs` is a thin CLI over this library; see `docs/architecture.md`.
 
 pub mod admin;
+pub mod admin_client;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use provisiond::cli::{Cli, Command};
-use provisiond::{admin, bench, config, daemon};
+use provisiond::{admin, admin_client, bench, config, daemon};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -12,6 +12,10 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config(&args),
         Command::Plugin(args) => admin::plugin(&args),
         Command::Bench(args) => bench::run(&args.what),
+        Command::Device(args) => admin_client::device(&args),
+        Command::Config(args) => admin_client::config(&args),
+        Command::Tenant(args) => admin_client::tenant(&args),
+        Command::Token(args) => admin_client::token(&args),
     }
 }
 

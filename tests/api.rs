@@ -1189,3 +1189,178 @@ fn tenant_rules_of_seed_002() {
     // DHCP info is the master's business.
     assert_eq!(api.call("POST", "/0.2/dev_mgr/dhcpinfo", Some(&a), None, Some(json!({"dhcp_info": {"op": "commit", "ip": "10.0.0.11", "mac": "80:5e:c0:00:00:11", "options": []}}))).status, 403);
 }
+
+#[test]
+fn review_fixes_in_the_api() {
+    let api = start();
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    let op = api.call("GET", "/0.2/dev_mgr/synchronize/abc", tk, None, None);
+    assert_eq!(op.status, 404);
+    assert!(op.body.get("error").is_some(), "JSON error: {:?}", op.body);
+    let junk = api.call(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some(json!({"device": {}, "junk": 1})),
+    );
+    assert_eq!(junk.status, 400, "{:?}", junk.body);
+    let junk = api.call(
+        "POST",
+        "/0.2/cfg_mgr/configs",
+        tk,
+        None,
+        Some(json!({"config": {"parent_ids": [], "raw_config": {}}, "junk": 1})),
+    );
+    assert_eq!(junk.status, 400);
+    let no_acl = api.token("master", &["provd.dev_mgr.#"], None);
+    assert_eq!(
+        api.call("GET", "/0.2/configure/nope", Some(&no_acl), None, None)
+            .status,
+        403,
+        "the ACL is checked first"
+    );
+    assert_eq!(
+        api.call(
+            "PUT",
+            "/0.2/configure/locale",
+            tk,
+            None,
+            Some(json!({"param": {}}))
+        )
+        .status,
+        400,
+        "value is required"
+    );
+    assert_eq!(
+        api.call(
+            "PUT",
+            "/0.2/configure/locale",
+            tk,
+            None,
+            Some(json!({"param": {"value": null}}))
+        )
+        .status,
+        204,
+        "null clears"
+    );
+
+    // A lease that ends without a MAC clears the address of the device that has it.
+    let commit = json!({"dhcp_info": {"op": "commit", "ip": "10.0.0.40", "mac": "80:5e:c0:00:00:40", "options": []}});
+    assert_eq!(
+        api.call("POST", "/0.2/dev_mgr/dhcpinfo", tk, None, Some(commit))
+            .status,
+        204
+    );
+    let release = json!({"dhcp_info": {"op": "release", "ip": "10.0.0.40"}});
+    assert_eq!(
+        api.call("POST", "/0.2/dev_mgr/dhcpinfo", tk, None, Some(release))
+            .status,
+        204
+    );
+    assert_eq!(
+        api.store
+            .device_by_mac(&"80:5e:c0:00:00:40".parse().unwrap())
+            .unwrap()
+            .unwrap()
+            .ip,
+        None
+    );
+
+    // Tenants: default_config must exist, is kept when absent, and feeds /raw.
+    api.call("POST", "/0.2/cfg_mgr/configs", tk, None, Some(json!({"config": {"id": "defaults", "parent_ids": [], "raw_config": {"ntp_ip": "10.0.0.1"}}})));
+    let bad = api.call(
+        "POST",
+        "/0.2/tenants",
+        tk,
+        None,
+        Some(json!({"tenant": {"id": "tz", "default_config": "ghost"}})),
+    );
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        api.call(
+            "POST",
+            "/0.2/tenants",
+            tk,
+            None,
+            Some(json!({"tenant": {"id": "tz", "default_config": "defaults"}}))
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        api.call(
+            "PUT",
+            "/0.2/tenants/tz",
+            tk,
+            None,
+            Some(json!({"tenant": {"name": "Zed"}}))
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.store
+            .tenant("tz")
+            .unwrap()
+            .unwrap()
+            .default_config
+            .as_deref(),
+        Some("defaults")
+    );
+    let tz = api.token("tz", &[], None);
+    api.call("POST", "/0.2/cfg_mgr/configs", Some(&tz), None, Some(json!({"config": {"id": "zline", "parent_ids": ["base"], "raw_config": {"locale": "fr_FR"}}})));
+    let raw = api.call(
+        "GET",
+        "/0.2/cfg_mgr/configs/zline/raw",
+        Some(&tz),
+        None,
+        None,
+    );
+    assert_eq!(
+        raw.body["raw_config"],
+        json!({"ntp_ip": "10.0.0.1", "locale": "fr_FR"}),
+        "raw merges the tenant's default config as rendering does"
+    );
+
+    // A token is created with a Location; deleting its tenant revokes it.
+    let created = api.call(
+        "POST",
+        "/0.2/tokens",
+        tk,
+        None,
+        Some(json!({"token": {"tenant": "tz"}})),
+    );
+    assert_eq!(created.status, 201);
+    assert!(created
+        .headers
+        .get("location")
+        .is_some_and(|l| l.starts_with("/0.2/tokens/")));
+    let secret = created.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.call("GET", "/0.2/dev_mgr/devices", Some(&secret), None, None)
+            .status,
+        200
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            "/0.2/cfg_mgr/configs/zline",
+            Some(&tz),
+            None,
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        api.call("DELETE", "/0.2/tenants/tz", tk, None, None).status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", "/0.2/dev_mgr/devices", Some(&secret), None, None)
+            .status,
+        401
+    );
+}

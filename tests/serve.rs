@@ -1,140 +1,12 @@
 //! The `provisiond` binary as a process: check-config exit codes, serve start-up, signals.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+mod common;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use std::process::Command;
+
+use common::{command, listening_on, run, write_config, Daemon};
+use nix::sys::signal::Signal;
 use provisiond::store::Store;
-
-const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
-/// Bound on waiting for the daemon; generous for a loaded CI machine, never reached normally.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn command(cwd: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(cwd)
-        // No /etc file may leak into a test: the default path points into the temp dir.
-        .env("PROVISIOND_CONFIG", cwd.join("absent.toml"))
-        .env_remove("RUST_LOG")
-        .env_remove("JOURNAL_STREAM")
-        .stdin(Stdio::null());
-    cmd
-}
-
-struct Daemon {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Daemon {
-    fn start(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn provisiond");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a log line containing every fragment; returns it.
-    fn expect_line(&mut self, fragments: &[&str]) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if fragments.iter().all(|f| line.contains(f)) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.child.kill();
-                    panic!(
-                        "no log line with {fragments:?}; seen:\n{}",
-                        self.seen.join("\n")
-                    );
-                }
-            }
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("kill");
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Collect the last lines too.
-                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-                    self.seen.push(line);
-                }
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("provisiond did not exit; seen:\n{}", self.seen.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A configuration in `dir` whose listeners take ephemeral ports on 127.0.0.1 (tests run in
-/// parallel), plus `body`; a `[http]` or `[tftp]` table in `body` replaces the default one.
-fn write_config(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("provisiond.toml");
-    let mut text = format!(
-        "[general]\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\nsocket = \"{}\"\n[dhcpinfo]\nsocket = \"{}\"\n",
-        dir.join("data").display(),
-        dir.join("api.sock").display(),
-        dir.join("dhcpinfo.sock").display()
-    );
-    for table in ["http", "tftp"] {
-        if !body.contains(&format!("[{table}]")) {
-            text.push_str(&format!("[{table}]\nlisten = \"127.0.0.1:0\"\n"));
-        }
-    }
-    text.push_str(body);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run provisiond");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn version_is_printed() {
@@ -430,25 +302,13 @@ fn plugin_list_and_show_report_what_loaded_and_why_not() {
     assert!(stderr.contains("no plugin \"nope\""), "{stderr}");
 }
 
-/// The address in a "… provisioning on ADDR" log line.
-fn listening_on(line: &str) -> std::net::SocketAddr {
-    line.rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line}"))
-}
-
 #[test]
 fn the_daemon_serves_the_same_bytes_over_http_and_tftp() {
     let tmp = tempfile::tempdir().unwrap();
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
     let config = write_config(tmp.path(), "");
     let text = std::fs::read_to_string(&config).unwrap().replacen(
         "[general]\n",
-        &format!(
-            "[general]\nplugins_dir = \"{}\"\nbase_url = \"http://10.0.0.2:8667\"\n",
-            plugins.display()
-        ),
+        "[general]\nbase_url = \"http://10.0.0.2:8667\"\n",
         1,
     );
     std::fs::write(&config, text).unwrap();

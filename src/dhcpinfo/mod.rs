@@ -1,6 +1,11 @@
-//! DHCP lease facts from a foreign DHCP server, in the dxtorc format: option strings such as
-//! `"06041.61.73"` (three decimal digits of option code, then the value's bytes in hex joined
-//! by dots).
+//! DHCP lease facts from a foreign DHCP server, in the dxtorc/dxtora format: option strings
+//! such as `"06041.61.73"` (three decimal digits of option code, then the value's bytes in hex
+//! joined by dots, or not joined at all), one datagram per lease event on a UNIX socket
+//! (docs/dhcpinfo.md).
+
+mod listener;
+
+pub use listener::{bind, serve};
 
 use std::net::Ipv4Addr;
 
@@ -48,6 +53,18 @@ pub fn parse_option(text: &str) -> Result<DhcpOption, String> {
     let rest = &text[3..];
     let value = if rest.is_empty() {
         Vec::new()
+    } else if !rest.contains('.') {
+        // Some published dhcpd hooks join the bytes with "": undotted hex, two digits a byte.
+        if rest.len() % 2 != 0 || !rest.is_ascii() {
+            return Err(format!("{rest:?} is not hex bytes"));
+        }
+        (0..rest.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(&rest[i..i + 2], 16)
+                    .map_err(|_| format!("{:?} is not a hex byte", &rest[i..i + 2]))
+            })
+            .collect::<Result<Vec<u8>, String>>()?
     } else {
         rest.split('.')
             .map(|byte| {
@@ -103,6 +120,81 @@ pub fn to_request(
         mac,
         options,
     })
+}
+
+/// Largest datagram accepted (dxtora's limit).
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Lease events counted by outcome, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams read from the socket.
+    pub received: std::sync::atomic::AtomicU64,
+    /// Events applied to the store.
+    pub accepted: std::sync::atomic::AtomicU64,
+    /// Dropped: larger than [`MAX_DATAGRAM`].
+    pub oversize: std::sync::atomic::AtomicU64,
+    /// Dropped: not a valid event.
+    pub malformed: std::sync::atomic::AtomicU64,
+    /// Dropped: the queue to identification was full (a flood).
+    pub queue_full: std::sync::atomic::AtomicU64,
+    /// Dropped: identification failed (store error).
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// One lease event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A lease was granted or renewed (identification request).
+    Lease(RequestContext),
+    /// A lease ended and the sender did not give the MAC (dxtorc's `release|expiry IP`).
+    Gone(Ipv4Addr),
+}
+
+/// Parses one datagram: UTF-8 lines `op`, `ip`, then for `commit` the MAC and one option per
+/// line (dxtora's format); `release`/`expiry` may carry the MAC as a third line.
+pub fn parse_datagram(bytes: &[u8]) -> Result<Event, DhcpInfoError> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(DhcpInfoError::Missing("a datagram of at most 2048 bytes"));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| DhcpInfoError::Op("<not UTF-8>".into()))?;
+    let mut lines = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty());
+    let op = lines.next().ok_or(DhcpInfoError::Missing("op"))?;
+    let ip = lines.next().ok_or(DhcpInfoError::Missing("ip"))?;
+    let rest: Vec<String> = lines.map(str::to_owned).collect();
+    match op {
+        "commit" => {
+            let (mac, options) = rest.split_first().ok_or(DhcpInfoError::Missing("mac"))?;
+            to_request(op, ip, Some(mac), options).map(Event::Lease)
+        }
+        "release" | "expiry" => match rest.first() {
+            Some(mac) => to_request(op, ip, Some(mac), &[]).map(Event::Lease),
+            None => ip
+                .parse()
+                .map(Event::Gone)
+                .map_err(|_| DhcpInfoError::Ip(ip.chars().take(64).collect())),
+        },
+        other => Err(DhcpInfoError::Op(other.chars().take(32).collect())),
+    }
+}
+
+/// The datagram of an event, as `provisiond dhcp-notify` (and dxtorc) send it.
+pub fn datagram(op: &str, ip: &str, mac: Option<&str>, options: &[String]) -> Vec<u8> {
+    let mut out = String::new();
+    for field in [Some(op), Some(ip), mac]
+        .into_iter()
+        .flatten()
+        .chain(options.iter().map(String::as_str))
+    {
+        if !field.is_empty() {
+            out.push_str(field);
+            out.push('\n');
+        }
+    }
+    out.into_bytes()
 }
 
 #[cfg(test)]
@@ -168,5 +260,50 @@ mod tests {
             ),
             Err(DhcpInfoError::Option { index: 0, .. })
         ));
+    }
+
+    #[test]
+    fn datagrams() {
+        let d = datagram(
+            "commit",
+            "10.0.0.5",
+            Some("00:15:65:aa:bb:cc"),
+            &["06079.65.61.6c.69.6e.6b".into(), String::new()],
+        );
+        assert_eq!(
+            d,
+            b"commit\n10.0.0.5\n00:15:65:aa:bb:cc\n06079.65.61.6c.69.6e.6b\n"
+        );
+        match parse_datagram(&d).unwrap() {
+            Event::Lease(RequestContext::Dhcp {
+                op: DhcpOp::Commit,
+                options,
+                ..
+            }) => assert_eq!(options, vec![(60, b"yealink".to_vec())]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_datagram(b"expiry\n10.0.0.5\n").unwrap(),
+            Event::Gone("10.0.0.5".parse().unwrap())
+        );
+        assert!(matches!(
+            parse_datagram(b"release\n10.0.0.5\n00:15:65:aa:bb:cc\n").unwrap(),
+            Event::Lease(RequestContext::Dhcp {
+                op: DhcpOp::Release,
+                ..
+            })
+        ));
+        for bad in [
+            &b""[..],
+            b"commit\n",
+            b"commit\n10.0.0.5\n",
+            b"renew\n10.0.0.5\n",
+            b"expiry\nnope\n",
+            b"commit\n10.0.0.5\nzz\n",
+            b"\xff\xfe",
+            &[b'a'; 3000][..],
+        ] {
+            assert!(parse_datagram(bad).is_err(), "{bad:?}");
+        }
     }
 }

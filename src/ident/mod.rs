@@ -408,6 +408,26 @@ impl Identifier {
         Err(IdentError::Contended(MAX_RETRIES))
     }
 
+    /// A lease of `ip` ended and its MAC is unknown (dxtorc's `release|expiry IP`): clears
+    /// the address of the one device that still has it. Returns that device.
+    pub fn forget_ip(&self, ip: std::net::Ipv4Addr) -> Result<Option<Device>, IdentError> {
+        let ip = IpAddr::V4(ip);
+        for _ in 0..MAX_RETRIES {
+            let mut found = self.store.devices_at_ip(&ip, 2)?;
+            if found.len() != 1 {
+                return Ok(None);
+            }
+            let mut device = found.remove(0);
+            device.ip = None;
+            match self.store.update_device(&device) {
+                Ok(saved) => return Ok(Some(saved)),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IdentError::Contended(MAX_RETRIES))
+    }
+
     /// By MAC; else by IP when exactly one device has it and it does not contradict the MAC.
     fn retrieve(&self, info: &DeviceInfo) -> Result<Option<Device>, IdentError> {
         if let Some(mac) = &info.mac {

@@ -165,7 +165,7 @@ impl Renderer {
         resolved: &Resolved,
     ) -> Result<Rendered, RenderError> {
         self.render_with(plugin, device, resolved, true)
-            .map(|r| r.unwrap_or_else(|| unreachable_miss()))
+            .map(|r| r.unwrap_or_else(unreachable_miss))
     }
 
     /// The cached file only: `Ok(None)` on a miss (cheap enough to call on the async runtime).

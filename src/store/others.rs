@@ -146,6 +146,11 @@ impl Store {
                 Ok(old)
             }),
         )?;
+        // Its tokens would otherwise authenticate for a tenant that no longer exists (and
+        // again if the id were reused).
+        for token in self.tokens()?.into_iter().filter(|t| t.tenant == id) {
+            self.tokens.remove(token.hash.as_bytes())?;
+        }
         self.flush()?;
         Ok(old)
     }

@@ -72,6 +72,7 @@ fn writable(store: &Store, id: &str, caller: &Caller) -> ApiResult<Config> {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ConfigEnvelope {
     config: Map<String, Value>,
 }
@@ -262,8 +263,16 @@ pub(super) async fn raw(
     caller.require(&format!("provd.cfg_mgr.configs.{id}.raw.read"))?;
     let merged = blocking(move || {
         visible_config(&state.store, &id, &caller, &state.default_tenant)?;
+        // The same order as rendering: base, the tenant's default config, then the config.
         let mut chain = Vec::new();
         ancestry(&state.store, BASE_CONFIG, &mut chain, 0)?;
+        if let Some(default) = state
+            .store
+            .tenant(&caller.tenant)?
+            .and_then(|t| t.default_config)
+        {
+            ancestry(&state.store, &default, &mut chain, 0)?;
+        }
         ancestry(&state.store, &id, &mut chain, 0)?;
         Ok(merged_raw_config(chain.iter().map(|c| &c.raw_config)))
     })

@@ -184,6 +184,7 @@ fn check_config(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct DeviceEnvelope {
     device: Map<String, Value>,
 }
@@ -357,12 +358,19 @@ pub(super) async fn synchronize(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 
+/// Operation numbers are positive integers; anything else names no operation.
+fn op_number(op: &str) -> ApiResult<u64> {
+    op.parse()
+        .map_err(|_| ApiError::not_found("no such operation"))
+}
+
 pub(super) async fn op_get(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(op): Path<u64>,
+    Path(op): Path<String>,
 ) -> ApiResult {
     caller.require("provd.operation.read")?;
+    let op = op_number(&op)?;
     let ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
     let status = ops
         .states
@@ -374,9 +382,10 @@ pub(super) async fn op_get(
 pub(super) async fn op_delete(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(op): Path<u64>,
+    Path(op): Path<String>,
 ) -> ApiResult {
     caller.require("provd.operation.delete")?;
+    let op = op_number(&op)?;
     let mut ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
     ops.states
         .remove(&op)
@@ -421,14 +430,29 @@ pub(super) async fn dhcpinfo(
     // Lease facts create devices in the default tenant: only it may send them.
     caller.require_master()?;
     let info = body.dhcp_info;
-    let ctx = crate::dhcpinfo::to_request(&info.op, &info.ip, info.mac.as_deref(), &info.options)
-        .map_err(|e| ApiError::field("dhcp_info", e.to_string()))?;
+    // wazo-provd requires the MAC for commit only: an ended lease without it clears the
+    // address of the device that still has it.
+    let event = match (info.op.as_str(), info.mac.as_deref()) {
+        ("release" | "expiry", None) => {
+            let ip = info.ip.parse().map_err(|_| {
+                ApiError::field(
+                    "dhcp_info",
+                    format!("ip: {:?} is not an IPv4 address", info.ip),
+                )
+            })?;
+            crate::dhcpinfo::Event::Gone(ip)
+        }
+        _ => crate::dhcpinfo::Event::Lease(
+            crate::dhcpinfo::to_request(&info.op, &info.ip, info.mac.as_deref(), &info.options)
+                .map_err(|e| ApiError::field("dhcp_info", e.to_string()))?,
+        ),
+    };
     blocking(move || {
-        state
-            .files
-            .identify(&ctx)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        Ok(())
+        let result = match &event {
+            crate::dhcpinfo::Event::Lease(ctx) => state.files.identify(ctx).map(|_| ()),
+            crate::dhcpinfo::Event::Gone(ip) => state.files.forget_ip(*ip).map(|_| ()),
+        };
+        result.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -115,8 +115,8 @@ pub(super) async fn param_get(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult {
-    known_param(&name)?;
     caller.require(&format!("provd.configure.{}.{name}.read", caller.tenant))?;
+    known_param(&name)?;
     let value = param_value(&state, &caller, &name).await?;
     Ok(reply(
         StatusCode::OK,
@@ -133,7 +133,8 @@ pub(super) struct ParamEnvelope {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ParamValue {
-    value: Option<Value>,
+    /// Required; `null` clears the parameter.
+    value: Value,
 }
 
 pub(super) async fn param_put(
@@ -142,12 +143,12 @@ pub(super) async fn param_put(
     Path(name): Path<String>,
     Body(body): Body<ParamEnvelope>,
 ) -> ApiResult {
-    let per_tenant = known_param(&name)?;
     caller.require(&format!("provd.configure.{}.{name}.update", caller.tenant))?;
+    let per_tenant = known_param(&name)?;
     if !per_tenant {
         caller.require_master()?;
     }
-    let value = body.param.value.filter(|v| !v.is_null());
+    let value = Some(body.param.value).filter(|v| !v.is_null());
     match name.as_str() {
         "provisioning_key" => {
             let key = match &value {
@@ -362,7 +363,13 @@ pub(super) async fn tenant_create(
         default_config: body.tenant.default_config,
         revision: 0,
     };
-    let created = blocking(move || Ok(state.store.create_tenant(&tenant)?)).await?;
+    let created = blocking(move || {
+        if let Some(c) = &tenant.default_config {
+            check_default_config(&state, c)?;
+        }
+        Ok(state.store.create_tenant(&tenant)?)
+    })
+    .await?;
     let location = format!("{}/{}", uri.path().trim_end_matches('/'), created.id);
     Ok((
         StatusCode::CREATED,
@@ -370,6 +377,18 @@ pub(super) async fn tenant_create(
         reply(StatusCode::CREATED, json!({ "id": created.id })),
     )
         .into_response())
+}
+
+/// A tenant's default config must exist.
+fn check_default_config(state: &ApiState, id: &str) -> ApiResult<()> {
+    model::validate_id(id).map_err(|e| ApiError::field("tenant.default_config", e.to_string()))?;
+    match state.store.config(id)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::field(
+            "tenant.default_config",
+            format!("no config {id:?}"),
+        )),
+    }
 }
 
 pub(super) async fn tenant_show(
@@ -405,7 +424,15 @@ pub(super) async fn tenant_update(
         if let Some(name) = body.tenant.name {
             t.name = name;
         }
-        t.default_config = body.tenant.default_config;
+        // Absent keeps the current value; "" clears it.
+        match body.tenant.default_config {
+            Some(c) if c.is_empty() => t.default_config = None,
+            Some(c) => {
+                check_default_config(&state, &c)?;
+                t.default_config = Some(c);
+            }
+            None => {}
+        }
         state.store.update_tenant(&t)?;
         Ok(())
     })
@@ -461,6 +488,7 @@ struct TokenIn {
 pub(super) async fn token_create(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     Body(body): Body<TokenEnvelope>,
 ) -> ApiResult {
     caller.require("provd.tokens.create")?;
@@ -498,7 +526,17 @@ pub(super) async fn token_create(
     tracing::info!(tenant = %stored.tenant, id = &stored.hash[..16], "API token created");
     let mut body = token_json(&stored);
     body["token"] = json!(secret);
-    Ok(reply(StatusCode::CREATED, body))
+    let location = format!(
+        "{}/{}",
+        uri.path().trim_end_matches('/'),
+        &stored.hash[..16]
+    );
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        reply(StatusCode::CREATED, body),
+    )
+        .into_response())
 }
 
 pub(super) async fn token_delete(
@@ -555,6 +593,20 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
     ] {
         out.push_str(&format!(
             "provisiond_files_total{{transport=\"{transport}\",outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
+    let d = &state.files.dhcpinfo;
+    out.push_str("# HELP provisiond_dhcpinfo_events_total Lease events from the dhcpinfo socket by outcome.\n# TYPE provisiond_dhcpinfo_events_total counter\n");
+    for (outcome, n) in [
+        ("received", load(&d.received)),
+        ("accepted", load(&d.accepted)),
+        ("oversize", load(&d.oversize)),
+        ("malformed", load(&d.malformed)),
+        ("queue_full", load(&d.queue_full)),
+        ("failed", load(&d.failed)),
+    ] {
+        out.push_str(&format!(
+            "provisiond_dhcpinfo_events_total{{outcome=\"{outcome}\"}} {n}\n"
         ));
     }
     let st = Arc::clone(&state);

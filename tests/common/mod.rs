@@ -1,0 +1,160 @@
+//! Helpers shared by the tests that run the `provisiond` binary as a process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
+/// Bound on waiting for the daemon; generous for a loaded CI machine, never reached normally.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn command(cwd: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        // No /etc file may leak into a test: the default path points into the temp dir.
+        .env("PROVISIOND_CONFIG", cwd.join("absent.toml"))
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub struct Daemon {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn provisiond");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing every fragment; returns it.
+    pub fn expect_line(&mut self, fragments: &[&str]) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if fragments.iter().all(|f| line.contains(f)) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no log line with {fragments:?}; seen:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("kill");
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Collect the last lines too.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("provisiond did not exit; seen:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A configuration in `dir` whose listeners take ephemeral ports on 127.0.0.1 (tests run in
+/// parallel), the repository's plugins, sockets in `dir`, plus `body`; a `[http]` or `[tftp]`
+/// table in `body` replaces the default one.
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("provisiond.toml");
+    let mut text = format!(
+        "[general]\ndata_dir = \"{}\"\nplugins_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\nsocket = \"{}\"\n[dhcpinfo]\nsocket = \"{}\"\n",
+        dir.join("data").display(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins").display(),
+        dir.join("api.sock").display(),
+        dir.join("dhcpinfo.sock").display()
+    );
+    for table in ["http", "tftp"] {
+        if !body.contains(&format!("[{table}]")) {
+            text.push_str(&format!("[{table}]\nlisten = \"127.0.0.1:0\"\n"));
+        }
+    }
+    text.push_str(body);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A daemon on a fresh configuration in `dir`, ready; and its REST API's TCP address.
+pub fn start_daemon(dir: &Path) -> (Daemon, std::net::SocketAddr) {
+    let config = write_config(dir, "");
+    let mut daemon = Daemon::start({
+        let mut cmd = command(dir);
+        cmd.args(["serve", "--config"]).arg(&config);
+        cmd
+    });
+    let api = listening_on(&daemon.expect_line(&["REST API on"]));
+    daemon.expect_line(&["ready"]);
+    (daemon, api)
+}
+
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run provisiond");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The address in a "… provisioning on ADDR" log line.
+pub fn listening_on(line: &str) -> std::net::SocketAddr {
+    line.rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+}

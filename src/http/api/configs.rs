@@ -9,10 +9,10 @@ use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
 use super::query::ListQuery;
-use super::{blocking, reply, ApiError, ApiResult, ApiState, Body};
+use super::{blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body};
 use crate::model::{self, Config, RawConfig};
 use crate::plugins::merged_raw_config;
-use crate::store::{Store, StoreError, BASE_CONFIG};
+use crate::store::{Store, BASE_CONFIG};
 
 pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
     caller.require("provd.cfg_mgr.read")?;
@@ -220,21 +220,13 @@ pub(super) async fn update(
 ) -> ApiResult {
     caller.require(&format!("provd.cfg_mgr.configs.{id}.update"))?;
     blocking(move || {
-        for _ in 0..8 {
+        retry_on_conflict("config", || {
             let stored = writable(&state.store, &id, &caller)?;
             let mut config = parse_config(&body.config, id.clone(), stored.tenant.clone())?;
             config.revision = stored.revision;
             check_parents(&state.store, &config, &caller, &state.default_tenant)?;
-            match state.store.update_config(&config) {
-                Ok(_) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "the config kept changing; try again",
-        ))
+            conflict_or(state.store.update_config(&config).map(|_| ()))
+        })
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -11,7 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
 use super::query::ListQuery;
-use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody};
+use super::{
+    blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, IdBody,
+};
 use crate::model::{self, Added, Device, Mac};
 use crate::store::{Store, StoreError};
 
@@ -270,7 +272,7 @@ pub(super) async fn update(
     caller.require(&format!("provd.dev_mgr.devices.{id}.update"))?;
     let st = Arc::clone(&state);
     blocking(move || {
-        for _ in 0..8 {
+        retry_on_conflict("device", || {
             let stored = st.store.device(&id)?.ok_or_else(|| ApiError::not_found(format!("no device {id:?}")))?;
             // A device still in the default tenant is claimed by the tenant that updates it
             // (wazo-provd's rule); any other device only by its own tenant.
@@ -290,17 +292,15 @@ pub(super) async fn update(
                     if saved.tenant != stored.tenant {
                         tracing::info!(device = %saved.id, from = %stored.tenant, to = %saved.tenant, "device moved to its tenant");
                     }
-                    return Ok(());
+                    Ok(Some(()))
                 }
-                Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::TenantLocked { device, tenant }) => {
                     tracing::warn!(%device, %tenant, "refused a tenant change of a device that left the default tenant");
-                    return Err(ApiError::forbidden(format!("device {device:?} cannot change tenant; delete it and provision it again")));
+                    Err(ApiError::forbidden(format!("device {device:?} cannot change tenant; delete it and provision it again")))
                 }
-                Err(e) => return Err(e.into()),
+                other => conflict_or(other.map(|_| ())),
             }
-        }
-        Err(ApiError::new(StatusCode::CONFLICT, "the device kept changing; try again"))
+        })
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::auth::{hash_token, Caller};
-use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody};
+use super::{
+    blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, IdBody,
+};
 use crate::files::valid_provisioning_key;
 use crate::model::{self, Tenant, Token};
 use crate::plugins::PluginSet;
@@ -163,22 +165,14 @@ pub(super) async fn param_put(
             };
             let tenant = caller.tenant.clone();
             blocking(move || {
-                for _ in 0..8 {
+                retry_on_conflict("tenant", || {
                     let mut t = state
                         .store
                         .tenant(&tenant)?
                         .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant:?}")))?;
                     t.provisioning_key = key.clone();
-                    match state.store.update_tenant(&t) {
-                        Ok(_) => return Ok(()),
-                        Err(crate::store::StoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "the tenant kept changing; try again",
-                ))
+                    conflict_or(state.store.update_tenant(&t).map(|_| ()))
+                })
             })
             .await?;
         }

@@ -366,6 +366,33 @@ pub fn links(base: &str, rels: &[(&str, &str)]) -> Response {
     reply(StatusCode::OK, json!({ "links": items }))
 }
 
+/// Read-modify-write against optimistic concurrency: `attempt` answers `Ok(None)` when the
+/// store saw a concurrent write (revision conflict) and is run again, a bounded number of
+/// times.
+pub fn retry_on_conflict<T>(
+    kind: &str,
+    mut attempt: impl FnMut() -> ApiResult<Option<T>>,
+) -> ApiResult<T> {
+    for _ in 0..8 {
+        if let Some(done) = attempt()? {
+            return Ok(done);
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!("the {kind} kept changing; try again"),
+    ))
+}
+
+/// `Ok(None)` for a revision conflict (try again), the error otherwise.
+pub fn conflict_or<T>(result: Result<T, StoreError>) -> ApiResult<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::Conflict { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs store work off the async runtime (sled flushes on writes).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,

@@ -34,6 +34,58 @@ pub enum Command {
     Tenant(TenantArgs),
     /// REST API tokens, through the running daemon's local admin socket.
     Token(TokenArgs),
+    /// Tell the daemon about a DHCP lease event (run by ISC dhcpd, dnsmasq or Kea hooks).
+    #[command(
+        override_usage = "provisiond dhcp-notify [FLAGS] commit IP MAC [OPTION]...\n       \
+                          provisiond dhcp-notify [FLAGS] release|expiry IP [MAC]\n       \
+                          provisiond dhcp-notify [FLAGS] add|old|del MAC IP [HOSTNAME]   (dnsmasq)\n       \
+                          provisiond dhcp-notify leases4_committed|lease4_release|lease4_expire   (Kea)",
+        long_about = "Tell the daemon about a DHCP lease event: one datagram to its [dhcpinfo] \
+                      socket (docs/dhcpinfo.md). Takes dxtorc's arguments, so an ISC dhcpd hook \
+                      only changes its program: `execute(\"/usr/bin/provisiond\", \
+                      \"dhcp-notify\", \"commit\", ...)`. An OPTION is a \
+                      3-digit decimal code then the value's bytes in hex, dotted or not \
+                      (`06079.65.61.6c.69.6e.6b` is option 60 \"yealink\"); empty ones are dropped. \
+                      dnsmasq's `dhcp-script` and Kea's run_script arguments and environment are \
+                      understood too (and `provisiond add|old|del|init|tftp ...` or \
+                      `provisiond <Kea hook point>` run this command directly, so that those \
+                      servers can name /usr/bin/provisiond itself). Never blocks for more than \
+                      50 ms and always exits 0: problems are one line on stderr."
+    )]
+    DhcpNotify(DhcpNotifyArgs),
+    /// Print the man page (provisiond.8, roff) on standard output.
+    Man,
+    /// Print a shell completion script on standard output.
+    Completions {
+        /// Shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Arguments of `dhcp-notify`.
+#[derive(Debug, Clone, Args)]
+pub struct DhcpNotifyArgs {
+    /// Configuration sources (for `[dhcpinfo] socket`).
+    #[command(flatten)]
+    pub source: ConfigArgs,
+    /// The daemon's dhcpinfo socket, instead of `[dhcpinfo] socket` of the configuration
+    /// (/run/provisiond/dhcpinfo.sock when no configuration file exists).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Vendor class identifier (option 60) as text, e.g. "yealink".
+    #[arg(long, value_name = "TEXT")]
+    pub vendor_class: Option<String>,
+    /// User class (option 77) as text.
+    #[arg(long, value_name = "TEXT")]
+    pub user_class: Option<String>,
+    /// Any option as text, e.g. `--option 60=yealink`; repeat the flag. Named options win
+    /// over positional ones with the same code.
+    #[arg(long = "option", value_name = "CODE=TEXT")]
+    pub options: Vec<String>,
+    /// `commit IP MAC [OPTION]...`, `release|expiry IP [MAC]`, dnsmasq's
+    /// `add|old|del MAC IP [HOSTNAME]` or a Kea hook point name.
+    #[arg(value_name = "ARG")]
+    pub args: Vec<String>,
 }
 
 /// Arguments of `plugin`.

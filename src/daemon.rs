@@ -18,6 +18,7 @@ use crate::http::{self, provisioning, provisioning::Provisioning, HttpLimits, Lo
 use crate::ident::AutocreateLimits;
 use crate::logging::{self, LogHandle};
 use crate::plugins::{PluginSet, Renderer, ServerInfo};
+use crate::service;
 use crate::store::{Store, SCHEMA_VERSION};
 use crate::tftp::{FileSource, TftpOptions, TftpServer};
 
@@ -66,8 +67,13 @@ pub fn serve(args: &ConfigArgs) -> ExitCode {
     if log.env_override {
         info!("RUST_LOG is set: it overrides [log] level");
     }
+    // Every thread but this one gives up the capabilities the daemon will not keep as soon
+    // as it starts; this one binds the sockets first (see `service`).
+    let keep = service::retained(&loaded.settings);
+    let keep_for_threads = keep.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || service::drop_on_thread_start(&keep_for_threads))
         .build()
     {
         Ok(runtime) => runtime,
@@ -76,7 +82,7 @@ pub fn serve(args: &ConfigArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, loaded, &log)) {
+    match runtime.block_on(run(args, loaded, &log, &keep)) {
         Ok(()) => {
             info!("stopped cleanly");
             ExitCode::SUCCESS
@@ -97,7 +103,12 @@ fn describe(loaded: &Loaded) -> String {
         .join(", ")
 }
 
-async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow::Result<()> {
+async fn run(
+    args: &ConfigArgs,
+    mut running: Loaded,
+    log: &LogHandle,
+    keep: &caps::CapsHashSet,
+) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -240,22 +251,51 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
             }
         }));
     }
+    if settings.dhcp.mode != crate::config::DhcpMode::Off {
+        let server = crate::dhcp::DhcpServer::bind(&settings.dhcp)
+            .await
+            .with_context(|| format!("cannot listen on dhcp.port {}", settings.dhcp.port))?;
+        info!(
+            "DHCP server ({:?}) on UDP port {}",
+            settings.dhcp.mode,
+            server.local_port()
+        );
+        servers.push(tokio::spawn(server.run(
+            Arc::clone(&files),
+            store.clone(),
+            settings.general.base_url.clone(),
+            shutdown.clone(),
+        )));
+    }
+    // Every socket is bound: from here on the daemon keeps only `keep`.
+    drop_capabilities(keep)?;
     info!(
         path = %store.path().display(),
         schema = SCHEMA_VERSION,
         devices = store.device_count(),
         "store open; ready"
     );
+    service::ready("ready: serving phones");
+    let watchdog = service::watchdog().map(|period| {
+        info!("systemd watchdog: pinging every {:?}", period / 2);
+        tokio::spawn(service::watchdog_pings(period))
+    });
 
     loop {
         tokio::select! {
             _ = terminate.recv() => { info!("SIGTERM received: shutting down"); break; }
             _ = interrupt.recv() => { info!("SIGINT received: shutting down"); break; }
             _ = hangup.recv() => {
+                service::reloading();
                 reload(args, &mut running, log);
                 files.set_plugins(load_plugins(&running));
+                service::ready("ready: serving phones");
             }
         }
+    }
+    service::stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
 
     let _ = shutdown_tx.send(true);
@@ -273,6 +313,44 @@ async fn run(args: &ConfigArgs, mut running: Loaded, log: &LogHandle) -> anyhow:
         .await
         .context("store flush task failed")?
         .context("cannot flush the store at shutdown")?;
+    Ok(())
+}
+
+/// Drops the capabilities of this thread (the others did at their start) to `keep`, logs what
+/// remains, and checks that no thread of the process holds more.
+fn drop_capabilities(keep: &caps::CapsHashSet) -> anyhow::Result<()> {
+    let kept = service::drop_after_binding(keep)
+        .map_err(|e| anyhow::anyhow!("cannot drop capabilities after binding: {e}"))?;
+    info!(
+        capabilities = %kept.names(),
+        cap_eff = %kept.cap_eff,
+        bounding = %kept.bounding.join(","),
+        "capabilities after binding: {} kept (CapEff {})",
+        kept.names(),
+        kept.cap_eff
+    );
+    match service::thread_cap_eff() {
+        Ok(threads) => {
+            let more: Vec<String> = threads
+                .iter()
+                .filter(|(_, eff)| *eff != kept.cap_eff)
+                .map(|(tid, eff)| format!("thread {tid}: CapEff {eff}"))
+                .collect();
+            if !more.is_empty() {
+                anyhow::bail!(
+                    "threads kept other capabilities than CapEff {}: {}",
+                    kept.cap_eff,
+                    more.join(", ")
+                );
+            }
+            debug!(
+                "{} threads, all with CapEff {}",
+                threads.len(),
+                kept.cap_eff
+            );
+        }
+        Err(e) => warn!("cannot read /proc/self/task to check the threads' capabilities: {e}"),
+    }
     Ok(())
 }
 
@@ -305,7 +383,12 @@ fn bind_admin_socket(
         .ok()
         .flatten()
         .map(|g| g.gid);
-    if let Some(gid) = group {
+    // Under the unit the socket is born in group provisiond (Group=): no chown needed.
+    let born_in = std::fs::metadata(path).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.gid()
+    });
+    if let Some(gid) = group.filter(|g| born_in.ok() != Some(g.as_raw())) {
         if let Err(e) = nix::unistd::chown(path, None, Some(gid)) {
             warn!("cannot give {} to group {ADMIN_GROUP}: {e}", path.display());
         }
@@ -323,7 +406,17 @@ async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
         std::fs::create_dir_all(&general.data_dir)
             .with_context(|| format!("cannot create data_dir {}", general.data_dir.display()))?;
-        let store = Store::open(&general.data_dir)?;
+        let store = Store::open(&general.data_dir).map_err(|e| {
+            let e = anyhow::Error::from(e);
+            if nix::unistd::geteuid().is_root() && is_permission_denied(&e) {
+                e.context(format!(
+                    "a daemon run as root keeps no capability (no CAP_DAC_OVERRIDE): run it as the owner of {} (e.g. runuser -u provisiond -- provisiond serve)",
+                    general.data_dir.display()
+                ))
+            } else {
+                e
+            }
+        })?;
         store
             .ensure_defaults(&general.default_tenant)
             .context("cannot create the default tenant and configs")?;
@@ -331,6 +424,15 @@ async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     })
     .await
     .context("store task failed")?
+}
+
+fn is_permission_denied(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            || cause.to_string().contains("Permission denied")
+    })
 }
 
 /// Loads the plugins of the running configuration and says what loaded and what did not.

@@ -32,6 +32,17 @@ pub struct Served {
     pub device: String,
     /// Plugin name.
     pub plugin: String,
+    /// The device's MAC (`-` when it has none), for the access logs (`DEVICE_MAC` in journald).
+    pub mac: String,
+    /// The device's tenant, for the access logs.
+    pub tenant: String,
+}
+
+fn shown_mac(device: &crate::model::Device) -> String {
+    device
+        .mac
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// Path prefix of keyed URLs (`url_key` strategy).
@@ -336,6 +347,8 @@ impl FileService {
                     content_type: rendered.content_type,
                     etag: rendered.etag,
                     modified: rendered.modified,
+                    mac: shown_mac(&device),
+                    tenant: device.tenant,
                     device: device.id,
                     plugin: plugin.name.clone(),
                 })
@@ -348,6 +361,8 @@ impl FileService {
                     content_type: rendered.content_type,
                     etag: rendered.etag,
                     modified: rendered.modified,
+                    mac: shown_mac(&device),
+                    tenant: device.tenant,
                     device: device.id,
                     plugin: plugin.name.clone(),
                 })
@@ -362,6 +377,8 @@ impl FileService {
                     content_type: resolved.content_type,
                     etag,
                     modified,
+                    mac: shown_mac(&device),
+                    tenant: device.tenant,
                     device: device.id,
                     plugin: plugin.name.clone(),
                 })
@@ -464,6 +481,8 @@ impl crate::tftp::FileSource for FileService {
                     bytes = served.body.len(),
                     duration_us = started.elapsed().as_micros() as u64,
                     device = %served.device,
+                    device_mac = %served.mac,
+                    tenant = %served.tenant,
                     plugin = %served.plugin,
                     "request"
                 );

@@ -56,7 +56,13 @@ pub fn init(level: &str) -> Result<LogHandle, LogError> {
     let (filter, handle) = reload::Layer::new(filter);
     // systemd sets JOURNAL_STREAM for services whose stdout/stderr go to the journal.
     let journald = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        tracing_journald::layer().ok()
+        // Fields keep their own names, upper-cased (DEVICE, DEVICE_MAC, TENANT, PLUGIN, PEER,
+        // STATUS…), so that `journalctl DEVICE_MAC=80:5e:c0:11:22:33` finds a phone's lines.
+        tracing_journald::layer().ok().map(|layer| {
+            layer
+                .with_field_prefix(None)
+                .with_priority_mappings(syslog_priorities())
+        })
     } else {
         None
     };
@@ -81,6 +87,19 @@ pub fn init(level: &str) -> Result<LogHandle, LogError> {
         env_override: env.is_some(),
         output,
     })
+}
+
+/// syslog's meaning of the levels (tracing-journald's default makes INFO a notice): the
+/// access log at info is then not in `journalctl -p notice`.
+fn syslog_priorities() -> tracing_journald::PriorityMappings {
+    use tracing_journald::Priority;
+    tracing_journald::PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
 }
 
 impl LogHandle {

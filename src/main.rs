@@ -3,10 +3,22 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use provisiond::cli::{Cli, Command};
-use provisiond::{admin, admin_client, bench, config, daemon};
+use provisiond::dhcpinfo::notify;
+use provisiond::{admin, admin_client, bench, config, daemon, docgen};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // dnsmasq (`dhcp-script=/usr/bin/provisiond`) and Kea's run_script hook (`"name":
+    // "/usr/bin/provisiond"`) run the binary itself with their own first argument: a dnsmasq
+    // action or a Kea hook point name, which no subcommand may be called.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .and_then(|first| first.to_str())
+        .is_some_and(notify::is_hook_action)
+    {
+        return notify::run_hook(&argv[1..]);
+    }
+    let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Serve(args) => daemon::serve(&args),
         Command::CheckConfig(args) => check_config(&args),
@@ -16,6 +28,9 @@ fn main() -> ExitCode {
         Command::Config(args) => admin_client::config(&args),
         Command::Tenant(args) => admin_client::tenant(&args),
         Command::Token(args) => admin_client::token(&args),
+        Command::DhcpNotify(args) => notify::run(&args),
+        Command::Man => docgen::man(),
+        Command::Completions { shell } => docgen::completions(shell),
     }
 }
 

@@ -4,6 +4,7 @@
 //! (docs/dhcpinfo.md).
 
 mod listener;
+pub mod notify;
 
 pub use listener::{bind, serve};
 
@@ -81,6 +82,21 @@ pub fn parse_option(text: &str) -> Result<DhcpOption, String> {
     Ok((code as u8, value))
 }
 
+/// ISC dhcpd's `binary-to-ascii(16, 8, ":", …)` (dxtorc's hook) drops leading zeros
+/// (`0:15:65:a:b:c`): pad each group back to two digits.
+fn pad_mac(mac: &str) -> String {
+    let groups: Vec<&str> = mac.split(':').collect();
+    if groups.len() == 6 && groups.iter().all(|g| (1..=2).contains(&g.len())) {
+        groups
+            .iter()
+            .map(|g| format!("{g:0>2}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    } else {
+        mac.to_owned()
+    }
+}
+
 /// Builds the identification request of a lease event from its text fields.
 pub fn to_request(
     op: &str,
@@ -97,8 +113,7 @@ pub fn to_request(
     let ip: Ipv4Addr = ip
         .parse()
         .map_err(|_| DhcpInfoError::Ip(ip.chars().take(64).collect()))?;
-    let mac: Mac = mac
-        .ok_or(DhcpInfoError::Missing("mac"))?
+    let mac: Mac = pad_mac(mac.ok_or(DhcpInfoError::Missing("mac"))?)
         .parse()
         .map_err(|e: crate::model::MacParseError| DhcpInfoError::Mac(e.to_string()))?;
     if options.len() > MAX_OPTIONS {

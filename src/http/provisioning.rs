@@ -28,6 +28,8 @@ pub fn router(state: Arc<Provisioning>) -> Router {
 struct Outcome {
     status: StatusCode,
     device: Option<String>,
+    mac: Option<String>,
+    tenant: Option<String>,
     plugin: Option<String>,
     reason: Option<String>,
     response: Response,
@@ -45,6 +47,8 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
     Outcome {
         status,
         device: None,
+        mac: None,
+        tenant: None,
         plugin: None,
         reason: Some(reason.into()),
         response,
@@ -82,6 +86,8 @@ async fn handle(
         bytes,
         duration_us = started.elapsed().as_micros() as u64,
         device = outcome.device.as_deref().unwrap_or("-"),
+        device_mac = outcome.mac.as_deref().unwrap_or("-"),
+        tenant = outcome.tenant.as_deref().unwrap_or("-"),
         plugin = outcome.plugin.as_deref().unwrap_or("-"),
         reason = outcome.reason.as_deref().unwrap_or(""),
         "request"
@@ -205,6 +211,8 @@ fn respond(served: Served, method: &Method, headers: &HeaderMap) -> Outcome {
     Outcome {
         status,
         device: Some(served.device),
+        mac: Some(served.mac),
+        tenant: Some(served.tenant),
         plugin: Some(served.plugin),
         reason: None,
         response: builder.body(body).unwrap_or_default(),

@@ -536,7 +536,7 @@ impl Identifier {
         device.last_seen = Some(now);
         device.admin_password = Some(random_password(ADMIN_PASSWORD_LEN)?);
         let stored = self.store.create_device(&device)?;
-        tracing::info!(device = %stored.id, mac = %mac, vendor = ?stored.vendor, model = ?stored.model, plugin = ?stored.plugin, "new device created in autoprov");
+        tracing::info!(device = %stored.id, device_mac = %mac, tenant = %stored.tenant, vendor = ?stored.vendor, model = ?stored.model, plugin = ?stored.plugin, "new device created in autoprov");
         Ok(stored)
     }
 }

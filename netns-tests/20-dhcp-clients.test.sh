@@ -1,0 +1,259 @@
+# Real DHCP clients against provisiond's DHCP server, in network namespaces of their own:
+#
+#   [srv ns] bridge 10.213.0.1/24 ── veth ── [c1 ns] dhclient  (vendor class "yealink")
+#                                  └─ veth ── [c2 ns] udhcpc    (-V yealink)
+#
+# provisiond runs `serve` in the server namespace (DHCP on port 67 bound to the bridge, one
+# pool, HTTP on 10.213.0.1:8667). Each client must get an address of the pool and option 66 =
+# the provisioning URL; the device must appear on the admin socket with that address and
+# vendor Yealink; the client then fetches its MAC file over HTTP across the veth.
+# Every address is inside namespaces this test creates; they are deleted on exit.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+bin=$1
+here="$(cd "$(dirname "$0")" && pwd)"
+plugins="$(cd "$here/../plugins" && pwd)"
+
+command -v ip >/dev/null && ip netns list >/dev/null 2>&1 \
+    || { echo "SKIP: 'ip netns' is not available"; exit 0; }
+command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
+command -v busybox >/dev/null || fail "busybox not found: apt-get install busybox"
+command -v curl >/dev/null || fail "curl not found: apt-get install curl"
+command -v python3 >/dev/null || fail "python3 not found"
+
+tag="pd$$"
+srv="$tag-srv"
+c1="$tag-c1"
+c2="$tag-c2"
+br="br$tag"
+mac1="80:5e:c0:21:30:01"
+mac2="80:5e:c0:21:30:02"
+tmp=$(mktemp -d)
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for ns in "$c1" "$c2" "$srv"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ip netns add "$srv"
+ip netns add "$c1"
+ip netns add "$c2"
+ip -n "$srv" link set lo up
+ip -n "$srv" link add "$br" type bridge forward_delay 0
+ip -n "$srv" addr add 10.213.0.1/24 dev "$br"
+ip -n "$srv" link set "$br" up
+n=0
+for pair in "$c1 $mac1" "$c2 $mac2"; do
+    set -- $pair
+    n=$((n + 1))
+    ip link add "v$tag-$n" netns "$1" address "$2" type veth peer name "p$tag-$n" netns "$srv"
+    ip -n "$1" link set lo up
+    ip -n "$1" link set "v$tag-$n" up
+    ip -n "$srv" link set "p$tag-$n" master "$br" up
+done
+
+mkdir -p "$tmp/data"
+cat >"$tmp/provisiond.toml" <<TOML
+[general]
+data_dir = "$tmp/data"
+base_url = "http://10.213.0.1:8667"
+plugins_dir = "$plugins"
+[http]
+listen = "10.213.0.1:8667"
+[api]
+enabled = false
+socket = "$tmp/api.sock"
+[tftp]
+enabled = false
+[dhcpinfo]
+socket = "$tmp/dhcpinfo.sock"
+[log]
+level = "info,provisiond::dhcp=debug"
+[dhcp]
+mode = "server"
+interfaces = ["$br"]
+port = 67
+
+[[dhcp.pools]]
+subnet = "10.213.0.0/24"
+ranges = [{ start = "10.213.0.100", end = "10.213.0.150" }]
+router = "10.213.0.1"
+dns = ["10.213.0.1"]
+domain = "voice.test"
+lease_time = 600
+renew_time = 8
+rebind_time = 500
+TOML
+
+start_daemon() { # LOG
+    ip netns exec "$srv" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
+        "$bin" serve --config "$tmp/provisiond.toml" 2>"$1" &
+    daemon=$!
+    pids+=("$daemon")
+    wait_for_line "$1" "store open; ready"
+    wait_for_line "$1" "DHCP server ready"
+}
+start_daemon "$tmp/log"
+
+# dhclient: the hook dumps its environment and configures the address.
+cat >"$tmp/dhclient.conf" <<'CONF'
+send vendor-class-identifier "yealink";
+request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers, tftp-server-name;
+timeout 60;
+CONF
+cat >"$tmp/dhclient-hook.sh" <<HOOK
+#!/bin/sh
+env | grep -E '^(reason|interface|new_)' >"$tmp/dhclient.\$reason"
+case "\$reason" in
+    BOUND|RENEW|REBIND|REBOOT)
+        ip addr flush dev "\$interface"
+        ip addr add "\$new_ip_address/\$new_subnet_mask" dev "\$interface"
+        ;;
+    PREINIT) ip link set dev "\$interface" up ;;
+esac
+exit 0
+HOOK
+chmod +x "$tmp/dhclient-hook.sh"
+ip netns exec "$c1" dhclient -d -1 -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
+    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "v$tag-1" 2>"$tmp/dhclient.log" &
+pids+=($!)
+
+# udhcpc: the same, from busybox.
+cat >"$tmp/udhcpc-hook.sh" <<HOOK
+#!/bin/sh
+env | grep -E '^(interface|ip|subnet|router|domain|tftp|opt|serverid|lease)=' >"$tmp/udhcpc.\$1"
+case "\$1" in
+    bound|renew)
+        ip addr flush dev "\$interface"
+        ip addr add "\$ip/\$subnet" dev "\$interface"
+        ;;
+esac
+exit 0
+HOOK
+chmod +x "$tmp/udhcpc-hook.sh"
+# busybox exports option 66 only when it looks like a host name (a URL becomes "bad"): a
+# packet socket in the client's namespace reads the ACK's option 66 as sent.
+cat >"$tmp/sniff.py" <<'PY'
+import socket, struct, sys
+iface, out, ready = sys.argv[1:]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0800))
+s.bind((iface, 0))
+s.settimeout(60)
+open(ready, "w").write("ready\n")
+while True:
+    frame = s.recv(4096)
+    ip = frame[14:]
+    ihl = (ip[0] & 0x0F) * 4
+    if len(ip) < ihl + 8 or ip[9] != 17:
+        continue
+    udp = ip[ihl:]
+    if struct.unpack("!H", udp[2:4])[0] != 68:
+        continue
+    dhcp = udp[8:]
+    if len(dhcp) < 240 or dhcp[0] != 2:
+        continue
+    opts, i = {}, 240
+    while i < len(dhcp) and dhcp[i] != 255:
+        if dhcp[i] == 0:
+            i += 1
+            continue
+        code, length = dhcp[i], dhcp[i + 1]
+        opts[code] = opts.get(code, b"") + dhcp[i + 2:i + 2 + length]
+        i += 2 + length
+    if opts.get(53) == b"\x05":
+        open(out, "w").write("option66=%s\n" % opts.get(66, b"").decode())
+        break
+PY
+ip netns exec "$c2" python3 "$tmp/sniff.py" "v$tag-2" "$tmp/sniffed" "$tmp/sniff.ready" \
+    >"$tmp/sniff.log" 2>&1 &
+pids+=($!)
+wait_for_line "$tmp/sniff.ready" ready
+ip netns exec "$c2" busybox udhcpc -f -q -n -t 10 -T 2 -i "v$tag-2" -V yealink -O tftp \
+    -s "$tmp/udhcpc-hook.sh" >"$tmp/udhcpc.log" 2>&1 &
+pids+=($!)
+
+wait_for_line "$tmp/dhclient.BOUND" "^new_ip_address="
+wait_for_line "$tmp/udhcpc.bound" "^ip="
+ip1=$(sed -n 's/^new_ip_address=//p' "$tmp/dhclient.BOUND")
+ip2=$(sed -n 's/^ip=//p' "$tmp/udhcpc.bound")
+url1=$(sed -n 's/^new_tftp_server_name=//p' "$tmp/dhclient.BOUND")
+grep -q '^tftp=' "$tmp/udhcpc.bound" || fail "udhcpc: no option 66 ($(cat "$tmp/udhcpc.bound"))"
+wait_for_line "$tmp/sniffed" "^option66="
+url2=$(sed -n 's/^option66=//p' "$tmp/sniffed")
+
+in_pool() {
+    case "$1" in
+        10.213.0.1[0-4][0-9] | 10.213.0.150) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+in_pool "$ip1" || fail "dhclient got $ip1, not an address of the pool: $(cat "$tmp/dhclient.BOUND")"
+in_pool "$ip2" || fail "udhcpc got $ip2, not an address of the pool: $(cat "$tmp/udhcpc.bound")"
+[ "$ip1" != "$ip2" ] || fail "both clients got $ip1"
+[ "$url1" = "http://10.213.0.1:8667/" ] || fail "dhclient option 66: '$url1' ($(cat "$tmp/dhclient.BOUND"))"
+[ "$url2" = "http://10.213.0.1:8667/" ] || fail "udhcpc option 66: '$url2' ($(cat "$tmp/udhcpc.bound"))"
+grep -q '^new_routers=10.213.0.1$' "$tmp/dhclient.BOUND" || fail "dhclient: no router"
+grep -q '^new_domain_name=voice.test$' "$tmp/dhclient.BOUND" || fail "dhclient: no domain"
+echo "dhclient: $ip1 option 66 $url1; udhcpc: $ip2 option 66 $url2"
+
+# The devices appear on the admin socket with their address and vendor (identification runs
+# after the ACK: bounded wait).
+device_ok() { # MAC IP
+    curl -sf --unix-socket "$tmp/api.sock" http://localhost/0.2/dev_mgr/devices >"$tmp/devices.json" \
+        || return 1
+    python3 - "$tmp/devices.json" "$1" "$2" <<'PY'
+import json, sys
+path, mac, ip = sys.argv[1:]
+devices = json.load(open(path))["devices"]
+ok = any(d.get("mac") == mac and d.get("ip") == ip and d.get("vendor") == "Yealink" for d in devices)
+sys.exit(0 if ok else 1)
+PY
+}
+for pair in "$mac1 $ip1" "$mac2 $ip2"; do
+    set -- $pair
+    i=0
+    until device_ok "$1" "$2"; do
+        i=$((i + 1))
+        [ "$i" -lt 200 ] || fail "no device $1 with ip $2 and vendor Yealink: $(cat "$tmp/devices.json" 2>/dev/null)"
+        sleep 0.1
+    done
+done
+
+# The leases are in the store (written before the ACK): the log says ACK for both.
+grep -q "reply=Ack" "$tmp/log" || fail "no DHCPACK in the log: $(cat "$tmp/log")"
+
+# Each phone fetches its own MAC file over HTTP across the veth, from the address it got.
+for pair in "$c1 ${mac1//:/}" "$c2 ${mac2//:/}"; do
+    set -- $pair
+    ip netns exec "$1" curl -sf --max-time 10 -o "$tmp/$2.cfg" "http://10.213.0.1:8667/$2.cfg" \
+        || fail "$1 could not fetch $2.cfg: $(tail -n 20 "$tmp/log")"
+    [ -s "$tmp/$2.cfg" ] || fail "$2.cfg is empty"
+done
+echo "both phones fetched their MAC file"
+
+# The daemon restarts before dhclient renews (T1 = 8 s): the renewal is acknowledged with the
+# same address, unicast to the client.
+kill -TERM "$daemon"
+wait "$daemon" || fail "provisiond exited with $?: $(tail -n 20 "$tmp/log")"
+grep -q "stopped cleanly" "$tmp/log" || fail "no clean stop"
+start_daemon "$tmp/log2"
+grep -q "leases=2" "$tmp/log2" || fail "the leases were not kept: $(grep 'DHCP server ready' "$tmp/log2")"
+for i in $(seq 1 600); do
+    [ -e "$tmp/dhclient.RENEW" ] && break
+    sleep 0.1
+done
+[ -e "$tmp/dhclient.RENEW" ] || fail "dhclient did not renew within 60 s: $(cat "$tmp/log2") $(cat "$tmp/dhclient.log")"
+grep -q "^new_ip_address=$ip1\$" "$tmp/dhclient.RENEW" || fail "renewal changed the address: $(cat "$tmp/dhclient.RENEW")"
+grep -q "request=Request reply=Ack ip=$ip1 dst=$ip1:68" "$tmp/log2" \
+    || fail "no unicast ACK of the renewal: $(cat "$tmp/log2")"
+echo "renewal after a restart: $ip1 kept"
+
+# dhclient releases its lease (-r): the store marks it released.
+ip netns exec "$c1" dhclient -r -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
+    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "v$tag-1" >/dev/null 2>&1 || true
+wait_for_line "$tmp/log2" "request=Release"

@@ -1,0 +1,122 @@
+# `[dhcp] mode = "phones-only"` with real clients in network namespaces of their own:
+#
+#   [srv ns] bridge 10.213.1.1/24 ── veth ── [c1 ns] dhclient, no vendor class (a laptop)
+#                                  └─ veth ── [c2 ns] udhcpc -V yealink     (a phone)
+#
+# The phone gets a lease; the laptop's DISCOVERs are read and left unanswered (the log says
+# why), so that another DHCP server on the segment serves it. Namespaces deleted on exit.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+bin=$1
+here="$(cd "$(dirname "$0")" && pwd)"
+plugins="$(cd "$here/../plugins" && pwd)"
+
+command -v ip >/dev/null && ip netns list >/dev/null 2>&1 \
+    || { echo "SKIP: 'ip netns' is not available"; exit 0; }
+command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
+command -v busybox >/dev/null || fail "busybox not found: apt-get install busybox"
+
+tag="po$$"
+srv="$tag-srv"
+c1="$tag-c1"
+c2="$tag-c2"
+br="br$tag"
+mac1="02:42:ac:00:00:01"
+mac2="80:5e:c0:21:31:02"
+tmp=$(mktemp -d)
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    for ns in "$c1" "$c2" "$srv"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ip netns add "$srv"
+ip netns add "$c1"
+ip netns add "$c2"
+ip -n "$srv" link set lo up
+ip -n "$srv" link add "$br" type bridge forward_delay 0
+ip -n "$srv" addr add 10.213.1.1/24 dev "$br"
+ip -n "$srv" link set "$br" up
+n=0
+for pair in "$c1 $mac1" "$c2 $mac2"; do
+    set -- $pair
+    n=$((n + 1))
+    ip link add "v$tag-$n" netns "$1" address "$2" type veth peer name "p$tag-$n" netns "$srv"
+    ip -n "$1" link set lo up
+    ip -n "$1" link set "v$tag-$n" up
+    ip -n "$srv" link set "p$tag-$n" master "$br" up
+done
+
+mkdir -p "$tmp/data"
+cat >"$tmp/provisiond.toml" <<TOML
+[general]
+data_dir = "$tmp/data"
+base_url = "http://10.213.1.1:8667"
+plugins_dir = "$plugins"
+[http]
+listen = "10.213.1.1:8667"
+[api]
+enabled = false
+socket = "$tmp/api.sock"
+[tftp]
+enabled = false
+[dhcpinfo]
+socket = "$tmp/dhcpinfo.sock"
+[log]
+level = "info,provisiond::dhcp=debug"
+[dhcp]
+mode = "phones-only"
+port = 67
+
+[[dhcp.pools]]
+subnet = "10.213.1.0/24"
+ranges = [{ start = "10.213.1.100", end = "10.213.1.150" }]
+router = "10.213.1.1"
+TOML
+
+ip netns exec "$srv" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
+    "$bin" serve --config "$tmp/provisiond.toml" 2>"$tmp/log" &
+pids+=($!)
+wait_for_line "$tmp/log" "store open; ready"
+wait_for_line "$tmp/log" "DHCP server ready"
+
+cat >"$tmp/dhclient.conf" <<'CONF'
+request subnet-mask, routers, tftp-server-name;
+timeout 60;
+CONF
+cat >"$tmp/dhclient-hook.sh" <<HOOK
+#!/bin/sh
+env | grep -E '^(reason|interface|new_)' >"$tmp/dhclient.\$reason"
+exit 0
+HOOK
+chmod +x "$tmp/dhclient-hook.sh"
+ip netns exec "$c1" dhclient -d -1 -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
+    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "v$tag-1" 2>"$tmp/dhclient.log" &
+pids+=($!)
+
+cat >"$tmp/udhcpc-hook.sh" <<HOOK
+#!/bin/sh
+env | grep -E '^(interface|ip|subnet|router|tftp|serverid|lease)=' >"$tmp/udhcpc.\$1"
+exit 0
+HOOK
+chmod +x "$tmp/udhcpc-hook.sh"
+
+# The laptop's DISCOVER is read and left unanswered.
+wait_for_line "$tmp/log" "no reply: phones-only: not identified as a phone mac=$mac1"
+# The phone, on the same segment, is answered.
+ip netns exec "$c2" busybox udhcpc -f -q -n -t 10 -T 2 -i "v$tag-2" -V yealink -O tftp \
+    -s "$tmp/udhcpc-hook.sh" >"$tmp/udhcpc.log" 2>&1 &
+pids+=($!)
+wait_for_line "$tmp/udhcpc.bound" "^ip=10.213.1.1[0-5][0-9]$"
+grep -q "mac=$mac2 .*request=Request reply=Ack" "$tmp/log" || fail "no ACK for the phone: $(cat "$tmp/log")"
+# The laptop was never offered anything (it keeps retransmitting meanwhile).
+if grep -q "mac=$mac1 .*reply=" "$tmp/log"; then
+    fail "the laptop was answered: $(grep "mac=$mac1" "$tmp/log")"
+fi
+[ ! -e "$tmp/dhclient.BOUND" ] || fail "the laptop got a lease: $(cat "$tmp/dhclient.BOUND")"
+echo "phone: $(sed -n 's/^ip=//p' "$tmp/udhcpc.bound"); laptop: no answer"

@@ -1,0 +1,941 @@
+//! The RFC 2131 state machine and the address allocator. One thread owns an [`Engine`]: it is
+//! plain synchronous logic over the store (the lease owner) and in-memory indexes rebuilt from
+//! the store at start.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use url::Url;
+
+use crate::config::{Dhcp, DhcpMode, Pool};
+use crate::ident::{DhcpOp, RequestContext};
+use crate::model::{Lease, LeaseState, Mac, UnixTime};
+use crate::plugins::PluginSet;
+use crate::store::{Store, StoreError};
+
+use super::packet::{code, encode_reply, Importance, MsgType, ReplyHeader, ReplyOptions, Request};
+use super::provision;
+use super::socket::PktInfo;
+
+/// A declined address is not handed out again for this long (the client found it in use).
+pub const DECLINE_QUARANTINE_SECS: u64 = 3600;
+/// Client port (RFC 2131).
+pub const CLIENT_PORT: u16 = 68;
+/// Server (and relay) port.
+pub const SERVER_PORT: u16 = 67;
+
+/// What identifies a client's lease: its client identifier (option 61) when it sends one,
+/// else its hardware address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// Option 61 bytes.
+    Id(Vec<u8>),
+    /// `chaddr`.
+    Mac(Mac),
+}
+
+impl ClientKey {
+    fn of_request(req: &Request) -> ClientKey {
+        match req.client_id() {
+            Some(id) => ClientKey::Id(id.to_vec()),
+            None => ClientKey::Mac(req.mac),
+        }
+    }
+
+    fn of_lease(lease: &Lease) -> ClientKey {
+        match lease.client_id.as_deref().and_then(from_hex) {
+            Some(id) if !id.is_empty() => ClientKey::Id(id),
+            _ => ClientKey::Mac(lease.mac),
+        }
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+struct PoolState {
+    cfg: Pool,
+    /// Inclusive ranges as integers, in order.
+    ranges: Vec<(u32, u32)>,
+    size: u64,
+    excluded: HashSet<Ipv4Addr>,
+    reserved_by_mac: HashMap<Mac, (Ipv4Addr, Option<String>)>,
+    reserved_ips: HashMap<Ipv4Addr, Mac>,
+    /// Next never-used address to try, as an index over the ranges.
+    cursor: u64,
+    /// Every address of the ranges has been used once: only reuse is left.
+    exhausted: bool,
+}
+
+impl PoolState {
+    fn new(cfg: &Pool) -> PoolState {
+        let ranges: Vec<(u32, u32)> = cfg
+            .ranges
+            .iter()
+            .map(|r| (u32::from(r.start), u32::from(r.end)))
+            .filter(|(a, b)| a <= b)
+            .collect();
+        let size = ranges.iter().map(|(a, b)| u64::from(b - a) + 1).sum();
+        PoolState {
+            excluded: cfg.exclude.iter().copied().collect(),
+            reserved_by_mac: cfg
+                .reservations
+                .iter()
+                .map(|r| (r.mac, (r.ip, r.hostname.clone())))
+                .collect(),
+            reserved_ips: cfg.reservations.iter().map(|r| (r.ip, r.mac)).collect(),
+            cfg: cfg.clone(),
+            ranges,
+            size,
+            cursor: 0,
+            exhausted: false,
+        }
+    }
+
+    fn nth(&self, mut n: u64) -> Option<Ipv4Addr> {
+        for (a, b) in &self.ranges {
+            let len = u64::from(b - a) + 1;
+            if n < len {
+                return Some(Ipv4Addr::from(a + n as u32));
+            }
+            n -= len;
+        }
+        None
+    }
+
+    fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        self.cfg.subnet.contains(&ip)
+    }
+
+    /// An address this pool may hand out to anyone (not its network or broadcast address,
+    /// not excluded, not reserved).
+    fn dynamic(&self, ip: Ipv4Addr) -> bool {
+        let n = u32::from(ip);
+        self.ranges.iter().any(|(a, b)| *a <= n && n <= *b)
+            && self.usable(ip)
+            && !self.reserved_ips.contains_key(&ip)
+    }
+
+    fn usable(&self, ip: Ipv4Addr) -> bool {
+        let net = &self.cfg.subnet;
+        net.contains(&ip)
+            && (net.prefix_len() >= 31 || (ip != net.network() && ip != net.broadcast()))
+            && !self.excluded.contains(&ip)
+    }
+
+    fn renew_time(&self) -> u32 {
+        self.cfg.renew_time.unwrap_or(self.cfg.lease_time / 2)
+    }
+
+    fn rebind_time(&self) -> u32 {
+        self.cfg
+            .rebind_time
+            .unwrap_or((u64::from(self.cfg.lease_time) * 7 / 8) as u32)
+    }
+}
+
+struct Offer {
+    key: ClientKey,
+    until: Instant,
+}
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    /// Sender address and port.
+    pub src: SocketAddrV4,
+    /// Receiving interface, from IP_PKTINFO.
+    pub info: Option<PktInfo>,
+}
+
+/// A reply to send.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Message type.
+    pub msg_type: MsgType,
+    /// Encoded message.
+    pub bytes: Vec<u8>,
+    /// Destination.
+    pub dst: SocketAddrV4,
+    /// Outgoing interface and source address.
+    pub via: Option<(i32, Ipv4Addr)>,
+    /// Address given (OFFER, ACK).
+    pub yiaddr: Ipv4Addr,
+}
+
+/// What handling one request produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The reply, if any.
+    pub reply: Option<Reply>,
+    /// Lease events for identification.
+    pub events: Vec<RequestContext>,
+    /// Why nothing was sent, for the debug log.
+    pub silent: Option<&'static str>,
+    /// A store write failed.
+    pub store_error: bool,
+}
+
+impl Outcome {
+    fn silent(why: &'static str) -> Outcome {
+        Outcome {
+            silent: Some(why),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// The lease state and the protocol logic.
+pub struct Engine {
+    mode: DhcpMode,
+    port: u16,
+    server_id: Option<Ipv4Addr>,
+    offer_hold: Duration,
+    base_url: Option<Url>,
+    pools: Vec<PoolState>,
+    store: Store,
+    leases: HashMap<Ipv4Addr, Lease>,
+    by_client: HashMap<ClientKey, Ipv4Addr>,
+    offers: HashMap<Ipv4Addr, Offer>,
+    offer_by_client: HashMap<ClientKey, Ipv4Addr>,
+    /// Bound and declined leases by end, for expiry (stale entries skipped).
+    timers: BTreeSet<(UnixTime, Ipv4Addr)>,
+    /// Released and expired leases by end: reused least recently used first.
+    reusable: BTreeSet<(UnixTime, Ipv4Addr)>,
+}
+
+impl Engine {
+    /// Loads every lease from the store. Blocking.
+    pub fn new(settings: &Dhcp, store: Store, base_url: Option<Url>) -> Result<Engine, StoreError> {
+        let mut engine = Engine {
+            mode: settings.mode,
+            port: settings.port,
+            server_id: settings.server_id,
+            offer_hold: Duration::from_secs(u64::from(settings.offer_hold_secs.max(1))),
+            base_url,
+            pools: settings.pools.iter().map(PoolState::new).collect(),
+            leases: HashMap::new(),
+            by_client: HashMap::new(),
+            offers: HashMap::new(),
+            offer_by_client: HashMap::new(),
+            timers: BTreeSet::new(),
+            reusable: BTreeSet::new(),
+            store,
+        };
+        let mut latest: HashMap<ClientKey, (UnixTime, Ipv4Addr)> = HashMap::new();
+        for lease in engine.store.leases()? {
+            match lease.state {
+                LeaseState::Bound | LeaseState::Declined => {
+                    engine.timers.insert((lease.ends, lease.ip));
+                }
+                LeaseState::Released | LeaseState::Expired | LeaseState::Offered => {
+                    engine.reusable.insert((lease.ends, lease.ip));
+                }
+            }
+            if lease.state != LeaseState::Declined {
+                let key = ClientKey::of_lease(&lease);
+                let newer = latest.get(&key).is_none_or(|(s, _)| *s <= lease.starts);
+                if newer {
+                    latest.insert(key, (lease.starts, lease.ip));
+                }
+            }
+            engine.leases.insert(lease.ip, lease);
+        }
+        engine.by_client = latest.into_iter().map(|(k, (_, ip))| (k, ip)).collect();
+        Ok(engine)
+    }
+
+    /// Number of leases known (any state).
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Handles one request.
+    pub fn handle(
+        &mut self,
+        req: &Request,
+        origin: &Origin,
+        plugins: &PluginSet,
+        now: UnixTime,
+    ) -> Outcome {
+        let key = ClientKey::of_request(req);
+        let Some(server_id) = self
+            .server_id
+            .or_else(|| origin.info.map(|i| i.local))
+            .filter(|ip| !ip.is_unspecified())
+        else {
+            return Outcome::silent("no server address (no IP_PKTINFO and no dhcp.server_id)");
+        };
+        if self.mode == DhcpMode::PhonesOnly
+            && !self.knows(&key)
+            && !provision::is_phone(req, plugins)
+        {
+            return Outcome::silent("phones-only: not identified as a phone");
+        }
+        let instant = Instant::now();
+        match req.msg_type {
+            MsgType::Discover => self.discover(req, origin, &key, server_id, plugins, now, instant),
+            MsgType::Request => self.request(req, origin, &key, server_id, plugins, now, instant),
+            MsgType::Decline => self.decline(req, &key, server_id, now),
+            MsgType::Release => self.release(req, &key, server_id, now),
+            MsgType::Inform => self.inform(req, origin, server_id, plugins),
+            _ => Outcome::silent("not a client message"),
+        }
+    }
+
+    /// True when the client has a lease or an offer here (it is answered in `phones-only`
+    /// mode even when a later message lacks its vendor class).
+    fn knows(&self, key: &ClientKey) -> bool {
+        self.offer_by_client.contains_key(key)
+            || self
+                .by_client
+                .get(key)
+                .and_then(|ip| self.leases.get(ip))
+                .is_some_and(|l| l.state == LeaseState::Bound)
+    }
+
+    fn pool_of(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.pools.iter().position(|p| p.in_subnet(ip))
+    }
+
+    /// The pool of the client's network: subnet selection (118), link selection (82.5), the
+    /// relay address, the receiving interface's address, then (INFORM and renewals) ciaddr.
+    fn select_pool(&self, req: &Request, origin: &Origin) -> Option<usize> {
+        let link = req
+            .subnet_selection()
+            .or_else(|| req.link_selection())
+            .or_else(|| Some(req.giaddr).filter(|ip| !ip.is_unspecified()));
+        if let Some(link) = link {
+            return self.pool_of(link);
+        }
+        if let Some(p) = origin.info.and_then(|i| self.pool_of(i.local)) {
+            return Some(p);
+        }
+        Some(req.ciaddr)
+            .filter(|ip| !ip.is_unspecified())
+            .and_then(|ip| self.pool_of(ip))
+    }
+
+    /// True when `ip` is free for this client (no live lease or offer of another client, and
+    /// not declined and quarantined).
+    fn available(&self, ip: Ipv4Addr, key: &ClientKey, now: UnixTime, instant: Instant) -> bool {
+        if let Some(offer) = self.offers.get(&ip) {
+            if offer.key != *key && offer.until > instant {
+                return false;
+            }
+        }
+        match self.leases.get(&ip) {
+            None => true,
+            Some(lease) if ClientKey::of_lease(lease) == *key => {
+                !(lease.state == LeaseState::Declined && lease.ends > now)
+            }
+            Some(lease) => match lease.state {
+                LeaseState::Bound | LeaseState::Declined => lease.ends <= now,
+                LeaseState::Released | LeaseState::Expired | LeaseState::Offered => true,
+            },
+        }
+    }
+
+    /// True when this client may be bound to `ip` in pool `p`.
+    fn may_bind(
+        &self,
+        p: usize,
+        key: &ClientKey,
+        mac: Mac,
+        ip: Ipv4Addr,
+        now: UnixTime,
+        instant: Instant,
+    ) -> bool {
+        let pool = &self.pools[p];
+        let allowed = match pool.reserved_by_mac.get(&mac) {
+            Some((reserved, _)) => *reserved == ip,
+            None => pool.dynamic(ip),
+        };
+        allowed && self.available(ip, key, now, instant)
+    }
+
+    fn allocate(
+        &mut self,
+        p: usize,
+        key: &ClientKey,
+        mac: Mac,
+        requested: Option<Ipv4Addr>,
+        now: UnixTime,
+        instant: Instant,
+    ) -> Option<Ipv4Addr> {
+        if let Some((ip, _)) = self.pools[p].reserved_by_mac.get(&mac) {
+            if self.available(*ip, key, now, instant) {
+                return Some(*ip);
+            }
+            tracing::warn!(%mac, ip = %ip, "reserved address in use by another client: giving a dynamic one");
+        }
+        let previous = [
+            self.offer_by_client.get(key).copied(),
+            self.by_client.get(key).copied(),
+            requested,
+        ];
+        for ip in previous.into_iter().flatten() {
+            if self.pools[p].dynamic(ip) && self.available(ip, key, now, instant) {
+                return Some(ip);
+            }
+        }
+        // A never-used address.
+        if !self.pools[p].exhausted {
+            let size = self.pools[p].size;
+            for _ in 0..size {
+                let pool = &mut self.pools[p];
+                let n = pool.cursor;
+                pool.cursor = (n + 1) % size;
+                let Some(ip) = pool.nth(n) else { break };
+                if pool.dynamic(ip)
+                    && !self.leases.contains_key(&ip)
+                    && self.available(ip, key, now, instant)
+                {
+                    return Some(ip);
+                }
+            }
+            self.pools[p].exhausted = true;
+        }
+        // The least recently used released or expired address.
+        let mut stale = Vec::new();
+        let mut found = None;
+        for &(end, ip) in &self.reusable {
+            match self.leases.get(&ip) {
+                Some(l)
+                    if l.ends == end
+                        && matches!(
+                            l.state,
+                            LeaseState::Released | LeaseState::Expired | LeaseState::Offered
+                        ) =>
+                {
+                    if self.pools[p].dynamic(ip) && self.available(ip, key, now, instant) {
+                        found = Some(ip);
+                        break;
+                    }
+                }
+                _ => stale.push((end, ip)),
+            }
+        }
+        for entry in stale {
+            self.reusable.remove(&entry);
+        }
+        if found.is_none() {
+            // Bound leases past their end that the next sweep has not expired yet.
+            found = self
+                .leases
+                .values()
+                .filter(|l| {
+                    matches!(l.state, LeaseState::Bound | LeaseState::Declined) && l.ends <= now
+                })
+                .filter(|l| self.pools[p].dynamic(l.ip) && self.available(l.ip, key, now, instant))
+                .min_by_key(|l| l.ends)
+                .map(|l| l.ip);
+        }
+        found
+    }
+
+    fn hold_offer(&mut self, key: &ClientKey, ip: Ipv4Addr, instant: Instant) {
+        if let Some(old) = self.offer_by_client.insert(key.clone(), ip) {
+            if old != ip {
+                self.offers.remove(&old);
+            }
+        }
+        self.offers.insert(
+            ip,
+            Offer {
+                key: key.clone(),
+                until: instant + self.offer_hold,
+            },
+        );
+    }
+
+    fn drop_offer(&mut self, key: &ClientKey) {
+        if let Some(ip) = self.offer_by_client.remove(key) {
+            if self.offers.get(&ip).is_some_and(|o| o.key == *key) {
+                self.offers.remove(&ip);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn discover(
+        &mut self,
+        req: &Request,
+        origin: &Origin,
+        key: &ClientKey,
+        server_id: Ipv4Addr,
+        plugins: &PluginSet,
+        now: UnixTime,
+        instant: Instant,
+    ) -> Outcome {
+        let Some(p) = self.select_pool(req, origin) else {
+            return Outcome::silent("no pool for the client's network");
+        };
+        let Some(ip) = self.allocate(p, key, req.mac, req.requested_ip(), now, instant) else {
+            tracing::warn!(subnet = %self.pools[p].cfg.subnet, mac = %req.mac, "DHCP pool exhausted: no address to offer");
+            return Outcome::silent("pool exhausted");
+        };
+        self.hold_offer(key, ip, instant);
+        let options = self.options(Some(p), req, server_id, plugins, true);
+        self.reply(
+            req,
+            origin,
+            MsgType::Offer,
+            ip,
+            Ipv4Addr::UNSPECIFIED,
+            &options,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &mut self,
+        req: &Request,
+        origin: &Origin,
+        key: &ClientKey,
+        server_id: Ipv4Addr,
+        plugins: &PluginSet,
+        now: UnixTime,
+        instant: Instant,
+    ) -> Outcome {
+        let (ip, p) = if let Some(chosen) = req.server_id() {
+            // SELECTING.
+            if chosen != server_id {
+                self.drop_offer(key);
+                return Outcome::silent("the client chose another server");
+            }
+            let Some(ip) = req
+                .requested_ip()
+                .or_else(|| Some(req.ciaddr).filter(|ip| !ip.is_unspecified()))
+            else {
+                return Outcome::silent("REQUEST without a requested address");
+            };
+            let Some(p) = self.select_pool(req, origin) else {
+                return Outcome::silent("no pool for the client's network");
+            };
+            (ip, p)
+        } else if let Some(ip) = req.requested_ip() {
+            // INIT-REBOOT.
+            let Some(p) = self.select_pool(req, origin) else {
+                return Outcome::silent("no pool for the client's network");
+            };
+            (ip, p)
+        } else if !req.ciaddr.is_unspecified() {
+            // RENEWING (unicast) or REBINDING (broadcast).
+            let Some(p) = self.pool_of(req.ciaddr) else {
+                return Outcome::silent("renewal of an address outside every pool");
+            };
+            (req.ciaddr, p)
+        } else {
+            return Outcome::silent("REQUEST without a requested address");
+        };
+        if !self.may_bind(p, key, req.mac, ip, now, instant) {
+            self.drop_offer(key);
+            return self.nak(req, origin, server_id, "requested address not available");
+        }
+        let lease = match self.commit(p, key, req, ip, now) {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::error!(%ip, mac = %req.mac, "lease not written, no DHCPACK sent: {e}");
+                return Outcome {
+                    store_error: true,
+                    ..Outcome::silent("store error")
+                };
+            }
+        };
+        let options = self.options(Some(p), req, server_id, plugins, true);
+        let mut outcome = self.reply(req, origin, MsgType::Ack, ip, req.ciaddr, &options);
+        outcome
+            .events
+            .push(provision::context(req, DhcpOp::Commit, lease.ip));
+        outcome
+    }
+
+    fn commit(
+        &mut self,
+        p: usize,
+        key: &ClientKey,
+        req: &Request,
+        ip: Ipv4Addr,
+        now: UnixTime,
+    ) -> Result<Lease, StoreError> {
+        let pool = &self.pools[p];
+        let hostname = pool
+            .reserved_by_mac
+            .get(&req.mac)
+            .and_then(|(_, h)| h.clone())
+            .or_else(|| req.hostname());
+        let lease = Lease {
+            ip,
+            mac: req.mac,
+            client_id: req.client_id().map(to_hex),
+            hostname,
+            starts: now,
+            ends: now + u64::from(pool.cfg.lease_time),
+            state: LeaseState::Bound,
+        };
+        // A client holds one address: a different previous one is released first (so that
+        // the store's MAC index ends on the new lease).
+        if let Some(old) = self.by_client.get(key).copied().filter(|old| *old != ip) {
+            if let Some(previous) = self.leases.get_mut(&old) {
+                if previous.state == LeaseState::Bound && ClientKey::of_lease(previous) == *key {
+                    previous.state = LeaseState::Released;
+                    previous.ends = now;
+                    self.store.put_lease(previous)?;
+                    self.reusable.insert((now, old));
+                }
+            }
+        }
+        self.store.put_lease(&lease)?;
+        self.timers.insert((lease.ends, ip));
+        self.leases.insert(ip, lease.clone());
+        self.by_client.insert(key.clone(), ip);
+        self.offer_by_client.remove(key);
+        self.offers.remove(&ip);
+        Ok(lease)
+    }
+
+    fn decline(
+        &mut self,
+        req: &Request,
+        key: &ClientKey,
+        server_id: Ipv4Addr,
+        now: UnixTime,
+    ) -> Outcome {
+        if req.server_id().is_some_and(|id| id != server_id) {
+            return Outcome::silent("DECLINE for another server");
+        }
+        let Some(ip) = req.requested_ip() else {
+            return Outcome::silent("DECLINE without an address");
+        };
+        let ours = self
+            .leases
+            .get(&ip)
+            .is_some_and(|l| ClientKey::of_lease(l) == *key)
+            || self.offer_by_client.get(key) == Some(&ip);
+        if !ours || self.pool_of(ip).is_none() {
+            return Outcome::silent("DECLINE of an address the client does not hold");
+        }
+        let lease = Lease {
+            ip,
+            mac: req.mac,
+            client_id: req.client_id().map(to_hex),
+            hostname: None,
+            starts: now,
+            ends: now + DECLINE_QUARANTINE_SECS,
+            state: LeaseState::Declined,
+        };
+        if let Err(e) = self.store.put_lease(&lease) {
+            tracing::error!(%ip, "declined lease not written: {e}");
+            return Outcome {
+                store_error: true,
+                ..Outcome::silent("store error")
+            };
+        }
+        tracing::warn!(%ip, mac = %req.mac, "address declined by the client (in use on the network): quarantined for {DECLINE_QUARANTINE_SECS} s");
+        self.timers.insert((lease.ends, ip));
+        self.leases.insert(ip, lease);
+        if self.by_client.get(key) == Some(&ip) {
+            self.by_client.remove(key);
+        }
+        self.drop_offer(key);
+        Outcome::silent("DECLINE handled")
+    }
+
+    fn release(
+        &mut self,
+        req: &Request,
+        key: &ClientKey,
+        server_id: Ipv4Addr,
+        now: UnixTime,
+    ) -> Outcome {
+        if req.server_id().is_some_and(|id| id != server_id) {
+            return Outcome::silent("RELEASE for another server");
+        }
+        let ip = req.ciaddr;
+        let Some(lease) = self.leases.get_mut(&ip) else {
+            return Outcome::silent("RELEASE of an unknown lease");
+        };
+        if ClientKey::of_lease(lease) != *key || lease.state != LeaseState::Bound {
+            return Outcome::silent("RELEASE of a lease the client does not hold");
+        }
+        lease.state = LeaseState::Released;
+        lease.ends = now;
+        if let Err(e) = self.store.put_lease(lease) {
+            tracing::error!(%ip, "released lease not written: {e}");
+            return Outcome {
+                store_error: true,
+                ..Outcome::silent("store error")
+            };
+        }
+        self.reusable.insert((now, ip));
+        Outcome {
+            events: vec![provision::context(req, DhcpOp::Release, ip)],
+            ..Outcome::silent("RELEASE handled")
+        }
+    }
+
+    fn inform(
+        &mut self,
+        req: &Request,
+        origin: &Origin,
+        server_id: Ipv4Addr,
+        plugins: &PluginSet,
+    ) -> Outcome {
+        let p = self.select_pool(req, origin);
+        let options = self.options(p, req, server_id, plugins, false);
+        if p.is_none() && options.len() <= 1 {
+            // Nothing but the server id to say.
+            return Outcome::silent("INFORM from outside every pool");
+        }
+        self.reply(
+            req,
+            origin,
+            MsgType::Ack,
+            Ipv4Addr::UNSPECIFIED,
+            req.ciaddr,
+            &options,
+        )
+    }
+
+    fn nak(&mut self, req: &Request, origin: &Origin, server_id: Ipv4Addr, why: &str) -> Outcome {
+        let mut options = ReplyOptions::default();
+        options.set(
+            code::SERVER_ID,
+            server_id.octets().to_vec(),
+            Importance::Essential,
+        );
+        options.set(
+            code::MESSAGE,
+            why.as_bytes().to_vec(),
+            Importance::Unrequested,
+        );
+        self.reply(
+            req,
+            origin,
+            MsgType::Nak,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &options,
+        )
+    }
+
+    /// The options of an OFFER or ACK (`lease`: with lease times) or an INFORM's ACK.
+    fn options(
+        &self,
+        p: Option<usize>,
+        req: &Request,
+        server_id: Ipv4Addr,
+        plugins: &PluginSet,
+        lease: bool,
+    ) -> ReplyOptions {
+        let asked = req.requested_params();
+        let weight = |c: u8| {
+            if asked.contains(&c) {
+                Importance::Requested
+            } else {
+                Importance::Unrequested
+            }
+        };
+        let mut o = ReplyOptions::default();
+        o.set(
+            code::SERVER_ID,
+            server_id.octets().to_vec(),
+            Importance::Essential,
+        );
+        let ips = |list: &[Ipv4Addr]| list.iter().flat_map(|ip| ip.octets()).collect::<Vec<u8>>();
+        let pool = p.map(|p| &self.pools[p]);
+        if let Some(pool) = pool {
+            if lease {
+                o.set(
+                    code::LEASE_TIME,
+                    pool.cfg.lease_time.to_be_bytes().to_vec(),
+                    Importance::Essential,
+                );
+                o.set(
+                    code::RENEWAL,
+                    pool.renew_time().to_be_bytes().to_vec(),
+                    Importance::Essential,
+                );
+                o.set(
+                    code::REBINDING,
+                    pool.rebind_time().to_be_bytes().to_vec(),
+                    Importance::Essential,
+                );
+            }
+            o.set(
+                code::SUBNET_MASK,
+                pool.cfg.subnet.netmask().octets().to_vec(),
+                Importance::Essential,
+            );
+            if let Some(router) = pool.cfg.router {
+                o.set(code::ROUTER, router.octets().to_vec(), weight(code::ROUTER));
+            }
+            if !pool.cfg.dns.is_empty() {
+                o.set(code::DNS, ips(&pool.cfg.dns), weight(code::DNS));
+            }
+            if let Some(domain) = &pool.cfg.domain {
+                o.set(
+                    code::DOMAIN,
+                    domain.as_bytes().to_vec(),
+                    weight(code::DOMAIN),
+                );
+            }
+            if !pool.cfg.ntp.is_empty() {
+                o.set(code::NTP, ips(&pool.cfg.ntp), weight(code::NTP));
+            }
+            if let Some((_, Some(hostname))) = pool.reserved_by_mac.get(&req.mac) {
+                o.set(
+                    code::HOSTNAME,
+                    hostname.as_bytes().to_vec(),
+                    weight(code::HOSTNAME),
+                );
+            }
+        }
+        if let Some(plugin) = provision::vendor_plugin(req, plugins) {
+            let base = pool
+                .and_then(|pool| pool.cfg.base_url.as_ref())
+                .or(self.base_url.as_ref());
+            for option in provision::vendor_options(&plugin, base, server_id) {
+                if option.always || asked.contains(&option.code) {
+                    o.set(option.code, option.value, Importance::Requested);
+                }
+            }
+        }
+        o
+    }
+
+    fn reply(
+        &self,
+        req: &Request,
+        origin: &Origin,
+        msg_type: MsgType,
+        yiaddr: Ipv4Addr,
+        ciaddr: Ipv4Addr,
+        options: &ReplyOptions,
+    ) -> Outcome {
+        let mut flags = req.flags & 0x8000;
+        if msg_type == MsgType::Nak && !req.giaddr.is_unspecified() {
+            // RFC 2131 §4.3.2: the relay broadcasts a NAK.
+            flags |= 0x8000;
+        }
+        let header = ReplyHeader {
+            xid: req.xid,
+            flags,
+            ciaddr,
+            yiaddr,
+            giaddr: req.giaddr,
+            chaddr: req.chaddr,
+        };
+        let Some(bytes) = encode_reply(
+            &header,
+            msg_type,
+            options,
+            req.option(code::RELAY_AGENT),
+            req.max_reply(),
+        ) else {
+            return Outcome::silent("reply could not be encoded");
+        };
+        let dst = self.destination(req, origin, msg_type, ciaddr);
+        Outcome {
+            reply: Some(Reply {
+                msg_type,
+                bytes,
+                dst,
+                // The source address is always ours; the interface is forced only for
+                // broadcasts (unicasts follow the routing table, e.g. to a relay).
+                via: origin.info.filter(|i| !i.local.is_unspecified()).map(|i| {
+                    let ifindex = if dst.ip().is_broadcast() {
+                        i.ifindex
+                    } else {
+                        0
+                    };
+                    (ifindex, i.local)
+                }),
+                yiaddr,
+            }),
+            ..Outcome::default()
+        }
+    }
+
+    /// RFC 2131 §4.1, except off port 67 where every reply goes back to the sender (tests,
+    /// perfdhcp on loopback). A client without an address and without the broadcast bit gets
+    /// a broadcast too: unicasting to it needs an ARP entry written by hand (documented).
+    fn destination(
+        &self,
+        req: &Request,
+        origin: &Origin,
+        msg_type: MsgType,
+        ciaddr: Ipv4Addr,
+    ) -> SocketAddrV4 {
+        if self.port != SERVER_PORT {
+            return origin.src;
+        }
+        if !req.giaddr.is_unspecified() {
+            return SocketAddrV4::new(req.giaddr, SERVER_PORT);
+        }
+        if msg_type != MsgType::Nak && !ciaddr.is_unspecified() {
+            return SocketAddrV4::new(ciaddr, CLIENT_PORT);
+        }
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+    }
+
+    /// Expires bound leases past their end and ends quarantines; forgets lapsed offers.
+    /// Returns the expiry events for identification.
+    pub fn tick(&mut self, now: UnixTime) -> Vec<RequestContext> {
+        let mut events = Vec::new();
+        while let Some(&(end, ip)) = self.timers.first() {
+            if end > now {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(lease) = self.leases.get_mut(&ip) else {
+                continue;
+            };
+            if lease.ends != end || !matches!(lease.state, LeaseState::Bound | LeaseState::Declined)
+            {
+                continue;
+            }
+            let was_bound = lease.state == LeaseState::Bound;
+            lease.state = LeaseState::Expired;
+            if let Err(e) = self.store.put_lease(lease) {
+                tracing::error!(%ip, "expired lease not written: {e}");
+            }
+            self.reusable.insert((end, ip));
+            if was_bound {
+                tracing::debug!(%ip, mac = %lease.mac, "lease expired");
+                events.push(RequestContext::Dhcp {
+                    op: DhcpOp::Expiry,
+                    ip,
+                    mac: lease.mac,
+                    options: Vec::new(),
+                });
+            }
+        }
+        let instant = Instant::now();
+        let before = self.offers.len();
+        self.offers.retain(|_, o| o.until > instant);
+        if self.offers.len() != before {
+            let offers = &self.offers;
+            self.offer_by_client
+                .retain(|k, ip| offers.get(ip).is_some_and(|o| o.key == *k));
+            // A lapsed offer's address may be a never-leased one again.
+            for pool in &mut self.pools {
+                pool.exhausted = false;
+            }
+        }
+        events
+    }
+}

@@ -1,0 +1,406 @@
+//! DHCPv4 responder (`[dhcp] mode = "server" | "phones-only"`): RFC 2131 leases in the store,
+//! and the provisioning options of the client's vendor plugin. See docs/dhcp.md.
+//!
+//! Threads: one async task per socket reads datagrams into a bounded queue; one engine thread
+//! parses them, runs the state machine, writes leases (before the ACK leaves) and sends the
+//! replies; one identification thread turns ACK, RELEASE and expiry into
+//! `RequestContext::Dhcp` for `ident`, so that a slow identification never delays a reply.
+
+mod engine;
+pub mod packet;
+mod provision;
+mod socket;
+
+pub use engine::{ClientKey, DECLINE_QUARANTINE_SECS};
+pub use packet::{MsgType, ParseError, Request};
+pub use provision::{provisioning_url, vendor_options, vendor_plugin, VendorOption};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use socket2::Socket;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use crate::config::{Dhcp, DhcpMode};
+use crate::files::FileService;
+use crate::ident::RequestContext;
+use crate::store::Store;
+
+use engine::{Engine, Origin};
+
+/// Datagrams waiting for the engine; more are dropped and counted (clients retransmit).
+pub const QUEUE: usize = 4096;
+/// Lease events waiting for identification; more are dropped and counted.
+pub const IDENT_QUEUE: usize = 4096;
+/// Largest datagram read; longer ones are dropped.
+const RECV_BUFFER: usize = 4096;
+/// How often leases are checked for expiry and lapsed offers forgotten.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the responder did, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams read.
+    pub received: AtomicU64,
+    /// Dropped as malformed (truncated, bad cookie, hlen, option overrun…).
+    pub malformed: AtomicU64,
+    /// Dropped because the engine queue was full.
+    pub queue_full: AtomicU64,
+    /// Requests answered with nothing (other server chosen, not a phone, no pool…).
+    pub silent: AtomicU64,
+    /// DHCPOFFERs sent.
+    pub offers: AtomicU64,
+    /// DHCPACKs sent (leases and INFORMs).
+    pub acks: AtomicU64,
+    /// DHCPNAKs sent.
+    pub naks: AtomicU64,
+    /// Replies that could not be sent.
+    pub send_errors: AtomicU64,
+    /// Store writes that failed (no ACK was sent).
+    pub store_errors: AtomicU64,
+    /// Lease events given to identification.
+    pub ident_events: AtomicU64,
+    /// Lease events dropped because the identification queue was full.
+    pub ident_dropped: AtomicU64,
+    /// Identifications that failed.
+    pub ident_failed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The bound responder; [`DhcpServer::run`] serves until shutdown.
+pub struct DhcpServer {
+    settings: Dhcp,
+    sockets: Vec<Arc<Socket>>,
+    port: u16,
+    counters: Arc<Counters>,
+}
+
+impl DhcpServer {
+    /// Binds UDP `settings.port` on every address, one socket per interface of
+    /// `settings.interfaces` (SO_BINDTODEVICE) or a single one when the list is empty.
+    /// Port 0 takes an ephemeral port (tests). `mode = "off"` is refused.
+    pub async fn bind(settings: &Dhcp) -> anyhow::Result<DhcpServer> {
+        if settings.mode == DhcpMode::Off {
+            anyhow::bail!("dhcp.mode is off: the DHCP server is not started");
+        }
+        let mut sockets = Vec::new();
+        let mut port = settings.port;
+        let devices: Vec<Option<&str>> = if settings.interfaces.is_empty() {
+            vec![None]
+        } else {
+            settings
+                .interfaces
+                .iter()
+                .map(|i| Some(i.as_str()))
+                .collect()
+        };
+        for device in devices {
+            let socket = socket::open(port, device).with_context(|| match device {
+                Some(d) => format!("cannot listen on UDP port {port} of interface {d} (dhcp)"),
+                None => format!("cannot listen on UDP port {port} (dhcp)"),
+            })?;
+            if port == 0 {
+                port = socket
+                    .local_addr()?
+                    .as_socket()
+                    .map(|a| a.port())
+                    .context("DHCP socket has no port")?;
+            }
+            sockets.push(Arc::new(socket));
+        }
+        Ok(DhcpServer {
+            settings: settings.clone(),
+            sockets,
+            port,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// The UDP port served.
+    pub fn local_port(&self) -> u16 {
+        self.port
+    }
+
+    /// The counters, shared with the running server.
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Serves until `shutdown` turns true. `store` holds the leases; identification goes
+    /// through `files`; `base_url` (`[general] base_url`) fills `{provisioning_url}` when the
+    /// pool has no `base_url` of its own.
+    pub async fn run(
+        self,
+        files: Arc<FileService>,
+        store: Store,
+        base_url: Option<url::Url>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let settings = self.settings.clone();
+        let engine =
+            tokio::task::spawn_blocking(move || Engine::new(&settings, store, base_url)).await;
+        let engine = match engine {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(e)) => {
+                tracing::error!("DHCP server not started: cannot read the leases: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("DHCP server not started: {e}");
+                return;
+            }
+        };
+        tracing::info!(
+            port = self.port,
+            mode = ?self.settings.mode,
+            leases = engine.lease_count(),
+            "DHCP server ready"
+        );
+        let counters = Arc::clone(&self.counters);
+        let (queue, incoming) = sync_channel::<Incoming>(QUEUE);
+        let (ident_queue, events) = sync_channel::<RequestContext>(IDENT_QUEUE);
+
+        let ident_files = Arc::clone(&files);
+        let ident_counters = Arc::clone(&counters);
+        let ident = std::thread::Builder::new()
+            .name("dhcp-ident".into())
+            .spawn(move || identify_events(events, ident_files, ident_counters));
+        let engine_counters = Arc::clone(&counters);
+        let sockets = self.sockets.clone();
+        let worker = std::thread::Builder::new()
+            .name("dhcp".into())
+            .spawn(move || {
+                serve_requests(
+                    engine,
+                    incoming,
+                    sockets,
+                    files,
+                    ident_queue,
+                    engine_counters,
+                )
+            });
+        let (ident, worker) = match (ident, worker) {
+            (Ok(i), Ok(w)) => (i, w),
+            (i, w) => {
+                tracing::error!("cannot start the DHCP threads: {:?} {:?}", i.err(), w.err());
+                return;
+            }
+        };
+
+        let mut readers = tokio::task::JoinSet::new();
+        for (index, socket) in self.sockets.iter().enumerate() {
+            // SAFETY: the socket owns its fd, which stays open while registered: the Arc
+            // is shared only with the engine thread, which never closes it.
+            match unsafe { AsyncFd::register(Arc::clone(socket)) } {
+                Ok(fd) => {
+                    readers.spawn(read_socket(index, fd, queue.clone(), Arc::clone(&counters)));
+                }
+                Err(e) => tracing::error!("DHCP socket not served: {e}"),
+            }
+        }
+        drop(queue);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                changed = shutdown.changed() => if changed.is_err() { break },
+                // Every reader stopped (the engine thread is gone): nothing left to serve.
+                None = readers.join_next() => break,
+            }
+        }
+        readers.abort_all();
+        while readers.join_next().await.is_some() {}
+        // The readers held the last queue senders: the engine thread ends, then the
+        // identification thread after the events already queued.
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = worker.join();
+            let _ = ident.join();
+        })
+        .await;
+        tracing::info!("DHCP server stopped");
+    }
+}
+
+struct Incoming {
+    socket: usize,
+    data: Vec<u8>,
+    origin: Origin,
+}
+
+async fn read_socket(
+    index: usize,
+    fd: AsyncFd<Arc<Socket>>,
+    queue: SyncSender<Incoming>,
+    counters: Arc<Counters>,
+) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let mut guard = match fd.readable().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::error!("DHCP socket: {e}");
+                return;
+            }
+        };
+        let received = match guard.try_io(|inner| socket::recv(inner.get_ref(), &mut buf)) {
+            Ok(Ok(received)) => received,
+            Ok(Err(e)) => {
+                tracing::debug!("DHCP socket: {e}");
+                continue;
+            }
+            Err(_would_block) => continue,
+        };
+        bump(&counters.received);
+        if received.truncated {
+            bump(&counters.malformed);
+            tracing::debug!(src = %received.src, "DHCP datagram over {RECV_BUFFER} bytes dropped");
+            continue;
+        }
+        let incoming = Incoming {
+            socket: index,
+            data: buf[..received.len].to_vec(),
+            origin: Origin {
+                src: received.src,
+                info: received.info,
+            },
+        };
+        match queue.try_send(incoming) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let dropped = counters.queue_full.fetch_add(1, Ordering::Relaxed);
+                if dropped % 1000 == 0 {
+                    tracing::warn!(dropped = dropped + 1, "DHCP queue full: requests dropped");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+fn serve_requests(
+    mut engine: Engine,
+    incoming: Receiver<Incoming>,
+    sockets: Vec<Arc<Socket>>,
+    files: Arc<FileService>,
+    ident: SyncSender<RequestContext>,
+    counters: Arc<Counters>,
+) {
+    let mut last_tick = Instant::now();
+    loop {
+        match incoming.recv_timeout(TICK) {
+            Ok(datagram) => {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle_datagram(&mut engine, &datagram, &sockets, &files, &ident, &counters)
+                }));
+                if result.is_err() {
+                    bump(&counters.malformed);
+                    tracing::error!(src = %datagram.origin.src, "DHCP request handling panicked: request dropped");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            for event in engine.tick(crate::model::now()) {
+                queue_event(&ident, event, &counters);
+            }
+        }
+    }
+}
+
+fn handle_datagram(
+    engine: &mut Engine,
+    datagram: &Incoming,
+    sockets: &[Arc<Socket>],
+    files: &FileService,
+    ident: &SyncSender<RequestContext>,
+    counters: &Counters,
+) {
+    let req = match Request::parse(&datagram.data) {
+        Ok(req) => req,
+        Err(e) => {
+            bump(&counters.malformed);
+            tracing::debug!(src = %datagram.origin.src, "DHCP datagram dropped: {e}");
+            return;
+        }
+    };
+    let plugins = files.plugins();
+    let outcome = engine.handle(&req, &datagram.origin, &plugins, crate::model::now());
+    if outcome.store_error {
+        bump(&counters.store_errors);
+    }
+    match &outcome.reply {
+        Some(reply) => {
+            match reply.msg_type {
+                MsgType::Offer => bump(&counters.offers),
+                MsgType::Ack => bump(&counters.acks),
+                MsgType::Nak => bump(&counters.naks),
+                _ => {}
+            }
+            tracing::debug!(
+                mac = %req.mac,
+                xid = req.xid,
+                request = ?req.msg_type,
+                reply = ?reply.msg_type,
+                ip = %reply.yiaddr,
+                dst = %reply.dst,
+                "DHCP"
+            );
+            let socket = &sockets[datagram.socket.min(sockets.len() - 1)];
+            if let Err(e) = socket::send(socket, &reply.bytes, reply.dst, reply.via) {
+                bump(&counters.send_errors);
+                tracing::debug!(dst = %reply.dst, "DHCP reply not sent: {e}");
+            }
+        }
+        None => {
+            bump(&counters.silent);
+            tracing::debug!(
+                mac = %req.mac,
+                xid = req.xid,
+                request = ?req.msg_type,
+                "DHCP: no reply: {}",
+                outcome.silent.unwrap_or("-")
+            );
+        }
+    }
+    for event in outcome.events {
+        queue_event(ident, event, counters);
+    }
+}
+
+fn queue_event(ident: &SyncSender<RequestContext>, event: RequestContext, counters: &Counters) {
+    match ident.try_send(event) {
+        Ok(()) => bump(&counters.ident_events),
+        Err(_) => {
+            let dropped = counters.ident_dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped % 1000 == 0 {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "DHCP: identification queue full, lease events dropped"
+                );
+            }
+        }
+    }
+}
+
+fn identify_events(
+    events: Receiver<RequestContext>,
+    files: Arc<FileService>,
+    counters: Arc<Counters>,
+) {
+    for event in events {
+        if let Err(e) = files.identify(&event) {
+            bump(&counters.ident_failed);
+            tracing::warn!("DHCP lease event not applied to the device: {e}");
+        }
+    }
+}

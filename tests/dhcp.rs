@@ -261,7 +261,9 @@ impl Client {
 
     /// Like a real client: retransmits (UDP may drop under load), a bounded number of times.
     fn exchange_retrying(&self, msg: &Message) -> Reply {
-        self.socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        self.socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut buf = [0u8; 2048];
         for _ in 0..8 {
             self.send(msg);

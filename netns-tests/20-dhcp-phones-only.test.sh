@@ -11,8 +11,7 @@ bin=$1
 here="$(cd "$(dirname "$0")" && pwd)"
 plugins="$(cd "$here/../plugins" && pwd)"
 
-command -v ip >/dev/null && ip netns list >/dev/null 2>&1 \
-    || { echo "SKIP: 'ip netns' is not available"; exit 0; }
+require_netns
 command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
 command -v busybox >/dev/null || fail "busybox not found: apt-get install busybox"
 
@@ -30,27 +29,12 @@ cleanup() {
     local pid
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    for ns in "$c1" "$c2" "$srv"; do ip netns del "$ns" 2>/dev/null || true; done
+    lan_down
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-ip netns add "$srv"
-ip netns add "$c1"
-ip netns add "$c2"
-ip -n "$srv" link set lo up
-ip -n "$srv" link add "$br" type bridge forward_delay 0
-ip -n "$srv" addr add 10.213.1.1/24 dev "$br"
-ip -n "$srv" link set "$br" up
-n=0
-for pair in "$c1 $mac1" "$c2 $mac2"; do
-    set -- $pair
-    n=$((n + 1))
-    ip link add "v$tag-$n" netns "$1" address "$2" type veth peer name "p$tag-$n" netns "$srv"
-    ip -n "$1" link set lo up
-    ip -n "$1" link set "v$tag-$n" up
-    ip -n "$srv" link set "p$tag-$n" master "$br" up
-done
+lan_up "$tag" 10.213.1.1/24 "$mac1" "$mac2"
 
 mkdir -p "$tmp/data"
 cat >"$tmp/provisiond.toml" <<TOML

@@ -214,6 +214,8 @@ pub struct Engine {
     timers: BTreeSet<(UnixTime, Ipv4Addr)>,
     /// Released and expired leases by end: reused least recently used first.
     reusable: BTreeSet<(UnixTime, Ipv4Addr)>,
+    /// Leases were written since the last [`Engine::flush`].
+    unflushed: bool,
 }
 
 impl Engine {
@@ -232,6 +234,7 @@ impl Engine {
             offer_by_client: HashMap::new(),
             timers: BTreeSet::new(),
             reusable: BTreeSet::new(),
+            unflushed: false,
             store,
         };
         let mut latest: HashMap<ClientKey, (UnixTime, Ipv4Addr)> = HashMap::new();
@@ -255,6 +258,16 @@ impl Engine {
         }
         engine.by_client = latest.into_iter().map(|(k, (_, ip))| (k, ip)).collect();
         Ok(engine)
+    }
+
+    /// Makes every lease written since the last flush durable (group commit: replies that
+    /// depend on those writes are sent only after this succeeded); nothing to do when
+    /// nothing was written. Blocking.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.unflushed) {
+            self.store.flush()?;
+        }
+        Ok(())
     }
 
     /// Number of leases known (any state).
@@ -593,12 +606,14 @@ impl Engine {
                 if previous.state == LeaseState::Bound && ClientKey::of_lease(previous) == *key {
                     previous.state = LeaseState::Released;
                     previous.ends = now;
-                    self.store.put_lease(previous)?;
+                    self.unflushed = true;
+                    self.store.put_lease_unflushed(previous)?;
                     self.reusable.insert((now, old));
                 }
             }
         }
-        self.store.put_lease(&lease)?;
+        self.unflushed = true;
+        self.store.put_lease_unflushed(&lease)?;
         self.timers.insert((lease.ends, ip));
         self.leases.insert(ip, lease.clone());
         self.by_client.insert(key.clone(), ip);
@@ -637,7 +652,8 @@ impl Engine {
             ends: now + DECLINE_QUARANTINE_SECS,
             state: LeaseState::Declined,
         };
-        if let Err(e) = self.store.put_lease(&lease) {
+        self.unflushed = true;
+        if let Err(e) = self.store.put_lease_unflushed(&lease) {
             tracing::error!(%ip, "declined lease not written: {e}");
             return Outcome {
                 store_error: true,
@@ -673,7 +689,8 @@ impl Engine {
         }
         lease.state = LeaseState::Released;
         lease.ends = now;
-        if let Err(e) = self.store.put_lease(lease) {
+        self.unflushed = true;
+        if let Err(e) = self.store.put_lease_unflushed(lease) {
             tracing::error!(%ip, "released lease not written: {e}");
             return Outcome {
                 store_error: true,
@@ -910,7 +927,8 @@ impl Engine {
             }
             let was_bound = lease.state == LeaseState::Bound;
             lease.state = LeaseState::Expired;
-            if let Err(e) = self.store.put_lease(lease) {
+            self.unflushed = true;
+            if let Err(e) = self.store.put_lease_unflushed(lease) {
                 tracing::error!(%ip, "expired lease not written: {e}");
             }
             self.reusable.insert((end, ip));

@@ -30,7 +30,7 @@ use crate::files::FileService;
 use crate::ident::RequestContext;
 use crate::store::Store;
 
-use engine::{Engine, Origin};
+use engine::{Engine, Origin, Reply};
 
 /// Datagrams waiting for the engine; more are dropped and counted (clients retransmit).
 pub const QUEUE: usize = 4096;
@@ -294,15 +294,26 @@ fn serve_requests(
     counters: Arc<Counters>,
 ) {
     let mut last_tick = Instant::now();
+    let mut batch = Batch::default();
     loop {
         match incoming.recv_timeout(TICK) {
-            Ok(datagram) => {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle_datagram(&mut engine, &datagram, &sockets, &files, &ident, &counters)
-                }));
-                if result.is_err() {
-                    bump(&counters.malformed);
-                    tracing::error!(src = %datagram.origin.src, "DHCP request handling panicked: request dropped");
+            Ok(first) => {
+                // Group commit: what is already queued is handled together and the leases
+                // written for it are flushed once, before any of its replies leaves.
+                let mut next = Some(first);
+                while let Some(datagram) = next {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        handle_datagram(&mut engine, &datagram, &files, &counters, &mut batch)
+                    }));
+                    if result.is_err() {
+                        bump(&counters.malformed);
+                        tracing::error!(src = %datagram.origin.src, "DHCP request handling panicked: request dropped");
+                    }
+                    next = if batch.replies.len() < BATCH {
+                        incoming.try_recv().ok()
+                    } else {
+                        None
+                    };
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -310,9 +321,55 @@ fn serve_requests(
         }
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
-            for event in engine.tick(crate::model::now()) {
-                queue_event(&ident, event, &counters);
+            batch.events.extend(engine.tick(crate::model::now()));
+        }
+        batch.commit(&mut engine, &sockets, &ident, &counters);
+    }
+}
+
+/// Most replies handled before their leases are flushed and they are sent.
+const BATCH: usize = 256;
+
+/// Replies and lease events waiting for the flush of the leases they depend on.
+#[derive(Default)]
+struct Batch {
+    replies: Vec<(usize, Reply)>,
+    events: Vec<RequestContext>,
+}
+
+impl Batch {
+    /// Flushes the leases, then sends the replies and queues the events. When the flush
+    /// fails, the replies and events are dropped (no ACK for a lease that may not survive a
+    /// crash): the clients retransmit.
+    fn commit(
+        &mut self,
+        engine: &mut Engine,
+        sockets: &[Arc<Socket>],
+        ident: &SyncSender<RequestContext>,
+        counters: &Counters,
+    ) {
+        if let Err(e) = engine.flush() {
+            let lost = self.replies.len();
+            bump(&counters.store_errors);
+            tracing::error!("DHCP leases not flushed, {lost} replies withheld: {e}");
+            self.replies.clear();
+            self.events.clear();
+        }
+        for (socket, reply) in self.replies.drain(..) {
+            match reply.msg_type {
+                MsgType::Offer => bump(&counters.offers),
+                MsgType::Ack => bump(&counters.acks),
+                MsgType::Nak => bump(&counters.naks),
+                _ => {}
             }
+            let socket = &sockets[socket.min(sockets.len() - 1)];
+            if let Err(e) = socket::send(socket, &reply.bytes, reply.dst, reply.via) {
+                bump(&counters.send_errors);
+                tracing::debug!(dst = %reply.dst, "DHCP reply not sent: {e}");
+            }
+        }
+        for event in self.events.drain(..) {
+            queue_event(ident, event, counters);
         }
     }
 }
@@ -320,10 +377,9 @@ fn serve_requests(
 fn handle_datagram(
     engine: &mut Engine,
     datagram: &Incoming,
-    sockets: &[Arc<Socket>],
     files: &FileService,
-    ident: &SyncSender<RequestContext>,
     counters: &Counters,
+    batch: &mut Batch,
 ) {
     let req = match Request::parse(&datagram.data) {
         Ok(req) => req,
@@ -338,14 +394,8 @@ fn handle_datagram(
     if outcome.store_error {
         bump(&counters.store_errors);
     }
-    match &outcome.reply {
+    match outcome.reply {
         Some(reply) => {
-            match reply.msg_type {
-                MsgType::Offer => bump(&counters.offers),
-                MsgType::Ack => bump(&counters.acks),
-                MsgType::Nak => bump(&counters.naks),
-                _ => {}
-            }
             tracing::debug!(
                 mac = %req.mac,
                 xid = req.xid,
@@ -355,11 +405,7 @@ fn handle_datagram(
                 dst = %reply.dst,
                 "DHCP"
             );
-            let socket = &sockets[datagram.socket.min(sockets.len() - 1)];
-            if let Err(e) = socket::send(socket, &reply.bytes, reply.dst, reply.via) {
-                bump(&counters.send_errors);
-                tracing::debug!(dst = %reply.dst, "DHCP reply not sent: {e}");
-            }
+            batch.replies.push((datagram.socket, reply));
         }
         None => {
             bump(&counters.silent);
@@ -372,9 +418,7 @@ fn handle_datagram(
             );
         }
     }
-    for event in outcome.events {
-        queue_event(ident, event, counters);
-    }
+    batch.events.extend(outcome.events);
 }
 
 fn queue_event(ident: &SyncSender<RequestContext>, event: RequestContext, counters: &Counters) {

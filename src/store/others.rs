@@ -302,6 +302,13 @@ impl Store {
 
     /// Creates or replaces the lease of `lease.ip`; the MAC index then points at this lease.
     pub fn put_lease(&self, lease: &Lease) -> Result<()> {
+        self.put_lease_unflushed(lease)?;
+        self.flush()
+    }
+
+    /// [`Store::put_lease`] without the flush, for group commit: the caller flushes once for
+    /// a batch and acts on none of its writes (no DHCPACK leaves) before that flush succeeded.
+    pub fn put_lease_unflushed(&self, lease: &Lease) -> Result<()> {
         finish(
             (&self.leases, &self.idx_lease_mac).transaction(|(leases, by_mac)| {
                 let key = lease.ip.octets();
@@ -312,8 +319,7 @@ impl Store {
                 by_mac.insert(&lease.mac.octets(), &key)?;
                 Ok(())
             }),
-        )?;
-        self.flush()
+        )
     }
 
     /// The lease of this address.

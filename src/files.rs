@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use crate::config::HttpAuthStrategy;
 use crate::ident::{IdentError, Identifier, RequestContext};
+use crate::model::Mac;
 use crate::plugins::{safe_relative, PluginSet, RenderError, Renderer, Target, MAX_PATH_LEN};
 use crate::store::{Store, StoreError};
 
@@ -51,6 +52,17 @@ pub const KEY_PREFIX: &str = "device/provisioning/";
 /// The rules of the seeds: 8 to 255 characters, alphanumeric only.
 pub fn valid_provisioning_key(key: &str) -> bool {
     (8..=255).contains(&key.len()) && key.bytes().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// The provisioning key that DHCP's `{provisioning_url}` carries for one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlKey {
+    /// The `url_key` strategy is off: plain URLs.
+    Off,
+    /// The key of the client's tenant (the default tenant's for an unknown client).
+    Key(String),
+    /// The strategy is on but the tenant has no key: no URL can work for this client.
+    Missing,
 }
 
 /// Who asks, as the transport knows it.
@@ -160,6 +172,8 @@ pub struct FileService {
     pub statics: StaticCache,
     /// Lease events received over the dhcpinfo socket.
     pub dhcpinfo: crate::dhcpinfo::Counters,
+    /// The DHCP server's counters, once it runs.
+    pub dhcp: std::sync::OnceLock<Arc<crate::dhcp::Counters>>,
     store: Store,
     strategy: HttpAuthStrategy,
     ident: Identifier,
@@ -180,6 +194,7 @@ impl FileService {
             counters: FileCounters::default(),
             statics: StaticCache::default(),
             dhcpinfo: crate::dhcpinfo::Counters::default(),
+            dhcp: std::sync::OnceLock::new(),
             ident: Identifier::new(store.clone(), default_tenant),
             store,
             strategy,
@@ -218,6 +233,30 @@ impl FileService {
     /// The loaded plugins.
     pub fn plugins(&self) -> Arc<PluginSet> {
         Arc::clone(&self.plugins.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The key DHCP options put in the provisioning URL of the client `mac`: its device's
+    /// tenant's, else the default tenant's (where unknown phones are created). Blocking.
+    pub fn dhcp_url_key(&self, mac: &Mac) -> UrlKey {
+        if self.strategy != HttpAuthStrategy::UrlKey {
+            return UrlKey::Off;
+        }
+        let tenant = match self.store.device_by_mac(mac) {
+            Ok(Some(device)) => device.tenant,
+            Ok(None) => self.ident.default_tenant().to_owned(),
+            Err(e) => {
+                tracing::warn!(%mac, "DHCP: device not read for its provisioning key: {e}");
+                return UrlKey::Missing;
+            }
+        };
+        match self.store.tenant(&tenant) {
+            Ok(Some(t)) => t.provisioning_key.map_or(UrlKey::Missing, UrlKey::Key),
+            Ok(None) => UrlKey::Missing,
+            Err(e) => {
+                tracing::warn!(%tenant, "DHCP: tenant not read for its provisioning key: {e}");
+                UrlKey::Missing
+            }
+        }
     }
 
     /// Answers a request for `path` (decoded, without leading `/`): applies the `url_key`

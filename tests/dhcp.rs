@@ -18,7 +18,7 @@ use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use provisiond::config::{Dhcp, DhcpMode, HttpAuthStrategy, Pool, Range, Reservation};
 use provisiond::dhcp::{Counters, DhcpServer};
 use provisiond::files::FileService;
-use provisiond::model::{LeaseState, Mac};
+use provisiond::model::{Device, LeaseState, Mac, Tenant};
 use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
 use tokio::sync::watch;
@@ -91,15 +91,26 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, dhcp: Dhcp) -> Server {
+        Server::start_with(data, dhcp, HttpAuthStrategy::Disabled, |_| {})
+    }
+
+    /// `prepare` writes to the store before the server reads it.
+    fn start_with(
+        data: &Path,
+        dhcp: Dhcp,
+        strategy: HttpAuthStrategy,
+        prepare: impl FnOnce(&Store),
+    ) -> Server {
         let store = Store::open(data).unwrap();
         store.ensure_defaults("master").unwrap();
+        prepare(&store);
         let plugins = PluginSet::load(&plugin_roots());
         assert!(plugins.errors.is_empty(), "{:?}", plugins.errors);
         let renderer = Renderer::new(store.clone(), ServerInfo::default());
         let files = Arc::new(FileService::new(
             store.clone(),
             "master",
-            HttpAuthStrategy::Disabled,
+            strategy,
             Arc::new(plugins),
             renderer,
         ));
@@ -466,6 +477,58 @@ fn a_yealink_gets_its_provisioning_url_when_it_asks() {
     );
     assert_eq!(polycom.text(160).as_deref(), Some("http://10.99.0.5:8667/"));
     assert_eq!(polycom.option(66), None);
+}
+
+#[test]
+fn under_url_key_the_provisioning_url_carries_the_tenant_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyed = [0x80, 0x5e, 0xc0, 0x77, 0, 2];
+    let keyless = [0x80, 0x5e, 0xc0, 0x77, 0, 3];
+    let prepare = |store: &Store| {
+        let mut master = store.tenant("master").unwrap().unwrap();
+        master.provisioning_key = Some("MasterKey1".into());
+        store.update_tenant(&master).unwrap();
+        for (id, key) in [("acme", Some("AcmeKey123")), ("nokey", None)] {
+            store
+                .create_tenant(&Tenant {
+                    id: id.into(),
+                    name: id.into(),
+                    provisioning_key: key.map(str::to_owned),
+                    default_config: None,
+                    revision: 0,
+                })
+                .unwrap();
+        }
+        for (mac, tenant) in [(keyed, "acme"), (keyless, "nokey")] {
+            let mut device = Device::new(format!("dev-{tenant}"), tenant);
+            device.mac = Some(Mac::new(mac));
+            store.create_device(&device).unwrap();
+        }
+    };
+    let server = Server::start_with(
+        dir.path(),
+        settings(DhcpMode::Server, vec![voice_pool()]),
+        HttpAuthStrategy::UrlKey,
+        prepare,
+    );
+    let client = server.client();
+    let asks = || vec![vendor(b"yealink"), prl(&[1, 3, 66])];
+    // An unknown phone: the default tenant's key (where it will be created).
+    let unknown = dora(&client, [0x80, 0x5e, 0xc0, 0x77, 0, 1], asks());
+    assert_eq!(
+        unknown.text(66).as_deref(),
+        Some("http://10.99.0.5:8667/device/provisioning/MasterKey1/")
+    );
+    // A known phone: its own tenant's key, never another tenant's.
+    let known = dora(&client, keyed, asks());
+    assert_eq!(
+        known.text(66).as_deref(),
+        Some("http://10.99.0.5:8667/device/provisioning/AcmeKey123/")
+    );
+    // A tenant without a key: no URL would be served, so none is sent; the lease still is.
+    let lost = dora(&client, keyless, asks());
+    assert_eq!(lost.kind(), MessageType::Ack);
+    assert_eq!(lost.option(66), None);
 }
 
 #[test]

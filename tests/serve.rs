@@ -412,3 +412,79 @@ fn the_daemon_serves_the_same_bytes_over_http_and_tftp() {
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait().success());
 }
+
+/// `provisiond_dhcp_packets_total{outcome="…"}` from `/metrics` on the admin socket.
+fn dhcp_metric(dir: &std::path::Path, outcome: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(dir.join("api.sock")).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let prefix = format!("provisiond_dhcp_packets_total{{outcome=\"{outcome}\"}} ");
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|n| n.trim().parse().unwrap())
+}
+
+#[test]
+fn the_dhcp_server_counts_what_it_did_in_the_metrics() {
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // An ephemeral port, free a moment ago (dhcp.port may not be 0).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = write_config(
+        dir,
+        &format!(
+            "[dhcp]\nmode = \"server\"\nport = {port}\n[[dhcp.pools]]\nsubnet = \"10.77.0.0/24\"\n\
+             ranges = [{{ start = \"10.77.0.10\", end = \"10.77.0.20\" }}]\n"
+        ),
+    );
+    let mut daemon = Daemon::start({
+        let mut cmd = command(dir);
+        cmd.args(["serve", "--config"]).arg(&config);
+        cmd
+    });
+    daemon.expect_line(&["DHCP server ready"]);
+    // Exported once the server runs, from zero.
+    assert_eq!(dhcp_metric(dir, "received"), Some(0));
+
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    client.send_to(b"not a DHCP message", ("127.0.0.1", port)).unwrap();
+    let mut discover = Message::default();
+    discover
+        .set_opcode(Opcode::BootRequest)
+        .set_xid(0x5eed)
+        .set_chaddr(&[0x80, 0x5e, 0xc0, 0, 0x77, 1]);
+    let opts = discover.opts_mut();
+    opts.insert(DhcpOption::MessageType(MessageType::Discover));
+    // RFC 3011: the pool of 10.77.0.0/24, although the request came in on the loopback.
+    opts.insert(DhcpOption::SubnetSelection([10, 77, 0, 0].into()));
+    let mut buf = Vec::new();
+    discover.encode(&mut Encoder::new(&mut buf)).unwrap();
+    client.send_to(&buf, ("127.0.0.1", port)).unwrap();
+    let mut reply = [0u8; 1500];
+    let (n, _) = client.recv_from(&mut reply).expect("an OFFER in time");
+    let offer = Message::decode(&mut Decoder::new(&reply[..n])).unwrap();
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while dhcp_metric(dir, "malformed") != Some(1) {
+        assert!(std::time::Instant::now() < deadline, "malformed never counted");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(dhcp_metric(dir, "received"), Some(2));
+    assert_eq!(dhcp_metric(dir, "offer"), Some(1));
+    assert_eq!(dhcp_metric(dir, "ack"), Some(0));
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait().success(), "{:?}", daemon.seen);
+}

@@ -11,11 +11,10 @@ use url::Url;
 use crate::config::{Dhcp, DhcpMode, Pool};
 use crate::ident::{DhcpOp, RequestContext};
 use crate::model::{Lease, LeaseState, Mac, UnixTime};
-use crate::plugins::PluginSet;
 use crate::store::{Store, StoreError};
 
 use super::packet::{code, encode_reply, Importance, MsgType, ReplyHeader, ReplyOptions, Request};
-use super::provision;
+use super::provision::{self, Vendors};
 use super::socket::PktInfo;
 
 /// A declined address is not handed out again for this long (the client found it in use).
@@ -280,7 +279,7 @@ impl Engine {
         &mut self,
         req: &Request,
         origin: &Origin,
-        plugins: &PluginSet,
+        vendors: &Vendors<'_>,
         now: UnixTime,
     ) -> Outcome {
         let key = ClientKey::of_request(req);
@@ -293,17 +292,17 @@ impl Engine {
         };
         if self.mode == DhcpMode::PhonesOnly
             && !self.knows(&key)
-            && !provision::is_phone(req, plugins)
+            && !provision::is_phone(req, vendors.plugins)
         {
             return Outcome::silent("phones-only: not identified as a phone");
         }
         let instant = Instant::now();
         match req.msg_type {
-            MsgType::Discover => self.discover(req, origin, &key, server_id, plugins, now, instant),
-            MsgType::Request => self.request(req, origin, &key, server_id, plugins, now, instant),
+            MsgType::Discover => self.discover(req, origin, &key, server_id, vendors, now, instant),
+            MsgType::Request => self.request(req, origin, &key, server_id, vendors, now, instant),
             MsgType::Decline => self.decline(req, &key, server_id, now),
             MsgType::Release => self.release(req, &key, server_id, now),
-            MsgType::Inform => self.inform(req, origin, server_id, plugins),
+            MsgType::Inform => self.inform(req, origin, server_id, vendors),
             _ => Outcome::silent("not a client message"),
         }
     }
@@ -489,7 +488,7 @@ impl Engine {
         origin: &Origin,
         key: &ClientKey,
         server_id: Ipv4Addr,
-        plugins: &PluginSet,
+        vendors: &Vendors<'_>,
         now: UnixTime,
         instant: Instant,
     ) -> Outcome {
@@ -501,7 +500,7 @@ impl Engine {
             return Outcome::silent("pool exhausted");
         };
         self.hold_offer(key, ip, instant);
-        let options = self.options(Some(p), req, server_id, plugins, true);
+        let options = self.options(Some(p), req, server_id, vendors, true);
         self.reply(
             req,
             origin,
@@ -519,7 +518,7 @@ impl Engine {
         origin: &Origin,
         key: &ClientKey,
         server_id: Ipv4Addr,
-        plugins: &PluginSet,
+        vendors: &Vendors<'_>,
         now: UnixTime,
         instant: Instant,
     ) -> Outcome {
@@ -568,7 +567,7 @@ impl Engine {
                 };
             }
         };
-        let options = self.options(Some(p), req, server_id, plugins, true);
+        let options = self.options(Some(p), req, server_id, vendors, true);
         let mut outcome = self.reply(req, origin, MsgType::Ack, ip, req.ciaddr, &options);
         outcome
             .events
@@ -709,10 +708,10 @@ impl Engine {
         req: &Request,
         origin: &Origin,
         server_id: Ipv4Addr,
-        plugins: &PluginSet,
+        vendors: &Vendors<'_>,
     ) -> Outcome {
         let p = self.select_pool(req, origin);
-        let options = self.options(p, req, server_id, plugins, false);
+        let options = self.options(p, req, server_id, vendors, false);
         if p.is_none() && options.len() <= 1 {
             // Nothing but the server id to say.
             return Outcome::silent("INFORM from outside every pool");
@@ -755,7 +754,7 @@ impl Engine {
         p: Option<usize>,
         req: &Request,
         server_id: Ipv4Addr,
-        plugins: &PluginSet,
+        vendors: &Vendors<'_>,
         lease: bool,
     ) -> ReplyOptions {
         let asked = req.requested_params();
@@ -821,11 +820,12 @@ impl Engine {
                 );
             }
         }
-        if let Some(plugin) = provision::vendor_plugin(req, plugins) {
+        if let Some(plugin) = provision::vendor_plugin(req, vendors.plugins) {
             let base = pool
                 .and_then(|pool| pool.cfg.base_url.as_ref())
                 .or(self.base_url.as_ref());
-            for option in provision::vendor_options(&plugin, base, server_id) {
+            let key = (vendors.url_key)(&req.mac);
+            for option in provision::vendor_options(&plugin, base, &key, server_id) {
                 if option.always || asked.contains(&option.code) {
                     o.set(option.code, option.value, Importance::Requested);
                 }

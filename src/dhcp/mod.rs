@@ -13,7 +13,7 @@ mod socket;
 
 pub use engine::{ClientKey, DECLINE_QUARANTINE_SECS};
 pub use packet::{MsgType, ParseError, Request};
-pub use provision::{provisioning_url, vendor_options, vendor_plugin, VendorOption};
+pub use provision::{provisioning_url, vendor_options, vendor_plugin, VendorOption, Vendors};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -143,6 +143,8 @@ impl DhcpServer {
         base_url: Option<url::Url>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        // For /metrics; a second server in the same process keeps its counters to itself.
+        let _ = files.dhcp.set(Arc::clone(&self.counters));
         let settings = self.settings.clone();
         let engine =
             tokio::task::spawn_blocking(move || Engine::new(&settings, store, base_url)).await;
@@ -390,7 +392,12 @@ fn handle_datagram(
         }
     };
     let plugins = files.plugins();
-    let outcome = engine.handle(&req, &datagram.origin, &plugins, crate::model::now());
+    let url_key = |mac: &crate::model::Mac| files.dhcp_url_key(mac);
+    let vendors = Vendors {
+        plugins: &plugins,
+        url_key: &url_key,
+    };
+    let outcome = engine.handle(&req, &datagram.origin, &vendors, crate::model::now());
     if outcome.store_error {
         bump(&counters.store_errors);
     }

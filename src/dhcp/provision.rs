@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::files::{UrlKey, KEY_PREFIX};
 use crate::ident::{DhcpOp, RequestContext};
+use crate::model::Mac;
 use crate::plugins::{Plugin, PluginSet, RuleSource};
 
 use super::packet::{code, Request};
@@ -72,11 +74,30 @@ pub fn vendor_plugin(req: &Request, plugins: &PluginSet) -> Option<Arc<Plugin>> 
     candidates.first().map(|p| Arc::clone(p))
 }
 
-/// The provisioning URL with exactly one trailing `/` (as templates see `server.base_url`).
-pub fn provisioning_url(base: &Url) -> String {
+/// What a request's provisioning options are made from.
+pub struct Vendors<'a> {
+    /// The plugins, for the vendor and its options.
+    pub plugins: &'a PluginSet,
+    /// The `url_key` of a client, asked only when a vendor option needs the URL.
+    pub url_key: &'a dyn Fn(&Mac) -> UrlKey,
+}
+
+/// The provisioning URL with exactly one trailing `/` (as templates see `server.base_url`),
+/// with the tenant's key path under the `url_key` strategy; `None` when that strategy is on
+/// and the tenant has no key (no URL would work).
+pub fn provisioning_url(base: &Url, key: &UrlKey) -> Option<String> {
     let mut text = base.as_str().trim_end_matches('/').to_owned();
+    match key {
+        UrlKey::Off => {}
+        UrlKey::Key(key) => {
+            text.push('/');
+            text.push_str(KEY_PREFIX);
+            text.push_str(key);
+        }
+        UrlKey::Missing => return None,
+    }
     text.push('/');
-    text
+    Some(text)
 }
 
 /// One option ready to encode.
@@ -90,23 +111,32 @@ pub struct VendorOption {
     pub always: bool,
 }
 
-/// Fills a plugin's options. `{provisioning_url}` needs a base URL: without one the option is
-/// left out (logged). Encoding: 150 is a list of IPv4 addresses, every other option (66, 67,
-/// 159, 160, 43…) the text's bytes.
+/// Fills a plugin's options. `{provisioning_url}` needs a base URL, and under the `url_key`
+/// strategy a tenant key: without them the option is left out (logged). Encoding: 150 is a
+/// list of IPv4 addresses, every other option (66, 67, 159, 160, 43…) the text's bytes.
 pub fn vendor_options(
     plugin: &Plugin,
     base_url: Option<&Url>,
+    key: &UrlKey,
     server_ip: Ipv4Addr,
 ) -> Vec<VendorOption> {
-    let url = base_url.map(provisioning_url);
+    let url = base_url.and_then(|base| provisioning_url(base, key));
     let mut out = Vec::new();
     for spec in &plugin.dhcp_options {
         if spec.value.contains("{provisioning_url}") && url.is_none() {
-            tracing::debug!(
-                plugin = %plugin.name,
-                code = spec.code,
-                "DHCP option left out: no base URL ([general] base_url or the pool's base_url)"
-            );
+            if base_url.is_none() {
+                tracing::debug!(
+                    plugin = %plugin.name,
+                    code = spec.code,
+                    "DHCP option left out: no base URL ([general] base_url or the pool's base_url)"
+                );
+            } else {
+                tracing::warn!(
+                    plugin = %plugin.name,
+                    code = spec.code,
+                    "DHCP option left out: http_auth_strategy is url_key and the tenant has no provisioning key"
+                );
+            }
             continue;
         }
         let server = server_ip.to_string();

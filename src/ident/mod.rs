@@ -273,6 +273,11 @@ pub fn random_password(len: usize) -> Result<String, IdentError> {
 }
 
 impl Identifier {
+    /// The tenant that unknown devices are created in.
+    pub fn default_tenant(&self) -> &str {
+        &self.default_tenant
+    }
+
     /// An identifier that autocreates devices in `default_tenant`.
     pub fn new(store: Store, default_tenant: impl Into<String>) -> Identifier {
         Identifier {

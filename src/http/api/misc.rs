@@ -603,6 +603,34 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
             "provisiond_dhcpinfo_events_total{{outcome=\"{outcome}\"}} {n}\n"
         ));
     }
+    if let Some(d) = state.files.dhcp.get() {
+        out.push_str("# HELP provisiond_dhcp_packets_total DHCP server: datagrams by outcome.\n# TYPE provisiond_dhcp_packets_total counter\n");
+        for (outcome, n) in [
+            ("received", load(&d.received)),
+            ("malformed", load(&d.malformed)),
+            ("queue_full", load(&d.queue_full)),
+            ("silent", load(&d.silent)),
+            ("offer", load(&d.offers)),
+            ("ack", load(&d.acks)),
+            ("nak", load(&d.naks)),
+            ("send_error", load(&d.send_errors)),
+            ("store_error", load(&d.store_errors)),
+        ] {
+            out.push_str(&format!(
+                "provisiond_dhcp_packets_total{{outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP provisiond_dhcp_lease_events_total DHCP server: lease events given to identification, by outcome.\n# TYPE provisiond_dhcp_lease_events_total counter\n");
+        for (outcome, n) in [
+            ("queued", load(&d.ident_events)),
+            ("dropped", load(&d.ident_dropped)),
+            ("failed", load(&d.ident_failed)),
+        ] {
+            out.push_str(&format!(
+                "provisiond_dhcp_lease_events_total{{outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+    }
     let st = Arc::clone(&state);
     let devices = blocking(move || Ok(st.store.devices()?)).await?;
     let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();

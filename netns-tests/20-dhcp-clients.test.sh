@@ -150,7 +150,8 @@ while True:
         opts[code] = opts.get(code, b"") + dhcp[i + 2:i + 2 + length]
         i += 2 + length
     if opts.get(53) == b"\x05":
-        open(out, "w").write("option66=%s\n" % opts.get(66, b"").decode())
+        dst_mac = ":".join("%02x" % b for b in frame[:6])
+        open(out, "w").write("option66=%s\ndst_mac=%s\n" % (opts.get(66, b"").decode(), dst_mac))
         break
 PY
 ip netns exec "$c2" python3 "$tmp/sniff.py" "v$tag-2" "$tmp/sniffed" "$tmp/sniff.ready" \
@@ -181,6 +182,8 @@ in_pool "$ip2" || fail "udhcpc got $ip2, not an address of the pool: $(cat "$tmp
 [ "$ip1" != "$ip2" ] || fail "both clients got $ip1"
 [ "$url1" = "http://10.213.0.1:8667/" ] || fail "dhclient option 66: '$url1' ($(cat "$tmp/dhclient.BOUND"))"
 [ "$url2" = "http://10.213.0.1:8667/" ] || fail "udhcpc option 66: '$url2' ($(cat "$tmp/udhcpc.bound"))"
+# RFC 2131 §4.1: udhcpc asked for no broadcast, so its ACK is a frame to its own MAC.
+grep -q "^dst_mac=$mac2\$" "$tmp/sniffed" || fail "udhcpc's ACK was not unicast to $mac2: $(cat "$tmp/sniffed")"
 grep -q '^new_routers=10.213.0.1$' "$tmp/dhclient.BOUND" || fail "dhclient: no router"
 grep -q '^new_domain_name=voice.test$' "$tmp/dhclient.BOUND" || fail "dhclient: no domain"
 echo "dhclient: $ip1 option 66 $url1; udhcpc: $ip2 option 66 $url2"

@@ -459,7 +459,9 @@ fn the_dhcp_server_counts_what_it_did_in_the_metrics() {
 
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     client.set_read_timeout(Some(common::PATIENCE)).unwrap();
-    client.send_to(b"not a DHCP message", ("127.0.0.1", port)).unwrap();
+    client
+        .send_to(b"not a DHCP message", ("127.0.0.1", port))
+        .unwrap();
     let mut discover = Message::default();
     discover
         .set_opcode(Opcode::BootRequest)
@@ -479,7 +481,10 @@ fn the_dhcp_server_counts_what_it_did_in_the_metrics() {
 
     let deadline = std::time::Instant::now() + common::PATIENCE;
     while dhcp_metric(dir, "malformed") != Some(1) {
-        assert!(std::time::Instant::now() < deadline, "malformed never counted");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "malformed never counted"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(dhcp_metric(dir, "received"), Some(2));

@@ -172,6 +172,10 @@ pub struct Reply {
     pub via: Option<(i32, Ipv4Addr)>,
     /// Address given (OFFER, ACK).
     pub yiaddr: Ipv4Addr,
+    /// RFC 2131 §4.1: the client has no address and wants no broadcast, so the reply goes to
+    /// this hardware address and `yiaddr` by the receiving interface (`dst` is the broadcast
+    /// fallback when that cannot be done).
+    pub link: Option<Mac>,
 }
 
 /// What handling one request produced.
@@ -866,6 +870,13 @@ impl Engine {
             return Outcome::silent("reply could not be encoded");
         };
         let dst = self.destination(req, origin, msg_type, ciaddr);
+        let link = (self.port == SERVER_PORT
+            && dst.ip().is_broadcast()
+            && msg_type != MsgType::Nak
+            && flags & 0x8000 == 0
+            && !yiaddr.is_unspecified()
+            && origin.info.is_some())
+        .then_some(req.mac);
         Outcome {
             reply: Some(Reply {
                 msg_type,
@@ -882,14 +893,15 @@ impl Engine {
                     (ifindex, i.local)
                 }),
                 yiaddr,
+                link,
             }),
             ..Outcome::default()
         }
     }
 
     /// RFC 2131 §4.1, except off port 67 where every reply goes back to the sender (tests,
-    /// perfdhcp on loopback). A client without an address and without the broadcast bit gets
-    /// a broadcast too: unicasting to it needs an ARP entry written by hand (documented).
+    /// perfdhcp on loopback). A client without an address is sent a broadcast here; `reply`
+    /// marks it for the link-layer unicast when it did not ask for a broadcast.
     fn destination(
         &self,
         req: &Request,

@@ -15,6 +15,7 @@ pub use engine::{ClientKey, DECLINE_QUARANTINE_SECS};
 pub use packet::{MsgType, ParseError, Request};
 pub use provision::{provisioning_url, vendor_options, vendor_plugin, VendorOption, Vendors};
 
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::ident::RequestContext;
 use crate::store::Store;
 
 use engine::{Engine, Origin, Reply};
+use socket::LinkSender;
 
 /// Datagrams waiting for the engine; more are dropped and counted (clients retransmit).
 pub const QUEUE: usize = 4096;
@@ -78,6 +80,7 @@ fn bump(counter: &AtomicU64) {
 pub struct DhcpServer {
     settings: Dhcp,
     sockets: Vec<Arc<Socket>>,
+    link: Option<LinkSender>,
     port: u16,
     counters: Arc<Counters>,
 }
@@ -115,9 +118,22 @@ impl DhcpServer {
             }
             sockets.push(Arc::new(socket));
         }
+        // Off port 67 every reply goes back to the sender: no link-layer unicast is needed.
+        let link = if port == engine::SERVER_PORT {
+            match LinkSender::open() {
+                Ok(link) => Some(link),
+                Err(e) => {
+                    tracing::warn!("no packet socket ({e}; CAP_NET_RAW is needed): replies to clients without an address are broadcast");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(DhcpServer {
             settings: settings.clone(),
             sockets,
+            link,
             port,
             counters: Arc::new(Counters::default()),
         })
@@ -176,13 +192,14 @@ impl DhcpServer {
             .spawn(move || identify_events(events, ident_files, ident_counters));
         let engine_counters = Arc::clone(&counters);
         let sockets = self.sockets.clone();
+        let link = self.link;
         let worker = std::thread::Builder::new()
             .name("dhcp".into())
             .spawn(move || {
                 serve_requests(
                     engine,
                     incoming,
-                    sockets,
+                    Senders { sockets, link },
                     files,
                     ident_queue,
                     engine_counters,
@@ -287,10 +304,34 @@ async fn read_socket(
     }
 }
 
+/// Where replies leave.
+struct Senders {
+    /// The UDP sockets, by the index requests came in on.
+    sockets: Vec<Arc<Socket>>,
+    /// The packet socket for address-less clients, when it could be opened.
+    link: Option<LinkSender>,
+}
+
+impl Senders {
+    fn send(&self, socket: usize, reply: &Reply) -> std::io::Result<usize> {
+        if let (Some(link), Some(mac), Some((ifindex, source))) =
+            (&self.link, reply.link, reply.via)
+        {
+            let dst = SocketAddrV4::new(reply.yiaddr, engine::CLIENT_PORT);
+            match link.send(ifindex, mac.octets(), source, dst, &reply.bytes) {
+                Ok(n) => return Ok(n),
+                Err(e) => tracing::debug!(%mac, "link-layer unicast failed ({e}): broadcast"),
+            }
+        }
+        let socket = &self.sockets[socket.min(self.sockets.len() - 1)];
+        socket::send(socket, &reply.bytes, reply.dst, reply.via)
+    }
+}
+
 fn serve_requests(
     mut engine: Engine,
     incoming: Receiver<Incoming>,
-    sockets: Vec<Arc<Socket>>,
+    senders: Senders,
     files: Arc<FileService>,
     ident: SyncSender<RequestContext>,
     counters: Arc<Counters>,
@@ -325,7 +366,7 @@ fn serve_requests(
             last_tick = Instant::now();
             batch.events.extend(engine.tick(crate::model::now()));
         }
-        batch.commit(&mut engine, &sockets, &ident, &counters);
+        batch.commit(&mut engine, &senders, &ident, &counters);
     }
 }
 
@@ -346,7 +387,7 @@ impl Batch {
     fn commit(
         &mut self,
         engine: &mut Engine,
-        sockets: &[Arc<Socket>],
+        senders: &Senders,
         ident: &SyncSender<RequestContext>,
         counters: &Counters,
     ) {
@@ -364,8 +405,7 @@ impl Batch {
                 MsgType::Nak => bump(&counters.naks),
                 _ => {}
             }
-            let socket = &sockets[socket.min(sockets.len() - 1)];
-            if let Err(e) = socket::send(socket, &reply.bytes, reply.dst, reply.via) {
+            if let Err(e) = senders.send(socket, &reply) {
                 bump(&counters.send_errors);
                 tracing::debug!(dst = %reply.dst, "DHCP reply not sent: {e}");
             }
@@ -410,6 +450,7 @@ fn handle_datagram(
                 reply = ?reply.msg_type,
                 ip = %reply.yiaddr,
                 dst = %reply.dst,
+                link = reply.link.is_some(),
                 "DHCP"
             );
             batch.replies.push((datagram.socket, reply));

@@ -9,23 +9,10 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, MaybeUninitSlice, MsgHdr, MsgHdrMut, Protocol, SockAddr, Socket, Type};
 
-/// `SOL_IP` / `IPPROTO_IP`.
-const SOL_IP: i32 = 0;
-/// `IP_PKTINFO` (Linux).
-const IP_PKTINFO: i32 = 8;
+const SOL_IP: i32 = libc::SOL_IP;
+const IP_PKTINFO: i32 = libc::IP_PKTINFO;
 /// `sizeof(struct in_pktinfo)`.
 const PKTINFO_LEN: usize = 12;
-
-extern "C" {
-    // From the C library every Rust program on Linux links; socket2 exposes no IP_PKTINFO.
-    fn setsockopt(
-        fd: std::os::raw::c_int,
-        level: std::os::raw::c_int,
-        name: std::os::raw::c_int,
-        value: *const std::os::raw::c_void,
-        len: u32,
-    ) -> std::os::raw::c_int;
-}
 
 /// Where a request came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,14 +34,15 @@ pub fn open(port: u16, device: Option<&str>) -> io::Result<Socket> {
     // Room for a burst of requests (capped by net.core.rmem_max).
     let _ = socket.set_recv_buffer_size(1 << 20);
     let on: std::os::raw::c_int = 1;
-    // SAFETY: a valid fd and a pointer to an int of the length given.
+    // SAFETY: a valid fd and a pointer to an int of the length given (socket2 has no
+    // IP_PKTINFO).
     let rc = unsafe {
-        setsockopt(
+        libc::setsockopt(
             socket.as_raw_fd(),
             SOL_IP,
             IP_PKTINFO,
-            &on as *const _ as *const std::os::raw::c_void,
-            std::mem::size_of::<std::os::raw::c_int>() as u32,
+            &on as *const _ as *const libc::c_void,
+            std::mem::size_of::<std::os::raw::c_int>() as libc::socklen_t,
         )
     };
     if rc != 0 {
@@ -186,9 +174,138 @@ pub fn send(
     socket.sendmsg(&msg, 0)
 }
 
+/// Sends replies to clients that have no address yet and did not ask for a broadcast
+/// (RFC 2131 §4.1): the IP datagram goes straight to the client's hardware address, which
+/// needs no ARP entry (the client cannot answer ARP before it has its address). A packet
+/// socket: CAP_NET_RAW when opened, nothing afterwards. Protocol 0: it receives nothing.
+pub struct LinkSender {
+    socket: Socket,
+}
+
+impl LinkSender {
+    /// Opens the packet socket (fails without CAP_NET_RAW).
+    pub fn open() -> io::Result<LinkSender> {
+        let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))?;
+        Ok(LinkSender { socket })
+    }
+
+    /// Sends `payload` as UDP `source:67` → `dst:68` in a frame to `mac` by interface
+    /// `ifindex`.
+    pub fn send(
+        &self,
+        ifindex: i32,
+        mac: [u8; 6],
+        source: Ipv4Addr,
+        dst: SocketAddrV4,
+        payload: &[u8],
+    ) -> io::Result<usize> {
+        let datagram = ipv4_udp(
+            SocketAddrV4::new(source, crate::dhcp::engine::SERVER_PORT),
+            dst,
+            payload,
+        )
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "reply too large"))?;
+        // SAFETY: all-zero bytes are a valid sockaddr_ll (plain integers).
+        let mut ll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
+        ll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        ll.sll_ifindex = ifindex;
+        ll.sll_halen = 6;
+        ll.sll_addr[..6].copy_from_slice(&mac);
+        // SAFETY: sockaddr_ll fits in the zeroed sockaddr_storage given, and the length set is
+        // sockaddr_ll's.
+        let ((), addr) = unsafe {
+            SockAddr::try_init(|storage, len| {
+                storage.cast::<libc::sockaddr_ll>().write(ll);
+                *len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                Ok(())
+            })
+        }?;
+        self.socket.send_to(&datagram, &addr)
+    }
+}
+
+/// An IPv4 header and a UDP header (both with checksums) around `payload`; `None` when it
+/// does not fit in one IPv4 datagram.
+pub fn ipv4_udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Option<Vec<u8>> {
+    let udp_len = u16::try_from(8 + payload.len()).ok()?;
+    let total = u16::try_from(20 + usize::from(udp_len)).ok()?;
+    let mut packet = Vec::with_capacity(usize::from(total));
+    // Version 4, 5 words of header, no TOS, no fragment, TTL 64, protocol UDP.
+    packet.extend_from_slice(&[0x45, 0]);
+    packet.extend_from_slice(&total.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+    packet.extend_from_slice(&src.ip().octets());
+    packet.extend_from_slice(&dst.ip().octets());
+    let header_sum = checksum(&[&packet[..20]]);
+    packet[10..12].copy_from_slice(&header_sum.to_be_bytes());
+    let mut udp = Vec::with_capacity(8);
+    udp.extend_from_slice(&src.port().to_be_bytes());
+    udp.extend_from_slice(&dst.port().to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    let mut pseudo = [0u8; 12];
+    pseudo[..4].copy_from_slice(&src.ip().octets());
+    pseudo[4..8].copy_from_slice(&dst.ip().octets());
+    pseudo[9] = 17;
+    pseudo[10..12].copy_from_slice(&udp_len.to_be_bytes());
+    // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
+    let sum = match checksum(&[&pseudo, &udp, payload]) {
+        0 => 0xffff,
+        sum => sum,
+    };
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    packet.extend_from_slice(&udp);
+    packet.extend_from_slice(payload);
+    Some(packet)
+}
+
+/// The Internet checksum (RFC 1071) of the parts taken as one byte string.
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut odd: Option<u8> = None;
+    for byte in parts.iter().flat_map(|p| p.iter().copied()) {
+        match odd.take() {
+            Some(high) => sum += u32::from(u16::from_be_bytes([high, byte])),
+            None => odd = Some(byte),
+        }
+    }
+    if let Some(high) = odd {
+        sum += u32::from(u16::from_be_bytes([high, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ip_and_udp_checksums_verify() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 1), 67);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 100), 68);
+        for payload in [&b"odd"[..], &b"even"[..], &[0u8; 300][..]] {
+            let packet = ipv4_udp(src, dst, payload).unwrap();
+            assert_eq!(packet.len(), 28 + payload.len());
+            // A header with its checksum sums to zero.
+            assert_eq!(checksum(&[&packet[..20]]), 0);
+            let mut pseudo = [0u8; 12];
+            pseudo[..8].copy_from_slice(&packet[12..20]);
+            pseudo[9] = 17;
+            pseudo[10..12].copy_from_slice(&packet[24..26]);
+            assert_eq!(checksum(&[&pseudo, &packet[20..]]), 0);
+            assert_eq!(&packet[28..], payload);
+        }
+        // RFC 1071's example: 0001 f203 f4f5 f6f7 sums to ddf2, sent as its complement.
+        assert_eq!(
+            checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
+            !0xddf2
+        );
+        assert!(ipv4_udp(src, dst, &vec![0u8; 70_000]).is_none());
+    }
 
     #[test]
     fn pktinfo_round_trips() {

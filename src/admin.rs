@@ -1,8 +1,8 @@
-//! Admin commands that read local state directly: `plugin list|show`.
+//! Admin commands that read local state directly: `plugin list|show`, `dhcp-snippet`.
 
 use std::process::ExitCode;
 
-use crate::cli::{PluginAction, PluginArgs};
+use crate::cli::{DhcpSnippetArgs, PluginAction, PluginArgs};
 use crate::config::{self, Settings};
 use crate::plugins::{Origin, PluginSet, Target};
 
@@ -99,4 +99,59 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `provisiond dhcp-snippet`: prints the snippet on stdout, what could not be written on
+/// stderr (as comments in the snippet too).
+pub fn dhcp_snippet(args: &DhcpSnippetArgs) -> ExitCode {
+    use crate::config::HttpAuthStrategy;
+    use crate::dhcp::snippet::{self, Params};
+    use crate::files::{valid_provisioning_key, UrlKey};
+
+    let loaded = match config::load(args.source.config.as_deref(), &args.source.default_config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = &loaded.settings;
+    let key = match (settings.auth.http_auth_strategy, &args.key) {
+        (HttpAuthStrategy::Disabled, None) => UrlKey::Off,
+        (HttpAuthStrategy::Disabled, Some(_)) => {
+            eprintln!("dhcp-snippet: --key is for http_auth_strategy = \"url_key\", which is off");
+            return ExitCode::FAILURE;
+        }
+        (HttpAuthStrategy::UrlKey, Some(key)) if valid_provisioning_key(key) => {
+            UrlKey::Key(key.clone())
+        }
+        (HttpAuthStrategy::UrlKey, Some(_)) => {
+            eprintln!("dhcp-snippet: --key: 8 to 255 letters and digits");
+            return ExitCode::FAILURE;
+        }
+        (HttpAuthStrategy::UrlKey, None) => UrlKey::Missing,
+    };
+    let base_url = args
+        .base_url
+        .clone()
+        .or_else(|| settings.general.base_url.clone());
+    let server_ip = args.server_ip.or_else(|| match base_url.as_ref()?.host()? {
+        url::Host::Ipv4(ip) => Some(ip),
+        _ => None,
+    });
+    let set = PluginSet::load(&plugin_roots(settings));
+    for e in &set.errors {
+        eprintln!("not loaded: {e}");
+    }
+    let params = Params {
+        base_url,
+        key,
+        server_ip,
+    };
+    let snippet = snippet::render(&set, &params, args.format);
+    for problem in &snippet.problems {
+        eprintln!("dhcp-snippet: {problem}");
+    }
+    print!("{}", snippet.text);
+    ExitCode::SUCCESS
 }

@@ -53,6 +53,9 @@ pub enum Command {
                       50 ms and always exits 0: problems are one line on stderr."
     )]
     DhcpNotify(DhcpNotifyArgs),
+    /// Print the configuration that makes ISC dhcpd, Kea or dnsmasq hand phones the same
+    /// per-vendor options (66, 160, 150…) as the built-in DHCP server.
+    DhcpSnippet(DhcpSnippetArgs),
     /// Print the man page (provisiond.8, roff) on standard output.
     Man,
     /// Print a shell completion script on standard output.
@@ -86,6 +89,28 @@ pub struct DhcpNotifyArgs {
     /// `add|old|del MAC IP [HOSTNAME]` or a Kea hook point name.
     #[arg(value_name = "ARG")]
     pub args: Vec<String>,
+}
+
+/// Arguments of `dhcp-snippet`.
+#[derive(Debug, Clone, Args)]
+pub struct DhcpSnippetArgs {
+    /// Configuration sources (plugins, `[general] base_url`, `http_auth_strategy`).
+    #[command(flatten)]
+    pub source: ConfigArgs,
+    /// The DHCP server to write for.
+    #[arg(long, value_enum)]
+    pub format: crate::dhcp::snippet::Format,
+    /// Provisioning URL phones are given, instead of `[general] base_url`.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<url::Url>,
+    /// Provisioning key of the tenant whose phones this server serves (required when
+    /// `http_auth_strategy = "url_key"`; see `provisiond tenant list`).
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Address for `{server_ip}` and `{tftp_server}` (TFTP options 66/150/159), instead of
+    /// the base URL's host.
+    #[arg(long, value_name = "IPV4")]
+    pub server_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// Arguments of `plugin`.

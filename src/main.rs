@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Tenant(args) => admin_client::tenant(&args),
         Command::Token(args) => admin_client::token(&args),
         Command::DhcpNotify(args) => notify::run(&args),
+        Command::DhcpSnippet(args) => admin::dhcp_snippet(&args),
         Command::Man => docgen::man(),
         Command::Completions { shell } => docgen::completions(shell),
     }

@@ -684,9 +684,10 @@ fn a_declined_address_is_quarantined() {
     let two = pool("10.99.0.0/24", "10.99.0.10", "10.99.0.11");
     let server = Server::start(dir.path(), settings(DhcpMode::Server, vec![two]));
     let client = server.client();
-    let a = [0x02, 0, 0, 0, 0, 0xa];
-    let held = dora(&client, a, vec![]);
+    let a = [0x80, 0x5e, 0xc0, 0, 0, 0xa];
+    let held = dora(&client, a, vec![vendor(b"yealink")]);
     let declined = held.msg.yiaddr();
+    server.device_with_ip(Mac::new(a), Some(declined));
     let mut decline = request(
         MessageType::Decline,
         a,
@@ -700,6 +701,8 @@ fn a_declined_address_is_quarantined() {
     let lease = server.store.lease(declined).unwrap().unwrap();
     assert_eq!(lease.state, LeaseState::Declined);
     assert!(lease.ends > lease.starts);
+    // The device gave the address back: it no longer shows it.
+    server.device_with_ip(Mac::new(a), None);
     // The decliner gets the other address, then nobody gets the declined one.
     let again = dora(&client, a, vec![]);
     assert_ne!(again.msg.yiaddr(), declined);

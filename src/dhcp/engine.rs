@@ -23,6 +23,8 @@ pub const DECLINE_QUARANTINE_SECS: u64 = 3600;
 pub const CLIENT_PORT: u16 = 68;
 /// Server (and relay) port.
 pub const SERVER_PORT: u16 = 67;
+/// Least time between two "pool exhausted" warnings of one pool.
+const EXHAUSTED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// What identifies a client's lease: its client identifier (option 61) when it sends one,
 /// else its hardware address.
@@ -76,6 +78,8 @@ struct PoolState {
     cursor: u64,
     /// Every address of the ranges has been used once: only reuse is left.
     exhausted: bool,
+    /// When "pool exhausted" was last logged.
+    exhausted_warned: Option<Instant>,
 }
 
 impl PoolState {
@@ -100,6 +104,7 @@ impl PoolState {
             size,
             cursor: 0,
             exhausted: false,
+            exhausted_warned: None,
         }
     }
 
@@ -172,10 +177,25 @@ pub struct Reply {
     pub via: Option<(i32, Ipv4Addr)>,
     /// Address given (OFFER, ACK).
     pub yiaddr: Ipv4Addr,
-    /// RFC 2131 §4.1: the client has no address and wants no broadcast, so the reply goes to
-    /// this hardware address and `yiaddr` by the receiving interface (`dst` is the broadcast
-    /// fallback when that cannot be done).
-    pub link: Option<Mac>,
+    /// A reply to a client on the link (not relayed): sent as a frame to its hardware
+    /// address (or the broadcast address), with `dst` the UDP fallback when that fails.
+    pub link: Option<LinkReply>,
+}
+
+/// A reply sent by the link layer: no ARP is needed, so a client without an address yet
+/// gets it (RFC 2131 §4.1), and a flood of requests from made-up addresses cannot fill the
+/// send queue with replies waiting for ARP answers that never come (which would hold back
+/// every other reply, broadcasts included). Relayed replies still go by UDP to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkReply {
+    /// The client's hardware address.
+    pub mac: Mac,
+    /// The interface the request came in on.
+    pub ifindex: i32,
+    /// Source address.
+    pub source: Ipv4Addr,
+    /// IP destination: `ciaddr` or `yiaddr`, port 68.
+    pub dst: SocketAddrV4,
 }
 
 /// What handling one request produced.
@@ -500,7 +520,15 @@ impl Engine {
             return Outcome::silent("no pool for the client's network");
         };
         let Some(ip) = self.allocate(p, key, req.mac, req.requested_ip(), now, instant) else {
-            tracing::warn!(subnet = %self.pools[p].cfg.subnet, mac = %req.mac, "DHCP pool exhausted: no address to offer");
+            // Once a minute per pool at most: a busy segment would otherwise flood the log.
+            let pool = &mut self.pools[p];
+            if pool
+                .exhausted_warned
+                .is_none_or(|at| instant.duration_since(at) >= EXHAUSTED_WARNING_EVERY)
+            {
+                pool.exhausted_warned = Some(instant);
+                tracing::warn!(subnet = %pool.cfg.subnet, mac = %req.mac, "DHCP pool exhausted: no address to offer (said at most once a minute)");
+            }
             return Outcome::silent("pool exhausted");
         };
         self.hold_offer(key, ip, instant);
@@ -670,7 +698,11 @@ impl Engine {
             self.by_client.remove(key);
         }
         self.drop_offer(key);
-        Outcome::silent("DECLINE handled")
+        // The device must not keep an address that it gave back.
+        Outcome {
+            events: vec![provision::context(req, DhcpOp::Release, ip)],
+            ..Outcome::silent("DECLINE handled")
+        }
     }
 
     fn release(
@@ -870,13 +902,28 @@ impl Engine {
             return Outcome::silent("reply could not be encoded");
         };
         let dst = self.destination(req, origin, msg_type, ciaddr);
-        let link = (self.port == SERVER_PORT
-            && dst.ip().is_broadcast()
-            && msg_type != MsgType::Nak
-            && flags & 0x8000 == 0
-            && !yiaddr.is_unspecified()
-            && origin.info.is_some())
-        .then_some(req.mac);
+        let (mac, to) = if !dst.ip().is_broadcast() {
+            (req.mac, dst)
+        } else if msg_type != MsgType::Nak && flags & 0x8000 == 0 && !yiaddr.is_unspecified() {
+            (req.mac, SocketAddrV4::new(yiaddr, CLIENT_PORT))
+        } else {
+            (Mac::new([0xff; 6]), dst)
+        };
+        let link = match origin.info {
+            Some(info)
+                if self.port == SERVER_PORT
+                    && req.giaddr.is_unspecified()
+                    && !info.local.is_unspecified() =>
+            {
+                Some(LinkReply {
+                    mac,
+                    ifindex: info.ifindex,
+                    source: info.local,
+                    dst: to,
+                })
+            }
+            _ => None,
+        };
         Outcome {
             reply: Some(Reply {
                 msg_type,
@@ -901,7 +948,7 @@ impl Engine {
 
     /// RFC 2131 §4.1, except off port 67 where every reply goes back to the sender (tests,
     /// perfdhcp on loopback). A client without an address is sent a broadcast here; `reply`
-    /// marks it for the link-layer unicast when it did not ask for a broadcast.
+    /// adds the link-layer unicast when it did not ask for a broadcast.
     fn destination(
         &self,
         req: &Request,

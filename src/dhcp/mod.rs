@@ -9,13 +9,13 @@
 mod engine;
 pub mod packet;
 mod provision;
+pub mod snippet;
 mod socket;
 
 pub use engine::{ClientKey, DECLINE_QUARANTINE_SECS};
 pub use packet::{MsgType, ParseError, Request};
 pub use provision::{provisioning_url, vendor_options, vendor_plugin, VendorOption, Vendors};
 
-use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -314,13 +314,12 @@ struct Senders {
 
 impl Senders {
     fn send(&self, socket: usize, reply: &Reply) -> std::io::Result<usize> {
-        if let (Some(link), Some(mac), Some((ifindex, source))) =
-            (&self.link, reply.link, reply.via)
-        {
-            let dst = SocketAddrV4::new(reply.yiaddr, engine::CLIENT_PORT);
-            match link.send(ifindex, mac.octets(), source, dst, &reply.bytes) {
+        if let (Some(sender), Some(link)) = (&self.link, reply.link) {
+            match sender.send(link.ifindex, link.mac.octets(), link.source, link.dst, &reply.bytes) {
                 Ok(n) => return Ok(n),
-                Err(e) => tracing::debug!(%mac, "link-layer unicast failed ({e}): broadcast"),
+                Err(e) => {
+                    tracing::debug!(mac = %link.mac, dst = %reply.dst, "link-layer unicast failed ({e}): sent by UDP")
+                }
             }
         }
         let socket = &self.sockets[socket.min(self.sockets.len() - 1)];
@@ -449,7 +448,7 @@ fn handle_datagram(
                 request = ?req.msg_type,
                 reply = ?reply.msg_type,
                 ip = %reply.yiaddr,
-                dst = %reply.dst,
+                dst = %reply.link.map_or(reply.dst, |l| l.dst),
                 link = reply.link.is_some(),
                 "DHCP"
             );

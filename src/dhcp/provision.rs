@@ -9,7 +9,7 @@ use url::Url;
 use crate::files::{UrlKey, KEY_PREFIX};
 use crate::ident::{DhcpOp, RequestContext};
 use crate::model::Mac;
-use crate::plugins::{Plugin, PluginSet, RuleSource};
+use crate::plugins::{DhcpOptionSpec, Plugin, PluginSet, RuleSource};
 
 use super::packet::{code, Request};
 
@@ -139,35 +139,45 @@ pub fn vendor_options(
             }
             continue;
         }
-        let server = server_ip.to_string();
-        let text = spec
-            .value
-            .replace("{provisioning_url}", url.as_deref().unwrap_or(""))
-            .replace("{server_ip}", &server)
-            .replace("{tftp_server}", &server);
-        let value = match spec.code {
-            150 => {
-                let ips: Vec<u8> = text
-                    .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
-                    .filter_map(|s| s.parse::<Ipv4Addr>().ok())
-                    .flat_map(|ip| ip.octets())
-                    .collect();
-                if ips.is_empty() {
-                    tracing::warn!(plugin = %plugin.name, "DHCP option 150 has no IPv4 address: left out");
-                    continue;
-                }
-                ips
-            }
-            _ => text.into_bytes(),
-        };
-        if value.is_empty() {
-            continue;
+        if let Some(option) = fill_option(&plugin.name, spec, url.as_deref(), server_ip) {
+            out.push(option);
         }
-        out.push(VendorOption {
-            code: spec.code,
-            value,
-            always: spec.always,
-        });
     }
     out
+}
+
+/// One option of plugin `plugin` with its placeholders filled (`url`: the provisioning URL,
+/// when there is one); `None` when nothing is left to send.
+pub fn fill_option(
+    plugin: &str,
+    spec: &DhcpOptionSpec,
+    url: Option<&str>,
+    server_ip: Ipv4Addr,
+) -> Option<VendorOption> {
+    let server = server_ip.to_string();
+    let text = spec
+        .value
+        .replace("{provisioning_url}", url.unwrap_or(""))
+        .replace("{server_ip}", &server)
+        .replace("{tftp_server}", &server);
+    let value = match spec.code {
+        150 => {
+            let ips: Vec<u8> = text
+                .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+                .filter_map(|s| s.parse::<Ipv4Addr>().ok())
+                .flat_map(|ip| ip.octets())
+                .collect();
+            if ips.is_empty() {
+                tracing::warn!(plugin, "DHCP option 150 has no IPv4 address: left out");
+                return None;
+            }
+            ips
+        }
+        _ => text.into_bytes(),
+    };
+    (!value.is_empty()).then_some(VendorOption {
+        code: spec.code,
+        value,
+        always: spec.always,
+    })
 }

@@ -64,6 +64,22 @@ pub struct Plugin {
     text: tera::Tera,
 }
 
+impl Plugin {
+    /// The option 60 patterns that choose this plugin's DHCP clients: `dhcp.vendor_class`,
+    /// else its DHCP vendor-class identify rules.
+    pub fn dhcp_vendor_patterns(&self) -> Vec<&str> {
+        match &self.dhcp_vendor_class {
+            Some(re) => vec![re.as_str()],
+            None => self
+                .rules
+                .iter()
+                .filter(|r| r.source == RuleSource::DhcpVendorClass)
+                .map(|r| r.regex.as_str())
+                .collect(),
+        }
+    }
+}
+
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Plugin({} {})", self.name, self.version)

@@ -398,7 +398,10 @@ fn bad_datagrams_are_counted_and_the_socket_keeps_serving() {
         ],
     );
     wait_device(dir, "80:5e:c0:aa:bb:cc", Some("10.0.0.5"));
-    let m = metrics(dir);
+    // The worker counts an event after applying it: the counter may trail the device.
+    let m = wait_for("the good datagram counted", || {
+        Some(metrics(dir)).filter(|m| m["accepted"] == 1)
+    });
     assert_eq!((m["received"], m["accepted"]), (5, 1), "{m:?}");
 }
 
@@ -446,4 +449,112 @@ fn flood_is_accounted_for() {
     wait_device(dir, "80:5e:c0:00:00:51", Some("10.0.0.51"));
     let d = device(dir, "80:5e:c0:00:00:50").expect("flooded device");
     assert_eq!(d["ip"], "10.0.0.50");
+}
+
+#[test]
+fn paced_stream_of_valid_and_invalid_events_is_accounted_for() {
+    // 10,000 datagrams a second for 5 seconds, spread evenly (not a burst): a busy DHCP
+    // server's hooks plus garbage. Pacing only: nothing here asserts on time.
+    const RATE: u64 = 10_000;
+    const SECONDS: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (_daemon, _) = start_daemon(dir);
+    let sock = socket(dir);
+
+    let sent = std::thread::spawn(move || {
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.set_nonblocking(true).unwrap();
+        let oversize = vec![b'a'; 3000];
+        // (valid, malformed, oversize) datagrams the socket took, and the ones it refused.
+        let (mut valid, mut malformed, mut too_big, mut refused) = (0u64, 0u64, 0u64, 0u64);
+        let started = Instant::now();
+        for i in 0..RATE * SECONDS {
+            // Datagram i leaves no earlier than i / RATE seconds after the start.
+            let due = started + Duration::from_micros(i * 1_000_000 / RATE);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // 16 phones, each with its own address; 7 in 10 valid (commits and releases),
+            // 2 malformed (garbage, bad option hex), 1 oversize.
+            let phone = i % 16;
+            let (dgram, kind): (Vec<u8>, usize) = match i % 10 {
+                0..=5 => (
+                    format!(
+                        "commit\n10.0.1.{phone}\n80:5e:c0:00:01:{phone:02x}\n060{YEALINK_HEX}\n"
+                    )
+                    .into_bytes(),
+                    0,
+                ),
+                6 => (
+                    format!("release\n10.0.1.{phone}\n80:5e:c0:00:01:{phone:02x}\n").into_bytes(),
+                    0,
+                ),
+                7 => (b"garbage\n".to_vec(), 1),
+                8 => (
+                    format!("commit\n10.0.1.{phone}\n80:5e:c0:00:01:{phone:02x}\n060zz\n")
+                        .into_bytes(),
+                    1,
+                ),
+                _ => (oversize.clone(), 2),
+            };
+            match sender.send_to(&dgram, &sock) {
+                Ok(_) => match kind {
+                    0 => valid += 1,
+                    1 => malformed += 1,
+                    _ => too_big += 1,
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => refused += 1,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        eprintln!(
+            "paced: {} datagrams in {:?}",
+            RATE * SECONDS,
+            started.elapsed()
+        );
+        (valid, malformed, too_big, refused)
+    })
+    .join()
+    .unwrap();
+    let (valid, malformed, too_big, refused) = sent;
+    let sent = valid + malformed + too_big;
+    eprintln!(
+        "paced: {sent} sent ({valid} valid, {malformed} malformed, {too_big} oversize), \
+         {refused} refused by a full socket buffer"
+    );
+    assert!(valid > 0 && malformed > 0 && too_big > 0, "{sent}");
+
+    let m = wait_for("every sent datagram received and accounted for", || {
+        Some(metrics(dir)).filter(|m| m["received"] == sent && m["accepted"] + dropped(m) == sent)
+    });
+    eprintln!("paced metrics: {m:?}");
+    // Each kind is counted as what it is: the invalid ones never reach the queue.
+    assert_eq!(m["oversize"], too_big, "{m:?}");
+    assert_eq!(m["malformed"], malformed, "{m:?}");
+    assert_eq!(
+        m["accepted"] + m["queue_full"] + m["failed"],
+        valid,
+        "{m:?}"
+    );
+    assert!(m["accepted"] >= 1, "{m:?}");
+
+    // Right afterwards, a normal event is applied: the listener is not stalled.
+    notify_ok(
+        dir,
+        &[
+            "commit",
+            "10.0.2.1",
+            "80:5e:c0:00:02:01",
+            &format!("060{YEALINK_HEX}"),
+        ],
+    );
+    let d = wait_device(dir, "80:5e:c0:00:02:01", Some("10.0.2.1"));
+    assert_eq!(d["vendor"], "Yealink", "{d}");
+    // The worker counts an event after applying it: the count may trail the device a moment.
+    wait_for("the normal event counted as accepted", || {
+        Some(metrics(dir))
+            .filter(|after| (after["received"], after["accepted"]) == (sent + 1, m["accepted"] + 1))
+    });
 }

@@ -11,8 +11,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bin=$1
-here="$(cd "$(dirname "$0")" && pwd)"
-plugins="$(cd "$here/../plugins" && pwd)"
 
 require_netns
 command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
@@ -27,37 +25,11 @@ c2="$tag-c2"
 br="br$tag"
 mac1="80:5e:c0:21:30:01"
 mac2="80:5e:c0:21:30:02"
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init
 
 lan_up "$tag" 10.213.0.1/24 "$mac1" "$mac2"
 
-mkdir -p "$tmp/data"
-cat >"$tmp/provisiond.toml" <<TOML
-[general]
-data_dir = "$tmp/data"
-base_url = "http://10.213.0.1:8667"
-plugins_dir = "$plugins"
-[http]
-listen = "10.213.0.1:8667"
-[api]
-enabled = false
-socket = "$tmp/api.sock"
-[tftp]
-enabled = false
-[dhcpinfo]
-socket = "$tmp/dhcpinfo.sock"
-[log]
-level = "info,provisiond::dhcp=debug"
+provisiond_conf "$tmp" 10.213.0.1 <<TOML
 [dhcp]
 mode = "server"
 interfaces = ["$br"]
@@ -74,38 +46,10 @@ renew_time = 8
 rebind_time = 500
 TOML
 
-start_daemon() { # LOG
-    ip netns exec "$srv" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
-        "$bin" serve --config "$tmp/provisiond.toml" 2>"$1" &
-    daemon=$!
-    pids+=("$daemon")
-    wait_for_line "$1" "store open; ready"
-    wait_for_line "$1" "DHCP server ready"
-}
-start_daemon "$tmp/log"
+provisiond_start "$bin" "$tmp" "$srv" "$tmp/log" "DHCP server ready"
 
-# dhclient: the hook dumps its environment and configures the address.
-cat >"$tmp/dhclient.conf" <<'CONF'
-send vendor-class-identifier "yealink";
-request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers, tftp-server-name;
-timeout 60;
-CONF
-cat >"$tmp/dhclient-hook.sh" <<HOOK
-#!/bin/sh
-env | grep -E '^(reason|interface|new_)' >"$tmp/dhclient.\$reason"
-case "\$reason" in
-    BOUND|RENEW|REBIND|REBOOT)
-        ip addr flush dev "\$interface"
-        ip addr add "\$new_ip_address/\$new_subnet_mask" dev "\$interface"
-        ;;
-    PREINIT) ip link set dev "\$interface" up ;;
-esac
-exit 0
-HOOK
-chmod +x "$tmp/dhclient-hook.sh"
-ip netns exec "$c1" dhclient -d -1 -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "v$tag-1" 2>"$tmp/dhclient.log" &
-pids+=($!)
+# dhclient: its hook dumps the new_* variables to $tmp/dhclient.REASON and configures the address.
+dhclient_start "$tmp" dhclient "$c1" "v$tag-1" yealink domain-name domain-name-servers
 
 # udhcpc: the same, from busybox.
 cat >"$tmp/udhcpc-hook.sh" <<HOOK
@@ -162,11 +106,11 @@ ip netns exec "$c2" busybox udhcpc -f -q -n -t 10 -T 2 -i "v$tag-2" -V yealink -
     -s "$tmp/udhcpc-hook.sh" >"$tmp/udhcpc.log" 2>&1 &
 pids+=($!)
 
-wait_for_line "$tmp/dhclient.BOUND" "^new_ip_address="
+dhclient_wait "$tmp" dhclient
 wait_for_line "$tmp/udhcpc.bound" "^ip="
-ip1=$(sed -n 's/^new_ip_address=//p' "$tmp/dhclient.BOUND")
+ip1=$DHCLIENT_IP
 ip2=$(sed -n 's/^ip=//p' "$tmp/udhcpc.bound")
-url1=$(sed -n 's/^new_tftp_server_name=//p' "$tmp/dhclient.BOUND")
+url1=$DHCLIENT_OPT66
 grep -q '^tftp=' "$tmp/udhcpc.bound" || fail "udhcpc: no option 66 ($(cat "$tmp/udhcpc.bound"))"
 wait_for_line "$tmp/sniffed" "^option66="
 url2=$(sed -n 's/^option66=//p' "$tmp/sniffed")
@@ -225,10 +169,10 @@ echo "both phones fetched their MAC file"
 
 # The daemon restarts before dhclient renews (T1 = 8 s): the renewal is acknowledged with the
 # same address, unicast to the client.
-kill -TERM "$daemon"
-wait "$daemon" || fail "provisiond exited with $?: $(tail -n 20 "$tmp/log")"
+kill -TERM "$PROVISIOND_PID"
+wait "$PROVISIOND_PID" || fail "provisiond exited with $?: $(tail -n 20 "$tmp/log")"
 grep -q "stopped cleanly" "$tmp/log" || fail "no clean stop"
-start_daemon "$tmp/log2"
+provisiond_start "$bin" "$tmp" "$srv" "$tmp/log2" "DHCP server ready"
 grep -q "leases=2" "$tmp/log2" || fail "the leases were not kept: $(grep 'DHCP server ready' "$tmp/log2")"
 for i in $(seq 1 600); do
     [ -e "$tmp/dhclient.RENEW" ] && break
@@ -241,6 +185,5 @@ grep -q "request=Request reply=Ack ip=$ip1 dst=$ip1:68" "$tmp/log2" \
 echo "renewal after a restart: $ip1 kept"
 
 # dhclient releases its lease (-r): the store marks it released.
-ip netns exec "$c1" dhclient -r -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "v$tag-1" >/dev/null 2>&1 || true
+dhclient_release "$tmp" dhclient "$c1" "v$tag-1"
 wait_for_line "$tmp/log2" "request=Release"

@@ -8,8 +8,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bin=$1
-here="$(cd "$(dirname "$0")" && pwd)"
-plugins="$(cd "$here/../plugins" && pwd)"
 
 require_netns
 command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
@@ -22,37 +20,11 @@ c2="$tag-c2"
 br="br$tag"
 mac1="02:42:ac:00:00:01"
 mac2="80:5e:c0:21:31:02"
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init
 
 lan_up "$tag" 10.213.1.1/24 "$mac1" "$mac2"
 
-mkdir -p "$tmp/data"
-cat >"$tmp/provisiond.toml" <<TOML
-[general]
-data_dir = "$tmp/data"
-base_url = "http://10.213.1.1:8667"
-plugins_dir = "$plugins"
-[http]
-listen = "10.213.1.1:8667"
-[api]
-enabled = false
-socket = "$tmp/api.sock"
-[tftp]
-enabled = false
-[dhcpinfo]
-socket = "$tmp/dhcpinfo.sock"
-[log]
-level = "info,provisiond::dhcp=debug"
+provisiond_conf "$tmp" 10.213.1.1 <<TOML
 [dhcp]
 mode = "phones-only"
 port = 67
@@ -63,25 +35,10 @@ ranges = [{ start = "10.213.1.100", end = "10.213.1.150" }]
 router = "10.213.1.1"
 TOML
 
-ip netns exec "$srv" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
-    "$bin" serve --config "$tmp/provisiond.toml" 2>"$tmp/log" &
-pids+=($!)
-wait_for_line "$tmp/log" "store open; ready"
-wait_for_line "$tmp/log" "DHCP server ready"
+provisiond_start "$bin" "$tmp" "$srv" "$tmp/log" "DHCP server ready"
 
-cat >"$tmp/dhclient.conf" <<'CONF'
-request subnet-mask, routers, tftp-server-name;
-timeout 60;
-CONF
-cat >"$tmp/dhclient-hook.sh" <<HOOK
-#!/bin/sh
-env | grep -E '^(reason|interface|new_)' >"$tmp/dhclient.\$reason"
-exit 0
-HOOK
-chmod +x "$tmp/dhclient-hook.sh"
-ip netns exec "$c1" dhclient -d -1 -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "v$tag-1" 2>"$tmp/dhclient.log" &
-pids+=($!)
+# The laptop: dhclient without a vendor class.
+dhclient_start "$tmp" dhclient "$c1" "v$tag-1" ""
 
 cat >"$tmp/udhcpc-hook.sh" <<HOOK
 #!/bin/sh

@@ -14,8 +14,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bin=$1
-here="$(cd "$(dirname "$0")" && pwd)"
-plugins="$(cd "$here/../plugins" && pwd)"
 
 require_netns
 command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
@@ -33,17 +31,7 @@ if_rb="rb$tag"  # relay's interface on LAN B: 10.213.22.1
 if_s="vs$tag"   # provisiond's interface, LAN B: 10.213.22.2
 server=10.213.22.2
 mac="80:5e:c0:21:21:01"
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init
 
 # The three namespaces (lan_down deletes what LAN_NAMESPACES lists) and the two veth cables.
 LAN_NAMESPACES=("$cns" "$rns" "$sns")
@@ -63,23 +51,7 @@ ip -n "$sns" addr add "$server/24" dev "$if_s"
 ip -n "$sns" link set "$if_s" up
 ip -n "$sns" route add 10.213.21.0/24 via 10.213.22.1
 
-mkdir -p "$tmp/data"
-cat >"$tmp/provisiond.toml" <<TOML
-[general]
-data_dir = "$tmp/data"
-base_url = "http://$server:8667"
-plugins_dir = "$plugins"
-[http]
-listen = "$server:8667"
-[api]
-enabled = false
-socket = "$tmp/api.sock"
-[tftp]
-enabled = false
-[dhcpinfo]
-socket = "$tmp/dhcpinfo.sock"
-[log]
-level = "info,provisiond::dhcp=debug"
+provisiond_conf "$tmp" "$server" <<TOML
 [dhcp]
 mode = "server"
 interfaces = ["$if_s"]
@@ -102,12 +74,7 @@ domain = "lan-b.test"
 lease_time = 600
 TOML
 
-ip netns exec "$sns" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
-    "$bin" serve --config "$tmp/provisiond.toml" 2>"$tmp/log" &
-pids+=($!)
-daemon=$!
-wait_for_line "$tmp/log" "store open; ready"
-wait_for_line "$tmp/log" "DHCP server ready"
+provisiond_start "$bin" "$tmp" "$sns" "$tmp/log" "DHCP server ready"
 
 # The relay: listens to clients on LAN A (giaddr = its address there), forwards to provisiond.
 ip netns exec "$rns" dhcrelay -d -4 -pf "$tmp/dhcrelay.pid" -id "$if_ra" -iu "$if_rb" "$server" \
@@ -115,29 +82,9 @@ ip netns exec "$rns" dhcrelay -d -4 -pf "$tmp/dhcrelay.pid" -id "$if_ra" -iu "$i
 pids+=($!)
 wait_for_line "$tmp/relay.log" "^Sending on"
 
-# dhclient: the hook dumps its environment, configures the address and the default route.
-cat >"$tmp/dhclient.conf" <<'CONF'
-send vendor-class-identifier "yealink";
-request subnet-mask, broadcast-address, routers, domain-name, tftp-server-name;
-timeout 60;
-CONF
-cat >"$tmp/dhclient-hook.sh" <<HOOK
-#!/bin/sh
-env | grep -E '^(reason|interface|new_)' >"$tmp/dhclient.\$reason"
-case "\$reason" in
-    BOUND|RENEW|REBIND|REBOOT)
-        ip addr flush dev "\$interface"
-        ip addr add "\$new_ip_address/\$new_subnet_mask" dev "\$interface"
-        ip route replace default via "\$new_routers" dev "\$interface"
-        ;;
-    PREINIT) ip link set dev "\$interface" up ;;
-esac
-exit 0
-HOOK
-chmod +x "$tmp/dhclient-hook.sh"
-ip netns exec "$cns" dhclient -d -1 -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "$if_c" 2>"$tmp/dhclient.log" &
-pids+=($!)
+# dhclient: its hook dumps the new_* variables to $tmp/dhclient.REASON, configures the address
+# and the default route (via the router of the lease: the relay).
+dhclient_start "$tmp" dhclient "$cns" "$if_c" yealink domain-name
 
 bound() { grep -q '^new_ip_address=' "$tmp/dhclient.BOUND" 2>/dev/null; }
 for i in $(seq 1 600); do
@@ -193,5 +140,5 @@ until device_ok; do
     sleep 0.1
 done
 
-kill -0 "$daemon" 2>/dev/null || fail "provisiond died: $(tail -n 20 "$tmp/log")"
+kill -0 "$PROVISIOND_PID" 2>/dev/null || fail "provisiond died: $(tail -n 20 "$tmp/log")"
 echo "ok: relay"

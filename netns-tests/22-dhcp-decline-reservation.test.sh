@@ -14,8 +14,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bin=$1
-here="$(cd "$(dirname "$0")" && pwd)"
-plugins="$(cd "$here/../plugins" && pwd)"
 
 require_netns
 command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
@@ -31,37 +29,11 @@ mac4="80:5e:c0:21:23:04"
 mac5="80:5e:c0:21:23:05"
 reserved_ip=10.213.23.50
 reserved_name=reception-t54w
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init
 
 lan_up "$tag" 10.213.23.1/25 "$mac1" "$mac2" "$mac3" "$mac4" "$mac5"
 
-mkdir -p "$tmp/data"
-cat >"$tmp/provisiond.toml" <<TOML
-[general]
-data_dir = "$tmp/data"
-base_url = "http://10.213.23.1:8667"
-plugins_dir = "$plugins"
-[http]
-listen = "10.213.23.1:8667"
-[api]
-enabled = false
-socket = "$tmp/api.sock"
-[tftp]
-enabled = false
-[dhcpinfo]
-socket = "$tmp/dhcpinfo.sock"
-[log]
-level = "info,provisiond::dhcp=debug"
+provisiond_conf "$tmp" 10.213.23.1 <<TOML
 [dhcp]
 mode = "server"
 interfaces = ["$br"]
@@ -75,56 +47,20 @@ lease_time = 600
 reservations = [{ mac = "$mac1", ip = "$reserved_ip", hostname = "$reserved_name" }]
 TOML
 
-ip netns exec "$srv" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
-    "$bin" serve --config "$tmp/provisiond.toml" 2>"$tmp/log" &
-daemon=$!
-pids+=("$daemon")
-wait_for_line "$tmp/log" "store open; ready"
-wait_for_line "$tmp/log" "DHCP server ready"
+provisiond_start "$bin" "$tmp" "$srv" "$tmp/log" "DHCP server ready"
 
-# start_dhclient N: dhclient in namespace "$tag-cN"; its hook dumps the environment to
-# $tmp/v$tag-N.REASON and configures the address. dhclient_release N: DHCPRELEASE and stop.
-cat >"$tmp/dhclient.conf" <<'CONF'
-send vendor-class-identifier "yealink";
-request subnet-mask, broadcast-address, routers, host-name, tftp-server-name;
-timeout 60;
-CONF
-cat >"$tmp/dhclient-hook.sh" <<HOOK
-#!/bin/sh
-env | grep -E '^(reason|interface|new_)' >"$tmp/\$interface.\$reason"
-case "\$reason" in
-    BOUND|RENEW|REBIND|REBOOT)
-        ip addr flush dev "\$interface"
-        ip addr add "\$new_ip_address/\$new_subnet_mask" dev "\$interface"
-        ;;
-    PREINIT) ip link set dev "\$interface" up ;;
-esac
-exit 0
-HOOK
-chmod +x "$tmp/dhclient-hook.sh"
-dhclient_args() { # N
-    echo -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-        -lf "$tmp/dhclient-$1.leases" -pf "$tmp/dhclient-$1.pid" "v$tag-$1"
-}
-start_dhclient() { # N
-    ip netns exec "$tag-c$1" dhclient -d -1 -v $(dhclient_args "$1") 2>"$tmp/dhclient-$1.log" &
-    pids+=($!)
-}
-dhclient_release() { # N
-    ip netns exec "$tag-c$1" dhclient -r $(dhclient_args "$1") >/dev/null 2>&1 || true
-}
-# bound_ip N: waits for the lease of client N and prints its address.
-bound_ip() {
-    wait_for_line "$tmp/v$tag-$1.BOUND" "^new_ip_address="
-    sed -n 's/^new_ip_address=//p' "$tmp/v$tag-$1.BOUND"
-}
+# phone_up N: dhclient "dhclient-N" (vendor class "yealink", asking also for the host name) in
+# namespace "$tag-cN" on "v$tag-N"; waits for its lease ($tmp/dhclient-N.BOUND, DHCLIENT_IP).
+# phone_release N: DHCPRELEASE and stop.
+phone_up() { dhclient_up "$tmp" "dhclient-$1" "$tag-c$1" "v$tag-$1" yealink host-name; }
+phone_release() { dhclient_release "$tmp" "dhclient-$1" "$tag-c$1" "v$tag-$1"; }
 
 # (a) Reservation: exactly the reserved address (outside the range) and its host name.
-start_dhclient 1
-ip1=$(bound_ip 1)
-[ "$ip1" = "$reserved_ip" ] || fail "reserved client got $ip1, not $reserved_ip: $(cat "$tmp/v$tag-1.BOUND")"
-grep -q "^new_host_name=$reserved_name\$" "$tmp/v$tag-1.BOUND" \
-    || fail "no host name $reserved_name (option 12): $(cat "$tmp/v$tag-1.BOUND")"
+phone_up 1
+ip1=$DHCLIENT_IP
+[ "$ip1" = "$reserved_ip" ] || fail "reserved client got $ip1, not $reserved_ip: $(cat "$tmp/dhclient-1.BOUND")"
+grep -q "^new_host_name=$reserved_name\$" "$tmp/dhclient-1.BOUND" \
+    || fail "no host name $reserved_name (option 12): $(cat "$tmp/dhclient-1.BOUND")"
 echo "reservation: $mac1 got $ip1, host name $reserved_name"
 
 # (b) Decline: the squatter holds .100 by hand; udhcpc is ACKed .100, sees the squatter's ARP
@@ -159,16 +95,16 @@ echo "decline: udhcpc declined 10.213.23.100 (squatter), then got $ip3"
 
 # (c) The last free address, then the range is full: two releases, and a new client gets the
 # one released first (least recently used), not the lowest; .100 is still quarantined.
-start_dhclient 4
-ip4=$(bound_ip 4)
-[ "$ip4" = "10.213.23.102" ] || fail "client 4 got $ip4, not 10.213.23.102: $(cat "$tmp/v$tag-4.BOUND")"
-dhclient_release 4
+phone_up 4
+ip4=$DHCLIENT_IP
+[ "$ip4" = "10.213.23.102" ] || fail "client 4 got $ip4, not 10.213.23.102: $(cat "$tmp/dhclient-4.BOUND")"
+phone_release 4
 wait_for_line "$tmp/log" "mac=$mac4 .*request=Release"
 sleep 1.2 # release times are in seconds: the two releases must differ
 kill -USR2 "$udhcpc"
 wait_for_line "$tmp/log" "mac=$mac3 .*request=Release"
-start_dhclient 5
-ip5=$(bound_ip 5)
+phone_up 5
+ip5=$DHCLIENT_IP
 [ "$ip5" = "10.213.23.102" ] \
     || fail "new client got $ip5, not 10.213.23.102 (released first of .101/.102): $(cat "$tmp/log")"
 echo "reuse: .102 released, then .101; the new client got $ip5"
@@ -179,5 +115,5 @@ if grep -E "reply=(Offer|Ack) ip=10.213.23.100 " "$tmp/log" | grep -qv "mac=$mac
 fi
 [ "$(grep -c "reply=Offer ip=10.213.23.100 " "$tmp/log")" -eq 1 ] \
     || fail "10.213.23.100 offered again after the DECLINE: $(grep 'ip=10.213.23.100 ' "$tmp/log")"
-kill -0 "$daemon" 2>/dev/null || fail "provisiond died: $(tail -n 20 "$tmp/log")"
+kill -0 "$PROVISIOND_PID" 2>/dev/null || fail "provisiond died: $(tail -n 20 "$tmp/log")"
 echo "ok: reservation, decline, reuse"

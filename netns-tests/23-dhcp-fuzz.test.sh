@@ -19,8 +19,6 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bin=$1
-here="$(cd "$(dirname "$0")" && pwd)"
-plugins="$(cd "$here/../plugins" && pwd)"
 
 require_netns
 command -v dhclient >/dev/null || fail "dhclient not found: apt-get install isc-dhcp-client"
@@ -36,39 +34,13 @@ mac1="02:00:00:21:23:81" # the fuzzer's interface
 mac2="80:5e:c0:21:23:82" # dhclient
 seed=20261123
 count=10000
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init
 
 lan_up "$tag" "$server/25" "$mac1" "$mac2"
 ip -n "$tag-c1" addr add "$fuzzer/25" dev "v$tag-1"
 
 # offer_hold_secs = 2: the offers made to the fuzzer's DISCOVERs lapse quickly.
-mkdir -p "$tmp/data"
-cat >"$tmp/provisiond.toml" <<TOML
-[general]
-data_dir = "$tmp/data"
-base_url = "http://$server:8667"
-plugins_dir = "$plugins"
-[http]
-listen = "$server:8667"
-[api]
-enabled = false
-socket = "$tmp/api.sock"
-[tftp]
-enabled = false
-[dhcpinfo]
-socket = "$tmp/dhcpinfo.sock"
-[log]
-level = "info,provisiond::dhcp=debug"
+provisiond_conf "$tmp" "$server" <<TOML
 [dhcp]
 mode = "server"
 interfaces = ["$br"]
@@ -83,12 +55,7 @@ domain = "fuzz.test"
 lease_time = 600
 TOML
 
-ip netns exec "$srv" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
-    "$bin" serve --config "$tmp/provisiond.toml" 2>"$tmp/log" &
-daemon=$!
-pids+=("$daemon")
-wait_for_line "$tmp/log" "store open; ready"
-wait_for_line "$tmp/log" "DHCP server ready"
+provisiond_start "$bin" "$tmp" "$srv" "$tmp/log" "DHCP server ready"
 
 cat >"$tmp/fuzz.py" <<'PY'
 """Sends COUNT random and mutated DHCP packets to SERVER's port 67; prints a summary."""
@@ -397,7 +364,7 @@ malformed=$(sed -n 's/^malformed=//p' "$tmp/summary")
 [ "$sent" -ge "$count" ] || fail "only $sent of $count packets sent: $(cat "$tmp/fuzz.log")"
 
 # Still alive, no panic (caught or not), and every malformed packet was read and dropped.
-kill -0 "$daemon" 2>/dev/null || fail "provisiond died under the fuzzer: $(tail -n 30 "$tmp/log")"
+kill -0 "$PROVISIOND_PID" 2>/dev/null || fail "provisiond died under the fuzzer: $(tail -n 30 "$tmp/log")"
 if grep -qi "panicked" "$tmp/log"; then
     fail "provisiond panicked: $(grep -i -m 5 -A 5 panicked "$tmp/log")"
 fi
@@ -448,34 +415,13 @@ errors=$(($(dhcp_metric send_error) - errors0))
 echo "800 INFORMs from absent addresses: all answered, no send error"
 
 # A real client still gets its lease and option 66.
-cat >"$tmp/dhclient.conf" <<'CONF'
-send vendor-class-identifier "yealink";
-request subnet-mask, broadcast-address, routers, domain-name, tftp-server-name;
-timeout 60;
-CONF
-cat >"$tmp/dhclient-hook.sh" <<HOOK
-#!/bin/sh
-env | grep -E '^(reason|interface|new_)' >"$tmp/dhclient.\$reason"
-case "\$reason" in
-    BOUND|RENEW|REBIND|REBOOT)
-        ip addr flush dev "\$interface"
-        ip addr add "\$new_ip_address/\$new_subnet_mask" dev "\$interface"
-        ;;
-    PREINIT) ip link set dev "\$interface" up ;;
-esac
-exit 0
-HOOK
-chmod +x "$tmp/dhclient-hook.sh"
-ip netns exec "$tag-c2" dhclient -d -1 -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-    -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "v$tag-2" 2>"$tmp/dhclient.log" &
-pids+=($!)
-wait_for_line "$tmp/dhclient.BOUND" "^new_ip_address="
-ip2=$(sed -n 's/^new_ip_address=//p' "$tmp/dhclient.BOUND")
+dhclient_up "$tmp" dhclient "$tag-c2" "v$tag-2" yealink domain-name
+ip2=$DHCLIENT_IP
 case "$ip2" in
     10.213.23.1[4-9][0-9] | 10.213.23.2[0-4][0-9] | 10.213.23.250) ;;
     *) fail "dhclient got '$ip2' after the fuzzer, not an address of the pool: $(cat "$tmp/dhclient.BOUND")" ;;
 esac
 grep -q "^new_tftp_server_name=http://$server:8667/\$" "$tmp/dhclient.BOUND" \
     || fail "no option 66 after the fuzzer: $(cat "$tmp/dhclient.BOUND")"
-kill -0 "$daemon" 2>/dev/null || fail "provisiond died: $(tail -n 20 "$tmp/log")"
+kill -0 "$PROVISIOND_PID" 2>/dev/null || fail "provisiond died: $(tail -n 20 "$tmp/log")"
 echo "ok: after $sent fuzzed packets dhclient got $ip2 and option 66"

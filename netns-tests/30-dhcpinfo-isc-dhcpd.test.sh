@@ -29,22 +29,7 @@ srv="$tag-srv"
 c1="$tag-c1"
 br="br$tag"
 mac="80:5e:c0:30:00:01"
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local rc=$? pid f
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "$rc" -ne 0 ]; then
-        for f in provisiond.log dhcpd.log dhclient.log; do
-            [ -e "$tmp/$f" ] && { echo "--- $f (last lines):"; tail -n 30 "$tmp/$f"; }
-        done >&2
-    fi
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init provisiond.log dhcpd.log dhclient.log # printed on failure
 
 lan_up "$tag" 10.213.30.1/24 "$mac"
 dhcpinfo_serve "$bin" "$tmp" "$srv" 10.213.30.1
@@ -72,7 +57,7 @@ pids+=($!)
 wait_for_line "$tmp/dhcpd.log" "^Listening on LPF/$br/"
 
 # The phone's lease, with option 66 from the snippet's "provisiond-yealink" class.
-dhcpinfo_dhclient "$tmp" "$c1" "v$tag-1"
+dhclient_up "$tmp" dhclient "$c1" "v$tag-1" yealink
 ip=$DHCLIENT_IP
 case "$ip" in
     10.213.30.1[0-9][0-9]) ;;
@@ -93,7 +78,7 @@ dhcpinfo_fetch "$tmp" "$c1" "$mac" "$DHCLIENT_OPT66"
 echo "the phone fetched its MAC file from the URL of option 66"
 
 # The release: dhcpd runs `on release`, provisiond clears the IP.
-dhcpinfo_release "$tmp" "$c1" "v$tag-1"
+dhclient_release "$tmp" dhclient "$c1" "v$tag-1"
 wait_for_line "$tmp/dhcpd.log" "DHCPRELEASE of $ip from $mac"
 dhcpinfo_device "$tmp" "$mac" "" Yealink
 [ "$(dhcpinfo_counter "$tmp" accepted)" -ge 2 ] || fail "fewer than 2 accepted events"

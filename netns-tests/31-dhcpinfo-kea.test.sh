@@ -33,22 +33,7 @@ srv="$tag-srv"
 c1="$tag-c1"
 br="br$tag"
 mac="80:5e:c0:31:00:01"
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local rc=$? pid f
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "$rc" -ne 0 ]; then
-        for f in provisiond.log kea.log kea-hook.err dhclient.log; do
-            [ -e "$tmp/$f" ] && { echo "--- $f (last lines):"; tail -n 30 "$tmp/$f"; }
-        done >&2
-    fi
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init provisiond.log kea.log kea-hook.err dhclient.log # printed on failure
 
 lan_up "$tag" 10.213.31.1/24 "$mac"
 dhcpinfo_serve "$bin" "$tmp" "$srv" 10.213.31.1
@@ -97,7 +82,7 @@ pids+=($!)
 wait_for_line "$tmp/kea.log" "DHCP4_STARTED"
 
 # The phone's lease, with option 66 from the snippet's "provisiond-yealink" class.
-dhcpinfo_dhclient "$tmp" "$c1" "v$tag-1"
+dhclient_up "$tmp" dhclient "$c1" "v$tag-1" yealink
 ip=$DHCLIENT_IP
 case "$ip" in
     10.213.31.1[0-9][0-9]) ;;
@@ -124,7 +109,7 @@ dhcpinfo_device "$tmp" "$mac" "$ip" Yealink
 echo "the phone fetched its MAC file from the URL of option 66; vendor Yealink"
 
 # The release: Kea runs lease4_release, provisiond clears the IP.
-dhcpinfo_release "$tmp" "$c1" "v$tag-1"
+dhclient_release "$tmp" dhclient "$c1" "v$tag-1"
 dhcpinfo_device "$tmp" "$mac" "" Yealink
 ls "$tmp"/kea-env.lease4_release.* >/dev/null 2>&1 || fail "no lease4_release call"
 [ ! -s "$tmp/kea-hook.err" ] || fail "provisiond complained in Kea's hook: $(cat "$tmp/kea-hook.err")"

@@ -30,22 +30,7 @@ srv="$tag-srv"
 c1="$tag-c1"
 br="br$tag"
 mac="80:5e:c0:32:00:01"
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local rc=$? pid f
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [ "$rc" -ne 0 ]; then
-        for f in provisiond.log dnsmasq.log dhclient.log; do
-            [ -e "$tmp/$f" ] && { echo "--- $f (last lines):"; tail -n 30 "$tmp/$f"; }
-        done >&2
-    fi
-    lan_down
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+netns_test_init provisiond.log dnsmasq.log dhclient.log # printed on failure
 
 lan_up "$tag" 10.213.32.1/24 "$mac"
 dhcpinfo_serve "$bin" "$tmp" "$srv" 10.213.32.1
@@ -76,7 +61,7 @@ pids+=($!)
 wait_for_line "$tmp/dnsmasq.log" "DHCP, IP range 10.213.32.100 -- 10.213.32.199"
 
 # The phone's lease, with option 66 from the snippet's "provisiond-yealink" tag.
-dhcpinfo_dhclient "$tmp" "$c1" "v$tag-1"
+dhclient_up "$tmp" dhclient "$c1" "v$tag-1" yealink
 ip=$DHCLIENT_IP
 case "$ip" in
     10.213.32.1[0-9][0-9]) ;;
@@ -97,7 +82,7 @@ dhcpinfo_fetch "$tmp" "$c1" "$mac" "$DHCLIENT_OPT66"
 echo "the phone fetched its MAC file from the URL of option 66"
 
 # The release: dnsmasq runs `provisiond del MAC IP`, provisiond clears the IP.
-dhcpinfo_release "$tmp" "$c1" "v$tag-1"
+dhclient_release "$tmp" dhclient "$c1" "v$tag-1"
 wait_for_line "$tmp/dnsmasq.log" "DHCPRELEASE($br) $ip $mac"
 dhcpinfo_device "$tmp" "$mac" "" Yealink
 ! grep -q "provisiond dhcp-notify:" "$tmp/dnsmasq.log" || fail "dhcp-notify complained: $(grep "provisiond dhcp-notify:" "$tmp/dnsmasq.log")"

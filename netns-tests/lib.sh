@@ -54,18 +54,43 @@ require_netns() {
         || { echo "SKIP: 'ip netns' is not available"; exit 0; }
 }
 
-# --- Helpers of the dhcpinfo tests (3x-dhcpinfo-*): a foreign DHCP server in the server
-# namespace tells provisiond about its leases through `provisiond dhcp-notify`.
+# netns_test_init [LOG...]: the common start of a test. Sets tmp (a new temp dir) and pids (an
+# empty array: the background processes the test starts) and traps EXIT: the pids are killed
+# and reaped; on failure the last 30 lines of each TMP/LOG that exists are printed; then the
+# namespaces of LAN_NAMESPACES (lan_up's, or the test's own) and the temp dir are deleted.
+netns_test_init() {
+    tmp=$(mktemp -d)
+    pids=()
+    NETNS_TEST_LOGS=("$@")
+    trap netns_test_cleanup EXIT
+}
 
-# dhcpinfo_serve BIN TMP NS ADDR: writes TMP/provisiond.toml (DHCP off, HTTP on ADDR:8667, no
-# TFTP, no TCP API, admin socket TMP/api.sock, [dhcpinfo] socket TMP/dhcpinfo.sock, the
-# repository's plugins), starts `serve` in namespace NS with its log in TMP/provisiond.log and
-# waits until it is ready. Adds its pid to the caller's `pids` array.
-dhcpinfo_serve() {
-    local bin=$1 tmp=$2 ns=$3 addr=$4 plugins
+netns_test_cleanup() {
+    local rc=$? pid f
+    for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
+    for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
+    if [ "$rc" -ne 0 ]; then
+        for f in ${NETNS_TEST_LOGS[@]+"${NETNS_TEST_LOGS[@]}"}; do
+            if [ -e "$tmp/$f" ]; then echo "--- $f (last lines):"; tail -n 30 "$tmp/$f"; fi
+        done >&2
+    fi
+    lan_down
+    rm -rf "$tmp"
+}
+
+# --- provisiond under test, in the server namespace.
+
+# provisiond_conf TMP ADDR [LOG_LEVEL]: writes TMP/provisiond.toml: data_dir TMP/data (made),
+# base_url http://ADDR:8667, the repository's plugins, HTTP on ADDR:8667, no TCP API (admin
+# socket TMP/api.sock), no TFTP, [dhcpinfo] socket TMP/dhcpinfo.sock, [log] level LOG_LEVEL
+# (default "info,provisiond::dhcp=debug"); then the test's own sections ([dhcp], its pools),
+# read from stdin: give them as a heredoc.
+provisiond_conf() {
+    local tmp=$1 addr=$2 level=${3:-info,provisiond::dhcp=debug} plugins
     plugins="$(cd "$(dirname "${BASH_SOURCE[0]}")/../plugins" && pwd)"
     mkdir -p "$tmp/data"
-    cat >"$tmp/provisiond.toml" <<TOML
+    {
+        cat <<TOML
 [general]
 data_dir = "$tmp/data"
 base_url = "http://$addr:8667"
@@ -77,59 +102,106 @@ enabled = false
 socket = "$tmp/api.sock"
 [tftp]
 enabled = false
-[dhcp]
-mode = "off"
 [dhcpinfo]
 socket = "$tmp/dhcpinfo.sock"
 [log]
-level = "info,provisiond::dhcpinfo=debug"
+level = "$level"
 TOML
-    ip netns exec "$ns" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
-        "$bin" serve --config "$tmp/provisiond.toml" 2>"$tmp/provisiond.log" &
-    pids+=($!)
-    wait_for_line "$tmp/provisiond.log" "DHCP lease events on $tmp/dhcpinfo.sock"
-    wait_for_line "$tmp/provisiond.log" "store open; ready"
+        cat
+    } >"$tmp/provisiond.toml"
 }
 
-# dhcpinfo_dhclient TMP NS IFACE: a real dhclient in NS on IFACE that sends vendor class
-# "yealink" and asks for option 66; its hook writes the new_* variables to TMP/dhclient.REASON
-# and sets the address. Waits (bounded) for the lease and sets DHCLIENT_IP and DHCLIENT_OPT66.
-dhcpinfo_dhclient() {
-    local tmp=$1 ns=$2 iface=$3
-    cat >"$tmp/dhclient.conf" <<'CONF'
-send vendor-class-identifier "yealink";
-request subnet-mask, broadcast-address, routers, tftp-server-name;
-timeout 60;
-CONF
-    cat >"$tmp/dhclient-hook.sh" <<HOOK
+# provisiond_start BIN TMP NS LOG [LINE...]: starts `BIN serve --config TMP/provisiond.toml` in
+# namespace NS (without RUST_LOG, JOURNAL_STREAM and NOTIFY_SOCKET) with its log in LOG, adds
+# its pid to the caller's pids array and sets PROVISIOND_PID; waits (bounded) until LOG has
+# "store open; ready" and a line matching each LINE (e.g. "DHCP server ready").
+provisiond_start() {
+    local bin=$1 tmp=$2 ns=$3 log=$4 line
+    shift 4
+    ip netns exec "$ns" env -u RUST_LOG -u JOURNAL_STREAM -u NOTIFY_SOCKET \
+        "$bin" serve --config "$tmp/provisiond.toml" 2>"$log" &
+    PROVISIOND_PID=$!
+    pids+=("$PROVISIOND_PID")
+    wait_for_line "$log" "store open; ready"
+    for line in "$@"; do wait_for_line "$log" "$line"; done
+}
+
+# --- Real ISC dhclients in the client namespaces.
+
+# dhclient_start TMP NAME NS IFACE VENDOR [OPTION...]: starts a dhclient (-d -1: one attempt of
+# 60 s) in namespace NS on IFACE, in the background (its pid added to the caller's pids). Its
+# configuration TMP/NAME.conf sends vendor class VENDOR ("" = none) and asks for subnet-mask,
+# broadcast-address, routers, each OPTION (e.g. domain-name) and tftp-server-name (option 66);
+# its hook TMP/NAME-hook.sh writes the reason, interface and new_* variables to
+# TMP/NAME.REASON (e.g. TMP/NAME.BOUND) and, on BOUND, RENEW, REBIND and REBOOT, sets the
+# address and the default route (via the first router). Lease file TMP/NAME.leases, pid file
+# TMP/NAME.pid, log TMP/NAME.log.
+dhclient_start() {
+    local tmp=$1 name=$2 ns=$3 iface=$4 vendor=$5 request="subnet-mask, broadcast-address, routers" option
+    shift 5
+    for option in "$@"; do request+=", $option"; done
+    {
+        [ -z "$vendor" ] || echo "send vendor-class-identifier \"$vendor\";"
+        echo "request $request, tftp-server-name;"
+        echo "timeout 60;"
+    } >"$tmp/$name.conf"
+    cat >"$tmp/$name-hook.sh" <<HOOK
 #!/bin/sh
-env | grep -E '^(reason|interface|new_)' >"$tmp/dhclient.\$reason"
+env | grep -E '^(reason|interface|new_)' >"$tmp/$name.\$reason"
 case "\$reason" in
     BOUND|RENEW|REBIND|REBOOT)
         ip addr flush dev "\$interface"
         ip addr add "\$new_ip_address/\$new_subnet_mask" dev "\$interface"
+        [ -z "\$new_routers" ] || ip route replace default via "\${new_routers%% *}" dev "\$interface"
         ;;
     PREINIT) ip link set dev "\$interface" up ;;
 esac
 exit 0
 HOOK
-    chmod +x "$tmp/dhclient-hook.sh"
-    ip netns exec "$ns" dhclient -d -1 -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-        -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "$iface" 2>"$tmp/dhclient.log" &
+    chmod +x "$tmp/$name-hook.sh"
+    ip netns exec "$ns" dhclient -d -1 -v -cf "$tmp/$name.conf" -sf "$tmp/$name-hook.sh" \
+        -lf "$tmp/$name.leases" -pf "$tmp/$name.pid" "$iface" 2>"$tmp/$name.log" &
     pids+=($!)
-    wait_for_line "$tmp/dhclient.BOUND" "^new_ip_address="
-    DHCLIENT_IP=$(sed -n 's/^new_ip_address=//p' "$tmp/dhclient.BOUND")
-    DHCLIENT_OPT66=$(sed -n 's/^new_tftp_server_name=//p' "$tmp/dhclient.BOUND")
 }
 
-# dhcpinfo_release TMP NS IFACE: `dhclient -r`: stops the dhclient of dhcpinfo_dhclient and
-# sends a DHCPRELEASE for its lease.
-dhcpinfo_release() {
-    local tmp=$1 ns=$2 iface=$3
-    ip netns exec "$ns" dhclient -r -v -cf "$tmp/dhclient.conf" -sf "$tmp/dhclient-hook.sh" \
-        -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" "$iface" 2>"$tmp/dhclient-r.log" \
-        || fail "dhclient -r failed: $(cat "$tmp/dhclient-r.log")"
-    grep -q DHCPRELEASE "$tmp/dhclient-r.log" || fail "dhclient -r sent no DHCPRELEASE: $(cat "$tmp/dhclient-r.log")"
+# dhclient_wait TMP NAME: waits (bounded) for the lease of dhclient_start's NAME and sets
+# DHCLIENT_IP and DHCLIENT_OPT66 (option 66) from TMP/NAME.BOUND.
+dhclient_wait() {
+    local bound="$1/$2.BOUND"
+    wait_for_line "$bound" "^new_ip_address="
+    DHCLIENT_IP=$(sed -n 's/^new_ip_address=//p' "$bound")
+    DHCLIENT_OPT66=$(sed -n 's/^new_tftp_server_name=//p' "$bound")
+}
+
+# dhclient_up TMP NAME NS IFACE VENDOR [OPTION...]: dhclient_start, then dhclient_wait.
+dhclient_up() {
+    dhclient_start "$@"
+    dhclient_wait "$1" "$2"
+}
+
+# dhclient_release TMP NAME NS IFACE: `dhclient -r`: stops the dhclient of dhclient_start's NAME
+# and sends a DHCPRELEASE for its lease (fails unless it did; log in TMP/NAME-r.log).
+dhclient_release() {
+    local tmp=$1 name=$2 ns=$3 iface=$4
+    ip netns exec "$ns" dhclient -r -v -cf "$tmp/$name.conf" -sf "$tmp/$name-hook.sh" \
+        -lf "$tmp/$name.leases" -pf "$tmp/$name.pid" "$iface" 2>"$tmp/$name-r.log" \
+        || fail "dhclient -r failed: $(cat "$tmp/$name-r.log")"
+    grep -q DHCPRELEASE "$tmp/$name-r.log" || fail "dhclient -r sent no DHCPRELEASE: $(cat "$tmp/$name-r.log")"
+}
+
+# --- Helpers of the dhcpinfo tests (3x-dhcpinfo-*): a foreign DHCP server in the server
+# namespace tells provisiond about its leases through `provisiond dhcp-notify`.
+
+# dhcpinfo_serve BIN TMP NS ADDR: provisiond_conf with DHCP off and dhcpinfo debug logs, then
+# provisiond_start with its log in TMP/provisiond.log, waiting until it listens on
+# TMP/dhcpinfo.sock.
+dhcpinfo_serve() {
+    local bin=$1 tmp=$2 ns=$3 addr=$4
+    provisiond_conf "$tmp" "$addr" "info,provisiond::dhcpinfo=debug" <<'TOML'
+[dhcp]
+mode = "off"
+TOML
+    provisiond_start "$bin" "$tmp" "$ns" "$tmp/provisiond.log" "DHCP lease events on $tmp/dhcpinfo.sock"
 }
 
 # dhcpinfo_device TMP MAC IP VENDOR: waits (bounded, 30 s) until provisiond's admin API lists

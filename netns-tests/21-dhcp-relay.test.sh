@@ -9,7 +9,8 @@
 # LAN B, so the pool must be chosen by giaddr (10.213.21.1): the client gets an address of
 # 10.213.21.100-150, the router 10.213.21.1 and option 66 = the provisioning URL, and the
 # replies go to the relay (giaddr:67). The client then fetches its MAC file over HTTP from
-# provisiond across the relay, and appears on the admin socket with that address.
+# provisiond across the relay, and appears on the admin socket with that address. At T1 it
+# renews by unicast to provisiond through the router: the ACK is routed back by UDP.
 # Every address is inside namespaces this test creates; they are deleted on exit.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -64,6 +65,7 @@ ranges = [{ start = "10.213.21.100", end = "10.213.21.150" }]
 router = "10.213.21.1"
 domain = "lan-a.test"
 lease_time = 600
+renew_time = 6
 
 # LAN B, provisiond's own link: the receiving interface is here, the client is not.
 [[dhcp.pools]]
@@ -139,6 +141,21 @@ until device_ok; do
     [ "$i" -lt 200 ] || fail "no device $mac with ip $ip and vendor Yealink: $(cat "$tmp/devices.json" 2>/dev/null)"
     sleep 0.1
 done
+
+# At T1 (6 s) dhclient renews by unicast straight to provisiond, through the router and not
+# the relay: the ACK must be routed back by UDP (the client is not on provisiond's link).
+for i in $(seq 1 300); do
+    [ -e "$tmp/dhclient.RENEW" ] && break
+    sleep 0.1
+done
+[ -e "$tmp/dhclient.RENEW" ] || fail "no renewal through the router within 30 s:
+--- provisiond: $(tail -n 20 "$tmp/log")
+--- dhclient: $(tail -n 20 "$tmp/dhclient.log")"
+grep -q "^new_ip_address=$ip\$" "$tmp/dhclient.RENEW" \
+    || fail "the renewal changed the address: $(cat "$tmp/dhclient.RENEW")"
+grep -q "request=Request reply=Ack ip=$ip dst=$ip:68 link=false" "$tmp/log" \
+    || fail "the renewal's ACK was not sent by UDP to $ip: $(grep "reply=" "$tmp/log" | tail -n 5)"
+echo "unicast renewal from behind the router: $ip kept"
 
 kill -0 "$PROVISIOND_PID" 2>/dev/null || fail "provisiond died: $(tail -n 20 "$tmp/log")"
 echo "ok: relay"

@@ -268,6 +268,10 @@ pub struct Pool {
     /// Provisioning base URL for this subnet, instead of `general.base_url`.
     #[serde(default)]
     pub base_url: Option<Url>,
+    /// Tenant whose provisioning key `{provisioning_url}` carries under `url_key` (the
+    /// default tenant when unset).
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 fn default_lease_time() -> u32 {

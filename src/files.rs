@@ -11,7 +11,6 @@ use std::net::IpAddr;
 
 use crate::config::HttpAuthStrategy;
 use crate::ident::{IdentError, Identifier, RequestContext};
-use crate::model::Mac;
 use crate::plugins::{safe_relative, PluginSet, RenderError, Renderer, Target, MAX_PATH_LEN};
 use crate::store::{Store, StoreError};
 
@@ -235,23 +234,21 @@ impl FileService {
         Arc::clone(&self.plugins.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The key DHCP options put in the provisioning URL of the client `mac`: its device's
-    /// tenant's, else the default tenant's (where unknown phones are created). Blocking.
-    pub fn dhcp_url_key(&self, mac: &Mac) -> UrlKey {
+    /// The key DHCP options put in the provisioning URL for the clients of a pool of
+    /// `tenant` (the default tenant when `None`, where unknown phones are created). Never
+    /// chosen by the client's MAC: a client can claim any MAC, and would get another tenant's
+    /// key. Blocking.
+    pub fn dhcp_url_key(&self, tenant: Option<&str>) -> UrlKey {
         if self.strategy != HttpAuthStrategy::UrlKey {
             return UrlKey::Off;
         }
-        let tenant = match self.store.device_by_mac(mac) {
-            Ok(Some(device)) => device.tenant,
-            Ok(None) => self.ident.default_tenant().to_owned(),
-            Err(e) => {
-                tracing::warn!(%mac, "DHCP: device not read for its provisioning key: {e}");
-                return UrlKey::Missing;
-            }
-        };
-        match self.store.tenant(&tenant) {
+        let tenant = tenant.unwrap_or(self.ident.default_tenant());
+        match self.store.tenant(tenant) {
             Ok(Some(t)) => t.provisioning_key.map_or(UrlKey::Missing, UrlKey::Key),
-            Ok(None) => UrlKey::Missing,
+            Ok(None) => {
+                tracing::warn!(%tenant, "DHCP: the pool's tenant does not exist: no provisioning URL");
+                UrlKey::Missing
+            }
             Err(e) => {
                 tracing::warn!(%tenant, "DHCP: tenant not read for its provisioning key: {e}");
                 UrlKey::Missing

@@ -49,6 +49,7 @@ fn pool(subnet: &str, start: &str, end: &str) -> Pool {
         exclude: Vec::new(),
         reservations: Vec::new(),
         base_url: None,
+        tenant: None,
     }
 }
 
@@ -480,10 +481,9 @@ fn a_yealink_gets_its_provisioning_url_when_it_asks() {
 }
 
 #[test]
-fn under_url_key_the_provisioning_url_carries_the_tenant_key() {
+fn under_url_key_the_provisioning_url_carries_the_pool_tenant_key() {
     let dir = tempfile::tempdir().unwrap();
-    let keyed = [0x80, 0x5e, 0xc0, 0x77, 0, 2];
-    let keyless = [0x80, 0x5e, 0xc0, 0x77, 0, 3];
+    let acme_phone = [0x80, 0x5e, 0xc0, 0x77, 0, 2];
     let prepare = |store: &Store| {
         let mut master = store.tenant("master").unwrap().unwrap();
         master.provisioning_key = Some("MasterKey1".into());
@@ -499,34 +499,59 @@ fn under_url_key_the_provisioning_url_carries_the_tenant_key() {
                 })
                 .unwrap();
         }
-        for (mac, tenant) in [(keyed, "acme"), (keyless, "nokey")] {
-            let mut device = Device::new(format!("dev-{tenant}"), tenant);
-            device.mac = Some(Mac::new(mac));
-            store.create_device(&device).unwrap();
-        }
+        let mut device = Device::new("dev-acme", "acme");
+        device.mac = Some(Mac::new(acme_phone));
+        store.create_device(&device).unwrap();
+    };
+    let acme = Pool {
+        tenant: Some("acme".into()),
+        ..pool("10.98.0.0/24", "10.98.0.10", "10.98.0.20")
+    };
+    let keyless = Pool {
+        tenant: Some("nokey".into()),
+        ..pool("10.97.0.0/24", "10.97.0.10", "10.97.0.20")
     };
     let server = Server::start_with(
         dir.path(),
-        settings(DhcpMode::Server, vec![voice_pool()]),
+        settings(DhcpMode::Server, vec![voice_pool(), acme, keyless]),
         HttpAuthStrategy::UrlKey,
         prepare,
     );
     let client = server.client();
-    let asks = || vec![vendor(b"yealink"), prl(&[1, 3, 66])];
-    // An unknown phone: the default tenant's key (where it will be created).
-    let unknown = dora(&client, [0x80, 0x5e, 0xc0, 0x77, 0, 1], asks());
+    let asks = |subnet: Option<&str>| {
+        let mut options = vec![vendor(b"yealink"), prl(&[1, 3, 66])];
+        options.extend(subnet.map(|s| DhcpOption::SubnetSelection(ip(s))));
+        options
+    };
+    // A pool without a tenant: the default tenant's key (where unknown phones are created).
+    let unknown = dora(&client, [0x80, 0x5e, 0xc0, 0x77, 0, 1], asks(None));
     assert_eq!(
         unknown.text(66).as_deref(),
         Some("http://10.99.0.5:8667/device/provisioning/MasterKey1/")
     );
-    // A known phone: its own tenant's key, never another tenant's.
-    let known = dora(&client, keyed, asks());
+    // The key follows the pool, never the MAC a client claims: acme's phone (or anyone who
+    // copies its MAC) on the default tenant's network does not learn acme's key.
+    let borrowed = dora(&client, acme_phone, asks(None));
     assert_eq!(
-        known.text(66).as_deref(),
+        borrowed.text(66).as_deref(),
+        Some("http://10.99.0.5:8667/device/provisioning/MasterKey1/")
+    );
+    // On acme's pool, acme's key.
+    let on_acme = dora(
+        &client,
+        [0x80, 0x5e, 0xc0, 0x77, 0, 3],
+        asks(Some("10.98.0.0")),
+    );
+    assert_eq!(
+        on_acme.text(66).as_deref(),
         Some("http://10.99.0.5:8667/device/provisioning/AcmeKey123/")
     );
     // A tenant without a key: no URL would be served, so none is sent; the lease still is.
-    let lost = dora(&client, keyless, asks());
+    let lost = dora(
+        &client,
+        [0x80, 0x5e, 0xc0, 0x77, 0, 4],
+        asks(Some("10.97.0.0")),
+    );
     assert_eq!(lost.kind(), MessageType::Ack);
     assert_eq!(lost.option(66), None);
 }

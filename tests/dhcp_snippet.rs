@@ -177,7 +177,7 @@ fn dnsmasq_accepts_the_tags_and_says_what_it_cannot_match() {
     // dnsmasq compares option 60 as text: Polycom's binary prefix is reported, not written.
     assert!(!text.contains("set:provisiond-polycom"), "{text}");
     assert!(
-        stderr.contains("polycom: option 60 prefix 00:00:36:3d is not text"),
+        stderr.contains("polycom: option 60 prefix 00:00:36:3d is not plain text"),
         "{stderr}"
     );
     let path = dir.join("provisiond-dnsmasq.conf");
@@ -256,5 +256,111 @@ fn without_a_base_url_the_admin_is_told_which_flag_to_give() {
     assert!(
         text.contains("option provisiond-159 \"10.213.9.2\";"),
         "{text}"
+    );
+}
+
+/// Admin plugins whose option values (evil) and rule (evil2, quoted in the snippet's
+/// comments) try to break out of the generated file.
+fn hostile_plugins(dir: &Path) {
+    let manifests = [
+        (
+            "evil",
+            r#"vendor_class = '^evil phone'
+[[dhcp.options]]
+code = 66
+value = "{provisioning_url}café\"x\\y.cfg"
+[[dhcp.options]]
+code = 160
+value = "{provisioning_url}\";\noption domain-name-servers 6.6.6.6;"
+"#,
+        ),
+        (
+            "evil2",
+            r#"vendor_class = '''(?x)evil2
+option domain-name-servers 6.6.6.6; #'''
+[[dhcp.options]]
+code = 66
+value = "{provisioning_url}"
+"#,
+        ),
+    ];
+    for (name, dhcp) in manifests {
+        let plugin = dir.join("data/plugins").join(name);
+        std::fs::create_dir_all(plugin.join("templates")).unwrap();
+        std::fs::write(
+            plugin.join("plugin.toml"),
+            format!(
+                "name = \"{name}\"\nversion = \"1\"\nvendor = \"Evil\"\n[[files]]\npath = \"{{mac}}.cfg\"\ntemplate = \"mac.cfg.tera\"\n[dhcp]\n{dhcp}"
+            ),
+        )
+        .unwrap();
+        std::fs::write(plugin.join("templates/mac.cfg.tera"), "x = 1\n").unwrap();
+    }
+}
+
+#[test]
+fn a_hostile_plugin_cannot_write_configuration_into_the_snippet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    hostile_plugins(dir);
+    let config = config(dir, BASE);
+    for format in ["isc", "kea", "dnsmasq"] {
+        let (code, text, stderr) = snippet(&config, &["--format", format]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(text.contains("provisiond-evil"), "{format}: {text}");
+        // evil2's rule is not anchored: quoted in a comment, on one line.
+        assert!(
+            text.contains(r"is not anchored with ^: match it by hand"),
+            "{format}: {text}"
+        );
+        assert!(
+            stderr.contains("evil2: option 60 rule '(?x)evil2\\noption"),
+            "{stderr}"
+        );
+        // The injected directive never starts a line.
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("option domain-name-servers")),
+            "{format}: {text}"
+        );
+        let path = dir.join(format!("evil.{format}"));
+        std::fs::write(&path, &text).unwrap();
+    }
+    let isc = std::fs::read_to_string(dir.join("evil.isc")).unwrap();
+    assert!(
+        isc.contains(r#"option tftp-server-name "http://10.213.9.1:8667/caf\303\251\"x\\y.cfg";"#),
+        "{isc}"
+    );
+    let dhcpd = dir.join("dhcpd.conf");
+    std::fs::write(
+        &dhcpd,
+        format!(
+            "include \"{}\";\nsubnet 10.213.9.0 netmask 255.255.255.0 {{ range 10.213.9.100 10.213.9.150; }}\n",
+            dir.join("evil.isc").display()
+        ),
+    )
+    .unwrap();
+    let leases = dir.join("dhcpd.leases");
+    std::fs::write(&leases, "").unwrap();
+    check(
+        "dhcpd",
+        "isc-dhcp-server",
+        &[
+            "-t",
+            "-4",
+            "-cf",
+            dhcpd.to_str().unwrap(),
+            "-lf",
+            leases.to_str().unwrap(),
+        ],
+    );
+    check(
+        "dnsmasq",
+        "dnsmasq-base",
+        &[
+            "--test",
+            &format!("--conf-file={}", dir.join("evil.dnsmasq").display()),
+        ],
     );
 }

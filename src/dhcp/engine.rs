@@ -860,7 +860,7 @@ impl Engine {
             let base = pool
                 .and_then(|pool| pool.cfg.base_url.as_ref())
                 .or(self.base_url.as_ref());
-            let key = (vendors.url_key)(&req.mac);
+            let key = (vendors.url_key)(pool.and_then(|pool| pool.cfg.tenant.as_deref()));
             for option in provision::vendor_options(&plugin, base, &key, server_id) {
                 if option.always || asked.contains(&option.code) {
                     o.set(option.code, option.value, Importance::Requested);
@@ -909,11 +909,21 @@ impl Engine {
         } else {
             (Mac::new([0xff; 6]), dst)
         };
+        // `ciaddr` may be behind a router (a routed client renewing by unicast): by the link
+        // only when it is in the subnet of a pool that the receiving address is in too.
+        let on_link = |info: &PktInfo| {
+            ciaddr.is_unspecified()
+                || self
+                    .pools
+                    .iter()
+                    .any(|p| p.in_subnet(info.local) && p.in_subnet(ciaddr))
+        };
         let link = match origin.info {
             Some(info)
                 if self.port == SERVER_PORT
                     && req.giaddr.is_unspecified()
-                    && !info.local.is_unspecified() =>
+                    && !info.local.is_unspecified()
+                    && on_link(&info) =>
             {
                 Some(LinkReply {
                     mac,

@@ -315,7 +315,13 @@ struct Senders {
 impl Senders {
     fn send(&self, socket: usize, reply: &Reply) -> std::io::Result<usize> {
         if let (Some(sender), Some(link)) = (&self.link, reply.link) {
-            match sender.send(link.ifindex, link.mac.octets(), link.source, link.dst, &reply.bytes) {
+            match sender.send(
+                link.ifindex,
+                link.mac.octets(),
+                link.source,
+                link.dst,
+                &reply.bytes,
+            ) {
                 Ok(n) => return Ok(n),
                 Err(e) => {
                     tracing::debug!(mac = %link.mac, dst = %reply.dst, "link-layer unicast failed ({e}): sent by UDP")
@@ -343,7 +349,9 @@ fn serve_requests(
                 // Group commit: what is already queued is handled together and the leases
                 // written for it are flushed once, before any of its replies leaves.
                 let mut next = Some(first);
+                let mut handled = 0;
                 while let Some(datagram) = next {
+                    handled += 1;
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         handle_datagram(&mut engine, &datagram, &files, &counters, &mut batch)
                     }));
@@ -351,7 +359,7 @@ fn serve_requests(
                         bump(&counters.malformed);
                         tracing::error!(src = %datagram.origin.src, "DHCP request handling panicked: request dropped");
                     }
-                    next = if batch.replies.len() < BATCH {
+                    next = if handled < BATCH {
                         incoming.try_recv().ok()
                     } else {
                         None
@@ -369,7 +377,7 @@ fn serve_requests(
     }
 }
 
-/// Most replies handled before their leases are flushed and they are sent.
+/// Most requests handled before the leases they wrote are flushed and their replies sent.
 const BATCH: usize = 256;
 
 /// Replies and lease events waiting for the flush of the leases they depend on.
@@ -381,8 +389,9 @@ struct Batch {
 
 impl Batch {
     /// Flushes the leases, then sends the replies and queues the events. When the flush
-    /// fails, the replies and events are dropped (no ACK for a lease that may not survive a
-    /// crash): the clients retransmit.
+    /// fails, the replies are dropped (no ACK for a lease that may not survive a crash: the
+    /// clients retransmit); the events still go to identification, since the engine acted on
+    /// them and RELEASE, DECLINE and expiry happen only once.
     fn commit(
         &mut self,
         engine: &mut Engine,
@@ -395,7 +404,6 @@ impl Batch {
             bump(&counters.store_errors);
             tracing::error!("DHCP leases not flushed, {lost} replies withheld: {e}");
             self.replies.clear();
-            self.events.clear();
         }
         for (socket, reply) in self.replies.drain(..) {
             match reply.msg_type {
@@ -431,7 +439,7 @@ fn handle_datagram(
         }
     };
     let plugins = files.plugins();
-    let url_key = |mac: &crate::model::Mac| files.dhcp_url_key(mac);
+    let url_key = |tenant: Option<&str>| files.dhcp_url_key(tenant);
     let vendors = Vendors {
         plugins: &plugins,
         url_key: &url_key,

@@ -8,7 +8,6 @@ use url::Url;
 
 use crate::files::{UrlKey, KEY_PREFIX};
 use crate::ident::{DhcpOp, RequestContext};
-use crate::model::Mac;
 use crate::plugins::{DhcpOptionSpec, Plugin, PluginSet, RuleSource};
 
 use super::packet::{code, Request};
@@ -78,8 +77,9 @@ pub fn vendor_plugin(req: &Request, plugins: &PluginSet) -> Option<Arc<Plugin>> 
 pub struct Vendors<'a> {
     /// The plugins, for the vendor and its options.
     pub plugins: &'a PluginSet,
-    /// The `url_key` of a client, asked only when a vendor option needs the URL.
-    pub url_key: &'a dyn Fn(&Mac) -> UrlKey,
+    /// The `url_key` for the pool of this tenant (`None`: the default tenant), asked only
+    /// when a vendor option needs the URL.
+    pub url_key: &'a dyn Fn(Option<&str>) -> UrlKey,
 }
 
 /// The provisioning URL with exactly one trailing `/` (as templates see `server.base_url`),

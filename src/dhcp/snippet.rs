@@ -182,19 +182,26 @@ pub fn render(plugins: &PluginSet, params: &Params, format: Format) -> Snippet {
         .map(|p| vendor_class(p, params))
         .collect();
     if format == Format::Dnsmasq {
-        // dnsmasq compares option 60 as text.
+        // dnsmasq compares option 60 as text, reads `,` as a separator, `"` as a quote and
+        // ` #` as a comment, and trims spaces.
         for class in &mut classes {
-            let (text, binary): (Vec<_>, Vec<_>) = class
-                .prefixes
-                .drain(..)
-                .partition(|p| printable(p) && !p.contains(&b','));
-            class.prefixes = text;
-            for prefix in binary {
-                class.notes.push(format!(
-                    "option 60 prefix {} is not text: dnsmasq cannot match it",
-                    hex(&prefix, ":")
-                ));
+            let mut kept = Vec::new();
+            for prefix in class.prefixes.drain(..) {
+                let trimmed = prefix.trim_ascii().to_vec();
+                if printable(&trimmed)
+                    && !trimmed.is_empty()
+                    && !trimmed.iter().any(|b| matches!(b, b',' | b'"' | b'#'))
+                {
+                    kept.push(trimmed);
+                } else {
+                    class.notes.push(format!(
+                        "option 60 prefix {} is not plain text: dnsmasq cannot match it",
+                        hex(&prefix, ":")
+                    ));
+                }
             }
+            kept.dedup();
+            class.prefixes = kept;
         }
     }
     for class in &mut classes {
@@ -209,7 +216,11 @@ pub fn render(plugins: &PluginSet, params: &Params, format: Format) -> Snippet {
     };
     let problems = classes
         .iter()
-        .flat_map(|c| c.notes.iter().map(move |n| format!("{}: {n}", c.name)))
+        .flat_map(|c| {
+            c.notes
+                .iter()
+                .map(move |n| format!("{}: {}", c.name, one_line(n)))
+        })
         .collect();
     Snippet { text, problems }
 }
@@ -228,21 +239,54 @@ fn hex(bytes: &[u8], separator: &str) -> String {
 
 fn notes(out: &mut String, comment: &str, class: &VendorClass) {
     for note in &class.notes {
-        let _ = writeln!(out, "{comment} {}: {note}", class.name);
+        let _ = writeln!(out, "{comment} {}: {}", class.name, one_line(note));
     }
 }
 
 const HEADER: &str = "DHCP options of provisiond's plugins, from `provisiond dhcp-snippet`.";
 
+/// A quoted dhcpd string: `"` and `\` escaped, every other byte outside printable ASCII as
+/// an octal escape (dhcpd's lexer reads `\ooo`).
+fn isc_string(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => {
+                let _ = write!(out, "\\{b:03o}");
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A prefix for `match if`: a quoted string when it is text, else colon-separated hex (a
+/// string could not carry the NUL bytes of a binary prefix).
 fn isc_text(bytes: &[u8]) -> String {
     if printable(bytes) {
-        let escaped = String::from_utf8_lossy(bytes)
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"");
-        format!("\"{escaped}\"")
+        isc_string(bytes)
     } else {
         hex(bytes, ":")
     }
+}
+
+/// One line of comment text: control characters (a newline in a plugin's regex) escaped, so
+/// that nothing a plugin writes can end the comment and become configuration.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn isc(classes: &[VendorClass]) -> String {
@@ -300,8 +344,8 @@ fn isc(classes: &[VendorClass]) -> String {
         }
         for option in &class.options {
             let line = match option.code {
-                66 => format!("option tftp-server-name {}", isc_text(&option.value)),
-                67 => format!("option bootfile-name {}", isc_text(&option.value)),
+                66 => format!("option tftp-server-name {}", isc_string(&option.value)),
+                67 => format!("option bootfile-name {}", isc_string(&option.value)),
                 43 => format!(
                     "option vendor-encapsulated-options {}",
                     hex(&option.value, ":")
@@ -316,7 +360,7 @@ fn isc(classes: &[VendorClass]) -> String {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                code => format!("option provisiond-{code} {}", isc_text(&option.value)),
+                code => format!("option provisiond-{code} {}", isc_string(&option.value)),
             };
             let _ = writeln!(out, "    {line};");
         }
@@ -337,7 +381,12 @@ fn kea(classes: &[VendorClass]) -> String {
     let mut comments = Vec::new();
     let mut list = Vec::new();
     for class in classes {
-        comments.extend(class.notes.iter().map(|n| format!("{}: {n}", class.name)));
+        comments.extend(
+            class
+                .notes
+                .iter()
+                .map(|n| format!("{}: {}", class.name, one_line(n))),
+        );
         if class.prefixes.is_empty() || class.options.is_empty() {
             continue;
         }

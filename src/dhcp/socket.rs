@@ -186,6 +186,8 @@ impl LinkSender {
     /// Opens the packet socket (fails without CAP_NET_RAW).
     pub fn open() -> io::Result<LinkSender> {
         let socket = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))?;
+        // A full device queue must not stall the engine thread: the caller falls back to UDP.
+        socket.set_nonblocking(true)?;
         Ok(LinkSender { socket })
     }
 

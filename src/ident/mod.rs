@@ -294,14 +294,15 @@ impl Identifier {
 
     /// May one more device be created now? Logs refusals (once per 100).
     fn may_create(&self) -> bool {
-        let count = self.store.device_count();
         let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        let allowed = count < limits.max_devices && limits.take();
+        // The rate first: counting the devices scans them, so at most `per_second` times a
+        // second (a DHCP flood of unknown MACs would otherwise scan them all for each).
+        let allowed = limits.take() && self.store.device_count() < limits.max_devices;
         if !allowed {
             limits.refused += 1;
             if limits.refused % 100 == 1 {
                 tracing::warn!(
-                    devices = count,
+                    devices = self.store.device_count(),
                     max_devices = limits.max_devices,
                     per_second = limits.per_second,
                     refused = limits.refused,

@@ -186,6 +186,7 @@ impl Store {
             path,
         };
         store.migrate()?;
+        others::rebuild_lease_index(&store)?;
         Ok(store)
     }
 

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
 
-use super::{abort, encode, finish, next_revision, tx_get, Result, Store, StoreError, TxResult};
+use super::{
+    abort, decode, encode, finish, next_revision, tx_get, Result, Store, StoreError, TxResult,
+};
 use crate::model::{validate_id, Code, Config, Lease, Mac, RawConfig, Tenant, Token};
 
 const DEFAULT_TENANT_KEY: &[u8] = b"default_tenant";
@@ -308,18 +310,24 @@ impl Store {
 
     /// [`Store::put_lease`] without the flush, for group commit: the caller flushes once for
     /// a batch and acts on none of its writes (no DHCPACK leaves) before that flush succeeded.
+    /// No transaction (a sled transaction costs several times two plain writes, and this is
+    /// the DHCP server's hot path): the lease is the record, the MAC index is derived from it,
+    /// checked on every read and rebuilt at every open.
     pub fn put_lease_unflushed(&self, lease: &Lease) -> Result<()> {
-        finish(
-            (&self.leases, &self.idx_lease_mac).transaction(|(leases, by_mac)| {
-                let key = lease.ip.octets();
-                if let Some(old) = tx_get::<Lease>(leases, "leases", &key)? {
-                    unlink_lease_mac(by_mac, &old)?;
-                }
-                leases.insert(&key, encode(lease))?;
-                by_mac.insert(&lease.mac.octets(), &key)?;
-                Ok(())
-            }),
-        )
+        let key = lease.ip.octets();
+        if let Some(old) = self.leases.insert(key, encode(lease))? {
+            let old: Lease = decode("leases", &key, &old)?;
+            if old.mac != lease.mac {
+                // Only while it still points at this address.
+                let _ = self.idx_lease_mac.compare_and_swap(
+                    old.mac.octets(),
+                    Some(&key[..]),
+                    None as Option<&[u8]>,
+                )?;
+            }
+        }
+        self.idx_lease_mac.insert(lease.mac.octets(), &key)?;
+        Ok(())
     }
 
     /// The lease of this address.
@@ -330,7 +338,9 @@ impl Store {
     /// The lease of this client.
     pub fn lease_by_mac(&self, mac: &Mac) -> Result<Option<Lease>> {
         match self.idx_lease_mac.get(mac.octets())? {
-            Some(ip) => self.get(&self.leases, "leases", &ip),
+            Some(ip) => Ok(self
+                .get::<Lease>(&self.leases, "leases", &ip)?
+                .filter(|lease| lease.mac == *mac)),
             None => Ok(None),
         }
     }
@@ -414,6 +424,12 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
                 .insert(key.as_bytes(), tenant.id.as_bytes())?;
         }
     }
+    rebuild_lease_index(store)
+}
+
+/// Rebuilds the lease-MAC index from the leases (at every open: its writes are not
+/// transactional, so a crash may have left it behind its leases).
+pub(super) fn rebuild_lease_index(store: &Store) -> Result<()> {
     store.idx_lease_mac.clear()?;
     // As after normal writes, a MAC points at its most recent lease.
     let mut latest: std::collections::HashMap<Mac, Lease> = Default::default();

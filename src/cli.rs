@@ -153,6 +153,8 @@ pub enum BenchKind {
     Http(HttpBenchArgs),
     /// TFTP load against a running server: concurrent transfers of one file.
     Tftp(TftpBenchArgs),
+    /// DHCP load against a running server: distinct clients doing DORA through a relay address.
+    Dhcp(DhcpBenchArgs),
 }
 
 /// Arguments of `bench render`.
@@ -213,6 +215,40 @@ pub struct TftpBenchArgs {
     /// Block size to negotiate (RFC 2348).
     #[arg(long, default_value_t = 1428)]
     pub blksize: u16,
+}
+
+/// Arguments of `bench dhcp`.
+#[derive(Debug, Clone, Args)]
+pub struct DhcpBenchArgs {
+    /// Server address (loopback or a test namespace only).
+    #[arg(long, default_value = "127.0.0.1:6767")]
+    pub target: std::net::SocketAddr,
+    /// Local address (default: the target's loopback address, else 0.0.0.0, any port). Off
+    /// port 67 provisiond answers the sender; a server on port 67 answers `giaddr:67`.
+    #[arg(long)]
+    pub bind: Option<std::net::SocketAddr>,
+    /// Relay address put in every request (`giaddr`): an address of the pool's subnet.
+    #[arg(long, default_value = "10.214.0.1")]
+    pub giaddr: std::net::Ipv4Addr,
+    /// Select the pool with this address in option 82's link-selection sub-option (RFC 3527)
+    /// instead of `giaddr`.
+    #[arg(long, value_name = "IP")]
+    pub link_selection: Option<std::net::Ipv4Addr>,
+    /// Distinct clients (MACs 02:d7:…), one DORA each.
+    #[arg(long, default_value_t = 50_000)]
+    pub clients: u32,
+    /// Exchanges in flight.
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Retransmit a message unanswered after this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// Transmissions of one message, and NAKs, before its client gives up.
+    #[arg(long, default_value_t = 4)]
+    pub tries: u32,
+    /// Vendor class (option 60) of every client, e.g. `yealink` (none by default, like perfdhcp).
+    #[arg(long)]
+    pub vendor_class: Option<String>,
 }
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,6 @@
 //! `provisiond bench …`: figures for the performance targets, never timed assertions.
 
+mod dhcp;
 mod http;
 mod render;
 mod tftp;
@@ -15,6 +16,7 @@ pub fn run(what: &BenchKind) -> ExitCode {
         BenchKind::Render(args) => render::run(args),
         BenchKind::Http(args) => runtime().and_then(|rt| rt.block_on(http::run(args))),
         BenchKind::Tftp(args) => runtime().and_then(|rt| rt.block_on(tftp::run(args))),
+        BenchKind::Dhcp(args) => dhcp::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,10 +48,13 @@ lan_down() {
     for ns in ${LAN_NAMESPACES[@]+"${LAN_NAMESPACES[@]}"}; do ip netns del "$ns" 2>/dev/null || true; done
 }
 
-# require_netns: skips the test (exit 0, with the reason) when `ip netns` cannot be used.
+# require_netns: skips the test (exit 0, with the reason) when `ip netns` cannot be used; fails
+# instead when PROVISIOND_NETNS_REQUIRED=1 (CI must not skip).
 require_netns() {
-    command -v ip >/dev/null && ip netns list >/dev/null 2>&1 \
-        || { echo "SKIP: 'ip netns' is not available"; exit 0; }
+    command -v ip >/dev/null && ip netns list >/dev/null 2>&1 && return 0
+    [ "${PROVISIOND_NETNS_REQUIRED:-0}" = 1 ] && fail "'ip netns' is not available (apt-get install iproute2)"
+    echo "SKIP: 'ip netns' is not available"
+    exit 0
 }
 
 # netns_test_init [LOG...]: the common start of a test. Sets tmp (a new temp dir) and pids (an
@@ -130,18 +133,34 @@ provisiond_start() {
 
 # dhclient_start TMP NAME NS IFACE VENDOR [OPTION...]: starts a dhclient (-d -1: one attempt of
 # 60 s) in namespace NS on IFACE, in the background (its pid added to the caller's pids). Its
-# configuration TMP/NAME.conf sends vendor class VENDOR ("" = none) and asks for subnet-mask,
-# broadcast-address, routers, each OPTION (e.g. domain-name) and tftp-server-name (option 66);
+# configuration TMP/NAME.conf sends vendor class VENDOR ("" = none; "hex:00:00:36:3d:…" for
+# bytes) and asks for subnet-mask, broadcast-address, routers, each OPTION (e.g. domain-name)
+# and tftp-server-name (option 66); an OPTION NAME=CODE:TYPE (e.g. boot160=160:text) declares
+# an option without asking for it, so that the hook sees it when the server sends it anyway;
 # its hook TMP/NAME-hook.sh writes the reason, interface and new_* variables to
 # TMP/NAME.REASON (e.g. TMP/NAME.BOUND) and, on BOUND, RENEW, REBIND and REBOOT, sets the
 # address and the default route (via the first router). Lease file TMP/NAME.leases, pid file
 # TMP/NAME.pid, log TMP/NAME.log.
 dhclient_start() {
     local tmp=$1 name=$2 ns=$3 iface=$4 vendor=$5 request="subnet-mask, broadcast-address, routers" option
+    local declare="" rest
     shift 5
-    for option in "$@"; do request+=", $option"; done
+    for option in "$@"; do
+        case "$option" in
+            *=*:*)
+                rest=${option#*=}
+                declare+="option ${option%%=*} code ${rest%%:*} = ${rest#*:};"$'\n'
+                ;;
+            *) request+=", $option" ;;
+        esac
+    done
     {
-        [ -z "$vendor" ] || echo "send vendor-class-identifier \"$vendor\";"
+        printf '%s' "$declare"
+        case "$vendor" in
+            "") ;;
+            hex:*) echo "send vendor-class-identifier ${vendor#hex:};" ;;
+            *) echo "send vendor-class-identifier \"$vendor\";" ;;
+        esac
         echo "request $request, tftp-server-name;"
         echo "timeout 60;"
     } >"$tmp/$name.conf"

@@ -350,6 +350,8 @@ pub struct Sync {
     pub enabled: bool,
     /// Time to wait for the phone's answer, in seconds.
     pub timeout_secs: u64,
+    /// UDP port of the phones' SIP stack.
+    pub sip_port: u16,
 }
 
 impl Default for Sync {
@@ -357,6 +359,7 @@ impl Default for Sync {
         Sync {
             enabled: true,
             timeout_secs: 5,
+            sip_port: 5060,
         }
     }
 }

@@ -181,12 +181,15 @@ async fn run(
             shutdown.clone(),
         )));
     }
-    let api_state = Arc::new(ApiState::new(
-        store.clone(),
-        Arc::clone(&files),
-        settings.general.default_tenant.clone(),
-        crate::admin::plugin_roots(&settings),
-    ));
+    let api_state = Arc::new(
+        ApiState::new(
+            store.clone(),
+            Arc::clone(&files),
+            settings.general.default_tenant.clone(),
+            crate::admin::plugin_roots(&settings),
+        )
+        .with_sync(settings.sync.clone()),
+    );
     let api_app = api::router(api_state, settings.api.max_body_bytes);
     if settings.api.enabled {
         let listener = TcpListener::bind(settings.api.listen)

@@ -19,4 +19,5 @@ pub mod model;
 pub mod plugins;
 pub mod service;
 pub mod store;
+pub mod sync;
 pub mod tftp;

@@ -1,8 +1,9 @@
 //! `/dev_mgr`: devices, synchronisation operations, reconfigure, DHCP info.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -346,14 +347,54 @@ pub(super) async fn synchronize(
     let st = Arc::clone(&state);
     let id = body.id.clone();
     let device = blocking(move || visible_device(&st.store, &id, &caller)).await?;
-    // SIP NOTIFY is not sent yet (no sync component): the operation says so by failing
-    // instead of pretending the phone was told.
-    tracing::warn!(device = %device.id, "synchronize requested: SIP NOTIFY is not implemented yet");
+    let target = device.ip.map(|ip| SocketAddr::new(ip, state.sync.sip_port));
+    let plugins = state.files.plugins();
+    let event = device
+        .plugin
+        .as_deref()
+        .and_then(|name| plugins.get(name))
+        .and_then(|plugin| plugin.sync_event.clone());
+    let plan = match (state.sync.enabled, target, event) {
+        (false, _, _) => Err("[sync] enabled = false"),
+        (_, None, _) => Err("the device has no IP address"),
+        (_, _, None) => Err("the device's plugin has no sync_event"),
+        (true, Some(target), Some(event)) => Ok((target, event)),
+    };
     let n = state
         .ops
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .add("fail".to_owned());
+        .add(if plan.is_ok() { "progress" } else { "fail" }.to_owned());
+    match plan {
+        Err(why) => tracing::warn!(device = %device.id, "synchronize not possible: {why}"),
+        Ok((target, event)) => {
+            let timeout = Duration::from_secs(state.sync.timeout_secs.max(1));
+            let st = Arc::clone(&state);
+            let device_id = device.id.clone();
+            tokio::spawn(async move {
+                let status = match crate::sync::notify(target, &event, timeout).await {
+                    Ok(code) => {
+                        tracing::info!(device = %device_id, %target, code, "SIP NOTIFY {event}: accepted");
+                        "success"
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %device_id, "SIP NOTIFY {event}: {e}");
+                        "fail"
+                    }
+                };
+                // Unless the client deleted the operation meanwhile.
+                if let Some(state) = st
+                    .ops
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .states
+                    .get_mut(&n)
+                {
+                    *state = status.to_owned();
+                }
+            });
+        }
+    }
     let location = format!("{}/{n}", uri.path().trim_end_matches('/'));
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }

@@ -46,6 +46,8 @@ pub struct ApiState {
     pub ops: Mutex<devices::Operations>,
     /// Request counters for `/metrics`.
     pub metrics: misc::Metrics,
+    /// SIP NOTIFY settings (`[sync]`).
+    pub sync: crate::config::Sync,
 }
 
 impl ApiState {
@@ -63,7 +65,14 @@ impl ApiState {
             plugin_roots,
             ops: Mutex::new(devices::Operations::default()),
             metrics: misc::Metrics::default(),
+            sync: crate::config::Sync::default(),
         }
+    }
+
+    /// The same state with these `[sync]` settings.
+    pub fn with_sync(mut self, sync: crate::config::Sync) -> ApiState {
+        self.sync = sync;
+        self
     }
 }
 

@@ -187,3 +187,72 @@ fn a_refusal_a_silent_phone_or_no_address_make_it_fail() {
     let (_, body) = admin(dir, "GET", &op);
     assert!(body.contains("\"fail\""), "{body}");
 }
+
+/// SIPp's answer to one NOTIFY (a 200 OK with the request's headers), as a UAS scenario.
+const SIPP_UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="provisiond NOTIFY">
+  <recv request="NOTIFY" crlf="true"/>
+  <send>
+    <![CDATA[
+
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]sipp[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"#;
+
+#[test]
+fn sipp_as_the_phone_accepts_the_notify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A port free a moment ago, for SIPp.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let scenario = dir.join("uas.xml");
+    std::fs::write(&scenario, SIPP_UAS).unwrap();
+    let mut sipp = std::process::Command::new("sipp")
+        .args(["-sf"])
+        .arg(&scenario)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+        ])
+        .args(["-timeout", "30s", "-trace_msg", "-message_file"])
+        .arg(dir.join("sipp.msg"))
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipp (apt-get install sip-tester)");
+    let _daemon = daemon(dir, port, 5);
+    let id = add_device(
+        dir,
+        "80:5e:c0:51:00:04",
+        &["--ip", "127.0.0.1", "--plugin", "snom"],
+    );
+    let op = synchronize(dir, &id);
+    assert_eq!(outcome(dir, &op), "success");
+    let status = sipp.wait().unwrap();
+    let messages = std::fs::read_to_string(dir.join("sipp.msg")).unwrap_or_default();
+    assert!(status.success(), "sipp failed: {messages}");
+    // What SIPp parsed: the snom plugin's event.
+    assert!(
+        messages.contains("Event: check-sync;reboot=false"),
+        "{messages}"
+    );
+}

@@ -48,6 +48,27 @@ fn check(program: &str, package: &str, args: &[&str]) {
     );
 }
 
+/// `dhcpd -t` on a dhcpd.conf in `dir` that includes `snippet` beside one subnet.
+fn check_dhcpd(dir: &Path, snippet: &Path) {
+    let dhcpd = dir.join("dhcpd.conf");
+    std::fs::write(
+        &dhcpd,
+        format!(
+            "include \"{}\";\nsubnet 10.213.9.0 netmask 255.255.255.0 {{ range 10.213.9.100 10.213.9.150; }}\n",
+            snippet.display()
+        ),
+    )
+    .unwrap();
+    let leases = dir.join("dhcpd.leases");
+    std::fs::write(&leases, "").unwrap();
+    let (conf, leases) = (dhcpd.to_str().unwrap(), leases.to_str().unwrap());
+    check(
+        "dhcpd",
+        "isc-dhcp-server",
+        &["-t", "-4", "-cf", conf, "-lf", leases],
+    );
+}
+
 const BASE: &str = "base_url = \"http://10.213.9.1:8667\"\n";
 
 #[test]
@@ -77,29 +98,7 @@ fn isc_dhcpd_accepts_the_snippet_and_matches_by_option_60() {
     // Cisco's TFTP address list (150) and server (66) come from the base URL's host.
     assert!(text.contains("option provisiond-150 10.213.9.1;"), "{text}");
     std::fs::write(dir.join("provisiond.conf"), &text).unwrap();
-    let dhcpd = dir.join("dhcpd.conf");
-    std::fs::write(
-        &dhcpd,
-        format!(
-            "include \"{}\";\nsubnet 10.213.9.0 netmask 255.255.255.0 {{ range 10.213.9.100 10.213.9.150; }}\n",
-            dir.join("provisiond.conf").display()
-        ),
-    )
-    .unwrap();
-    let leases = dir.join("dhcpd.leases");
-    std::fs::write(&leases, "").unwrap();
-    check(
-        "dhcpd",
-        "isc-dhcp-server",
-        &[
-            "-t",
-            "-4",
-            "-cf",
-            dhcpd.to_str().unwrap(),
-            "-lf",
-            leases.to_str().unwrap(),
-        ],
-    );
+    check_dhcpd(dir, &dir.join("provisiond.conf"));
 }
 
 #[test]
@@ -332,29 +331,7 @@ fn a_hostile_plugin_cannot_write_configuration_into_the_snippet() {
         isc.contains(r#"option tftp-server-name "http://10.213.9.1:8667/caf\303\251\"x\\y.cfg";"#),
         "{isc}"
     );
-    let dhcpd = dir.join("dhcpd.conf");
-    std::fs::write(
-        &dhcpd,
-        format!(
-            "include \"{}\";\nsubnet 10.213.9.0 netmask 255.255.255.0 {{ range 10.213.9.100 10.213.9.150; }}\n",
-            dir.join("evil.isc").display()
-        ),
-    )
-    .unwrap();
-    let leases = dir.join("dhcpd.leases");
-    std::fs::write(&leases, "").unwrap();
-    check(
-        "dhcpd",
-        "isc-dhcp-server",
-        &[
-            "-t",
-            "-4",
-            "-cf",
-            dhcpd.to_str().unwrap(),
-            "-lf",
-            leases.to_str().unwrap(),
-        ],
-    );
+    check_dhcpd(dir, &dir.join("evil.isc"));
     check(
         "dnsmasq",
         "dnsmasq-base",

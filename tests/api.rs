@@ -1364,3 +1364,38 @@ fn review_fixes_in_the_api() {
         401
     );
 }
+
+#[test]
+fn synchronisation_operations_belong_to_the_device_tenant() {
+    let api = start();
+    let a = api.token("tenant-a", &[], None);
+    let b = api.token("tenant-b", &[], None);
+    let created = api.call(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        Some(&a),
+        None,
+        Some(json!({"device": {"mac": "80:5e:c0:61:00:01"}})),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let sync = api.call(
+        "POST",
+        "/0.2/dev_mgr/synchronize",
+        Some(&a),
+        None,
+        Some(json!({"id": id})),
+    );
+    assert_eq!(sync.status, 201);
+    let op = sync.headers["location"].clone();
+    // No IP: nothing to send, the operation failed at once.
+    let seen = api.call("GET", &op, Some(&a), None, None);
+    assert_eq!(
+        (seen.status, seen.body["status"].as_str()),
+        (200, Some("fail"))
+    );
+    // Another tenant neither reads nor deletes it.
+    assert_eq!(api.call("GET", &op, Some(&b), None, None).status, 404);
+    assert_eq!(api.call("DELETE", &op, Some(&b), None, None).status, 404);
+    assert_eq!(api.call("DELETE", &op, Some(&a), None, None).status, 204);
+}

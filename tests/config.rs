@@ -305,7 +305,8 @@ fn every_validation_rule_reports_its_key_path() {
         ("[general]\nautocreate_per_second = 0\n".into(), "general.autocreate_per_second", "at least 1"),
         ("[tftp]\ntimeout_secs = 0\n".into(), "tftp.timeout_secs", "between 1 and 255"),
         ("[tftp]\nretries = 0\n".into(), "tftp.retries", "at least 1"),
-        ("[sync]\ntimeout_secs = 0\n".into(), "sync.timeout_secs", "at least 1"),
+        ("[sync]\ntimeout_secs = 0\n".into(), "sync.timeout_secs", "between 1 and 32"),
+        ("[sync]\ntimeout_secs = 33\n".into(), "sync.timeout_secs", "between 1 and 32"),
         ("[log]\nlevel = \"provisiond=loud\"\n".into(), "log.level", "invalid filter"),
     ];
     for (text, path, fragment) in &cases {

@@ -168,7 +168,9 @@ fn a_refusal_a_silent_phone_or_no_address_make_it_fail() {
     assert_eq!(outcome(dir, &op), "fail");
 
     // Silent: the NOTIFY is retransmitted (timer E), then the operation fails at the timeout.
+    // A second request meanwhile joins the first: one NOTIFY, one operation.
     let op = synchronize(dir, &id);
+    assert_eq!(synchronize(dir, &id), op);
     let mut buf = [0u8; 4096];
     let mut seen = 0;
     while let Ok((n, _)) = phone.recv_from(&mut buf) {

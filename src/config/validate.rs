@@ -140,8 +140,9 @@ fn limits(s: &Settings, p: &mut Problems) {
     if s.tftp.retries == 0 {
         p.add("tftp.retries", "must be at least 1");
     }
-    if s.sync.timeout_secs == 0 {
-        p.add("sync.timeout_secs", "must be at least 1");
+    // RFC 3261's timer F: a non-INVITE transaction is over after 32 s.
+    if !(1..=32).contains(&s.sync.timeout_secs) {
+        p.add("sync.timeout_secs", "must be between 1 and 32");
     }
 }
 

@@ -61,7 +61,13 @@ pub async fn notify(target: SocketAddr, event: &str, timeout: Duration) -> Resul
             return Err(SyncError::Timeout(target, timeout.as_secs()));
         }
         if now >= next_send {
-            socket.send(request.as_bytes()).await?;
+            match socket.send(request.as_bytes()).await {
+                // An ICMP port unreachable from an earlier send: the phone may be booting.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                other => {
+                    other?;
+                }
+            }
             next_send = now + interval;
             interval = (interval * 2).min(T2);
         }
@@ -152,10 +158,14 @@ struct Status {
 /// The status of a response to our request (same Call-ID, CSeq `1 NOTIFY`); `None` for
 /// anything else.
 fn response_status(data: &[u8], t: &Tokens) -> Option<Status> {
-    let text = std::str::from_utf8(data).ok()?;
+    // Lossy: a Latin-1 byte in a Server header must not hide a 200 OK.
+    let text = String::from_utf8_lossy(data);
     let mut lines = text.split("\r\n");
     let start = lines.next()?;
-    let rest = start.strip_prefix("SIP/2.0 ")?;
+    let rest = start
+        .get(..8)
+        .filter(|version| version.eq_ignore_ascii_case("SIP/2.0 "))
+        .and_then(|_| start.get(8..))?;
     let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
     let code: u16 = code.parse().ok().filter(|c| (100..700).contains(c))?;
     let mut call_id_ok = false;
@@ -224,6 +234,8 @@ mod tests {
         let t = tokens();
         let ok = b"SIP/2.0 200 OK\r\nCall-ID: c0ffee@provisiond\r\nCSeq: 1 NOTIFY\r\n\r\n";
         assert_eq!(response_status(ok, &t).map(|s| s.code), Some(200));
+        let latin1 = b"sip/2.0 200 OK\r\nServer: T\xe9l\xe9phone\r\nCall-ID: c0ffee@provisiond\r\nCSeq: 1 NOTIFY\r\n\r\n";
+        assert_eq!(response_status(latin1, &t).map(|s| s.code), Some(200));
         let compact = b"SIP/2.0 481 Subscription does not exist\r\ni: c0ffee@provisiond\r\ncseq: 1 notify\r\n\r\n";
         let status = response_status(compact, &t).unwrap();
         assert_eq!(

@@ -18,26 +18,71 @@ use super::{
 use crate::model::{self, Added, Device, Mac};
 use crate::store::{Store, StoreError};
 
-/// Operations in progress, numbered from 1, kept until a client deletes them.
+/// Operations, numbered from 1, kept until a client deletes them.
 #[derive(Debug, Default)]
 pub struct Operations {
     next: u64,
-    states: BTreeMap<u64, String>,
+    states: BTreeMap<u64, Operation>,
 }
 
-/// Operations kept at most; the oldest are dropped first (clients must DELETE theirs).
+/// One synchronisation.
+#[derive(Debug)]
+struct Operation {
+    /// Tenant of the device: only its callers see the operation.
+    tenant: String,
+    /// Device synchronised.
+    device: String,
+    /// `progress`, `success` or `fail`.
+    status: &'static str,
+}
+
+/// Operations kept at most; the oldest finished ones are dropped first (clients must DELETE
+/// theirs), never one in progress.
 const MAX_OPERATIONS: usize = 1024;
 
 impl Operations {
-    fn add(&mut self, status: String) -> u64 {
+    fn add(&mut self, tenant: &str, device: &str, status: &'static str) -> u64 {
         self.next += 1;
-        self.states.insert(self.next, status);
+        self.states.insert(
+            self.next,
+            Operation {
+                tenant: tenant.to_owned(),
+                device: device.to_owned(),
+                status,
+            },
+        );
         while self.states.len() > MAX_OPERATIONS {
-            self.states.pop_first();
+            let oldest_done = self
+                .states
+                .iter()
+                .find(|(_, op)| op.status != "progress")
+                .map(|(n, _)| *n);
+            match oldest_done {
+                Some(n) => self.states.remove(&n),
+                None => break,
+            };
         }
         self.next
     }
+
+    /// The operation in progress for this device, if any (a second request joins it).
+    fn in_progress(&self, device: &str) -> Option<u64> {
+        self.states
+            .iter()
+            .find(|(_, op)| op.device == device && op.status == "progress")
+            .map(|(n, _)| *n)
+    }
+
+    fn in_progress_count(&self) -> usize {
+        self.states
+            .values()
+            .filter(|op| op.status == "progress")
+            .count()
+    }
 }
+
+/// NOTIFYs in flight at most (one UDP socket each); more requests fail at once.
+const MAX_NOTIFYING: usize = 256;
 
 pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
     caller.require("provd.dev_mgr.read")?;
@@ -347,27 +392,42 @@ pub(super) async fn synchronize(
     let st = Arc::clone(&state);
     let id = body.id.clone();
     let device = blocking(move || visible_device(&st.store, &id, &caller)).await?;
-    let target = device.ip.map(|ip| SocketAddr::new(ip, state.sync.sip_port));
+    // An IPv4 phone stored as ::ffff:a.b.c.d is written as IPv4 in the NOTIFY; addresses no
+    // phone can have are refused.
+    let target = device
+        .ip
+        .map(|ip| ip.to_canonical())
+        .filter(|ip| !ip.is_unspecified() && !ip.is_multicast() && ip != &IpAddr::from([255; 4]))
+        .map(|ip| SocketAddr::new(ip, state.sync.sip_port));
     let plugins = state.files.plugins();
     let event = device
         .plugin
         .as_deref()
         .and_then(|name| plugins.get(name))
         .and_then(|plugin| plugin.sync_event.clone());
+    let mut ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
     let plan = match (state.sync.enabled, target, event) {
         (false, _, _) => Err("[sync] enabled = false"),
-        (_, None, _) => Err("the device has no IP address"),
+        (_, None, _) => Err("the device has no usable IP address"),
         (_, _, None) => Err("the device's plugin has no sync_event"),
+        _ if ops.in_progress_count() >= MAX_NOTIFYING => Err("too many NOTIFYs in flight"),
         (true, Some(target), Some(event)) => Ok((target, event)),
     };
-    let n = state
-        .ops
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .add(if plan.is_ok() { "progress" } else { "fail" }.to_owned());
-    match plan {
-        Err(why) => tracing::warn!(device = %device.id, "synchronize not possible: {why}"),
-        Ok((target, event)) => {
+    // A device already being told joins that operation: one NOTIFY, one resync.
+    let joined = plan.is_ok().then(|| ops.in_progress(&device.id)).flatten();
+    let n = match joined {
+        Some(n) => n,
+        None => ops.add(
+            &device.tenant,
+            &device.id,
+            if plan.is_ok() { "progress" } else { "fail" },
+        ),
+    };
+    drop(ops);
+    match (plan, joined) {
+        (Err(why), _) => tracing::warn!(device = %device.id, "synchronize not possible: {why}"),
+        (Ok(_), Some(_)) => {}
+        (Ok((target, event)), None) => {
             let timeout = Duration::from_secs(state.sync.timeout_secs.max(1));
             let st = Arc::clone(&state);
             let device_id = device.id.clone();
@@ -383,14 +443,14 @@ pub(super) async fn synchronize(
                     }
                 };
                 // Unless the client deleted the operation meanwhile.
-                if let Some(state) = st
+                if let Some(op) = st
                     .ops
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .states
                     .get_mut(&n)
                 {
-                    *state = status.to_owned();
+                    op.status = status;
                 }
             });
         }
@@ -416,7 +476,9 @@ pub(super) async fn op_get(
     let status = ops
         .states
         .get(&op)
-        .ok_or_else(|| ApiError::not_found("no such operation"))?;
+        .filter(|op| caller.sees(&op.tenant, false))
+        .ok_or_else(|| ApiError::not_found("no such operation"))?
+        .status;
     Ok(reply(StatusCode::OK, json!({ "status": status })))
 }
 
@@ -428,9 +490,14 @@ pub(super) async fn op_delete(
     caller.require("provd.operation.delete")?;
     let op = op_number(&op)?;
     let mut ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
-    ops.states
-        .remove(&op)
-        .ok_or_else(|| ApiError::not_found("no such operation"))?;
+    if !ops
+        .states
+        .get(&op)
+        .is_some_and(|op| caller.sees(&op.tenant, false))
+    {
+        return Err(ApiError::not_found("no such operation"));
+    }
+    ops.states.remove(&op);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,6 +1,8 @@
 //! The REST API through a real HTTP client (curl) against a server on 127.0.0.1: wazo-provd
 //! client compatibility, every route's errors, authentication, and tenant isolation.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,15 +10,15 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::InProcess;
 use provisiond::config::HttpAuthStrategy;
 use provisiond::files::FileService;
 use provisiond::http::api::{hash_token, router, ApiState};
-use provisiond::http::{serve, HttpLimits};
+use provisiond::http::HttpLimits;
 use provisiond::model::{self, Tenant, Token};
 use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 
 /// Connection lifetime in these tests.
 const MAX_CONN_SECS: u64 = 60;
@@ -25,8 +27,7 @@ const MEDIA: &str = "application/vnd.proformatique.provd+json";
 struct Api {
     addr: SocketAddr,
     store: Store,
-    _runtime: tokio::runtime::Runtime,
-    _stop: watch::Sender<bool>,
+    _http: InProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -57,12 +58,6 @@ fn start() -> Api {
         Arc::new(ApiState::new(store.clone(), files, "master".into(), roots)),
         64 * 1024,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (stop, shutdown) = watch::channel(false);
     let limits = HttpLimits {
         max_request_bytes: 16384,
         request_timeout: Duration::from_secs(5),
@@ -70,17 +65,11 @@ fn start() -> Api {
         max_connection_time: Duration::from_secs(MAX_CONN_SECS),
         shutdown_grace: Duration::from_secs(5),
     };
-    let addr = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, None, app, limits, shutdown));
-        addr
-    });
+    let http = InProcess::start(app, limits, None);
     Api {
-        addr,
+        addr: http.addr,
         store,
-        _runtime: runtime,
-        _stop: stop,
+        _http: http,
         _dir: dir,
     }
 }

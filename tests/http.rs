@@ -1,5 +1,7 @@
 //! The HTTP provisioning server on real sockets (127.0.0.1), driven with curl and raw TCP.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -9,14 +11,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::InProcess;
 use provisiond::config::HttpAuthStrategy;
 use provisiond::files::{valid_provisioning_key, FileService};
 use provisiond::http::provisioning::{router, Provisioning};
-use provisiond::http::{serve, HttpLimits};
+use provisiond::http::HttpLimits;
 use provisiond::model::{Mac, Tenant};
 use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
-use tokio::sync::watch;
 
 /// Connection lifetime in these tests.
 const MAX_CONN_SECS: u64 = 60;
@@ -25,15 +27,8 @@ const YEALINK_UA: &str = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:11:22:33";
 struct Server {
     addr: SocketAddr,
     store: Store,
-    _runtime: tokio::runtime::Runtime,
-    stop: watch::Sender<bool>,
+    _http: InProcess,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
 }
 
 fn plugin_roots(extra: Option<&Path>) -> Vec<(PathBuf, Origin)> {
@@ -73,12 +68,6 @@ fn start(
         renderer,
     ));
     let app = router(Arc::new(Provisioning { files }));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (stop, shutdown) = watch::channel(false);
     let limits = HttpLimits {
         max_request_bytes: 4096,
         request_timeout: Duration::from_secs(1),
@@ -86,18 +75,12 @@ fn start(
         max_connection_time: Duration::from_secs(MAX_CONN_SECS),
         shutdown_grace: Duration::from_secs(5),
     };
-    let addr = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tls.map(|(cert, key)| provisiond::http::load_tls(&cert, &key).unwrap());
-        tokio::spawn(serve(listener, acceptor, app, limits, shutdown));
-        addr
-    });
+    let acceptor = tls.map(|(cert, key)| provisiond::http::load_tls(&cert, &key).unwrap());
+    let http = InProcess::start(app, limits, acceptor);
     Server {
-        addr,
+        addr: http.addr,
         store,
-        _runtime: runtime,
-        stop,
+        _http: http,
         dir,
     }
 }
@@ -721,12 +704,6 @@ fn a_client_that_never_reads_its_answer_loses_the_connection() {
             renderer,
         ));
         let app = router(Arc::new(Provisioning { files }));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (stop, shutdown) = watch::channel(false);
         let limits = HttpLimits {
             max_request_bytes: 4096,
             request_timeout: Duration::from_secs(1),
@@ -734,17 +711,11 @@ fn a_client_that_never_reads_its_answer_loses_the_connection() {
             max_connection_time: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(1),
         };
-        let addr = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(serve(listener, None, app, limits, shutdown));
-            addr
-        });
+        let http = InProcess::start(app, limits, None);
         Server {
-            addr,
+            addr: http.addr,
             store,
-            _runtime: runtime,
-            stop,
+            _http: http,
             dir,
         }
     };

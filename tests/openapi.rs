@@ -4,6 +4,8 @@
 //! Checks that the status codes, headers and bodies that the handlers answer are the
 //! documented ones.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddr;
@@ -12,15 +14,15 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::InProcess;
 use provisiond::config::HttpAuthStrategy;
 use provisiond::files::FileService;
 use provisiond::http::api::{hash_token, router, ApiState, ROUTES};
-use provisiond::http::{serve, HttpLimits};
+use provisiond::http::HttpLimits;
 use provisiond::model::{self, Token};
 use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
 use serde_json::Value;
-use tokio::sync::watch;
 
 const BASES: [&str; 2] = ["/api/provd/0.2", "/0.2"];
 const METHODS: [&str; 4] = ["post", "get", "put", "delete"];
@@ -37,8 +39,7 @@ fn document() -> Value {
 struct Api {
     addr: SocketAddr,
     store: Store,
-    _runtime: tokio::runtime::Runtime,
-    _stop: watch::Sender<bool>,
+    _http: InProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -63,12 +64,6 @@ fn start() -> Api {
     // The plugin roots let `POST /pg_mgr/reload` succeed.
     let state = Arc::new(ApiState::new(store.clone(), files, "master".into(), roots));
     let app = router(state, 1 << 20);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (stop, shutdown) = watch::channel(false);
     let limits = HttpLimits {
         max_request_bytes: 16384,
         request_timeout: Duration::from_secs(5),
@@ -76,17 +71,11 @@ fn start() -> Api {
         max_connection_time: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(5),
     };
-    let addr = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, None, app, limits, shutdown));
-        addr
-    });
+    let http = InProcess::start(app, limits, None);
     Api {
-        addr,
+        addr: http.addr,
         store,
-        _runtime: runtime,
-        _stop: stop,
+        _http: http,
         _dir: dir,
     }
 }

@@ -49,7 +49,7 @@ pub async fn notify(target: SocketAddr, event: &str, timeout: Duration) -> Resul
     // datagrams from anyone but the phone.
     socket.connect(target).await?;
     let local = socket.local_addr()?;
-    let tokens = Tokens::new()?;
+    let tokens = Tokens::new();
     let request = request(target, local, event, &tokens);
     let deadline = Instant::now() + timeout;
     let mut interval = T1;
@@ -106,16 +106,15 @@ struct Tokens {
 }
 
 impl Tokens {
-    fn new() -> std::io::Result<Tokens> {
-        let mut bytes = [0u8; 24];
-        getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        Ok(Tokens {
+    /// Fresh random tokens, cut from random record ids (UUID v4 hex).
+    fn new() -> Tokens {
+        let (branch, tag) = (crate::model::new_id(), crate::model::new_id());
+        Tokens {
             // RFC 3261's magic cookie marks a branch as unique per transaction.
-            branch: format!("z9hG4bK{}", hex(&bytes[..8])),
-            tag: hex(&bytes[8..12]),
-            call_id: hex(&bytes[12..]),
-        })
+            branch: format!("z9hG4bK{}", &branch[..16]),
+            tag: tag[..8].to_owned(),
+            call_id: crate::model::new_id(),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the tests that run the `provisiond` binary as a process.
+//! Helpers shared by the integration tests: the `provisiond` binary as a process, and HTTP apps served in process.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -157,4 +157,48 @@ pub fn listening_on(line: &str) -> std::net::SocketAddr {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line}"))
+}
+
+/// An HTTP app served by `provisiond::http::serve` inside the test process, on an ephemeral
+/// port of 127.0.0.1, on a runtime of its own; dropping it shuts the server down.
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl InProcess {
+    /// Serves `app` with these limits, over TLS when `tls` is given.
+    pub fn start(
+        app: axum::Router,
+        limits: provisiond::http::HttpLimits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> InProcess {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let addr = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(provisiond::http::serve(
+                listener, tls, app, limits, shutdown,
+            ));
+            addr
+        });
+        InProcess {
+            addr,
+            stop,
+            _runtime: runtime,
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }

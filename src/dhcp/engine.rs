@@ -228,7 +228,7 @@ pub struct Engine {
     offer_hold: Duration,
     base_url: Option<Url>,
     pools: Vec<PoolState>,
-    store: Store,
+    writer: LeaseWriter,
     leases: HashMap<Ipv4Addr, Lease>,
     by_client: HashMap<ClientKey, Ipv4Addr>,
     offers: HashMap<Ipv4Addr, Offer>,
@@ -237,8 +237,26 @@ pub struct Engine {
     timers: BTreeSet<(UnixTime, Ipv4Addr)>,
     /// Released and expired leases by end: reused least recently used first.
     reusable: BTreeSet<(UnixTime, Ipv4Addr)>,
-    /// Leases were written since the last [`Engine::flush`].
+}
+
+/// Lease writes for group commit: unflushed until [`LeaseWriter::flush`].
+struct LeaseWriter {
+    store: Store,
+    /// Leases were written since the last flush.
     unflushed: bool,
+}
+
+impl LeaseWriter {
+    fn write(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        self.store.put_lease_unflushed(lease)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.unflushed) {
+            self.store.flush()?;
+        }
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -257,11 +275,13 @@ impl Engine {
             offer_by_client: HashMap::new(),
             timers: BTreeSet::new(),
             reusable: BTreeSet::new(),
-            unflushed: false,
-            store,
+            writer: LeaseWriter {
+                store,
+                unflushed: false,
+            },
         };
         let mut latest: HashMap<ClientKey, (UnixTime, Ipv4Addr)> = HashMap::new();
-        for lease in engine.store.leases()? {
+        for lease in engine.writer.store.leases()? {
             match lease.state {
                 LeaseState::Bound | LeaseState::Declined => {
                     engine.timers.insert((lease.ends, lease.ip));
@@ -287,10 +307,7 @@ impl Engine {
     /// depend on those writes are sent only after this succeeded); nothing to do when
     /// nothing was written. Blocking.
     pub fn flush(&mut self) -> Result<(), StoreError> {
-        if std::mem::take(&mut self.unflushed) {
-            self.store.flush()?;
-        }
-        Ok(())
+        self.writer.flush()
     }
 
     /// Number of leases known (any state).
@@ -637,14 +654,12 @@ impl Engine {
                 if previous.state == LeaseState::Bound && ClientKey::of_lease(previous) == *key {
                     previous.state = LeaseState::Released;
                     previous.ends = now;
-                    self.unflushed = true;
-                    self.store.put_lease_unflushed(previous)?;
+                    self.writer.write(previous)?;
                     self.reusable.insert((now, old));
                 }
             }
         }
-        self.unflushed = true;
-        self.store.put_lease_unflushed(&lease)?;
+        self.writer.write(&lease)?;
         self.timers.insert((lease.ends, ip));
         self.leases.insert(ip, lease.clone());
         self.by_client.insert(key.clone(), ip);
@@ -683,8 +698,7 @@ impl Engine {
             ends: now + DECLINE_QUARANTINE_SECS,
             state: LeaseState::Declined,
         };
-        self.unflushed = true;
-        if let Err(e) = self.store.put_lease_unflushed(&lease) {
+        if let Err(e) = self.writer.write(&lease) {
             tracing::error!(%ip, "declined lease not written: {e}");
             return Outcome {
                 store_error: true,
@@ -724,8 +738,7 @@ impl Engine {
         }
         lease.state = LeaseState::Released;
         lease.ends = now;
-        self.unflushed = true;
-        if let Err(e) = self.store.put_lease_unflushed(lease) {
+        if let Err(e) = self.writer.write(lease) {
             tracing::error!(%ip, "released lease not written: {e}");
             return Outcome {
                 store_error: true,
@@ -996,8 +1009,7 @@ impl Engine {
             }
             let was_bound = lease.state == LeaseState::Bound;
             lease.state = LeaseState::Expired;
-            self.unflushed = true;
-            if let Err(e) = self.store.put_lease_unflushed(lease) {
+            if let Err(e) = self.writer.write(lease) {
                 tracing::error!(%ip, "expired lease not written: {e}");
             }
             self.reusable.insert((end, ip));

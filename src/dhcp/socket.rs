@@ -227,8 +227,8 @@ impl LinkSender {
     }
 }
 
-/// An IPv4 header and a UDP header (both with checksums) around `payload`; `None` when it
-/// does not fit in one IPv4 datagram.
+/// An IPv4 header and a UDP header (both with checksums; a UDP checksum computing to 0 is sent
+/// as 0x0000) around `payload`; `None` when it does not fit in one IPv4 datagram.
 pub fn ipv4_udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Option<Vec<u8>> {
     let udp_len = u16::try_from(8 + payload.len()).ok()?;
     let total = u16::try_from(20 + usize::from(udp_len)).ok()?;
@@ -251,11 +251,12 @@ pub fn ipv4_udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Option<
     pseudo[4..8].copy_from_slice(&dst.ip().octets());
     pseudo[9] = 17;
     pseudo[10..12].copy_from_slice(&udp_len.to_be_bytes());
-    // RFC 768: a computed zero is sent as all ones (zero means "no checksum").
-    let sum = match checksum(&[&pseudo, &udp, payload]) {
-        0 => 0xffff,
-        sum => sum,
-    };
+    // A computed zero stays 0x0000 ("no checksum", allowed for UDP over IPv4), not RFC 768's
+    // 0xffff: busybox udhcpc compares the field with its own sum, which is 0 then, and drops
+    // a 0xffff reply; its retransmissions are answered byte for byte the same, so that client
+    // would never get its lease. ISC dhcpd's packet path sends 0 too, and every receiver
+    // accepts a datagram without checksum.
+    let sum = checksum(&[&pseudo, &udp, payload]);
     udp[6..8].copy_from_slice(&sum.to_be_bytes());
     packet.extend_from_slice(&udp);
     packet.extend_from_slice(payload);
@@ -307,6 +308,48 @@ mod tests {
             !0xddf2
         );
         assert!(ipv4_udp(src, dst, &vec![0u8; 70_000]).is_none());
+    }
+
+    /// The UDP checksum field of a frame from `ipv4_udp`.
+    fn udp_checksum_field(packet: &[u8]) -> u16 {
+        u16::from_be_bytes([packet[26], packet[27]])
+    }
+
+    /// `checksum` over the pseudo-header and the UDP datagram of `packet` with its checksum
+    /// field taken as zero: what the sender computes.
+    fn computed_udp_checksum(packet: &[u8]) -> u16 {
+        let mut pseudo = [0u8; 12];
+        pseudo[..8].copy_from_slice(&packet[12..20]);
+        pseudo[9] = 17;
+        pseudo[10..12].copy_from_slice(&packet[24..26]);
+        checksum(&[&pseudo, &packet[20..26], &[0, 0], &packet[28..]])
+    }
+
+    #[test]
+    fn a_udp_checksum_computing_to_zero_is_sent_as_zero() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 1), 67);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(10, 213, 0, 100), 68);
+        let mut payload = vec![0u8; 300];
+        payload[..3].copy_from_slice(&[2, 1, 6]);
+        payload[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        // A normal input: a real checksum, which verifies.
+        let normal = ipv4_udp(src, dst, &payload).unwrap();
+        let sent = udp_checksum_field(&normal);
+        assert_ne!(sent, 0);
+        assert_eq!(computed_udp_checksum(&normal), sent);
+        // Adding the complement of the sum at an even offset (where the xid sits) makes the
+        // ones' complement sum all ones: the checksum computes to 0.
+        payload[4..6].copy_from_slice(&sent.to_be_bytes());
+        let zero = ipv4_udp(src, dst, &payload).unwrap();
+        assert_eq!(computed_udp_checksum(&zero), 0);
+        assert_eq!(
+            udp_checksum_field(&zero),
+            0x0000,
+            "a computed 0 is sent as 0x0000"
+        );
+        assert_eq!(&zero[28..], &payload[..]);
+        // The IP header is unaffected and still verifies.
+        assert_eq!(checksum(&[&zero[..20]]), 0);
     }
 
     #[test]

@@ -144,6 +144,7 @@ async fn run(
         max_connections: MAX_HTTP_CONNECTIONS,
         max_connection_time: MAX_CONNECTION_TIME,
         shutdown_grace: SHUTDOWN_GRACE,
+        refusal: http::plain_refusal,
     };
     if settings.http.enabled {
         let listener = TcpListener::bind(settings.http.listen)
@@ -191,6 +192,11 @@ async fn run(
         .with_sync(settings.sync.clone()),
     );
     let api_app = api::router(api_state, settings.api.max_body_bytes);
+    // The API's own refusals (oversized heads) are JSON errors like the rest of its answers.
+    let api_limits = HttpLimits {
+        refusal: api::refusal,
+        ..limits
+    };
     if settings.api.enabled {
         let listener = TcpListener::bind(settings.api.listen)
             .await
@@ -203,7 +209,7 @@ async fn run(
             listener,
             None,
             api_app.clone(),
-            limits,
+            api_limits,
             shutdown.clone(),
         )));
     }
@@ -214,7 +220,7 @@ async fn run(
         api_app,
         LocalAdmin,
         policy,
-        limits,
+        api_limits,
         shutdown.clone(),
     )));
     if settings.dhcpinfo.enabled {

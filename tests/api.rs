@@ -37,10 +37,17 @@ struct Reply {
     body: Value,
 }
 
+/// Request body limit of the test servers.
+const MAX_BODY: usize = 64 * 1024;
+/// Request head limit of the test servers.
+const MAX_HEAD: usize = 16384;
+
 fn start() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("data")).unwrap();
-    store.ensure_defaults("master").unwrap();
+    start_with(MAX_BODY)
+}
+
+/// The API router over `store`, with the repository's plugins.
+fn app(store: &Store, max_body: usize) -> axum::Router {
     let roots = vec![(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
         Origin::Builtin,
@@ -54,18 +61,29 @@ fn start() -> Api {
         Arc::new(plugins),
         renderer,
     ));
-    let app = router(
+    router(
         Arc::new(ApiState::new(store.clone(), files, "master".into(), roots)),
-        64 * 1024,
-    );
-    let limits = HttpLimits {
-        max_request_bytes: 16384,
+        max_body,
+    )
+}
+
+/// The limits of the daemon's API listeners, with shorter times.
+fn limits() -> HttpLimits {
+    HttpLimits {
+        max_request_bytes: MAX_HEAD,
         request_timeout: Duration::from_secs(5),
         max_connections: 64,
         max_connection_time: Duration::from_secs(MAX_CONN_SECS),
         shutdown_grace: Duration::from_secs(5),
-    };
-    let http = InProcess::start(app, limits, None);
+        refusal: provisiond::http::api::refusal,
+    }
+}
+
+fn start_with(max_body: usize) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    store.ensure_defaults("master").unwrap();
+    let http = InProcess::start(app(&store, max_body), limits(), None);
     Api {
         addr: http.addr,
         store,
@@ -133,53 +151,71 @@ impl Api {
         tenant: Option<&str>,
         body: Option<(String, String)>,
     ) -> Reply {
-        let tmp = tempfile::tempdir().unwrap();
-        let (head, out) = (tmp.path().join("h"), tmp.path().join("b"));
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-g", "--max-time", "20", "-X", method, "-o"])
-            .arg(&out)
-            .arg("-D")
-            .arg(&head)
-            .args(["-w", "%{http_code}"]);
+        let mut headers = Vec::new();
         if let Some(t) = token {
-            cmd.args(["-H", &format!("X-Auth-Token: {t}")]);
+            headers.push(format!("X-Auth-Token: {t}"));
         }
         if let Some(t) = tenant {
-            cmd.args(["-H", &format!("Wazo-Tenant: {t}")]);
+            headers.push(format!("Wazo-Tenant: {t}"));
         }
-        if let Some((media, text)) = body {
-            cmd.args([
-                "-H",
-                &format!("Content-Type: {media}"),
-                "--data-binary",
-                &text,
-            ]);
-        }
-        let output = cmd
-            .arg(format!("http://{}{path}", self.addr))
-            .output()
-            .expect("curl");
-        let status = String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&output.stderr)));
-        let headers = std::fs::read_to_string(&head)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            headers,
+        curl(
+            &[],
+            &format!("http://{}{path}", self.addr),
+            method,
+            &headers,
             body,
-        }
+        )
+    }
+}
+
+/// One request with curl to `url`; `via` goes first (e.g. `--unix-socket PATH`).
+fn curl(
+    via: &[&str],
+    url: &str,
+    method: &str,
+    headers: &[String],
+    body: Option<(String, String)>,
+) -> Reply {
+    let tmp = tempfile::tempdir().unwrap();
+    let (head, out) = (tmp.path().join("h"), tmp.path().join("b"));
+    let mut cmd = Command::new("curl");
+    cmd.args(via)
+        .args(["-sS", "-g", "--max-time", "20", "-X", method, "-o"])
+        .arg(&out)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some((media, text)) = body {
+        // From a file: a body may be longer than a command line allows.
+        let file = tmp.path().join("request");
+        std::fs::write(&file, text).unwrap();
+        cmd.args(["-H", &format!("Content-Type: {media}"), "--data-binary"])
+            .arg(format!("@{}", file.display()));
+    }
+    let output = cmd.arg(url).output().expect("curl");
+    let status = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&output.stderr)));
+    let headers = std::fs::read_to_string(&head)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Reply {
+        status,
+        headers,
+        body,
     }
 }
 
@@ -777,6 +813,604 @@ fn invalid_input_gets_a_clear_error() {
         )),
     );
     assert_eq!(huge.status, 413, "bodies over the limit are refused");
+}
+
+/// Checks that `r` is the API's JSON error: `status`, the provd media type, exactly
+/// `{"error": <text>, "details": …}`; with `field`, details name it and their message holds
+/// `fragment`, otherwise the error text holds it.
+#[track_caller]
+fn assert_error(r: &Reply, status: u16, field: Option<&str>, fragment: &str) {
+    assert_eq!(r.status, status, "{:?}", r.body);
+    assert_eq!(
+        r.headers.get("content-type").map(String::as_str),
+        Some(MEDIA),
+        "{:?}",
+        r.body
+    );
+    let body = r
+        .body
+        .as_object()
+        .unwrap_or_else(|| panic!("not JSON: {:?}", r.body));
+    assert_eq!(body.len(), 2, "{:?}", r.body);
+    let error = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{:?}", r.body));
+    match field {
+        Some(field) => {
+            assert_eq!(r.body["details"]["field"], field, "{:?}", r.body);
+            let message = r.body["details"]["message"].as_str().unwrap_or("");
+            assert!(
+                message.contains(fragment),
+                "{fragment:?} not in {:?}",
+                r.body
+            );
+        }
+        None => assert!(error.contains(fragment), "{fragment:?} not in {:?}", r.body),
+    }
+}
+
+/// Everything a refused write must leave alone.
+fn snapshot(store: &Store) -> String {
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}",
+        store.devices().unwrap(),
+        store.configs().unwrap(),
+        store.tenants().unwrap(),
+        store.tokens().unwrap()
+    )
+}
+
+#[test]
+fn data_after_the_json_body_is_refused() {
+    let api = start();
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    let created = api.call(
+        "POST",
+        "/0.2/cfg_mgr/configs",
+        tk,
+        None,
+        Some(json!({"config": {"id": "c1", "parent_ids": ["base"], "raw_config": {}}})),
+    );
+    assert_eq!(created.status, 201);
+    let before = snapshot(&api.store);
+    let bodies = [
+        ("POST", "/0.2/dev_mgr/devices", r#"{"device": {}} trailing"#),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            r#"{"device": {}}{"device": {}}"#,
+        ),
+        ("POST", "/0.2/dev_mgr/devices", r#"{"device": {}} 1"#),
+        (
+            "PUT",
+            "/0.2/cfg_mgr/configs/c1",
+            r#"{"config": {"parent_ids": [], "raw_config": {"x": 1}}},"#,
+        ),
+        ("POST", "/0.2/tenants", r#"{"tenant": {"id": "tx"}}]"#),
+        ("POST", "/0.2/dev_mgr/reconfigure", r#"{"id": "x"} {"#),
+    ];
+    for (method, path, text) in bodies {
+        let r = api.raw(method, path, tk, None, Some((MEDIA.into(), text.into())));
+        assert_error(&r, 400, Some("body"), "data after the JSON value");
+        assert_eq!(snapshot(&api.store), before, "{method} {path} {text}");
+    }
+    // Whitespace after the value is not data.
+    let r = api.raw(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some((
+            MEDIA.into(),
+            "{\"device\": {\"id\": \"d1\"}}\r\n \t\n".into(),
+        )),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}
+
+#[test]
+fn router_and_server_errors_are_json_errors() {
+    let api = start();
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    for path in [
+        "/0.2/nope",
+        "/nope",
+        "/api/provd/0.2/dev_mgr/nothing",
+        "/0.2/dev_mgr/devices/a/b",
+    ] {
+        let r = api.call("GET", path, tk, None, None);
+        assert_error(&r, 404, None, "no such resource");
+    }
+    // A known path with a method it does not have, with and without a trailing slash.
+    for path in [
+        "/0.2/dev_mgr/devices",
+        "/0.2/dev_mgr/devices/",
+        "/api/provd/0.2/status",
+    ] {
+        let r = api.call("PATCH", path, tk, None, None);
+        assert_error(&r, 405, None, "method PATCH is not allowed");
+        assert!(r.headers.contains_key("allow"), "{path}: {:?}", r.headers);
+    }
+    let r = api.call("DELETE", "/0.2/dev_mgr/devices", tk, None, None);
+    assert_error(&r, 405, None, "method DELETE is not allowed");
+    assert_eq!(
+        r.headers.get("allow").map(String::as_str),
+        Some("GET,HEAD,POST")
+    );
+
+    // A body over the limit names the limit.
+    let before = snapshot(&api.store);
+    let huge = format!(
+        "{{\"device\": {{\"X_big\": \"{}\"}}}}",
+        "x".repeat(MAX_BODY)
+    );
+    let r = api.raw(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some((MEDIA.into(), huge)),
+    );
+    assert_error(&r, 413, Some("body"), &format!("limit of {MAX_BODY} bytes"));
+    assert_eq!(snapshot(&api.store), before);
+
+    // Path segments that are not UTF-8 once percent-decoded name their parameter.
+    for (method, path, field) in [
+        ("GET", "/0.2/dev_mgr/devices/%FF", "id"),
+        ("DELETE", "/0.2/dev_mgr/devices/a%C3%28", "id"),
+        ("GET", "/api/provd/0.2/cfg_mgr/configs/%80/raw", "id"),
+        ("GET", "/0.2/dev_mgr/synchronize/%FE", "op"),
+        ("GET", "/0.2/configure/%FF", "param"),
+        ("GET", "/0.2/pg_mgr/plugins/%FF/info", "id"),
+    ] {
+        let r = api.call(method, path, tk, None, None);
+        assert_error(&r, 400, Some(field), "not UTF-8 once percent-decoded");
+    }
+
+    // The server's own refusals of oversized heads, worded by the API.
+    let long_query = format!("/0.2/dev_mgr/devices?q={}", "x".repeat(MAX_HEAD));
+    let r = api.call("GET", &long_query, tk, None, None);
+    assert_error(
+        &r,
+        414,
+        None,
+        &format!("over the limit of {MAX_HEAD} bytes"),
+    );
+    let big_header = format!("X-Big: {}", "b".repeat(MAX_HEAD));
+    let r = curl(
+        &[],
+        &format!("http://{}/0.2/dev_mgr/devices", api.addr),
+        "GET",
+        &[format!("X-Auth-Token: {t}"), big_header],
+        None,
+    );
+    assert_error(
+        &r,
+        431,
+        None,
+        &format!("over the limit of {MAX_HEAD} bytes"),
+    );
+    // Just under the limit is served.
+    let fits = format!("X-Fits: {}", "b".repeat(MAX_HEAD - 1024));
+    let r = curl(
+        &[],
+        &format!("http://{}/0.2/dev_mgr/devices", api.addr),
+        "GET",
+        &[format!("X-Auth-Token: {t}"), fits],
+        None,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+#[test]
+fn the_admin_socket_answers_json_errors_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("data")).unwrap();
+    store.ensure_defaults("master").unwrap();
+    let socket = dir.path().join("api.sock");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let app = app(&store, MAX_BODY);
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::UnixListener::bind(&socket).unwrap()
+    };
+    runtime.spawn(provisiond::http::serve_unix(
+        listener,
+        app,
+        provisiond::http::api::LocalAdmin,
+        provisiond::http::LocalPolicy { group: None },
+        limits(),
+        shutdown,
+    ));
+    let via = ["--unix-socket", socket.to_str().unwrap()];
+    let before = snapshot(&store);
+    let r = curl(&via, "http://local/0.2/dev_mgr/devices", "PATCH", &[], None);
+    assert_error(&r, 405, None, "method PATCH is not allowed");
+    let r = curl(
+        &via,
+        "http://local/0.2/dev_mgr/devices",
+        "POST",
+        &[format!("X-Big: {}", "b".repeat(MAX_HEAD))],
+        Some((MEDIA.into(), json!({"device": {}}).to_string())),
+    );
+    assert_error(&r, 431, None, "over the limit");
+    let r = curl(
+        &via,
+        "http://local/0.2/dev_mgr/devices",
+        "POST",
+        &[],
+        Some((MEDIA.into(), r#"{"device": {}} x"#.into())),
+    );
+    assert_error(&r, 400, Some("body"), "data after the JSON value");
+    assert_eq!(snapshot(&store), before);
+    // The socket works for a well-formed request.
+    let r = curl(&via, "http://local/0.2/dev_mgr/devices", "GET", &[], None);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let _ = stop.send(true);
+}
+
+#[test]
+fn read_only_fields_must_have_their_type() {
+    let api = start();
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    let created = api.call(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some(json!({"device": {"id": "d1", "mac": "00:15:65:00:00:01"}})),
+    );
+    assert_eq!(created.status, 201);
+    let created = api.call(
+        "POST",
+        "/0.2/cfg_mgr/configs",
+        tk,
+        None,
+        Some(json!({"config": {"id": "c1", "parent_ids": ["base"], "raw_config": {}}})),
+    );
+    assert_eq!(created.status, 201);
+    let before = snapshot(&api.store);
+    let devices = [
+        ("is_new", json!("yes"), "a boolean"),
+        ("configured", json!(1), "a boolean"),
+        ("added", json!(5), "a string"),
+        ("tenant_uuid", json!(["master"]), "a string"),
+        ("id", json!(5), "must be a string"),
+    ];
+    for (field, value, message) in devices {
+        let mut device = json!({"mac": "00:15:65:00:00:01"});
+        device[field] = value;
+        for (method, path) in [
+            ("POST", "/0.2/dev_mgr/devices"),
+            ("PUT", "/0.2/dev_mgr/devices/d1"),
+        ] {
+            let r = api.call(method, path, tk, None, Some(json!({ "device": device })));
+            assert_error(&r, 400, Some(field), message);
+            assert_eq!(snapshot(&api.store), before, "{method} {field}");
+        }
+    }
+    let configs = [
+        ("deletable", json!("no"), "a boolean"),
+        ("tenant_uuid", json!(3), "a string"),
+        ("id", json!({"x": 1}), "must be a string"),
+    ];
+    for (field, value, message) in configs {
+        let mut config = json!({"parent_ids": ["base"], "raw_config": {"a": 1}});
+        config[field] = value;
+        for (method, path) in [
+            ("POST", "/0.2/cfg_mgr/configs"),
+            ("PUT", "/0.2/cfg_mgr/configs/c1"),
+        ] {
+            let r = api.call(method, path, tk, None, Some(json!({ "config": config })));
+            assert_error(&r, 400, Some(field), message);
+            assert_eq!(snapshot(&api.store), before, "{method} {field}");
+        }
+    }
+    // A malformed id in a PUT body is refused even though the path's id wins.
+    let r = api.call(
+        "PUT",
+        "/0.2/dev_mgr/devices/d1",
+        tk,
+        None,
+        Some(json!({"device": {"id": "a/b"}})),
+    );
+    assert_error(&r, 400, Some("id"), "invalid id");
+    assert_eq!(snapshot(&api.store), before);
+    // Sent back with the types the API shows, they are accepted and ignored.
+    let shown = api
+        .call("GET", "/0.2/dev_mgr/devices/d1", tk, None, None)
+        .body["device"]
+        .clone();
+    let mut device = shown.clone();
+    device["is_new"] = json!(false);
+    device["tenant_uuid"] = json!("someone-else");
+    device["added"] = json!("auto");
+    let r = api.call(
+        "PUT",
+        "/0.2/dev_mgr/devices/d1",
+        tk,
+        None,
+        Some(json!({ "device": device })),
+    );
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let after = api
+        .call("GET", "/0.2/dev_mgr/devices/d1", tk, None, None)
+        .body["device"]
+        .clone();
+    assert_eq!(after, shown);
+    let mut config = api
+        .call("GET", "/0.2/cfg_mgr/configs/c1", tk, None, None)
+        .body["config"]
+        .clone();
+    config["deletable"] = json!(false);
+    config["tenant_uuid"] = Value::Null;
+    let r = api.call(
+        "PUT",
+        "/0.2/cfg_mgr/configs/c1",
+        tk,
+        None,
+        Some(json!({ "config": config })),
+    );
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let stored = api.store.config("c1").unwrap().unwrap();
+    assert_eq!((stored.deletable, stored.tenant.as_str()), (true, "master"));
+}
+
+#[test]
+fn a_repeated_query_parameter_is_refused() {
+    let api = start();
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    let q64 = "e30"; // base64 of {}
+    let repeats = [
+        ("limit", "limit=1&limit=x"),
+        ("limit", "limit=1&limit=1"),
+        ("skip", "skip=0&sort=id&skip=1"),
+        ("q", "q=%7B%7D&q=%7B%7D"),
+        ("q64", &format!("q64={q64}&q64={q64}")),
+        ("sort", "sort=id&sort=mac"),
+        ("sort_ord", "sort_ord=ASC&sort_ord=DESC"),
+        ("recurse", "recurse=true&recurse=false"),
+        ("fields", "fields=id&fields=mac"),
+    ];
+    for list in ["/0.2/dev_mgr/devices", "/api/provd/0.2/cfg_mgr/configs"] {
+        for (name, query) in repeats {
+            let r = api.call("GET", &format!("{list}?{query}"), tk, None, None);
+            assert_error(&r, 400, Some(name), "given more than once");
+        }
+        // Each once, and unknown parameters (even repeated) are still fine.
+        let r = api.call(
+            "GET",
+            &format!("{list}?limit=1&skip=0&sort=id&x=1&x=2"),
+            tk,
+            None,
+            None,
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+}
+
+#[test]
+fn bounds_are_refused_naming_the_field_and_the_bound() {
+    // Room in the body for a raw config over its own limit.
+    let api = start_with(1 << 20);
+    let t = api.token("master", &[], None);
+    let tk = Some(t.as_str());
+    let made = api.call(
+        "POST",
+        "/0.2/cfg_mgr/configs",
+        tk,
+        None,
+        Some(json!({"config": {"id": "c1", "parent_ids": ["base"], "raw_config": {}}})),
+    );
+    assert_eq!(made.status, 201);
+    let made = api.call(
+        "POST",
+        "/0.2/tenants",
+        tk,
+        None,
+        Some(json!({"tenant": {"id": "t1"}})),
+    );
+    assert_eq!(made.status, 201);
+    let made = api.call(
+        "POST",
+        "/0.2/dev_mgr/devices",
+        tk,
+        None,
+        Some(json!({"device": {"id": "d1"}})),
+    );
+    assert_eq!(made.status, 201);
+
+    /// `levels` nested objects, the outermost included.
+    fn nested(levels: usize) -> Value {
+        (1..levels).fold(json!({}), |inner, _| json!({ "k": inner }))
+    }
+    let acls = |n: usize| {
+        (0..n)
+            .map(|i| format!("provd.acl{i}.read"))
+            .collect::<Vec<_>>()
+    };
+    let long = |n: usize| "é".repeat(n);
+    let raw_size = 256 * 1024;
+    let cases: Vec<(&str, &str, Value, &str, String)> = vec![
+        (
+            "POST",
+            "/0.2/tokens",
+            json!({"token": {"tenant": "t1", "acl": acls(257)}}),
+            "token.acl",
+            "at most 256 entries".into(),
+        ),
+        (
+            "POST",
+            "/0.2/tokens",
+            json!({"token": {"tenant": "t1", "acl": ["provd.#", format!("provd.{}", "a".repeat(251))]}}),
+            "token.acl[1]",
+            "at most 256 characters".into(),
+        ),
+        (
+            "POST",
+            "/0.2/tokens",
+            json!({"token": {"tenant": "t1", "description": long(1025)}}),
+            "token.description",
+            "at most 1024 characters".into(),
+        ),
+        (
+            "POST",
+            "/0.2/tenants",
+            json!({"tenant": {"id": "t2", "name": long(1025)}}),
+            "tenant.name",
+            "at most 1024 characters".into(),
+        ),
+        (
+            "PUT",
+            "/0.2/tenants/t1",
+            json!({"tenant": {"name": long(1025)}}),
+            "tenant.name",
+            "at most 1024 characters".into(),
+        ),
+        (
+            "POST",
+            "/0.2/tenants",
+            json!({"tenant": {"id": "t".repeat(65)}}),
+            "tenant.id",
+            "1 to 64 characters".into(),
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            json!({"device": {"id": "d".repeat(65)}}),
+            "id",
+            "1 to 64 characters".into(),
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            json!({"device": {"id": "dé"}}),
+            "id",
+            "A-Z a-z 0-9 _ . -".into(),
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            json!({"device": {"description": long(257)}}),
+            "description",
+            "at most 256 characters".into(),
+        ),
+        (
+            "PUT",
+            "/0.2/dev_mgr/devices/d1",
+            json!({"device": {"X_deep": nested(33)}}),
+            "X_deep",
+            "deeper than 32 levels".into(),
+        ),
+        (
+            "POST",
+            "/0.2/cfg_mgr/configs",
+            json!({"config": {"id": "c".repeat(65), "parent_ids": [], "raw_config": {}}}),
+            "id",
+            "1 to 64 characters".into(),
+        ),
+        (
+            "POST",
+            "/0.2/cfg_mgr/configs",
+            json!({"config": {"parent_ids": ["p".repeat(65)], "raw_config": {}}}),
+            "parent_ids",
+            "1 to 64 characters".into(),
+        ),
+        (
+            "POST",
+            "/0.2/cfg_mgr/configs",
+            json!({"config": {"parent_ids": [], "raw_config": {}, "role": "r".repeat(65)}}),
+            "role",
+            "at most 64 characters".into(),
+        ),
+        (
+            "PUT",
+            "/0.2/cfg_mgr/configs/c1",
+            json!({"config": {"parent_ids": [], "raw_config": {"a": nested(32)}}}),
+            "raw_config.a",
+            "deeper than 32 levels".into(),
+        ),
+        (
+            "PUT",
+            "/0.2/cfg_mgr/configs/c1",
+            json!({"config": {"parent_ids": [], "raw_config": {}, "X_deep": nested(33)}}),
+            "X_deep",
+            "deeper than 32 levels".into(),
+        ),
+        (
+            "PUT",
+            "/0.2/cfg_mgr/configs/c1",
+            json!({"config": {"parent_ids": [], "raw_config": {"big": "x".repeat(raw_size)}}}),
+            "raw_config",
+            format!("over the limit of {raw_size}"),
+        ),
+    ];
+    for (method, path, body, field, message) in cases {
+        let before = snapshot(&api.store);
+        let r = api.call(method, path, tk, None, Some(body));
+        assert_error(&r, 400, Some(field), &message);
+        assert_eq!(snapshot(&api.store), before, "{method} {path} {field}");
+    }
+    // The bounds themselves are allowed.
+    let ok: Vec<(&str, &str, Value)> = vec![
+        (
+            "POST",
+            "/0.2/tokens",
+            json!({"token": {"tenant": "t1", "acl": acls(256), "description": long(1024)}}),
+        ),
+        (
+            "POST",
+            "/0.2/tokens",
+            json!({"token": {"tenant": "t1", "acl": [format!("provd.{}", "a".repeat(250))]}}),
+        ),
+        (
+            "PUT",
+            "/0.2/tenants/t1",
+            json!({"tenant": {"name": long(1024)}}),
+        ),
+        (
+            "POST",
+            "/0.2/dev_mgr/devices",
+            json!({"device": {"id": "d".repeat(64), "description": long(256), "X_deep": nested(32)}}),
+        ),
+        (
+            "PUT",
+            "/0.2/cfg_mgr/configs/c1",
+            json!({"config": {"parent_ids": [], "raw_config": {"a": nested(31)}, "role": "r".repeat(64)}}),
+        ),
+        // {"big":"…"} is 10 bytes of JSON around the string.
+        (
+            "PUT",
+            "/0.2/cfg_mgr/configs/c1",
+            json!({"config": {"parent_ids": [], "raw_config": {"big": "x".repeat(raw_size - 10)}}}),
+        ),
+    ];
+    for (method, path, body) in ok {
+        let r = api.call(method, path, tk, None, Some(body));
+        assert!(
+            r.status == 201 || r.status == 204,
+            "{method} {path}: {} {:?}",
+            r.status,
+            r.body
+        );
+    }
+    let token = api
+        .store
+        .tokens()
+        .unwrap()
+        .into_iter()
+        .find(|t| t.acl.len() == 256)
+        .expect("the token with 256 ACLs");
+    assert_eq!(token.description.map(|d| d.chars().count()), Some(1024));
 }
 
 #[test]

@@ -74,6 +74,7 @@ fn start(
         max_connections: 256,
         max_connection_time: Duration::from_secs(MAX_CONN_SECS),
         shutdown_grace: Duration::from_secs(5),
+        refusal: provisiond::http::plain_refusal,
     };
     let acceptor = tls.map(|(cert, key)| provisiond::http::load_tls(&cert, &key).unwrap());
     let http = InProcess::start(app, limits, acceptor);
@@ -479,6 +480,11 @@ fn methods_limits_and_slow_clients() {
         &["-A", YEALINK_UA, "-H", &huge],
     );
     assert_eq!(r.status, 431, "oversized request heads are refused");
+    assert!(
+        text(&r).contains("over the limit of 4096 bytes"),
+        "the refusal says why: {}",
+        text(&r)
+    );
 
     // A client that never finishes its request head is disconnected (slowloris).
     let mut slow = TcpStream::connect(server.addr).unwrap();
@@ -710,6 +716,7 @@ fn a_client_that_never_reads_its_answer_loses_the_connection() {
             max_connections: 8,
             max_connection_time: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(1),
+            refusal: provisiond::http::plain_refusal,
         };
         let http = InProcess::start(app, limits, None);
         Server {

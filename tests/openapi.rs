@@ -70,6 +70,7 @@ fn start() -> Api {
         max_connections: 64,
         max_connection_time: Duration::from_secs(60),
         shutdown_grace: Duration::from_secs(5),
+        refusal: provisiond::http::api::refusal,
     };
     let http = InProcess::start(app, limits, None);
     Api {
@@ -594,4 +595,74 @@ fn answers_are_the_documented_ones() {
         })
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+#[test]
+fn documented_bounds_are_the_enforced_ones() {
+    use provisiond::http::api::fields::*;
+    use serde_json::json;
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Id"]["pattern"],
+        format!("^[A-Za-z0-9_.-]{{1,{}}}$", model::MAX_ID_CHARS)
+    );
+    let token = &schemas["TokenEnvelopeIn"]["properties"]["token"]["properties"];
+    assert_eq!(token["acl"]["maxItems"], json!(MAX_ACLS));
+    assert_eq!(token["acl"]["items"]["maxLength"], json!(MAX_ACL_CHARS));
+    assert_eq!(
+        token["description"]["maxLength"],
+        json!(MAX_DESCRIPTION_CHARS)
+    );
+    assert_eq!(
+        schemas["TenantEnvelopeIn"]["properties"]["tenant"]["properties"]["name"]["maxLength"],
+        json!(MAX_DESCRIPTION_CHARS)
+    );
+    assert_eq!(
+        schemas["ConfigIn"]["properties"]["role"]["maxLength"],
+        json!(MAX_ROLE_CHARS)
+    );
+    let device = schemas["DeviceIn"]["properties"].as_object().unwrap();
+    let writable = [
+        "mac",
+        "ip",
+        "vendor",
+        "model",
+        "version",
+        "sn",
+        "plugin",
+        "config",
+        "description",
+        "remote_state_sip_username",
+    ];
+    for name in writable {
+        assert_eq!(
+            device[name]["maxLength"],
+            json!(MAX_DEVICE_TEXT_CHARS),
+            "DeviceIn.{name}"
+        );
+    }
+    // The bounds without a schema keyword are stated in the prose, in the same numbers.
+    let words = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let info = words(&doc["info"]["description"]);
+    let raw = words(&schemas["RawConfig"]["description"]);
+    for text in [&info, &raw] {
+        assert!(
+            text.contains(&format!("{MAX_JSON_DEPTH} levels of nesting")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{MAX_RAW_CONFIG_BYTES} bytes")),
+            "{text}"
+        );
+    }
+    assert!(info.contains(&format!(
+        "{MAX_ACLS} entries of at most {MAX_ACL_CHARS} characters"
+    )));
 }

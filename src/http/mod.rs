@@ -4,4 +4,6 @@ pub mod api;
 pub mod provisioning;
 mod server;
 
-pub use server::{load_tls, serve, serve_unix, HttpLimits, LocalPolicy, TlsError};
+pub use server::{
+    load_tls, plain_refusal, serve, serve_unix, HttpLimits, LocalPolicy, Refusal, TlsError,
+};

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
@@ -18,10 +20,26 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+/// Words an answer that the server gives by itself, before the app sees the request (a
+/// request head over the limit), in the format of the app behind the listener.
+pub type Refusal = fn(StatusCode, String) -> Response;
+
+/// A refusal in plain text, for listeners whose clients are phones.
+pub fn plain_refusal(status: StatusCode, message: String) -> Response {
+    (status, message).into_response()
+}
+
+/// hyper's own cap on a request head, as a multiple of `max_request_bytes`: heads up to the
+/// configured limit are served, heads between it and this cap get the listener's worded
+/// refusal, and hyper answers heads beyond it by itself with a bare 431 (its automatic
+/// answers to parse errors cannot carry a body). The cap bounds what one connection buffers.
+pub const HEAD_CEILING_FACTOR: usize = 4;
+
 /// Limits applied to every connection.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// Largest request head (request line + headers), in bytes.
+    /// Largest request head (request line + headers), in bytes; a longer request target is
+    /// answered 414, a longer head 431 (both worded by `refusal`).
     pub max_request_bytes: usize,
     /// Time to send a request head (and to finish a TLS handshake).
     pub request_timeout: Duration,
@@ -32,6 +50,8 @@ pub struct HttpLimits {
     pub max_connection_time: Duration,
     /// Time given to requests in flight at shutdown.
     pub shutdown_grace: Duration,
+    /// How the refusals that the server makes by itself are worded.
+    pub refusal: Refusal,
 }
 
 /// Why the TLS certificate or key could not be used.
@@ -171,15 +191,32 @@ async fn serve_connection<I, T>(
     T: Fn(&mut Request<Incoming>) + Clone + Send + Sync + 'static,
 {
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let refused = over_limit(&request, limits.max_request_bytes).map(|(status, message)| {
+            let mut refusal = (limits.refusal)(status, message);
+            // The body was not read: the connection cannot carry another request.
+            refusal
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            refusal
+        });
         tag(&mut request);
-        app.clone().oneshot(request)
+        let app = app.clone();
+        async move {
+            match refused {
+                Some(refusal) => Ok(refusal),
+                None => app.oneshot(request).await,
+            }
+        }
     });
+    // hyper enforces its own cap above the configured limit, so that the configured limit is
+    // checked here, where the answer can be worded by the app (see HEAD_CEILING_FACTOR).
+    let ceiling = limits.max_request_bytes.saturating_mul(HEAD_CEILING_FACTOR);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout)
-        .max_header_size(limits.max_request_bytes)
-        .max_buf_size(limits.max_request_bytes.max(8192));
+        .max_header_size(ceiling)
+        .max_buf_size(ceiling.max(8192));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let deadline = tokio::time::sleep(limits.max_connection_time);
@@ -198,6 +235,39 @@ async fn serve_connection<I, T>(
             let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
         }
     }
+}
+
+/// The refusal for a request whose head is over `limit` bytes: 414 when the request target
+/// alone is, 431 otherwise.
+fn over_limit<B>(request: &Request<B>, limit: usize) -> Option<(StatusCode, String)> {
+    let uri = request.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > limit {
+        return Some((
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {target} bytes, over the limit of {limit} bytes"),
+        ));
+    }
+    // The head as sent, give or take optional whitespace that hyper does not keep:
+    // "METHOD TARGET HTTP/1.1\r\n", "name: value\r\n" per header, "\r\n".
+    let head = request.method().as_str().len()
+        + " ".len()
+        + target
+        + " HTTP/1.1\r\n".len()
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + ": ".len() + value.len() + "\r\n".len())
+            .sum::<usize>()
+        + "\r\n".len();
+    (head > limit).then(|| {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request head is {head} bytes, over the limit of {limit} bytes"),
+        )
+    })
 }
 
 /// Who may use the local admin socket.

@@ -24,15 +24,28 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// Longest id, in characters (ids are ASCII).
+pub const MAX_ID_CHARS: usize = 64;
+
 /// Why an id supplied from outside (API, CLI, config) is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid id {0:?}: use 1 to 64 characters among A-Z a-z 0-9 _ . -")]
+#[error("invalid id {}: use 1 to {MAX_ID_CHARS} characters among A-Z a-z 0-9 _ . -", shown(.0))]
 pub struct InvalidId(pub String);
+
+/// The refused id for a message, cut short: it may be as long as a request body.
+fn shown(id: &str) -> String {
+    if id.chars().count() <= MAX_ID_CHARS + 1 {
+        format!("{id:?}")
+    } else {
+        let head: String = id.chars().take(MAX_ID_CHARS + 1).collect();
+        format!("{head:?}…")
+    }
+}
 
 /// Checks an id that will become a store key and part of URLs and log lines.
 pub fn validate_id(id: &str) -> Result<(), InvalidId> {
     let ok = !id.is_empty()
-        && id.len() <= 64
+        && id.len() <= MAX_ID_CHARS
         && id != "."
         && id != ".."
         && id
@@ -58,5 +71,11 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "é", "a\0", &"a".repeat(65)] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
+        let long = "a".repeat(10_000);
+        let message = validate_id(&long).unwrap_err().to_string();
+        assert!(
+            message.len() < 200,
+            "a refused id is not echoed whole: {message}"
+        );
     }
 }

@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
+use super::fields::{self, ReadOnly};
 use super::query::ListQuery;
-use super::{blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body};
+use super::{
+    blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, PathParam,
+};
 use crate::model::{self, Config, RawConfig};
 use crate::plugins::merged_raw_config;
 use crate::store::{Store, BASE_CONFIG};
@@ -77,9 +80,15 @@ pub(super) struct ConfigEnvelope {
     config: Map<String, Value>,
 }
 
+/// Keys the API shows but sets itself; ignored when written with the type it shows.
+const READ_ONLY: &[(&str, ReadOnly)] = &[
+    ("deletable", ReadOnly::Bool),
+    ("tenant_uuid", ReadOnly::Text),
+];
+
 /// Reads a written config object; unknown keys other than `X_…` are refused.
 fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiResult<Config> {
-    for key in body.keys() {
+    for (key, value) in body {
         let known = matches!(
             key.as_str(),
             "id" | "parent_ids" | "raw_config" | "deletable" | "transient" | "role" | "tenant_uuid"
@@ -90,7 +99,12 @@ fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiRes
                 "unknown field (custom keys start with X_)",
             ));
         }
+        if key.starts_with("X_") {
+            fields::check_depth(key, value)?;
+        }
     }
+    fields::check_read_only(body, READ_ONLY)?;
+    fields::body_id(body)?;
     let parent_ids: Vec<String> = match body.get("parent_ids") {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| ApiError::field("parent_ids", e.to_string()))?,
@@ -100,7 +114,10 @@ fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiRes
         model::validate_id(parent).map_err(|e| ApiError::field("parent_ids", e.to_string()))?;
     }
     let raw_config: RawConfig = match body.get("raw_config") {
-        Some(Value::Object(map)) => map.clone(),
+        Some(Value::Object(map)) => {
+            fields::check_raw_config(map)?;
+            map.clone()
+        }
         Some(_) => return Err(ApiError::field("raw_config", "must be an object")),
         None => return Err(ApiError::field("raw_config", "required")),
     };
@@ -111,8 +128,11 @@ fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiRes
     };
     let role = match body.get("role") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= 64 => Some(s.clone()),
-        Some(_) => return Err(ApiError::field("role", "must be a short string")),
+        Some(Value::String(s)) => {
+            fields::check_text("role", s, fields::MAX_ROLE_CHARS)?;
+            Some(s.clone())
+        }
+        Some(_) => return Err(ApiError::field("role", "must be a string")),
     };
     Ok(Config {
         id,
@@ -169,7 +189,7 @@ pub(super) async fn list(
 pub(super) async fn show(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.cfg_mgr.configs.{id}.read"))?;
     let config =
@@ -197,12 +217,7 @@ pub(super) async fn create(
     Body(body): Body<ConfigEnvelope>,
 ) -> ApiResult {
     caller.require("provd.cfg_mgr.configs.create")?;
-    let id = match body.config.get("id") {
-        None | Some(Value::Null) => model::new_id(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(ApiError::field("id", "must be a string")),
-    };
-    model::validate_id(&id).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let id = fields::body_id(&body.config)?.unwrap_or_else(model::new_id);
     let config = parse_config(&body.config, id, caller.tenant.clone())?;
     let id = blocking(move || {
         check_parents(&state.store, &config, &caller, &state.default_tenant)?;
@@ -215,7 +230,7 @@ pub(super) async fn create(
 pub(super) async fn update(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Body(body): Body<ConfigEnvelope>,
 ) -> ApiResult {
     caller.require(&format!("provd.cfg_mgr.configs.{id}.update"))?;
@@ -235,7 +250,7 @@ pub(super) async fn update(
 pub(super) async fn remove(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.cfg_mgr.configs.{id}.delete"))?;
     blocking(move || {
@@ -250,7 +265,7 @@ pub(super) async fn remove(
 pub(super) async fn raw(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.cfg_mgr.configs.{id}.raw.read"))?;
     let merged = blocking(move || {

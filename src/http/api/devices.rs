@@ -5,15 +5,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
+use super::fields::{self, ReadOnly};
 use super::query::ListQuery;
 use super::{
     blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, IdBody,
+    PathParam,
 };
 use crate::model::{self, Added, Device, Mac};
 use crate::store::{Store, StoreError};
@@ -137,26 +139,28 @@ pub(super) fn device_json(device: &Device, state: &ApiState) -> Value {
     Value::Object(out)
 }
 
-/// Keys the API shows but computes itself; ignored when written.
-const READ_ONLY: &[&str] = &["configured", "is_new", "added", "tenant_uuid"];
+/// Keys the API shows but computes itself; ignored when written with the type it shows.
+const READ_ONLY: &[(&str, ReadOnly)] = &[
+    ("configured", ReadOnly::Bool),
+    ("is_new", ReadOnly::Bool),
+    ("added", ReadOnly::Text),
+    ("tenant_uuid", ReadOnly::Text),
+];
 
 fn opt_string(obj: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 256 && !s.chars().any(char::is_control) => {
+        Some(Value::String(s)) => {
+            fields::check_text(key, s, fields::MAX_DEVICE_TEXT_CHARS)?;
             Ok(Some(s.clone()))
         }
-        Some(Value::String(_)) => Err(ApiError::field(
-            key,
-            "at most 256 characters, no control characters",
-        )),
         Some(_) => Err(ApiError::field(key, "must be a string")),
     }
 }
 
 /// Applies a written device object onto `device` (full replacement of the writable keys).
 fn apply_body(device: &mut Device, body: &Map<String, Value>) -> ApiResult<()> {
-    for key in body.keys() {
+    for (key, value) in body {
         let known = matches!(
             key.as_str(),
             "id" | "mac"
@@ -170,13 +174,19 @@ fn apply_body(device: &mut Device, body: &Map<String, Value>) -> ApiResult<()> {
                 | "description"
                 | "remote_state_sip_username"
         );
-        if !known && !READ_ONLY.contains(&key.as_str()) && !key.starts_with("X_") {
+        let read_only = READ_ONLY.iter().any(|(name, _)| name == key);
+        if !known && !read_only && !key.starts_with("X_") {
             return Err(ApiError::field(
                 key.clone(),
                 "unknown field (custom keys start with X_)",
             ));
         }
+        if key.starts_with("X_") {
+            fields::check_depth(key, value)?;
+        }
     }
+    fields::check_read_only(body, READ_ONLY)?;
+    fields::body_id(body)?;
     device.mac = opt_string(body, "mac")?
         .map(|m| {
             m.parse::<Mac>()
@@ -270,7 +280,7 @@ fn visible_device(store: &Store, id: &str, caller: &Caller) -> ApiResult<Device>
 pub(super) async fn show(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.dev_mgr.devices.{id}.read"))?;
     let st = Arc::clone(&state);
@@ -288,8 +298,7 @@ pub(super) async fn create(
     Body(body): Body<DeviceEnvelope>,
 ) -> ApiResult {
     caller.require("provd.dev_mgr.devices.create")?;
-    let id = opt_string(&body.device, "id")?.unwrap_or_else(model::new_id);
-    model::validate_id(&id).map_err(|e| ApiError::field("id", e.to_string()))?;
+    let id = fields::body_id(&body.device)?.unwrap_or_else(model::new_id);
     let mut device = Device::new(id, caller.tenant.clone());
     apply_body(&mut device, &body.device)?;
     device.is_new = device.tenant == state.default_tenant;
@@ -312,7 +321,7 @@ pub(super) async fn create(
 pub(super) async fn update(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Body(body): Body<DeviceEnvelope>,
 ) -> ApiResult {
     caller.require(&format!("provd.dev_mgr.devices.{id}.update"))?;
@@ -355,7 +364,7 @@ pub(super) async fn update(
 pub(super) async fn remove(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.dev_mgr.devices.{id}.delete"))?;
     blocking(move || {
@@ -468,7 +477,7 @@ fn op_number(op: &str) -> ApiResult<u64> {
 pub(super) async fn op_get(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(op): Path<String>,
+    PathParam(op): PathParam,
 ) -> ApiResult {
     caller.require("provd.operation.read")?;
     let op = op_number(&op)?;
@@ -485,7 +494,7 @@ pub(super) async fn op_get(
 pub(super) async fn op_delete(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(op): Path<String>,
+    PathParam(op): PathParam,
 ) -> ApiResult {
     caller.require("provd.operation.delete")?;
     let op = op_number(&op)?;

@@ -3,14 +3,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::auth::{hash_token, Caller};
+use super::fields;
 use super::{
     blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, IdBody,
+    PathParam,
 };
 use crate::files::valid_provisioning_key;
 use crate::model::{self, Tenant, Token};
@@ -115,7 +117,7 @@ fn known_param(name: &str) -> ApiResult<bool> {
 pub(super) async fn param_get(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    PathParam(name): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.configure.{}.{name}.read", caller.tenant))?;
     known_param(&name)?;
@@ -142,7 +144,7 @@ struct ParamValue {
 pub(super) async fn param_put(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(name): Path<String>,
+    PathParam(name): PathParam,
     Body(body): Body<ParamEnvelope>,
 ) -> ApiResult {
     caller.require(&format!("provd.configure.{}.{name}.update", caller.tenant))?;
@@ -239,7 +241,7 @@ pub(super) async fn plugin_links(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.pg_mgr.plugins.{id}.read"))?;
     state
@@ -253,7 +255,7 @@ pub(super) async fn plugin_links(
 pub(super) async fn plugin_info(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.pg_mgr.plugins.{id}.info.read"))?;
     let set = state.files.plugins();
@@ -350,6 +352,9 @@ pub(super) async fn tenant_create(
     caller.require_master()?;
     let id = body.tenant.id.unwrap_or_else(model::new_id);
     model::validate_id(&id).map_err(|e| ApiError::field("tenant.id", e.to_string()))?;
+    if let Some(name) = &body.tenant.name {
+        fields::check_text("tenant.name", name, fields::MAX_DESCRIPTION_CHARS)?;
+    }
     let tenant = Tenant {
         name: body.tenant.name.unwrap_or_else(|| id.clone()),
         id,
@@ -388,7 +393,7 @@ fn check_default_config(state: &ApiState, id: &str) -> ApiResult<()> {
 pub(super) async fn tenant_show(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require("provd.tenants.read")?;
     caller.require_master()?;
@@ -405,11 +410,14 @@ pub(super) async fn tenant_show(
 pub(super) async fn tenant_update(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     Body(body): Body<TenantEnvelope>,
 ) -> ApiResult {
     caller.require("provd.tenants.update")?;
     caller.require_master()?;
+    if let Some(name) = &body.tenant.name {
+        fields::check_text("tenant.name", name, fields::MAX_DESCRIPTION_CHARS)?;
+    }
     blocking(move || {
         let mut t = state
             .store
@@ -437,7 +445,7 @@ pub(super) async fn tenant_update(
 pub(super) async fn tenant_delete(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require("provd.tenants.delete")?;
     caller.require_master()?;
@@ -490,13 +498,32 @@ pub(super) async fn token_create(
     let t = body.token;
     model::validate_id(&t.tenant).map_err(|e| ApiError::field("token.tenant", e.to_string()))?;
     let acl = t.acl.unwrap_or_else(|| vec!["provd.#".to_owned()]);
-    if acl.iter().any(|a| {
-        a.is_empty() || a.len() > 256 || a.chars().any(|c| c.is_whitespace() || c.is_control())
-    }) {
+    if acl.len() > fields::MAX_ACLS {
         return Err(ApiError::field(
             "token.acl",
-            "entries are dot-separated words, * and #",
+            format!("at most {} entries", fields::MAX_ACLS),
         ));
+    }
+    for (i, entry) in acl.iter().enumerate() {
+        if entry.chars().count() > fields::MAX_ACL_CHARS {
+            return Err(ApiError::field(
+                format!("token.acl[{i}]"),
+                format!("at most {} characters", fields::MAX_ACL_CHARS),
+            ));
+        }
+        if entry.is_empty() || entry.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ApiError::field(
+                format!("token.acl[{i}]"),
+                "entries are dot-separated words, * and #",
+            ));
+        }
+    }
+    if let Some(description) = &t.description {
+        fields::check_text(
+            "token.description",
+            description,
+            fields::MAX_DESCRIPTION_CHARS,
+        )?;
     }
     let secret = crate::ident::random_password(40)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -536,7 +563,7 @@ pub(super) async fn token_create(
 pub(super) async fn token_delete(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require("provd.tokens.delete")?;
     caller.require_master()?;

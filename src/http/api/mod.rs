@@ -2,19 +2,23 @@
 //! unchanged, under `/api/provd/0.2/…` and the alias `/0.2/…`.
 //!
 //! Differences from wazo-provd, on purpose: errors are JSON (`{"error", "details"}`) with the
-//! offending field; unknown fields in written objects are refused; ACL failures and tenant
-//! refusals are 403 (401 stays for a missing or invalid token); configs belong to tenants.
+//! offending field, every one of them, router errors (404, 405) and the server's own refusals
+//! included; unknown fields in written objects are refused; ACL failures and tenant refusals
+//! are 403 (401 stays for a missing or invalid token); configs belong to tenants.
 
 mod auth;
 mod configs;
 mod devices;
+pub mod fields;
 mod misc;
 pub mod query;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -170,6 +174,59 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .fallback(move |request: Request| without_trailing_slash(exact.clone(), request))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), count))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(BodyLimit(max_body)))
+        .layer(middleware::from_fn(json_errors))
+}
+
+/// The body limit of the router, for the message of a 413.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimit(usize);
+
+/// Longest body of a non-JSON error answer that is quoted in its JSON replacement.
+const QUOTED_ERROR_BYTES: usize = 1024;
+
+/// Turns any error answer that is not already a JSON error (the router's 405, a rejection of
+/// an axum extractor) into one, so that every error of the API has the same shape.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == MEDIA_TYPE.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, QUOTED_ERROR_BYTES)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_default();
+    // axum adds the Allow header around this layer, after it has run.
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        format!(
+            "method {method} is not allowed on this path (the Allow header lists those that are)"
+        )
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let json = ApiError::new(status, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let (json_parts, json_body) = json.into_parts();
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
+}
+
+/// The API's wording of the refusals that the HTTP server makes by itself (see
+/// [`crate::http::Refusal`]): a JSON error like every other.
+pub fn refusal(status: StatusCode, message: String) -> Response {
+    ApiError::new(status, message).into_response()
 }
 
 async fn without_trailing_slash(router: Router, mut request: Request) -> Response {
@@ -247,6 +304,12 @@ impl ApiError {
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// The same error with another status.
+    pub fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
     }
 }
 
@@ -338,22 +401,52 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 format!("the body must be {MEDIA_TYPE} (or application/json)"),
             ));
         }
+        let limit = request.extensions().get::<BodyLimit>().map(|l| l.0);
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|e| {
-                let status = e.status();
-                ApiError::new(status, format!("cannot read the body: {}", e.body_text()))
+            .map_err(|e| match (e.status(), limit) {
+                (StatusCode::PAYLOAD_TOO_LARGE, Some(limit)) => {
+                    ApiError::field("body", format!("larger than the limit of {limit} bytes"))
+                        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+                }
+                (status, _) => {
+                    ApiError::new(status, format!("cannot read the body: {}", e.body_text()))
+                }
             })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(&mut de)
-            .map(Body)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                ApiError::field(
-                    if path == "." { "body".to_owned() } else { path },
-                    e.inner().to_string(),
-                )
-            })
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::field(
+                if path == "." { "body".to_owned() } else { path },
+                e.inner().to_string(),
+            )
+        })?;
+        // One JSON value and nothing after it but whitespace: trailing data is a client bug
+        // (two bodies glued together, a truncated edit) that must not pass as the first value.
+        de.end()
+            .map_err(|e| ApiError::field("body", format!("data after the JSON value ({e})")))?;
+        Ok(Body(value))
+    }
+}
+
+/// One path parameter (an id, a name, an operation number), decoded from the percent
+/// encoding; a parameter that is not UTF-8 once decoded is a 400 naming it.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.kind() {
+                axum::extract::path::ErrorKind::InvalidUtf8InPathParam { key } => Err(
+                    ApiError::field(key.clone(), "not UTF-8 once percent-decoded"),
+                ),
+                _ => Err(ApiError::new(e.status(), e.body_text())),
+            },
+            Err(e) => Err(ApiError::new(e.status(), e.body_text())),
+        }
     }
 }
 

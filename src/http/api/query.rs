@@ -51,10 +51,22 @@ impl QueryError {
     }
 }
 
+/// The parameters of a list query; each takes one value.
+const PARAMS: [&str; 8] = [
+    "q", "q64", "fields", "skip", "limit", "sort", "sort_ord", "recurse",
+];
+
 impl ListQuery {
-    /// Parses decoded query pairs (as axum's Query<Vec<(String, String)>> gives them). Unknown parameters are ignored.
+    /// Parses decoded query pairs (as axum's Query<Vec<(String, String)>> gives them). Unknown
+    /// parameters are ignored; a known one given more than once is an error.
     pub fn parse(pairs: &[(String, String)]) -> Result<ListQuery, QueryError> {
-        // A repeated parameter takes its first value, as wazo-provd does (`args[name][0]`).
+        // wazo-provd takes the first of repeated values (`args[name][0]`); here a repeat is
+        // refused, since the client may well have meant the other value.
+        for name in PARAMS {
+            if pairs.iter().filter(|(key, _)| key == name).count() > 1 {
+                return Err(QueryError::new(name, "given more than once"));
+            }
+        }
         let first = |name: &str| {
             pairs
                 .iter()
@@ -776,16 +788,13 @@ mod tests {
     }
 
     #[test]
-    fn first_occurrence_wins() {
-        let q = parse(&[
-            ("skip", "1"),
-            ("skip", "oops"),
-            ("q", r#"{"a":1}"#),
-            ("q", "bad"),
-        ]);
-        let q = q.unwrap();
-        assert_eq!(q.skip, 1);
-        assert_eq!(q.selector.unwrap()["a"], json!(1));
+    fn a_repeated_parameter_is_refused() {
+        for name in PARAMS {
+            let err = parse(&[(name, "1"), ("other", "x"), (name, "1")]).unwrap_err();
+            assert_eq!(err, QueryError::new(name, "given more than once"));
+        }
+        // Unknown parameters may repeat: they are ignored.
+        assert!(parse(&[("x", "1"), ("x", "2"), ("skip", "1")]).is_ok());
     }
 
     #[test]

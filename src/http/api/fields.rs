@@ -1,0 +1,176 @@
+//! Rules shared by the objects that clients write: bounds on strings, lists and JSON trees, and
+//! the types of the read-only fields that clients may send back. Each bound is a named
+//! constant so that errors, docs/architecture.md and api.yml cite the same number.
+
+use std::io;
+
+use serde_json::{Map, Value};
+
+use super::ApiError;
+use crate::model;
+
+/// Characters in each string field of a device (`mac`, `vendor`, `description`, …).
+pub const MAX_DEVICE_TEXT_CHARS: usize = 256;
+
+/// Characters in a config's `role`.
+pub const MAX_ROLE_CHARS: usize = 64;
+
+/// Characters in a tenant's name and in a token's description.
+pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+
+/// ACL entries of one token: every request of the token is checked against each of them.
+pub const MAX_ACLS: usize = 256;
+
+/// Characters in one ACL entry.
+pub const MAX_ACL_CHARS: usize = 256;
+
+/// Nesting levels of a raw config or of an `X_…` value, the outer object or array being level
+/// 1: merging and rendering walk these trees recursively.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Bytes of a raw config written as compact JSON: it is merged into the context of every file
+/// that a phone fetches.
+pub const MAX_RAW_CONFIG_BYTES: usize = 256 * 1024;
+
+/// The JSON type that a read-only field must have when a client sends it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnly {
+    /// `true`, `false` or `null`.
+    Bool,
+    /// A string or `null`.
+    Text,
+}
+
+/// Refuses a read-only field of `object` that has the wrong type; a well-typed one is ignored
+/// (clients send back what they read).
+pub fn check_read_only(
+    object: &Map<String, Value>,
+    fields: &[(&str, ReadOnly)],
+) -> Result<(), ApiError> {
+    for (name, kind) in fields {
+        let ok = matches!(
+            (object.get(*name), kind),
+            (None | Some(Value::Null), _)
+                | (Some(Value::Bool(_)), ReadOnly::Bool)
+                | (Some(Value::String(_)), ReadOnly::Text)
+        );
+        if !ok {
+            let wanted = match kind {
+                ReadOnly::Bool => "a boolean",
+                ReadOnly::Text => "a string",
+            };
+            return Err(ApiError::field(
+                *name,
+                format!("read-only; when sent it must be {wanted} or null"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `id` of a written device or config, if it has one. It is checked on update too,
+/// where the id in the path wins, so that a malformed one is never silently ignored.
+pub fn body_id(object: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match object.get("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => {
+            model::validate_id(id).map_err(|e| ApiError::field("id", e.to_string()))?;
+            Ok(Some(id.clone()))
+        }
+        Some(_) => Err(ApiError::field("id", "must be a string")),
+    }
+}
+
+/// Refuses a string over `max` characters or with a control character.
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::field(
+            field,
+            format!("at most {max} characters, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a tree nested deeper than [`MAX_JSON_DEPTH`].
+pub fn check_depth(field: &str, value: &Value) -> Result<(), ApiError> {
+    if deeper_than(value, MAX_JSON_DEPTH) {
+        return Err(ApiError::field(
+            field,
+            format!("nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a raw config nested deeper than [`MAX_JSON_DEPTH`] or larger than
+/// [`MAX_RAW_CONFIG_BYTES`].
+pub fn check_raw_config(raw: &Map<String, Value>) -> Result<(), ApiError> {
+    for (key, value) in raw {
+        // The raw config itself is level 1.
+        if deeper_than(value, MAX_JSON_DEPTH - 1) {
+            return Err(ApiError::field(
+                format!("raw_config.{key}"),
+                format!("nested deeper than {MAX_JSON_DEPTH} levels (counting raw_config)"),
+            ));
+        }
+    }
+    let mut size = ByteCount(0);
+    // Writing into a counter fails only if the counter did, and it never does.
+    let _ = serde_json::to_writer(&mut size, raw);
+    if size.0 > MAX_RAW_CONFIG_BYTES {
+        return Err(ApiError::field(
+            "raw_config",
+            format!(
+                "{} bytes as compact JSON, over the limit of {MAX_RAW_CONFIG_BYTES}",
+                size.0
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `value` has more than `levels` levels of objects and arrays. The recursion is
+/// bounded: serde_json refuses to parse trees deeper than 128.
+fn deeper_than(value: &Value, levels: usize) -> bool {
+    match value {
+        Value::Object(map) => levels == 0 || map.values().any(|v| deeper_than(v, levels - 1)),
+        Value::Array(items) => levels == 0 || items.iter().any(|v| deeper_than(v, levels - 1)),
+        _ => false,
+    }
+}
+
+/// Counts the bytes written into it, so that a size is measured without a copy.
+struct ByteCount(usize);
+
+impl io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(levels: usize) -> Value {
+        (1..levels).fold(json!({}), |inner, _| json!({ "k": inner }))
+    }
+
+    #[test]
+    fn depth_counts_objects_and_arrays() {
+        assert!(!deeper_than(&json!(1), 0));
+        assert!(deeper_than(&json!({}), 0));
+        assert!(!deeper_than(&json!([]), 1));
+        assert!(!deeper_than(&json!({"a": [1, {"b": 2}]}), 3));
+        assert!(deeper_than(&json!({"a": [1, {"b": {}}]}), 3));
+        assert!(!deeper_than(&nested(32), 32));
+        assert!(deeper_than(&nested(33), 32));
+    }
+}

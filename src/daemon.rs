@@ -247,7 +247,8 @@ async fn run(
         };
         let server = TftpServer::bind(settings.tftp.listen, options)
             .await
-            .with_context(|| format!("cannot listen on tftp.listen {}", settings.tftp.listen))?;
+            .with_context(|| format!("cannot listen on tftp.listen {}", settings.tftp.listen))?
+            .with_rejections(Arc::clone(&files.rejected));
         info!(
             "TFTP provisioning on {}",
             server.local_addr().unwrap_or(settings.tftp.listen)
@@ -276,6 +277,8 @@ async fn run(
             shutdown.clone(),
         )));
     }
+    // Summaries of suppressed lines come out when their window ends, even if the flood did.
+    let flusher = tokio::spawn(Arc::clone(&files.rejected).flush_periodically(shutdown.clone()));
     // Every socket is bound: from here on the daemon keeps only `keep`.
     drop_capabilities(keep)?;
     info!(
@@ -313,6 +316,9 @@ async fn run(
             warn!("a server did not stop within {SHUTDOWN_GRACE:?}");
         }
     }
+    let _ = flusher.await;
+    // Whatever was suppressed in the windows still open is told before the daemon ends.
+    files.rejected.flush_all();
     let _ = std::fs::remove_file(&settings.api.socket);
     if settings.dhcpinfo.enabled {
         let _ = std::fs::remove_file(&settings.dhcpinfo.socket);

@@ -140,6 +140,25 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The kind of refusal for the rate-limited log, `None` for our own failures (always
+    /// logged).
+    pub fn rejection(&self, over_http: bool) -> Option<crate::ratelimit::Kind> {
+        use crate::ratelimit::Kind;
+        let (url_key, path, not_found) = if over_http {
+            (Kind::HttpUrlKey, Kind::HttpPath, Kind::HttpNotFound)
+        } else {
+            (Kind::TftpUrlKey, Kind::TftpPath, Kind::TftpNotFound)
+        };
+        match self {
+            _ if self.is_internal() => None,
+            // Not an answer: retried on a blocking thread, where it gets one.
+            FetchError::NeedsBlocking => None,
+            FetchError::NotKeyed | FetchError::BadKey(_) => Some(url_key),
+            FetchError::UnsafePath => Some(path),
+            _ => Some(not_found),
+        }
+    }
+
     /// True for failures on our side (the phone gets a 500 / TFTP error 0), false for
     /// requests that simply have no answer (404 / TFTP error 1).
     pub fn is_internal(&self) -> bool {
@@ -173,6 +192,8 @@ pub struct FileService {
     pub dhcpinfo: crate::dhcpinfo::Counters,
     /// The DHCP server's counters, once it runs.
     pub dhcp: std::sync::OnceLock<Arc<crate::dhcp::Counters>>,
+    /// What strangers sent, counted, and their log lines bounded; shared by every transport.
+    pub rejected: Arc<crate::ratelimit::Rejections>,
     store: Store,
     strategy: HttpAuthStrategy,
     ident: Identifier,
@@ -194,6 +215,7 @@ impl FileService {
             statics: StaticCache::default(),
             dhcpinfo: crate::dhcpinfo::Counters::default(),
             dhcp: std::sync::OnceLock::new(),
+            rejected: Arc::default(),
             ident: Identifier::new(store.clone(), default_tenant),
             store,
             strategy,
@@ -525,7 +547,12 @@ impl crate::tftp::FileSource for FileService {
                 Ok(served.body)
             }
             Err(e) => {
-                tracing::info!(target: "provisiond::tftp::access", %peer, file = %shown, status = "refused", reason = %e, "request");
+                let logged = e
+                    .rejection(false)
+                    .is_none_or(|kind| self.rejected.admit(kind, peer.ip()));
+                if logged {
+                    tracing::info!(target: "provisiond::tftp::access", %peer, file = %shown, status = "refused", reason = %e, "request");
+                }
                 match e {
                     FetchError::UnsafePath => Err(FileError::AccessViolation),
                     e if e.is_internal() => {

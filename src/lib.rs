@@ -17,6 +17,7 @@ pub mod ident;
 pub mod logging;
 pub mod model;
 pub mod plugins;
+pub mod ratelimit;
 pub mod service;
 pub mod store;
 pub mod sync;

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use crate::config::{Dhcp, DhcpMode};
 use crate::files::FileService;
 use crate::ident::RequestContext;
+use crate::ratelimit::{Kind, Rejections};
 use crate::store::Store;
 
 use engine::{Engine, Origin, Reply};
@@ -191,6 +192,7 @@ impl DhcpServer {
             .name("dhcp-ident".into())
             .spawn(move || identify_events(events, ident_files, ident_counters));
         let engine_counters = Arc::clone(&counters);
+        let rejected = Arc::clone(&files.rejected);
         let sockets = self.sockets.clone();
         let link = self.link;
         let worker = std::thread::Builder::new()
@@ -219,7 +221,13 @@ impl DhcpServer {
             // is shared only with the engine thread, which never closes it.
             match unsafe { AsyncFd::register(Arc::clone(socket)) } {
                 Ok(fd) => {
-                    readers.spawn(read_socket(index, fd, queue.clone(), Arc::clone(&counters)));
+                    readers.spawn(read_socket(
+                        index,
+                        fd,
+                        queue.clone(),
+                        Arc::clone(&counters),
+                        Arc::clone(&rejected),
+                    ));
                 }
                 Err(e) => tracing::error!("DHCP socket not served: {e}"),
             }
@@ -259,6 +267,7 @@ async fn read_socket(
     fd: AsyncFd<Arc<Socket>>,
     queue: SyncSender<Incoming>,
     counters: Arc<Counters>,
+    rejected: Arc<Rejections>,
 ) {
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
@@ -280,7 +289,12 @@ async fn read_socket(
         bump(&counters.received);
         if received.truncated {
             bump(&counters.malformed);
-            tracing::debug!(src = %received.src, "DHCP datagram over {RECV_BUFFER} bytes dropped");
+            if rejected.admit(
+                Kind::DhcpMalformed,
+                std::net::IpAddr::V4(*received.src.ip()),
+            ) {
+                tracing::debug!(src = %received.src, "DHCP datagram over {RECV_BUFFER} bytes dropped");
+            }
             continue;
         }
         let incoming = Incoming {
@@ -434,7 +448,10 @@ fn handle_datagram(
         Ok(req) => req,
         Err(e) => {
             bump(&counters.malformed);
-            tracing::debug!(src = %datagram.origin.src, "DHCP datagram dropped: {e}");
+            let src = std::net::IpAddr::V4(*datagram.origin.src.ip());
+            if files.rejected.admit(Kind::DhcpMalformed, src) {
+                tracing::debug!(src = %datagram.origin.src, "DHCP datagram dropped: {e}");
+            }
             return;
         }
     };

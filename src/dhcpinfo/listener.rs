@@ -10,6 +10,11 @@ use tokio::sync::watch;
 
 use super::{parse_datagram, Event, MAX_DATAGRAM};
 use crate::files::FileService;
+use crate::ratelimit::{Kind, Source};
+
+/// The one source of the socket's datagrams: their senders (`dhcp-notify`, unbound) have no
+/// address, and a bound one could name itself anything.
+const SENDERS: Source = Source::Local("the dhcpinfo socket");
 
 /// Events waiting for identification; more are dropped and counted.
 pub const QUEUE: usize = 4096;
@@ -94,7 +99,9 @@ pub async fn serve(
         counters.received.fetch_add(1, Ordering::Relaxed);
         if n > MAX_DATAGRAM {
             counters.oversize.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("dhcpinfo: datagram over {MAX_DATAGRAM} bytes dropped");
+            if files.rejected.admit(Kind::DhcpinfoMalformed, SENDERS) {
+                tracing::warn!("dhcpinfo: datagram over {MAX_DATAGRAM} bytes dropped");
+            }
             continue;
         }
         match parse_datagram(&buf[..n]) {
@@ -111,7 +118,9 @@ pub async fn serve(
             }
             Err(e) => {
                 counters.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("dhcpinfo: malformed lease event dropped: {e}");
+                if files.rejected.admit(Kind::DhcpinfoMalformed, SENDERS) {
+                    tracing::warn!("dhcpinfo: malformed lease event dropped: {e}");
+                }
             }
         }
     }

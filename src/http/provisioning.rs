@@ -12,6 +12,7 @@ use axum::Router;
 
 use crate::files::{FetchError, FileService, Requester, Served};
 use crate::plugins::MAX_PATH_LEN;
+use crate::ratelimit::Kind;
 
 /// Shared state of the provisioning router.
 pub struct Provisioning {
@@ -32,6 +33,10 @@ struct Outcome {
     tenant: Option<String>,
     plugin: Option<String>,
     reason: Option<String>,
+    /// A refusal caused by the client: its lines go through the rate limiter.
+    rejection: Option<Kind>,
+    /// A warning to log with the access line (same limit).
+    warning: Option<String>,
     response: Response,
 }
 
@@ -51,7 +56,17 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
         tenant: None,
         plugin: None,
         reason: Some(reason.into()),
+        rejection: None,
+        warning: None,
         response,
+    }
+}
+
+/// A refusal of the client's request, counted and logged within the per-client limit.
+fn refused(status: StatusCode, kind: Kind, reason: impl Into<String>) -> Outcome {
+    Outcome {
+        rejection: Some(kind),
+        ..plain(status, reason)
     }
 }
 
@@ -64,6 +79,15 @@ async fn handle(
 ) -> Response {
     let started = Instant::now();
     let outcome = answer(&state, peer, &method, &uri, &headers).await;
+    let logged = outcome
+        .rejection
+        .is_none_or(|kind| state.files.rejected.admit(kind, peer.ip()));
+    if !logged {
+        return outcome.response;
+    }
+    if let Some(warning) = &outcome.warning {
+        tracing::warn!(%peer, "refused: {warning}");
+    }
     let bytes = if method == Method::HEAD {
         0
     } else {
@@ -103,7 +127,11 @@ async fn answer(
     headers: &HeaderMap,
 ) -> Outcome {
     if method != Method::GET && method != Method::HEAD {
-        let mut outcome = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        let mut outcome = refused(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Kind::HttpMethod,
+            "only GET and HEAD",
+        );
         outcome
             .response
             .headers_mut()
@@ -112,14 +140,18 @@ async fn answer(
     }
     let raw = uri.path();
     if raw.len() > 3 * MAX_PATH_LEN + 64 {
-        return plain(StatusCode::URI_TOO_LONG, "path too long");
+        return refused(StatusCode::URI_TOO_LONG, Kind::HttpPath, "path too long");
     }
     let decoded = match percent_encoding::percent_decode_str(raw).decode_utf8() {
         Ok(path) => path.into_owned(),
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "path is not UTF-8"),
+        Err(_) => return refused(StatusCode::BAD_REQUEST, Kind::HttpPath, "path is not UTF-8"),
     };
     if decoded.contains(['\0', '\\']) || decoded.chars().any(char::is_control) {
-        return plain(StatusCode::BAD_REQUEST, "forbidden character in path");
+        return refused(
+            StatusCode::BAD_REQUEST,
+            Kind::HttpPath,
+            "forbidden character in path",
+        );
     }
     let path = decoded.trim_start_matches('/').to_owned();
     let who = Requester::Http {
@@ -144,8 +176,9 @@ async fn answer(
         }
         Ok(Err(e)) => {
             let mut outcome = plain(StatusCode::NOT_FOUND, e.to_string());
+            outcome.rejection = e.rejection(true);
             if let FetchError::WrongTenant { device, .. } | FetchError::ForeignMac { device } = &e {
-                tracing::warn!(%peer, "refused: {e}");
+                outcome.warning = Some(e.to_string());
                 outcome.device = Some(device.clone());
             }
             outcome
@@ -215,6 +248,8 @@ fn respond(served: Served, method: &Method, headers: &HeaderMap) -> Outcome {
         tenant: Some(served.tenant),
         plugin: Some(served.plugin),
         reason: None,
+        rejection: None,
+        warning: None,
         response: builder.body(body).unwrap_or_default(),
     }
 }

@@ -38,6 +38,8 @@ use tracing::Instrument;
 use limits::Limits;
 use packet::{ErrorCode, Malformed, Request};
 
+use crate::ratelimit::{Kind, Rejections};
+
 /// Largest datagram accepted on the listening port: any UDP payload, so nothing is cut.
 const MAX_REQUEST: usize = 65536;
 
@@ -76,13 +78,24 @@ pub struct TftpOptions {
 pub struct TftpServer {
     socket: UdpSocket,
     options: TftpOptions,
+    rejected: Arc<Rejections>,
 }
 
 impl TftpServer {
     /// Binds the listening socket.
     pub async fn bind(addr: SocketAddr, options: TftpOptions) -> std::io::Result<TftpServer> {
         let socket = UdpSocket::bind(addr).await?;
-        Ok(TftpServer { socket, options })
+        Ok(TftpServer {
+            socket,
+            options,
+            rejected: Arc::default(),
+        })
+    }
+
+    /// Counts refused requests in `rejected` (the daemon's, shared with the other
+    /// transports and `/metrics`) instead of a private one.
+    pub fn with_rejections(self, rejected: Arc<Rejections>) -> TftpServer {
+        TftpServer { rejected, ..self }
     }
 
     /// Address actually bound (useful with port 0).
@@ -105,6 +118,7 @@ impl TftpServer {
             default_timeout: Duration::from_secs(self.options.timeout_secs.max(1).into()),
             retries: self.options.retries,
             source,
+            rejected: self.rejected,
         };
         tracing::info!(listen = %listener.local, "TFTP server ready");
         let mut transfers = JoinSet::new();
@@ -160,6 +174,7 @@ struct Listener {
     default_timeout: Duration,
     retries: u8,
     source: Arc<dyn FileSource>,
+    rejected: Arc<Rejections>,
 }
 
 impl Listener {
@@ -175,7 +190,9 @@ impl Listener {
         let request = match packet::parse_request(datagram) {
             Ok(Request::Read(request)) => request,
             Ok(Request::Write) => {
-                tracing::info!(%peer, "refusing write request");
+                if self.rejected.admit(Kind::TftpMethod, peer.ip()) {
+                    tracing::info!(%peer, "refusing write request");
+                }
                 self.refuse(
                     peer,
                     ErrorCode::AccessViolation,
@@ -193,13 +210,17 @@ impl Listener {
                 return;
             }
             Err(Malformed(why)) => {
-                tracing::warn!(%peer, "malformed request: {why}");
+                if self.rejected.admit(Kind::TftpMalformed, peer.ip()) {
+                    tracing::warn!(%peer, "malformed request: {why}");
+                }
                 self.refuse(peer, ErrorCode::IllegalOperation, why);
                 return;
             }
         };
         let Some(filename) = clean_filename(&request.filename) else {
-            tracing::warn!(%peer, file = ?request.filename, "refusing file name");
+            if self.rejected.admit(Kind::TftpPath, peer.ip()) {
+                tracing::warn!(%peer, file = ?request.filename, "refusing file name");
+            }
             self.refuse(peer, ErrorCode::AccessViolation, "illegal file name");
             return;
         };
@@ -210,7 +231,9 @@ impl Listener {
         let span = tracing::info_span!("tftp", %peer, file = ?request.filename);
         let _entered = span.enter();
         let Some(slot) = self.limits.acquire(peer.ip()) else {
-            tracing::warn!("refused: too many transfers");
+            if self.rejected.admit(Kind::TftpBusy, peer.ip()) {
+                tracing::warn!("refused: too many transfers");
+            }
             self.refuse(peer, ErrorCode::NotDefined, "server busy");
             return;
         };

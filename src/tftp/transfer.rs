@@ -58,7 +58,9 @@ pub(super) async fn run(job: Job) {
     let data = match load(source, peer, &request).await {
         Ok(data) => data,
         Err((code, message)) => {
-            tracing::info!(code = code as u16, "refused: {message}");
+            // The source's access log records refusals (rate-limited per client); a second
+            // line per refused request would double what a flood costs.
+            tracing::debug!(code = code as u16, "refused: {message}");
             send(&socket, peer, &packet::encode_error(code, &message)).await;
             return;
         }

@@ -115,10 +115,9 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             let hash = hash_token(secret);
             let store = state.store.clone();
             let token = super::blocking(move || Ok(store.token(&hash)?)).await?;
-            let token =
-                token.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
+            let token = token.ok_or_else(|| refuse_token(parts, state, "invalid token"))?;
             if token.expires.is_some_and(|at| at <= model::now()) {
-                return Err(ApiError::new(StatusCode::UNAUTHORIZED, "expired token"));
+                return Err(refuse_token(parts, state, "expired token"));
             }
             (token.tenant, token.acl, false)
         };
@@ -148,6 +147,24 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             acl,
         })
     }
+}
+
+/// The 401 for a token that is not (or no longer) valid, logged within the per-peer limit of
+/// [`crate::ratelimit`] (a token guesser would otherwise write one line per guess).
+fn refuse_token(parts: &Parts, state: &ApiState, why: &'static str) -> ApiError {
+    use crate::ratelimit::{Kind, Source};
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let source = peer.map_or(Source::Local("an unknown peer"), |p| p.ip().into());
+    if state.files.rejected.admit(Kind::ApiToken, source) {
+        match peer {
+            Some(peer) => tracing::warn!(%peer, "API request refused: {why}"),
+            None => tracing::warn!("API request refused: {why}"),
+        }
+    }
+    ApiError::new(StatusCode::UNAUTHORIZED, why)
 }
 
 #[cfg(test)]

@@ -658,6 +658,7 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
             ));
         }
     }
+    state.files.rejected.write_metrics(&mut out);
     let st = Arc::clone(&state);
     let devices = blocking(move || Ok(st.store.devices()?)).await?;
     let mut by: BTreeMap<(String, String), u64> = BTreeMap::new();

@@ -64,6 +64,8 @@ pub struct General {
     pub autocreate_per_second: u32,
     /// No unknown phone is created once the store holds this many devices.
     pub max_devices: usize,
+    /// Memory for the store's page cache, in MiB (sled's own default is 1 GiB).
+    pub store_cache_mib: u32,
 }
 
 impl Default for General {
@@ -75,6 +77,7 @@ impl Default for General {
             plugins_dir: "/usr/share/provisiond/plugins".into(),
             autocreate_per_second: 100,
             max_devices: 100_000,
+            store_cache_mib: crate::store::DEFAULT_CACHE_MIB,
         }
     }
 }

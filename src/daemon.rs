@@ -421,7 +421,7 @@ async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
         std::fs::create_dir_all(&general.data_dir)
             .with_context(|| format!("cannot create data_dir {}", general.data_dir.display()))?;
-        let store = Store::open(&general.data_dir).map_err(|e| {
+        let store = Store::open_with_cache(&general.data_dir, general.store_cache_mib).map_err(|e| {
             let e = anyhow::Error::from(e);
             if nix::unistd::geteuid().is_root() && is_permission_denied(&e) {
                 e.context(format!(

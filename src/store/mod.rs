@@ -22,6 +22,9 @@ use sled::Tree;
 pub use others::{AUTOPROV_CONFIG, BASE_CONFIG};
 pub use schema::SCHEMA_VERSION;
 
+/// Default size of sled's page cache, in MiB (`[general] store_cache_mib`).
+pub const DEFAULT_CACHE_MIB: u32 = 64;
+
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -159,9 +162,16 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `<data_dir>/db` and migrates its schema.
     pub fn open(data_dir: &Path) -> Result<Store> {
+        Store::open_with_cache(data_dir, DEFAULT_CACHE_MIB)
+    }
+
+    /// [`Store::open`] with a page cache of `cache_mib` MiB.
+    pub fn open_with_cache(data_dir: &Path, cache_mib: u32) -> Result<Store> {
         let path = data_dir.join("db");
         let db = sled::Config::new()
             .path(&path)
+            // sled's default (1 GiB) let the daemon's memory grow with every record ever read.
+            .cache_capacity(u64::from(cache_mib) * 1024 * 1024)
             .open()
             .map_err(|source| StoreError::Open {
                 path: path.clone(),

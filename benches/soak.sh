@@ -50,16 +50,17 @@ subnet = "10.214.0.0/16"
 ranges = [{ start = "10.214.0.10", end = "10.214.255.250" }]
 lease_time = 86400
 [log]
-level = "info"
+level = "warn"
 TOML
 "$bin" serve --config "$work/provisiond.toml" 2>"$work/daemon.log" &
 daemon=$!
 pids+=("$daemon")
+ready() { [ -S "$work/api.sock" ] && ss -Hlnu "sport = :$dhcp_port" | grep -q . && ss -Hlnt "sport = :$http_port" | grep -q .; }
 for _ in $(seq 1 100); do
-    [ -S "$work/api.sock" ] && grep -q "DHCP server ready" "$work/daemon.log" && break
+    ready && break
     sleep 0.1
 done
-grep -q "DHCP server ready" "$work/daemon.log" || { cat "$work/daemon.log"; exit 1; }
+ready || { echo "provisiond did not start:"; cat "$work/daemon.log"; exit 1; }
 end=$((SECONDS + seconds))
 
 loop() { # loop NAME COMMAND...: runs COMMAND until the time is up, counting passes
@@ -136,6 +137,6 @@ while [ "$SECONDS" -lt "$end" ]; do
     sleep 30
 done
 printf '%6d %9s %9s (end)\n' $((SECONDS - start)) "$(mib VmRSS)" "$(mib VmHWM)"
-echo "log lines: $(wc -l <"$work/daemon.log"), $(du -k "$work/daemon.log" | cut -f1) KiB; store: $(du -sh "$work/data" | cut -f1)"
+echo "log lines (level warn): $(wc -l <"$work/daemon.log"), $(du -k "$work/daemon.log" | cut -f1) KiB; store: $(du -sh "$work/data" | cut -f1)"
 echo "last http pass: $(grep -E 'req/s' "$work/http.out" | tail -n 1)"
 echo "last dhcp pass: $(grep -E 'DORA/s' "$work/dhcp.out" | tail -n 1)"

@@ -655,6 +655,7 @@ impl Engine {
         if let Some(old) = self.by_client.get(key).copied().filter(|old| *old != ip) {
             if let Some(previous) = self.leases.get_mut(&old) {
                 if previous.state == LeaseState::Bound && ClientKey::of_lease(previous) == *key {
+                    self.timers.remove(&(previous.ends, old));
                     previous.state = LeaseState::Released;
                     previous.ends = now;
                     self.writer.write(previous)?;
@@ -663,8 +664,7 @@ impl Engine {
             }
         }
         self.writer.write(&lease)?;
-        self.timers.insert((lease.ends, ip));
-        self.leases.insert(ip, lease.clone());
+        self.replace_lease(lease.clone());
         self.by_client.insert(key.clone(), ip);
         self.offer_by_client.remove(key);
         self.offers.remove(&ip);
@@ -709,8 +709,7 @@ impl Engine {
             };
         }
         tracing::warn!(%ip, mac = %req.mac, "address declined by the client (in use on the network): quarantined for {DECLINE_QUARANTINE_SECS} s");
-        self.timers.insert((lease.ends, ip));
-        self.leases.insert(ip, lease);
+        self.replace_lease(lease);
         if self.by_client.get(key) == Some(&ip) {
             self.by_client.remove(key);
         }
@@ -733,22 +732,23 @@ impl Engine {
             return Outcome::silent("RELEASE for another server");
         }
         let ip = req.ciaddr;
-        let Some(lease) = self.leases.get_mut(&ip) else {
+        let Some(lease) = self.leases.get(&ip) else {
             return Outcome::silent("RELEASE of an unknown lease");
         };
         if ClientKey::of_lease(lease) != *key || lease.state != LeaseState::Bound {
             return Outcome::silent("RELEASE of a lease the client does not hold");
         }
-        lease.state = LeaseState::Released;
-        lease.ends = now;
-        if let Err(e) = self.writer.write(lease) {
+        let mut released = lease.clone();
+        released.state = LeaseState::Released;
+        released.ends = now;
+        if let Err(e) = self.writer.write(&released) {
             tracing::error!(%ip, "released lease not written: {e}");
             return Outcome {
                 store_error: true,
                 ..Outcome::silent("store error")
             };
         }
-        self.reusable.insert((now, ip));
+        self.replace_lease(released);
         Outcome {
             events: vec![provision::context(req, DhcpOp::Release, ip)],
             ..Outcome::silent("RELEASE handled")
@@ -994,6 +994,33 @@ impl Engine {
         SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
     }
 
+    /// Puts `lease` in place of this address's lease, with its entry in `timers` (bound,
+    /// declined) or `reusable` (released, expired, offered). The old lease's entry goes: left
+    /// behind, every renewal of a lease would leave one until the old end passed, and a client
+    /// renewing in a loop would grow the sets without bound.
+    fn replace_lease(&mut self, lease: Lease) {
+        let entry = (lease.ends, lease.ip);
+        match lease.state {
+            LeaseState::Bound | LeaseState::Declined => self.timers.insert(entry),
+            LeaseState::Released | LeaseState::Expired | LeaseState::Offered => {
+                self.reusable.insert(entry)
+            }
+        };
+        if let Some(old) = self.leases.insert(lease.ip, lease) {
+            let old_entry = (old.ends, old.ip);
+            if old_entry != entry {
+                self.timers.remove(&old_entry);
+                self.reusable.remove(&old_entry);
+            }
+        }
+    }
+
+    /// Entries in the lease timers (bound and declined leases by end) and in the reusable
+    /// set: at most one per lease.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len() + self.reusable.len()
+    }
+
     /// Expires bound leases past their end and ends quarantines; forgets lapsed offers.
     /// Returns the expiry events for identification.
     pub fn tick(&mut self, now: UnixTime) -> Vec<RequestContext> {
@@ -1039,5 +1066,103 @@ impl Engine {
             }
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+    use dhcproto::{Encodable, Encoder};
+
+    use super::*;
+    use crate::files::UrlKey;
+    use crate::plugins::PluginSet;
+
+    const RELAY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+
+    fn engine(dir: &std::path::Path) -> Engine {
+        let pool: Pool = toml::from_str(
+            "subnet = \"10.1.0.0/24\"\nranges = [{ start = \"10.1.0.10\", end = \"10.1.0.20\" }]\n",
+        )
+        .unwrap();
+        let settings = Dhcp {
+            mode: DhcpMode::Server,
+            port: 6767,
+            server_id: Some(SERVER),
+            pools: vec![pool],
+            ..Dhcp::default()
+        };
+        Engine::new(&settings, Store::open(dir).unwrap(), None).unwrap()
+    }
+
+    /// A relayed request of this type; `ciaddr` set for renewals, option 50/54 when given.
+    fn request(kind: MessageType, ciaddr: Ipv4Addr, requested: Option<Ipv4Addr>) -> Request {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootRequest)
+            .set_xid(7)
+            .set_giaddr(RELAY)
+            .set_ciaddr(ciaddr)
+            .set_chaddr(&MAC);
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        if let Some(ip) = requested {
+            m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+            m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
+        }
+        let mut bytes = Vec::new();
+        m.encode(&mut Encoder::new(&mut bytes)).unwrap();
+        Request::parse(&bytes).unwrap()
+    }
+
+    #[test]
+    fn renewals_and_releases_keep_one_timer_per_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = engine(dir.path());
+        let plugins = PluginSet::load(&[]);
+        let url_key = |_: Option<&str>| UrlKey::Off;
+        let vendors = Vendors {
+            plugins: &plugins,
+            url_key: &url_key,
+        };
+        let origin = Origin {
+            src: SocketAddrV4::new(RELAY, 67),
+            info: None,
+        };
+        let start: UnixTime = 1_000_000;
+        let offer = engine.handle(
+            &request(MessageType::Discover, Ipv4Addr::UNSPECIFIED, None),
+            &origin,
+            &vendors,
+            start,
+        );
+        let offered = offer.reply.expect("an OFFER").yiaddr;
+        let ack = engine.handle(
+            &request(MessageType::Request, Ipv4Addr::UNSPECIFIED, Some(offered)),
+            &origin,
+            &vendors,
+            start,
+        );
+        assert_eq!(ack.reply.map(|r| r.msg_type), Some(MsgType::Ack));
+        assert_eq!(engine.timer_entries(), 1);
+        // A client renewing every second for 1,000 s: each ACK moves the lease's end.
+        for t in 1..=1000 {
+            let renewal = engine.handle(
+                &request(MessageType::Request, offered, None),
+                &origin,
+                &vendors,
+                start + t,
+            );
+            assert_eq!(renewal.reply.map(|r| r.msg_type), Some(MsgType::Ack));
+        }
+        assert_eq!(engine.timer_entries(), 1, "one entry for the one lease");
+        engine.handle(
+            &request(MessageType::Release, offered, None),
+            &origin,
+            &vendors,
+            start + 1001,
+        );
+        assert_eq!(engine.timer_entries(), 1, "the released lease only");
+        assert_eq!(engine.leases[&offered].state, LeaseState::Released);
     }
 }

@@ -1006,19 +1006,33 @@ impl Engine {
                 self.reusable.insert(entry)
             }
         };
+        let client = ClientKey::of_lease(&lease);
         if let Some(old) = self.leases.insert(lease.ip, lease) {
             let old_entry = (old.ends, old.ip);
             if old_entry != entry {
                 self.timers.remove(&old_entry);
                 self.reusable.remove(&old_entry);
             }
+            // The address changed hands: its former client no longer gets it back, and keeping
+            // that client's entry would grow the map with every MAC ever seen.
+            let former = ClientKey::of_lease(&old);
+            if former != client && self.by_client.get(&former) == Some(&old.ip) {
+                self.by_client.remove(&former);
+            }
         }
     }
 
     /// Entries in the lease timers (bound and declined leases by end) and in the reusable
     /// set: at most one per lease.
-    pub fn timer_entries(&self) -> usize {
+    #[cfg(test)]
+    fn timer_entries(&self) -> usize {
         self.timers.len() + self.reusable.len()
+    }
+
+    /// Clients remembered with their address: at most one per lease.
+    #[cfg(test)]
+    fn client_entries(&self) -> usize {
+        self.by_client.len()
     }
 
     /// Expires bound leases past their end and ends quarantines; forgets lapsed offers.
@@ -1082,6 +1096,19 @@ mod tests {
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
     const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 
+    fn vendors_and_origin(plugins: &PluginSet) -> (Vendors<'_>, Origin) {
+        (
+            Vendors {
+                plugins,
+                url_key: &|_: Option<&str>| UrlKey::Off,
+            },
+            Origin {
+                src: SocketAddrV4::new(RELAY, 67),
+                info: None,
+            },
+        )
+    }
+
     fn engine(dir: &std::path::Path) -> Engine {
         let pool: Pool = toml::from_str(
             "subnet = \"10.1.0.0/24\"\nranges = [{ start = \"10.1.0.10\", end = \"10.1.0.20\" }]\n",
@@ -1099,12 +1126,21 @@ mod tests {
 
     /// A relayed request of this type; `ciaddr` set for renewals, option 50/54 when given.
     fn request(kind: MessageType, ciaddr: Ipv4Addr, requested: Option<Ipv4Addr>) -> Request {
+        request_of(MAC, kind, ciaddr, requested)
+    }
+
+    fn request_of(
+        mac: [u8; 6],
+        kind: MessageType,
+        ciaddr: Ipv4Addr,
+        requested: Option<Ipv4Addr>,
+    ) -> Request {
         let mut m = Message::default();
         m.set_opcode(Opcode::BootRequest)
             .set_xid(7)
             .set_giaddr(RELAY)
             .set_ciaddr(ciaddr)
-            .set_chaddr(&MAC);
+            .set_chaddr(&mac);
         m.opts_mut().insert(DhcpOption::MessageType(kind));
         if let Some(ip) = requested {
             m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
@@ -1120,15 +1156,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut engine = engine(dir.path());
         let plugins = PluginSet::load(&[]);
-        let url_key = |_: Option<&str>| UrlKey::Off;
-        let vendors = Vendors {
-            plugins: &plugins,
-            url_key: &url_key,
-        };
-        let origin = Origin {
-            src: SocketAddrV4::new(RELAY, 67),
-            info: None,
-        };
+        let (vendors, origin) = vendors_and_origin(&plugins);
         let start: UnixTime = 1_000_000;
         let offer = engine.handle(
             &request(MessageType::Discover, Ipv4Addr::UNSPECIFIED, None),
@@ -1164,5 +1192,40 @@ mod tests {
         );
         assert_eq!(engine.timer_entries(), 1, "the released lease only");
         assert_eq!(engine.leases[&offered].state, LeaseState::Released);
+    }
+
+    #[test]
+    fn a_flood_of_new_clients_keeps_one_client_entry_per_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = engine(dir.path());
+        let plugins = PluginSet::load(&[]);
+        let (vendors, origin) = vendors_and_origin(&plugins);
+        let none = Ipv4Addr::UNSPECIFIED;
+        // 500 made-up clients through a pool of 11 addresses, each releasing its lease: the
+        // addresses change hands again and again.
+        for n in 0..500u16 {
+            let [hi, lo] = n.to_be_bytes();
+            let mac = [0x02, 0, 0, 1, hi, lo];
+            let now = 1_000_000 + UnixTime::from(n);
+            let discover = request_of(mac, MessageType::Discover, none, None);
+            let offered = engine
+                .handle(&discover, &origin, &vendors, now)
+                .reply
+                .expect("an OFFER")
+                .yiaddr;
+            let req = request_of(mac, MessageType::Request, none, Some(offered));
+            let ack = engine.handle(&req, &origin, &vendors, now);
+            assert_eq!(ack.reply.map(|r| r.msg_type), Some(MsgType::Ack));
+            let release = request_of(mac, MessageType::Release, offered, None);
+            engine.handle(&release, &origin, &vendors, now);
+        }
+        assert_eq!(engine.lease_count(), 11);
+        assert!(
+            engine.client_entries() <= engine.lease_count(),
+            "{} client entries for {} leases",
+            engine.client_entries(),
+            engine.lease_count()
+        );
+        assert!(engine.timer_entries() <= engine.lease_count());
     }
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{datagram, parse_option, MAX_DATAGRAM};
+use super::{datagram, parse_option, MAX_DATAGRAM, MAX_OPTIONS};
 use crate::cli::DhcpNotifyArgs;
 use crate::ident::DhcpOption;
 
@@ -102,6 +102,27 @@ impl Notice {
             .map(|(code, value)| encode_option(*code, value))
             .collect();
         datagram(self.op, &self.ip.to_string(), self.mac.as_deref(), &options)
+    }
+
+    /// The datagram as sent, within what the daemon accepts (at most [`MAX_DATAGRAM`] bytes
+    /// and [`MAX_OPTIONS`] options): options are dropped from the end until it fits, since the
+    /// lease event matters more than its last options; the note says so.
+    pub fn sent_datagram(&self) -> (Vec<u8>, Option<String>) {
+        let mut notice = self.clone();
+        notice.options.truncate(MAX_OPTIONS);
+        let mut dgram = notice.datagram();
+        while dgram.len() > MAX_DATAGRAM && notice.options.pop().is_some() {
+            dgram = notice.datagram();
+        }
+        let note = (notice.options.len() < self.options.len()).then(|| {
+            format!(
+                "the event for {} was over {MAX_DATAGRAM} bytes or {MAX_OPTIONS} options: \
+                 options dropped down to {}",
+                self.ip,
+                notice.options.len()
+            )
+        });
+        (dgram, note)
     }
 }
 
@@ -618,18 +639,9 @@ fn notify(
     }
     let mut datagrams = Vec::with_capacity(plan.notices.len());
     for notice in &plan.notices {
-        let mut notice = notice.clone();
-        let mut dgram = notice.datagram();
-        if dgram.len() > MAX_DATAGRAM {
-            // Keep the lease event: drop options from the end until it fits.
-            while dgram.len() > MAX_DATAGRAM && notice.options.pop().is_some() {
-                dgram = notice.datagram();
-            }
-            report(&format!(
-                "the event for {} was over {MAX_DATAGRAM} bytes: options dropped down to {}",
-                notice.ip,
-                notice.options.len()
-            ));
+        let (dgram, note) = notice.sent_datagram();
+        if let Some(note) = note {
+            report(&note);
         }
         datagrams.push(dgram);
     }
@@ -779,6 +791,49 @@ mod tests {
 
     fn plan_ok(list: &[&str]) -> Plan {
         plan(&args(list), &[], &no_env).unwrap_or_else(|e| panic!("{list:?}: {e}"))
+    }
+
+    #[test]
+    fn events_sent_fit_the_daemon() {
+        // Found by tests/fuzz.rs: 300 option arguments made an event the daemon refused whole
+        // (it takes at most 255 options), so the lease was lost.
+        let mut list = vec!["commit", "10.0.0.5", "80:5e:c0:aa:bb:cc"];
+        let codes: Vec<String> = (0..300).map(|i| format!("{:03}", 1 + i % 254)).collect();
+        list.extend(codes.iter().map(String::as_str));
+        let plan = plan_ok(&list);
+        let (dgram, note) = plan.notices[0].sent_datagram();
+        assert!(note.unwrap().contains("dropped down to 255"));
+        match parse_datagram(&dgram).unwrap() {
+            Event::Lease(RequestContext::Dhcp { options, .. }) => assert_eq!(options.len(), 255),
+            other => panic!("{other:?}"),
+        }
+        // Too many bytes: options go from the end until the datagram fits.
+        let long = format!("043{}", ".ab".repeat(255).trim_start_matches('.'));
+        let plan = plan_ok(&[
+            "commit",
+            "10.0.0.5",
+            "80:5e:c0:aa:bb:cc",
+            YEALINK_HEX,
+            &long,
+            &long,
+            &long,
+        ]);
+        let (dgram, note) = plan.notices[0].sent_datagram();
+        assert!(dgram.len() <= MAX_DATAGRAM);
+        assert!(note.unwrap().contains("dropped down to 3"));
+        match parse_datagram(&dgram).unwrap() {
+            Event::Lease(RequestContext::Dhcp { options, .. }) => {
+                assert_eq!(options.len(), 3);
+                assert_eq!(options[0], (60, b"yealink".to_vec()));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An event that fits goes as it is.
+        let plan = plan_ok(&["commit", "10.0.0.5", "80:5e:c0:aa:bb:cc", YEALINK_HEX]);
+        assert_eq!(
+            plan.notices[0].sent_datagram(),
+            (plan.notices[0].datagram(), None)
+        );
     }
 
     #[test]

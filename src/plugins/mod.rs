@@ -351,17 +351,66 @@ impl PluginSet {
     }
 }
 
-fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
-    let manifest_path = dir.join("plugin.toml");
-    let fail = |file: &Path, field: &str, message: String| LoadError {
+/// Manifest validation without the file system, reachable for `tests/fuzz.rs` only; not an API.
+#[doc(hidden)]
+pub mod fuzz_api {
+    use std::path::{Path, PathBuf};
+
+    use super::{load_error, load_templates, plugin_from_text, LoadError, Origin, Plugin};
+
+    /// A plugin directory whose templates are loaded once, to check many manifest texts with.
+    pub struct ManifestChecker {
+        dir: PathBuf,
+        templates: (tera::Tera, tera::Tera),
+    }
+
+    impl ManifestChecker {
+        /// Loads the templates of the plugin directory `dir`.
+        pub fn new(dir: &Path) -> Result<ManifestChecker, LoadError> {
+            Ok(ManifestChecker {
+                dir: dir.to_path_buf(),
+                templates: load_templates(dir, &load_error(dir))?,
+            })
+        }
+
+        /// What loading the directory gives when its `plugin.toml` holds `text`.
+        pub fn load(&self, text: &str) -> Result<Plugin, LoadError> {
+            plugin_from_text(&self.dir, Origin::Admin, text, &|| {
+                Ok(self.templates.clone())
+            })
+        }
+    }
+}
+
+/// Builds the errors of the plugin directory `dir`.
+fn load_error(dir: &Path) -> impl Fn(&Path, &str, String) -> LoadError + '_ {
+    move |file: &Path, field: &str, message: String| LoadError {
         dir: dir.to_path_buf(),
         file: file.to_path_buf(),
         field: field.to_owned(),
         message,
-    };
+    }
+}
+
+fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
+    let manifest_path = dir.join("plugin.toml");
+    let fail = load_error(dir);
     let text = std::fs::read_to_string(&manifest_path)
         .map_err(|e| fail(&manifest_path, "", format!("cannot read: {e}")))?;
-    let m: manifest::Manifest = serde_path_to_error::deserialize(toml::Deserializer::new(&text))
+    plugin_from_text(dir, origin, &text, &|| load_templates(dir, &fail))
+}
+
+/// The plugin that `dir` holds when its manifest is `text`; `templates` is called once the
+/// manifest's own checks passed, so that a manifest error is reported before a template one.
+fn plugin_from_text(
+    dir: &Path,
+    origin: Origin,
+    text: &str,
+    templates: &dyn Fn() -> Result<(tera::Tera, tera::Tera), LoadError>,
+) -> Result<Plugin, LoadError> {
+    let manifest_path = dir.join("plugin.toml");
+    let fail = load_error(dir);
+    let m: manifest::Manifest = serde_path_to_error::deserialize(toml::Deserializer::new(text))
         .map_err(|e| {
             let field = e.path().to_string();
             fail(
@@ -430,7 +479,7 @@ fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
         });
     }
 
-    let (xml, text) = load_templates(dir, &fail)?;
+    let (xml, text) = templates()?;
     let mut routes = Vec::new();
     for (i, spec) in m.files.iter().enumerate() {
         let (regex, _) =

@@ -40,6 +40,18 @@ use packet::{ErrorCode, Malformed, Request};
 
 use crate::ratelimit::{Kind, Rejections};
 
+/// The wire parsers and option negotiation, reachable for `tests/fuzz.rs` only; not an API.
+#[doc(hidden)]
+pub mod fuzz_api {
+    pub use super::options::{
+        negotiate, Negotiated, DEFAULT_BLKSIZE, MAX_BLKSIZE, MAX_CLIENT_TIMEOUT,
+    };
+    pub use super::packet::{
+        encode_error, encode_oack, parse_reply, parse_request, ErrorCode, Malformed, Mode,
+        ReadRequest, Reply, Request,
+    };
+}
+
 /// Largest datagram accepted on the listening port: any UDP payload, so nothing is cut.
 const MAX_REQUEST: usize = 65536;
 

@@ -2,18 +2,18 @@
 //! 7440 (windowsize).
 
 /// Block size without options (RFC 1350).
-pub(super) const DEFAULT_BLKSIZE: usize = 512;
+pub const DEFAULT_BLKSIZE: usize = 512;
 /// Smallest block size RFC 2348 allows.
 const MIN_BLKSIZE: u64 = 8;
 /// Largest block size RFC 2348 allows; 65464 + 4 (TFTP) + 8 (UDP) + 40 (IPv6) still fits the
 /// 65535-byte limit of one UDP datagram over IPv4 and IPv6, so no further clamp is needed.
-pub(super) const MAX_BLKSIZE: usize = 65464;
+pub const MAX_BLKSIZE: usize = 65464;
 /// Longest retransmission timeout a client may ask for, in seconds.
-pub(super) const MAX_CLIENT_TIMEOUT: u8 = 10;
+pub const MAX_CLIENT_TIMEOUT: u8 = 10;
 
 /// What the transfer runs with, and the OACK that tells the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Negotiated {
+pub struct Negotiated {
     /// Payload bytes per DATA packet.
     pub blksize: usize,
     /// DATA packets sent before waiting for an ACK.
@@ -31,7 +31,7 @@ pub(super) struct Negotiated {
 /// "not accepted", rather than failing the transfer with an ERROR 8: a phone that asks for an
 /// odd block size still gets its file at 512. A value above a maximum is lowered instead, as
 /// RFC 2348 and RFC 7440 allow the server to answer with a smaller value.
-pub(super) fn negotiate(requested: &[(String, String)], size: u64) -> Negotiated {
+pub fn negotiate(requested: &[(String, String)], size: u64) -> Negotiated {
     let mut negotiated = Negotiated {
         blksize: DEFAULT_BLKSIZE,
         window: 1,

@@ -13,7 +13,7 @@ const MAX_ERROR_MESSAGE: usize = 200;
 
 /// TFTP error codes the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ErrorCode {
+pub enum ErrorCode {
     /// 0: see the message.
     NotDefined = 0,
     /// 1.
@@ -28,7 +28,7 @@ pub(super) enum ErrorCode {
 
 /// Transfer mode of a read request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+pub enum Mode {
     /// Bytes as they are.
     Octet,
     /// LF → CR LF, CR → CR NUL.
@@ -37,7 +37,7 @@ pub(super) enum Mode {
 
 /// A read request as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ReadRequest {
+pub struct ReadRequest {
     /// File name, not yet cleaned.
     pub filename: String,
     /// Transfer mode.
@@ -48,7 +48,7 @@ pub(super) struct ReadRequest {
 
 /// A datagram received on the listening port.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Request {
+pub enum Request {
     /// RRQ.
     Read(ReadRequest),
     /// WRQ, however malformed: it is refused anyway.
@@ -61,11 +61,11 @@ pub(super) enum Request {
 
 /// Why a request could not be understood; the text goes back to the client in an ERROR 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Malformed(pub &'static str);
+pub struct Malformed(pub &'static str);
 
 /// A datagram received on a transfer port.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Reply {
+pub enum Reply {
     /// ACK of a block (its wire number).
     Ack(u16),
     /// The client gives up.
@@ -98,7 +98,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Parses a datagram that arrived on the listening port.
-pub(super) fn parse_request(packet: &[u8]) -> Result<Request, Malformed> {
+pub fn parse_request(packet: &[u8]) -> Result<Request, Malformed> {
     let op = opcode(packet).ok_or(Malformed("packet too short"))?;
     match op {
         RRQ => parse_rrq(&packet[2..]).map(Request::Read),
@@ -154,7 +154,7 @@ fn parse_rrq(body: &[u8]) -> Result<ReadRequest, Malformed> {
 }
 
 /// Parses a datagram that arrived on a transfer port.
-pub(super) fn parse_reply(packet: &[u8]) -> Reply {
+pub fn parse_reply(packet: &[u8]) -> Reply {
     match opcode(packet) {
         Some(ACK) if packet.len() >= 4 => Reply::Ack(u16::from_be_bytes([packet[2], packet[3]])),
         Some(ERROR) if packet.len() >= 4 => {
@@ -177,7 +177,7 @@ pub(super) fn parse_reply(packet: &[u8]) -> Reply {
 }
 
 /// Builds an ERROR packet; the message is reduced to short printable ASCII (netascii).
-pub(super) fn encode_error(code: ErrorCode, message: &str) -> Vec<u8> {
+pub fn encode_error(code: ErrorCode, message: &str) -> Vec<u8> {
     let mut packet = Vec::with_capacity(5 + message.len().min(MAX_ERROR_MESSAGE));
     packet.extend_from_slice(&ERROR.to_be_bytes());
     packet.extend_from_slice(&(code as u16).to_be_bytes());
@@ -193,7 +193,7 @@ pub(super) fn encode_error(code: ErrorCode, message: &str) -> Vec<u8> {
 }
 
 /// Builds an OACK packet.
-pub(super) fn encode_oack(options: &[(String, String)]) -> Vec<u8> {
+pub fn encode_oack(options: &[(String, String)]) -> Vec<u8> {
     let mut packet = OACK.to_be_bytes().to_vec();
     for (name, value) in options {
         packet.extend_from_slice(name.as_bytes());

@@ -126,7 +126,10 @@ pub fn dhcp_snippet(args: &DhcpSnippetArgs) -> ExitCode {
             UrlKey::Key(key.clone())
         }
         (HttpAuthStrategy::UrlKey, Some(_)) => {
-            eprintln!("dhcp-snippet: --key: 8 to 255 letters and digits");
+            eprintln!(
+                "dhcp-snippet: --key: {}",
+                crate::files::PROVISIONING_KEY_RULE
+            );
             return ExitCode::FAILURE;
         }
         (HttpAuthStrategy::UrlKey, None) => UrlKey::Missing,

@@ -453,7 +453,7 @@ pub enum TenantAction {
         /// Tenant id.
         id: String,
     },
-    /// Set the tenant's provisioning key (`url_key` strategy: 8 to 255 letters and digits).
+    /// Set the tenant's provisioning key (`url_key` strategy: 8 to 256 of A-Z a-z 0-9 - $ ~ .).
     SetKey {
         /// Tenant id.
         id: String,

@@ -48,9 +48,22 @@ fn shown_mac(device: &crate::model::Device) -> String {
 /// Path prefix of keyed URLs (`url_key` strategy).
 pub const KEY_PREFIX: &str = "device/provisioning/";
 
-/// The rules of the seeds: 8 to 255 characters, alphanumeric only.
+/// Shortest provisioning key, in characters (wazo-provd's bound).
+pub const MIN_PROVISIONING_KEY_CHARS: usize = 8;
+
+/// Longest provisioning key, in characters (wazo-provd's bound).
+pub const MAX_PROVISIONING_KEY_CHARS: usize = 256;
+
+/// The rule of [`valid_provisioning_key`] in words, for error messages.
+pub const PROVISIONING_KEY_RULE: &str = "8 to 256 characters among A-Z a-z 0-9 - $ ~ .";
+
+/// wazo-provd's rule, so that keys that Wazo sets work here: 8 to 256 characters among
+/// `A-Z a-z 0-9 - $ ~ .`, all of which stand unescaped in a URL path segment.
 pub fn valid_provisioning_key(key: &str) -> bool {
-    (8..=255).contains(&key.len()) && key.bytes().all(|c| c.is_ascii_alphanumeric())
+    (MIN_PROVISIONING_KEY_CHARS..=MAX_PROVISIONING_KEY_CHARS).contains(&key.len())
+        && key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'$' | b'~' | b'.'))
 }
 
 /// The provisioning key that DHCP's `{provisioning_url}` carries for one client.

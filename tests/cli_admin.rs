@@ -110,7 +110,7 @@ fn tenants_and_tokens_round_trip() {
     fails(
         dir,
         &["tenant", "set-key", "acme", "short"],
-        "a provisioning key has 8 to 255 letters and digits",
+        "a provisioning key has 8 to 256 characters among A-Z a-z 0-9 - $ ~ .",
     );
     ok(dir, &["tenant", "clear-key", "acme"]);
     let show = json(dir, &["tenant", "show", "acme"]);

@@ -215,7 +215,7 @@ fn under_url_key_the_urls_carry_the_key_given() {
     let (code, _, stderr) = snippet(&keyed, &["--format", "isc", "--key", "bad key"]);
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("--key: 8 to 255 letters and digits"),
+        stderr.contains("--key: 8 to 256 characters among A-Z a-z 0-9 - $ ~ ."),
         "{stderr}"
     );
     // A key without the strategy is a mistake, not something to ignore.

@@ -281,7 +281,7 @@ fn fifty_concurrent_first_requests_create_one_device() {
 fn url_key_matrix() {
     let server = start(HttpAuthStrategy::UrlKey, |_| None, None);
     let mut master = server.store.tenant("master").unwrap().unwrap();
-    master.provisioning_key = Some("MasterKey123".into());
+    master.provisioning_key = Some("Master.key-1$~".into());
     server.store.update_tenant(&master).unwrap();
     server
         .store
@@ -294,7 +294,7 @@ fn url_key_matrix() {
         })
         .unwrap();
     let cases: &[(&str, u16)] = &[
-        ("/device/provisioning/MasterKey123/805ec0112233.cfg", 200),
+        ("/device/provisioning/Master.key-1$~/805ec0112233.cfg", 200),
         ("/device/provisioning/WrongKey789/805ec0112233.cfg", 404),
         ("/device/provisioning/OtherKey456/805ec0112233.cfg", 404),
         ("/805ec0112233.cfg", 404),
@@ -302,8 +302,11 @@ fn url_key_matrix() {
         ("/device/provisioning//805ec0112233.cfg", 404),
         ("/device/provisioning/Short1/805ec0112233.cfg", 404),
         ("/device/provisioning/Master-Key123/805ec0112233.cfg", 404),
-        ("/device/provisioning/MasterKey123%21/805ec0112233.cfg", 404),
-        ("/device/provisioning/MasterKey123/", 404),
+        (
+            "/device/provisioning/Master.key-1$~%21/805ec0112233.cfg",
+            404,
+        ),
+        ("/device/provisioning/Master.key-1$~/", 404),
     ];
     for (path, status) in cases {
         let r = server.get(path, YEALINK_UA);
@@ -311,11 +314,11 @@ fn url_key_matrix() {
     }
     // The keyed file carries the keyed URL, so that the phone keeps using it.
     let r = server.get(
-        "/device/provisioning/MasterKey123/805ec0112233.cfg",
+        "/device/provisioning/Master.key-1$~/805ec0112233.cfg",
         YEALINK_UA,
     );
     assert!(
-        text(&r).contains("http://10.0.0.2:8667/device/provisioning/MasterKey123/"),
+        text(&r).contains("http://10.0.0.2:8667/device/provisioning/Master.key-1$~/"),
         "{}",
         text(&r)
     );
@@ -330,7 +333,7 @@ fn url_key_matrix() {
     assert_eq!(
         server
             .get(
-                "/device/provisioning/MasterKey123/805ec0112233.cfg",
+                "/device/provisioning/Master.key-1$~/805ec0112233.cfg",
                 YEALINK_UA
             )
             .status,
@@ -348,10 +351,13 @@ fn url_key_matrix() {
 
     for (key, ok) in [
         ("a1b2c3d4", true),
-        (&"k".repeat(255) as &str, true),
+        (&"k".repeat(256) as &str, true),
         ("a1b2c3d", false),
-        (&"k".repeat(256), false),
-        ("a1b2c3d4-", false),
+        (&"k".repeat(257), false),
+        ("a1-b2$c3~d4.", true),
+        ("a1b2c3d4%", false),
+        ("a1b2c3d4/", false),
+        ("a1b2c3d4 ", false),
         ("a1b2c3d4é", false),
     ] {
         assert_eq!(valid_provisioning_key(key), ok, "{key}");
@@ -561,7 +567,7 @@ fn https_serves_the_same_files() {
 fn a_key_of_another_tenant_neither_changes_nor_creates_devices() {
     let server = start(HttpAuthStrategy::UrlKey, |_| None, None);
     let mut master = server.store.tenant("master").unwrap().unwrap();
-    master.provisioning_key = Some("MasterKey123".into());
+    master.provisioning_key = Some("Master.key-1$~".into());
     server.store.update_tenant(&master).unwrap();
     server
         .store
@@ -577,7 +583,7 @@ fn a_key_of_another_tenant_neither_changes_nor_creates_devices() {
     assert_eq!(
         server
             .get(
-                "/device/provisioning/MasterKey123/805ec0112233.cfg",
+                "/device/provisioning/Master.key-1$~/805ec0112233.cfg",
                 YEALINK_UA
             )
             .status,
@@ -594,7 +600,10 @@ fn a_key_of_another_tenant_neither_changes_nor_creates_devices() {
     let forged = "Yealink SIP-T54W 66.6.6.6 80:5e:c0:11:22:33";
     assert_eq!(
         server
-            .get("/device/provisioning/MasterKey123/805ec0112233.cfg", forged)
+            .get(
+                "/device/provisioning/Master.key-1$~/805ec0112233.cfg",
+                forged
+            )
             .status,
         404
     );

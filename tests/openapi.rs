@@ -386,8 +386,19 @@ fn check_reply(doc: &Value, what: &str, url: &str, op: &Value, reply: &Reply) {
             .headers
             .get("location")
             .unwrap_or_else(|| panic!("{what}: no Location"));
+        // Always wazo-provd's `/0.2/…` form, whichever base was asked; an autocreated config
+        // is named under the configs.
+        let path = BASES
+            .iter()
+            .find_map(|base| url.strip_prefix(base))
+            .unwrap_or_else(|| panic!("{what}: no base in {url}"));
+        let path = if path == "/cfg_mgr/autocreate" {
+            "/cfg_mgr/configs"
+        } else {
+            path
+        };
         assert!(
-            location.starts_with(&format!("{url}/")),
+            location.starts_with(&format!("/0.2{path}/")),
             "{what}: Location {location}"
         );
     }
@@ -665,4 +676,25 @@ fn documented_bounds_are_the_enforced_ones() {
     assert!(info.contains(&format!(
         "{MAX_ACLS} entries of at most {MAX_ACL_CHARS} characters"
     )));
+    assert!(info.contains(&format!(
+        "Keys that provisiond does not interpret: {MAX_EXTRA_KEYS} per device or config, names of 1 to {MAX_EXTRA_KEY_CHARS} characters"
+    )), "{info}");
+    assert!(
+        info.contains(&format!(
+            "values of {MAX_JSON_DEPTH} levels of nesting; their size is bounded by the body limit"
+        )),
+        "{info}"
+    );
+    assert!(info.contains(&format!(
+        "URL parameters of `/configure`: {MAX_URL_CHARS} characters"
+    )));
+    for schema in ["DeviceIn", "ConfigIn"] {
+        let text = words(&schemas[schema]["description"]);
+        assert!(
+            text.contains(&format!(
+                "at most {MAX_EXTRA_KEYS} of them, names of at most {MAX_EXTRA_KEY_CHARS} characters, values nested at most {MAX_JSON_DEPTH} levels"
+            )),
+            "{schema}: {text}"
+        );
+    }
 }

@@ -67,8 +67,8 @@ pub struct Device {
     /// SIP user of line 1 as last provisioned (used to resync by SIP NOTIFY).
     #[serde(default)]
     pub remote_state_sip_username: Option<String>,
-    /// Custom keys set through the API (names start with `X_`; the API shows them at the top
-    /// level of the device object).
+    /// Keys that API clients set and provisiond does not interpret (`X_…`, `options`, `uuid`,
+    /// …), kept as sent; the API shows them at the top level of the device object.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
     /// Admin password generated for this device when its config sets none; never shown by
@@ -120,7 +120,9 @@ pub struct Config {
     pub raw_config: RawConfig,
     /// Id of the owning tenant.
     pub tenant: String,
-    /// False for the built-in configs (`base`, `autoprov`).
+    /// False for the built-in configs (`base`, `autoprov`) and for the configs written so;
+    /// such a config cannot be deleted. The default tenant's undeletable configs are shared
+    /// with every tenant.
     #[serde(default = "default_true")]
     pub deletable: bool,
     /// Deleted with the last device that uses it (wazo-provd's autocreated configs).
@@ -130,7 +132,8 @@ pub struct Config {
     /// devices that have none.
     #[serde(default)]
     pub role: Option<String>,
-    /// Custom keys set through the API (names start with `X_`).
+    /// Keys that API clients set and provisiond does not interpret (`X_type`, `displayname`,
+    /// `registrar_main`, `label`, …), kept as sent; shown at the top level of the config.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
     /// Incremented by the store on every write.

@@ -11,6 +11,11 @@ use crate::model::{validate_id, Config};
 
 const KIND: &str = "config";
 
+/// The configs that [`Store::ensure_defaults`] creates and that stay undeletable.
+fn is_builtin(id: &str) -> bool {
+    id == super::BASE_CONFIG || id == super::AUTOPROV_CONFIG
+}
+
 /// Fails when a parent is missing, is the config itself, or has the config among its ancestors.
 fn check_parents(configs: &TransactionalTree, config: &Config) -> TxResult<()> {
     // Each ancestor is read once, however many paths lead to it; the visited set also ends
@@ -66,8 +71,9 @@ impl Store {
         Ok(stored)
     }
 
-    /// Replaces a config; `config.revision` must be the stored one. `deletable` keeps its
-    /// stored value, so that built-in configs stay built in.
+    /// Replaces a config; `config.revision` must be the stored one. `deletable` is the
+    /// written one, except that the built-in configs (`base`, `autoprov`) stay undeletable:
+    /// rendering and autocreation need them.
     pub fn update_config(&self, config: &Config) -> Result<Config> {
         let stored = finish((&self.configs, &self.cfg_children).transaction(
             |(configs, children)| {
@@ -82,7 +88,9 @@ impl Store {
                 new.revision = next_revision(KIND, &config.id, config.revision, old.revision)
                     .map_err(abort)?;
                 new.generation = super::generation();
-                new.deletable = old.deletable;
+                if is_builtin(&new.id) {
+                    new.deletable = false;
+                }
                 check_parents(configs, &new)?;
                 configs.insert(new.id.as_bytes(), encode(&new))?;
                 for parent in old

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::{OriginalUri, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
@@ -46,8 +46,9 @@ pub(super) fn config_json(config: &Config) -> Value {
     Value::Object(out)
 }
 
-/// Configs a caller may read: its tenant's, and the default tenant's built-in ones (which
-/// every tenant's configs inherit from).
+/// Configs a caller may read: its tenant's, and the default tenant's undeletable ones: the
+/// built-in `base` and `autoprov`, and those written with `deletable: false` (as Wazo's
+/// installer writes its root configs), which every tenant's configs and devices may use.
 fn readable(config: &Config, caller: &Caller, default_tenant: &str, recurse: bool) -> bool {
     caller.sees(&config.tenant, recurse) || (config.tenant == default_tenant && !config.deletable)
 }
@@ -67,9 +68,9 @@ fn visible_config(
 fn writable(store: &Store, id: &str, caller: &Caller) -> ApiResult<Config> {
     match store.config(id)? {
         Some(c) if c.tenant == caller.tenant => Ok(c),
-        Some(c) if c.tenant != caller.tenant && !c.deletable => {
-            Err(ApiError::forbidden(format!("config {id:?} is built in")))
-        }
+        Some(c) if c.tenant != caller.tenant && !c.deletable => Err(ApiError::forbidden(format!(
+            "config {id:?} is shared by the default tenant, which alone changes it"
+        ))),
         _ => Err(ApiError::not_found(format!("no config {id:?}"))),
     }
 }
@@ -81,28 +82,23 @@ pub(super) struct ConfigEnvelope {
 }
 
 /// Keys the API shows but sets itself; ignored when written with the type it shows.
-const READ_ONLY: &[(&str, ReadOnly)] = &[
-    ("deletable", ReadOnly::Bool),
-    ("tenant_uuid", ReadOnly::Text),
+const READ_ONLY: &[(&str, ReadOnly)] = &[("tenant_uuid", ReadOnly::Text)];
+
+/// Keys of a written config that provisiond interprets (typed, bounded); every other key but
+/// the read-only one is kept as sent, as wazo-provd does (`X_type`, `displayname`,
+/// `registrar_main`, `label`, …).
+const INTERPRETED: &[&str] = &[
+    "id",
+    "parent_ids",
+    "raw_config",
+    "deletable",
+    "transient",
+    "role",
 ];
 
-/// Reads a written config object; unknown keys other than `X_…` are refused.
+/// Reads a written config object.
 fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiResult<Config> {
-    for (key, value) in body {
-        let known = matches!(
-            key.as_str(),
-            "id" | "parent_ids" | "raw_config" | "deletable" | "transient" | "role" | "tenant_uuid"
-        );
-        if !known && !key.starts_with("X_") {
-            return Err(ApiError::field(
-                key.clone(),
-                "unknown field (custom keys start with X_)",
-            ));
-        }
-        if key.starts_with("X_") {
-            fields::check_depth(key, value)?;
-        }
-    }
+    let extra = fields::extras(body, "config", INTERPRETED, READ_ONLY)?;
     fields::check_read_only(body, READ_ONLY)?;
     fields::body_id(body)?;
     let parent_ids: Vec<String> = match body.get("parent_ids") {
@@ -120,6 +116,13 @@ fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiRes
         }
         Some(_) => return Err(ApiError::field("raw_config", "must be an object")),
         None => return Err(ApiError::field("raw_config", "required")),
+    };
+    // Absent means deletable, as in wazo-provd (`document.get('deletable', True)`); a PUT
+    // replaces the whole config, so one without the key makes it deletable again.
+    let deletable = match body.get("deletable") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::field("deletable", "must be a boolean")),
     };
     let transient = match body.get("transient") {
         None | Some(Value::Null) => false,
@@ -139,14 +142,10 @@ fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiRes
         parent_ids,
         raw_config,
         tenant,
-        deletable: true,
+        deletable,
         transient,
         role,
-        extra: body
-            .iter()
-            .filter(|(k, _)| k.starts_with("X_"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        extra,
         revision: 0,
         generation: 0,
     })
@@ -200,20 +199,9 @@ pub(super) async fn show(
     ))
 }
 
-fn created(uri: &axum::http::Uri, id: &str) -> Response {
-    let location = format!("{}/{}", uri.path().trim_end_matches('/'), id);
-    (
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        reply(StatusCode::CREATED, json!({ "id": id })),
-    )
-        .into_response()
-}
-
 pub(super) async fn create(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
     Body(body): Body<ConfigEnvelope>,
 ) -> ApiResult {
     caller.require("provd.cfg_mgr.configs.create")?;
@@ -224,7 +212,7 @@ pub(super) async fn create(
         Ok(state.store.create_config(&config)?.id)
     })
     .await?;
-    Ok(created(&uri, &id))
+    Ok(super::created(&format!("cfg_mgr/configs/{id}"), &id))
 }
 
 pub(super) async fn update(
@@ -307,7 +295,6 @@ fn ancestry(store: &Store, id: &str, chain: &mut Vec<Config>, depth: usize) -> A
 pub(super) async fn autocreate(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
     Body(_body): Body<Value>,
 ) -> ApiResult {
     caller.require("provd.cfg_mgr.autocreate.create")?;
@@ -350,5 +337,7 @@ pub(super) async fn autocreate(
         Ok(state.store.create_config(&config)?.id)
     })
     .await?;
-    Ok(created(&uri, &id))
+    // wazo-provd answers `/0.2/cfg_mgr/autocreate/<id>`, a path that names nothing; the
+    // config's own path is given instead (its clients only read the body's `id`).
+    Ok(super::created(&format!("cfg_mgr/configs/{id}"), &id))
 }

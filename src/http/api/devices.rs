@@ -99,7 +99,7 @@ pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiR
     ))
 }
 
-/// The API form of a device (wazo-provd's keys, `X_` extras at the top level).
+/// The API form of a device (wazo-provd's keys, the extra keys at the top level).
 pub(super) fn device_json(device: &Device, state: &ApiState) -> Value {
     let mut out = Map::new();
     let mut put = |key: &str, value: Option<Value>| {
@@ -158,33 +158,25 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> 
     }
 }
 
+/// Keys of a written device that provisiond interprets (typed, bounded); every other key but
+/// the read-only ones is kept as sent, as wazo-provd does.
+const INTERPRETED: &[&str] = &[
+    "id",
+    "mac",
+    "ip",
+    "vendor",
+    "model",
+    "version",
+    "sn",
+    "plugin",
+    "config",
+    "description",
+    "remote_state_sip_username",
+];
+
 /// Applies a written device object onto `device` (full replacement of the writable keys).
 fn apply_body(device: &mut Device, body: &Map<String, Value>) -> ApiResult<()> {
-    for (key, value) in body {
-        let known = matches!(
-            key.as_str(),
-            "id" | "mac"
-                | "ip"
-                | "vendor"
-                | "model"
-                | "version"
-                | "sn"
-                | "plugin"
-                | "config"
-                | "description"
-                | "remote_state_sip_username"
-        );
-        let read_only = READ_ONLY.iter().any(|(name, _)| name == key);
-        if !known && !read_only && !key.starts_with("X_") {
-            return Err(ApiError::field(
-                key.clone(),
-                "unknown field (custom keys start with X_)",
-            ));
-        }
-        if key.starts_with("X_") {
-            fields::check_depth(key, value)?;
-        }
-    }
+    let extra = fields::extras(body, "device", INTERPRETED, READ_ONLY)?;
     fields::check_read_only(body, READ_ONLY)?;
     fields::body_id(body)?;
     device.mac = opt_string(body, "mac")?
@@ -207,11 +199,7 @@ fn apply_body(device: &mut Device, body: &Map<String, Value>) -> ApiResult<()> {
     device.config = opt_string(body, "config")?;
     device.description = opt_string(body, "description")?;
     device.remote_state_sip_username = opt_string(body, "remote_state_sip_username")?;
-    device.extra = body
-        .iter()
-        .filter(|(k, _)| k.starts_with("X_"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    device.extra = extra;
     Ok(())
 }
 
@@ -294,7 +282,6 @@ pub(super) async fn show(
 pub(super) async fn create(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
     Body(body): Body<DeviceEnvelope>,
 ) -> ApiResult {
     caller.require("provd.dev_mgr.devices.create")?;
@@ -309,13 +296,10 @@ pub(super) async fn create(
     })
     .await?;
     tracing::info!(device = %created.id, tenant = %created.tenant, "device created through the API");
-    let location = format!("{}/{}", uri.path().trim_end_matches('/'), created.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        reply(StatusCode::CREATED, json!({ "id": created.id })),
-    )
-        .into_response())
+    Ok(super::created(
+        &format!("dev_mgr/devices/{}", created.id),
+        &created.id,
+    ))
 }
 
 pub(super) async fn update(
@@ -394,7 +378,6 @@ pub(super) async fn remove(
 pub(super) async fn synchronize(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
     Body(body): Body<IdBody>,
 ) -> ApiResult {
     caller.require("provd.dev_mgr.synchronize.create")?;
@@ -464,8 +447,14 @@ pub(super) async fn synchronize(
             });
         }
     }
-    let location = format!("{}/{n}", uri.path().trim_end_matches('/'));
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            super::location(&format!("dev_mgr/synchronize/{n}")),
+        )],
+    )
+        .into_response())
 }
 
 /// Operation numbers are positive integers; anything else names no operation.
@@ -516,7 +505,14 @@ pub(super) async fn reconfigure(
     Body(body): Body<IdBody>,
 ) -> ApiResult {
     caller.require("provd.dev_mgr.reconfigure.create")?;
-    blocking(move || visible_device(&state.store, &body.id, &caller)).await?;
+    // wazo-provd answers an unknown or foreign device here with 400 (its errback maps every
+    // failure so), unlike the other device routes; its clients and tests expect that.
+    blocking(move || visible_device(&state.store, &body.id, &caller))
+        .await
+        .map_err(|e| match e.status() {
+            StatusCode::NOT_FOUND => e.with_status(StatusCode::BAD_REQUEST),
+            _ => e,
+        })?;
     // Files are rendered on request and cached by revision: there is nothing to regenerate.
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -534,8 +530,9 @@ struct DhcpInfo {
     ip: String,
     #[serde(default)]
     mac: Option<String>,
+    /// Required for `commit`, as in wazo-provd (an empty list is fine).
     #[serde(default)]
-    options: Vec<String>,
+    options: Option<Vec<String>>,
 }
 
 pub(super) async fn dhcpinfo(
@@ -549,6 +546,13 @@ pub(super) async fn dhcpinfo(
     let info = body.dhcp_info;
     // wazo-provd requires the MAC for commit only: an ended lease without it clears the
     // address of the device that still has it.
+    if info.op == "commit" && info.options.is_none() {
+        return Err(ApiError::field(
+            "dhcp_info.options",
+            "required for commit (an empty list when the lease has none)",
+        ));
+    }
+    let options = info.options.unwrap_or_default();
     let event = match (info.op.as_str(), info.mac.as_deref()) {
         ("release" | "expiry", None) => {
             let ip = info.ip.parse().map_err(|_| {
@@ -560,7 +564,7 @@ pub(super) async fn dhcpinfo(
             crate::dhcpinfo::Event::Gone(ip)
         }
         _ => crate::dhcpinfo::Event::Lease(
-            crate::dhcpinfo::to_request(&info.op, &info.ip, info.mac.as_deref(), &info.options)
+            crate::dhcpinfo::to_request(&info.op, &info.ip, info.mac.as_deref(), &options)
                 .map_err(|e| ApiError::field("dhcp_info", e.to_string()))?,
         ),
     };

@@ -2,6 +2,7 @@
 //! the types of the read-only fields that clients may send back. Each bound is a named
 //! constant so that errors, docs/architecture.md and api.yml cite the same number.
 
+use std::collections::BTreeMap;
 use std::io;
 
 use serde_json::{Map, Value};
@@ -24,13 +25,25 @@ pub const MAX_ACLS: usize = 256;
 /// Characters in one ACL entry.
 pub const MAX_ACL_CHARS: usize = 256;
 
-/// Nesting levels of a raw config or of an `X_…` value, the outer object or array being level
-/// 1: merging and rendering walk these trees recursively.
+/// Nesting levels of a raw config or of an extra key's value, the outer object or array being
+/// level 1: merging and rendering walk these trees recursively.
 pub const MAX_JSON_DEPTH: usize = 32;
 
 /// Bytes of a raw config written as compact JSON: it is merged into the context of every file
 /// that a phone fetches.
 pub const MAX_RAW_CONFIG_BYTES: usize = 256 * 1024;
+
+/// Extra top-level keys of one device or config: keys that provisiond keeps for its clients
+/// (wazo-confd's `displayname`, `registrar_main`, `X_type`, …) without interpreting them. Their
+/// total size is bounded by `[api] max_body_bytes`; the count bounds what every listing of the
+/// object copies.
+pub const MAX_EXTRA_KEYS: usize = 64;
+
+/// Characters in the name of an extra key.
+pub const MAX_EXTRA_KEY_CHARS: usize = 128;
+
+/// Characters in a URL parameter of `/configure` (`plugin_server`, `http_proxy`).
+pub const MAX_URL_CHARS: usize = 2048;
 
 /// The JSON type that a read-only field must have when a client sends it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +92,45 @@ pub fn body_id(object: &Map<String, Value>) -> Result<Option<String>, ApiError> 
         }
         Some(_) => Err(ApiError::field("id", "must be a string")),
     }
+}
+
+/// The keys of a written `object` (the `device` or `config` of the envelope named `what`) that
+/// provisiond does not interpret (neither in `interpreted` nor read-only), kept as sent. At
+/// most [`MAX_EXTRA_KEYS`] of them, each name 1 to [`MAX_EXTRA_KEY_CHARS`] characters without
+/// control characters, each value nested at most [`MAX_JSON_DEPTH`] levels.
+pub fn extras(
+    object: &Map<String, Value>,
+    what: &str,
+    interpreted: &[&str],
+    read_only: &[(&str, ReadOnly)],
+) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut kept = BTreeMap::new();
+    for (key, value) in object {
+        if interpreted.contains(&key.as_str()) || read_only.iter().any(|(name, _)| name == key) {
+            continue;
+        }
+        if key.is_empty()
+            || key.chars().count() > MAX_EXTRA_KEY_CHARS
+            || key.chars().any(char::is_control)
+        {
+            let shown: String = key.chars().take(MAX_EXTRA_KEY_CHARS).collect();
+            return Err(ApiError::field(
+                shown,
+                format!(
+                    "a key name has 1 to {MAX_EXTRA_KEY_CHARS} characters, no control characters"
+                ),
+            ));
+        }
+        check_depth(key, value)?;
+        if kept.len() == MAX_EXTRA_KEYS {
+            return Err(ApiError::field(
+                what,
+                format!("more than {MAX_EXTRA_KEYS} keys that provisiond does not interpret"),
+            ));
+        }
+        kept.insert(key.clone(), value.clone());
+    }
+    Ok(kept)
 }
 
 /// Refuses a string over `max` characters or with a control character.

@@ -14,9 +14,10 @@ use super::{
     blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, IdBody,
     PathParam,
 };
-use crate::files::valid_provisioning_key;
+use crate::files::{valid_provisioning_key, PROVISIONING_KEY_RULE};
 use crate::model::{self, Tenant, Token};
 use crate::plugins::PluginSet;
+use crate::store::StoreError;
 
 /// Request counters by (route, method, status).
 #[derive(Debug, Default)]
@@ -62,8 +63,18 @@ pub(super) async fn status(State(state): State<Arc<ApiState>>, caller: Caller) -
     ))
 }
 
-/// Known `/configure` parameters: (id, per tenant, description).
+/// Known `/configure` parameters, in wazo-provd's order: (id, per tenant, description).
 const PARAMS: &[(&str, bool, &str)] = &[
+    (
+        "plugin_server",
+        false,
+        "The plugins repository URL (http or https)",
+    ),
+    (
+        "http_proxy",
+        false,
+        "The proxy for HTTP requests. Format is \"http://[user:password@]host:port\"",
+    ),
     ("locale", false, "The locale of provisiond (e.g. fr_FR)"),
     ("NAT", false, "1 when phones are behind NAT, else 0"),
     (
@@ -152,7 +163,8 @@ pub(super) async fn param_put(
     if !per_tenant {
         caller.require_master()?;
     }
-    let value = Some(body.param.value).filter(|v| !v.is_null());
+    // wazo-provd treats every falsy value as "clear"; of those, null and "" make sense here.
+    let value = Some(body.param.value).filter(|v| !v.is_null() && v.as_str() != Some(""));
     match name.as_str() {
         "provisioning_key" => {
             let key = match &value {
@@ -161,7 +173,7 @@ pub(super) async fn param_put(
                 Some(_) => {
                     return Err(ApiError::field(
                         "param.value",
-                        "a provisioning key has 8 to 255 letters and digits",
+                        format!("a provisioning key has {PROVISIONING_KEY_RULE}"),
                     ))
                 }
             };
@@ -173,7 +185,14 @@ pub(super) async fn param_put(
                         .tenant(&tenant)?
                         .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant:?}")))?;
                     t.provisioning_key = key.clone();
-                    conflict_or(state.store.update_tenant(&t).map(|_| ()))
+                    match state.store.update_tenant(&t) {
+                        // wazo-provd answers 400 here; the message does not say who has it.
+                        Err(StoreError::Taken { .. }) => Err(ApiError::field(
+                            "param.value",
+                            "another tenant already uses this provisioning key",
+                        )),
+                        other => conflict_or(other.map(|_| ())),
+                    }
                 })
             })
             .await?;
@@ -189,6 +208,17 @@ pub(super) async fn param_put(
             };
             blocking(move || Ok(state.store.set_param("NAT", Some(&json!(flag)))?)).await?;
         }
+        "plugin_server" | "http_proxy" => {
+            let url = match &value {
+                None => None,
+                Some(Value::String(s)) => {
+                    check_url(&name, s)?;
+                    Some(json!(s))
+                }
+                Some(_) => return Err(ApiError::field("param.value", "a URL or null")),
+            };
+            blocking(move || Ok(state.store.set_param(&name, url.as_ref())?)).await?;
+        }
         _ => {
             let locale = match &value {
                 None => None,
@@ -199,6 +229,34 @@ pub(super) async fn param_put(
         }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Checks a URL parameter: `plugin_server` is an http or https URL with a host (the plugin
+/// repository is fetched from it); `http_proxy` is `http://[user:password@]host[:port]`,
+/// without a path, as wazo-provd requires.
+fn check_url(name: &str, text: &str) -> ApiResult<()> {
+    let refuse = |why: &str| Err(ApiError::field("param.value", format!("{name}: {why}")));
+    if text.chars().count() > fields::MAX_URL_CHARS || text.chars().any(char::is_control) {
+        return refuse(&format!(
+            "at most {} characters, no control characters",
+            fields::MAX_URL_CHARS
+        ));
+    }
+    let Ok(url) = url::Url::parse(text) else {
+        return refuse("not an absolute URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return refuse("the scheme must be http or https");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return refuse("the URL has no host");
+    }
+    if name == "http_proxy"
+        && (url.path() != "/" || url.query().is_some() || url.fragment().is_some())
+    {
+        return refuse("a proxy URL has no path, query or fragment");
+    }
+    Ok(())
 }
 
 fn valid_locale(s: &str) -> bool {
@@ -345,7 +403,6 @@ struct TenantIn {
 pub(super) async fn tenant_create(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
     Body(body): Body<TenantEnvelope>,
 ) -> ApiResult {
     caller.require("provd.tenants.create")?;
@@ -369,13 +426,10 @@ pub(super) async fn tenant_create(
         Ok(state.store.create_tenant(&tenant)?)
     })
     .await?;
-    let location = format!("{}/{}", uri.path().trim_end_matches('/'), created.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        reply(StatusCode::CREATED, json!({ "id": created.id })),
-    )
-        .into_response())
+    Ok(super::created(
+        &format!("tenants/{}", created.id),
+        &created.id,
+    ))
 }
 
 /// A tenant's default config must exist.
@@ -490,7 +544,6 @@ struct TokenIn {
 pub(super) async fn token_create(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    OriginalUri(uri): OriginalUri,
     Body(body): Body<TokenEnvelope>,
 ) -> ApiResult {
     caller.require("provd.tokens.create")?;
@@ -547,14 +600,12 @@ pub(super) async fn token_create(
     tracing::info!(tenant = %stored.tenant, id = &stored.hash[..16], "API token created");
     let mut body = token_json(&stored);
     body["token"] = json!(secret);
-    let location = format!(
-        "{}/{}",
-        uri.path().trim_end_matches('/'),
-        &stored.hash[..16]
-    );
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, location)],
+        [(
+            header::LOCATION,
+            super::location(&format!("tokens/{}", &stored.hash[..16])),
+        )],
         reply(StatusCode::CREATED, body),
     )
         .into_response())

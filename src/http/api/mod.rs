@@ -3,8 +3,9 @@
 //!
 //! Differences from wazo-provd, on purpose: errors are JSON (`{"error", "details"}`) with the
 //! offending field, every one of them, router errors (404, 405) and the server's own refusals
-//! included; unknown fields in written objects are refused; ACL failures and tenant refusals
-//! are 403 (401 stays for a missing or invalid token); configs belong to tenants.
+//! included; the keys that provisiond interprets are typed and bounded (the others are kept as
+//! sent, within bounds); ACL failures and tenant refusals are 403 (401 stays for a missing or
+//! invalid token); configs belong to tenants. docs/wazo-compat.md has the full table.
 
 mod auth;
 mod configs;
@@ -306,6 +307,11 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, message)
     }
 
+    /// The status of the answer.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// The same error with another status.
     pub fn with_status(mut self, status: StatusCode) -> ApiError {
         self.status = status;
@@ -373,6 +379,26 @@ pub fn reply(status: StatusCode, body: Value) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
     response
+}
+
+/// The `Location` of a created object or operation: `/0.2/<path>`, whichever base the request
+/// came through. wazo-provd, behind Wazo's nginx, only ever sees and answers `/0.2/…`, and
+/// wazo-provd-client rebuilds an operation's URL by dropping the first two segments of the
+/// path (`/0.2/dev_mgr`) and putting the rest after its own base; a `/api/provd/0.2/…` path
+/// would be rebuilt wrong. `/0.2` is also served on the same listener, so the path works as
+/// is for a client that talks to provisiond directly.
+pub fn location(path: &str) -> String {
+    format!("/0.2/{path}")
+}
+
+/// 201 with `Location: /0.2/<path>` and `{"id": id}`.
+pub fn created(path: &str, id: &str) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location(path))],
+        reply(StatusCode::CREATED, json!({ "id": id })),
+    )
+        .into_response()
 }
 
 /// A JSON request body in the provd media type (or plain `application/json`), decoded with

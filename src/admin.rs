@@ -6,7 +6,8 @@ use crate::cli::{DhcpSnippetArgs, PluginAction, PluginArgs};
 use crate::config::{self, Settings};
 use crate::plugins::{Origin, PluginSet, Target};
 
-/// The plugin directories of a configuration: built-in first, admin last (it wins).
+/// The plugin directories of a configuration: built-in first, admin last (it wins); the
+/// embedded plugins go under both ([`PluginSet::with_embedded`]).
 pub fn plugin_roots(settings: &Settings) -> Vec<(std::path::PathBuf, Origin)> {
     vec![
         (settings.general.plugins_dir.clone(), Origin::Builtin),
@@ -23,24 +24,21 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let set = PluginSet::load(&plugin_roots(&loaded.settings));
+    let set = PluginSet::with_embedded(&plugin_roots(&loaded.settings));
     match &args.action {
         PluginAction::List => {
             println!(
-                "{:<14} {:<10} {:<8} {:<12} MODELS",
-                "NAME", "VERSION", "ORIGIN", "VENDOR"
+                "{:<14} {:<10} {:<8} {:<12} {:<24} MODELS",
+                "NAME", "VERSION", "ORIGIN", "VENDOR", "FROM"
             );
             for p in set.iter() {
-                let origin = match p.origin {
-                    Origin::Builtin => "builtin",
-                    Origin::Admin => "admin",
-                };
                 println!(
-                    "{:<14} {:<10} {:<8} {:<12} {}",
+                    "{:<14} {:<10} {:<8} {:<12} {:<24} {}",
                     p.name,
                     p.version,
-                    origin,
+                    p.origin.as_str(),
                     p.vendor,
+                    p.location().display(),
                     p.models.join(" ")
                 );
             }
@@ -65,7 +63,11 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
             println!("version:     {}", p.version);
             println!("vendor:      {}", p.vendor);
             println!("description: {}", p.description);
-            println!("directory:   {}", p.dir.display());
+            println!("origin:      {}", p.origin.as_str());
+            println!("directory:   {}", p.location().display());
+            if let Some(replaced) = p.replaces {
+                println!("replaces:    the {} plugin {name}", replaced.as_str());
+            }
             println!("models:      {}", p.models.join(", "));
             println!("sync event:  {}", p.sync_event.as_deref().unwrap_or("-"));
             println!("identify:");
@@ -142,7 +144,7 @@ pub fn dhcp_snippet(args: &DhcpSnippetArgs) -> ExitCode {
         url::Host::Ipv4(ip) => Some(ip),
         _ => None,
     });
-    let set = PluginSet::load(&plugin_roots(settings));
+    let set = PluginSet::with_embedded(&plugin_roots(settings));
     for e in &set.errors {
         eprintln!("not loaded: {e}");
     }

@@ -72,7 +72,8 @@ pub struct DhcpNotifyArgs {
     #[command(flatten)]
     pub source: ConfigArgs,
     /// The daemon's dhcpinfo socket, instead of `[dhcpinfo] socket` of the configuration
-    /// (/run/provisiond/dhcpinfo.sock when no configuration file exists).
+    /// (found like the other commands find theirs: --config, the default file, else the
+    /// embedded development default's provisiond-data/dhcpinfo.sock).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Vendor class identifier (option 60) as text, e.g. "yealink".

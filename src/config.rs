@@ -58,7 +58,7 @@ pub struct General {
     pub base_url: Option<Url>,
     /// Tenant that new devices join.
     pub default_tenant: String,
-    /// Directory of the built-in plugins.
+    /// Directory of the built-in plugins, over the ones compiled into the binary.
     pub plugins_dir: PathBuf,
     /// Unknown phones created per second at most (identification), in all.
     pub autocreate_per_second: u32,

@@ -452,8 +452,14 @@ fn is_permission_denied(e: &anyhow::Error) -> bool {
 
 /// Loads the plugins of the running configuration and says what loaded and what did not.
 fn load_plugins(running: &Loaded) -> Arc<PluginSet> {
-    let set = PluginSet::load(&crate::admin::plugin_roots(&running.settings));
-    let names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+    let set = PluginSet::with_embedded(&crate::admin::plugin_roots(&running.settings));
+    let names: Vec<String> = set
+        .iter()
+        .map(|p| match &p.dir {
+            Some(dir) => format!("{} ({})", p.name, dir.display()),
+            None => format!("{} (embedded)", p.name),
+        })
+        .collect();
     if set.is_empty() {
         warn!(dir = %running.settings.general.plugins_dir.display(), "no plugin loaded: phones cannot be provisioned");
     } else {

@@ -439,10 +439,12 @@ impl FileService {
                 })
             }
             Target::Static(file) => {
-                let (body, modified, etag) = self
-                    .statics
-                    .read(&plugin.dir.join("static"), file)
-                    .ok_or_else(|| FetchError::NoStatic(path.to_owned()))?;
+                let found = match &plugin.dir {
+                    Some(dir) => self.statics.read(&dir.join("static"), file),
+                    None => plugin.embedded_static(file),
+                };
+                let (body, modified, etag) =
+                    found.ok_or_else(|| FetchError::NoStatic(path.to_owned()))?;
                 Ok(Served {
                     body,
                     content_type: resolved.content_type,

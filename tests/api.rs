@@ -2026,3 +2026,101 @@ fn synchronisation_operations_belong_to_the_device_tenant() {
     assert_eq!(api.call("DELETE", &op, Some(&b), None, None).status, 404);
     assert_eq!(api.call("DELETE", &op, Some(&a), None, None).status, 204);
 }
+
+/// GET `path` with these raw header lines (curl's `-H`; `Name;` sends an empty header).
+fn get_with(api: &Api, path: &str, headers: &[String]) -> Reply {
+    curl(
+        &[],
+        &format!("http://{}{path}", api.addr),
+        "GET",
+        headers,
+        None,
+    )
+}
+
+#[test]
+fn authorization_bearer_is_accepted_like_x_auth_token() {
+    let api = start();
+    let good = api.token("master", &[], None);
+    let other = api.token("master", &[], None);
+    let expired = api.token("master", &[], Some(model::now() - 1));
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+
+    // What Prometheus sends, on /metrics and on the API; the scheme is case-insensitive.
+    for path in [
+        "/metrics",
+        "/0.2/dev_mgr/devices",
+        "/api/provd/0.2/cfg_mgr/configs",
+    ] {
+        let r = get_with(&api, path, &[bearer(&good)]);
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+    }
+    let r = get_with(
+        &api,
+        "/0.2/dev_mgr/devices",
+        &[format!("Authorization: bearer  {good}")],
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let metrics = get_with(&api, "/metrics", &[bearer(&good)]);
+    assert!(
+        metrics.body.as_str().is_some_and(|m| m.contains(
+            "provisiond_api_requests_total{route=\"/0.2/dev_mgr/devices\",method=\"GET\",status=\"200\"}"
+        )),
+        "{:?}",
+        metrics.body
+    );
+    // Both headers with the same token.
+    let r = get_with(
+        &api,
+        "/0.2/dev_mgr/devices",
+        &[format!("X-Auth-Token: {good}"), bearer(&good)],
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // Unknown and expired tokens are refused as with X-Auth-Token.
+    for token in ["wrong", expired.as_str()] {
+        for path in ["/metrics", "/0.2/dev_mgr/devices"] {
+            let r = get_with(&api, path, &[bearer(token)]);
+            assert_error(&r, 401, None, "token");
+        }
+    }
+    // Two different tokens: neither is picked.
+    let r = get_with(
+        &api,
+        "/0.2/dev_mgr/devices",
+        &[format!("X-Auth-Token: {good}"), bearer(&other)],
+    );
+    assert_error(&r, 401, None, "different tokens");
+
+    // Malformed Authorization headers, alone or beside a good X-Auth-Token.
+    for value in [
+        "Authorization: Basic dXNlcjpwYXNz".to_owned(),
+        "Authorization;".to_owned(),
+        "Authorization: Bearer".to_owned(),
+        "Authorization: Bearer ".to_owned(),
+        format!("Authorization: Bearer {good} extra"),
+        format!("Authorization: Bearer {}", "x".repeat(513)),
+        format!("Authorization: {good}"),
+    ] {
+        for with_x_auth in [false, true] {
+            let mut headers = vec![value.clone()];
+            if with_x_auth {
+                headers.push(format!("X-Auth-Token: {good}"));
+            }
+            for path in ["/metrics", "/0.2/dev_mgr/devices"] {
+                let r = get_with(&api, path, &headers);
+                assert_error(&r, 401, Some("Authorization"), "expected Bearer");
+            }
+        }
+    }
+    let r = get_with(
+        &api,
+        "/0.2/dev_mgr/devices",
+        &[bearer(&good), bearer(&good)],
+    );
+    assert_error(&r, 401, Some("Authorization"), "more than once");
+    let r = get_with(&api, "/0.2/dev_mgr/devices", &["X-Auth-Token;".to_owned()]);
+    assert_error(&r, 401, Some("X-Auth-Token"), "expected a token");
+    let r = get_with(&api, "/0.2/dev_mgr/devices", &[]);
+    assert_error(&r, 401, None, "missing token");
+}

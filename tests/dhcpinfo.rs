@@ -558,3 +558,66 @@ fn paced_stream_of_valid_and_invalid_events_is_accounted_for() {
             .filter(|after| (after["received"], after["accepted"]) == (sent + 1, m["accepted"] + 1))
     });
 }
+
+#[test]
+fn without_socket_or_configuration_dhcp_notify_finds_the_embedded_defaults_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // No configuration file (PROVISIOND_CONFIG points at an absent file): `provisiond serve`
+    // would run on the embedded development default and listen here.
+    std::fs::create_dir(dir.join("provisiond-data")).unwrap();
+    let receiver = UnixDatagram::bind(dir.join("provisiond-data/dhcpinfo.sock")).unwrap();
+    receiver.set_read_timeout(Some(PATIENCE)).unwrap();
+
+    let (code, stdout, stderr) = provisiond(
+        dir,
+        &[
+            "dhcp-notify",
+            "commit",
+            "10.0.0.5",
+            "80:5e:c0:aa:bb:cc",
+            "06079.65.61.6c.69.6e.6b",
+        ],
+        &[],
+    );
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (0, "", ""));
+    let mut buf = [0u8; 4096];
+    let n = receiver
+        .recv(&mut buf)
+        .expect("the event reached the socket");
+    let event = provisiond::dhcpinfo::parse_datagram(&buf[..n]).unwrap();
+    let provisiond::dhcpinfo::Event::Lease(provisiond::ident::RequestContext::Dhcp {
+        ip,
+        mac,
+        options,
+        ..
+    }) = event
+    else {
+        panic!("{event:?}");
+    };
+    assert_eq!(ip.to_string(), "10.0.0.5");
+    assert_eq!(mac.to_string(), "80:5e:c0:aa:bb:cc");
+    assert!(
+        options
+            .iter()
+            .any(|(code, value)| *code == 60 && value == b"yealink"),
+        "{options:?}"
+    );
+
+    // Elsewhere, the error names the socket and the directory it was looked for in.
+    drop(receiver);
+    std::fs::remove_file(dir.join("provisiond-data/dhcpinfo.sock")).unwrap();
+    let (code, _, stderr) = provisiond(
+        dir,
+        &["dhcp-notify", "commit", "10.0.0.5", "80:5e:c0:aa:bb:cc"],
+        &[],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains(&format!(
+            "no socket at provisiond-data/dhcpinfo.sock (in {})",
+            dir.canonicalize().unwrap().display()
+        )),
+        "{stderr}"
+    );
+}

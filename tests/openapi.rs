@@ -451,11 +451,19 @@ fn document_lists_exactly_the_routes() {
         .map(|s| s["url"].as_str().unwrap())
         .collect();
     assert_eq!(servers, BASES);
-    assert_eq!(doc["security"], serde_json::json!([{ "token": [] }]));
+    assert_eq!(
+        doc["security"],
+        serde_json::json!([{ "token": [] }, { "bearer": [] }])
+    );
     let scheme = &doc["components"]["securitySchemes"]["token"];
     assert_eq!(
         (&scheme["type"], &scheme["in"], &scheme["name"]),
         (&"apiKey".into(), &"header".into(), &"X-Auth-Token".into())
+    );
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(
+        (&bearer["type"], &bearer["scheme"]),
+        (&"http".into(), &"bearer".into())
     );
 
     let mut documented = BTreeSet::new();

@@ -6,8 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use provisiond::config::HttpAuthStrategy;
+use provisiond::files::{FileService, Requester};
 use provisiond::model::{Config, Device, Mac, RawConfig};
-use provisiond::plugins::{Origin, Plugin, PluginSet, Renderer, RuleSource, ServerInfo, Target};
+use provisiond::plugins::{
+    EmbeddedFile, EmbeddedPlugin, Origin, Plugin, PluginSet, Renderer, RuleSource, ServerInfo,
+    Target, BUILT_IN,
+};
 use provisiond::store::Store;
 use serde::Deserialize;
 use serde_json::json;
@@ -118,7 +123,7 @@ fn every_builtin_plugin_loads_and_has_vectors() {
             plugin.name
         );
         assert!(
-            plugin.dir.join("README.md").is_file(),
+            plugin.location().join("README.md").is_file(),
             "plugin {} has no README.md",
             plugin.name
         );
@@ -642,4 +647,206 @@ fn an_admin_plugin_replaces_the_builtin_of_the_same_name() {
     ]);
     let acme = set.get("acme").unwrap();
     assert_eq!((acme.version.as_str(), acme.origin), ("9.9", Origin::Admin));
+    assert_eq!(acme.replaces, Some(Origin::Builtin));
+}
+
+/// Every file of the repository's plugins that the loader reads, as `plugin/path` → bytes.
+fn repository_plugin_files() -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for entry in fs::read_dir(root().join("plugins")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_str().unwrap().to_owned();
+        files.insert(
+            format!("{name}/plugin.toml"),
+            fs::read(dir.join("plugin.toml")).unwrap(),
+        );
+        for template in fs::read_dir(dir.join("templates")).unwrap() {
+            let template = template.unwrap().path();
+            let file = template.file_name().unwrap().to_str().unwrap().to_owned();
+            files.insert(
+                format!("{name}/templates/{file}"),
+                fs::read(&template).unwrap(),
+            );
+        }
+        add_tree(&dir.join("static"), &format!("{name}/static"), &mut files);
+    }
+    files
+}
+
+/// The files under `dir` (none when it does not exist), recursively, as `prefix/path`.
+fn add_tree(dir: &Path, prefix: &str, files: &mut BTreeMap<String, Vec<u8>>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let key = format!("{prefix}/{}", path.file_name().unwrap().to_str().unwrap());
+        if path.is_dir() {
+            add_tree(&path, &key, files);
+        } else {
+            files.insert(key, fs::read(&path).unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_binary_embeds_every_builtin_plugin_as_it_is_in_the_repository() {
+    let embedded: BTreeMap<String, Vec<u8>> = BUILT_IN
+        .iter()
+        .flat_map(|p| {
+            p.files
+                .iter()
+                .map(move |f| (format!("{}/{}", p.name, f.path), f.bytes.to_vec()))
+        })
+        .collect();
+    let on_disk = repository_plugin_files();
+    assert_eq!(
+        embedded.keys().collect::<Vec<_>>(),
+        on_disk.keys().collect::<Vec<_>>()
+    );
+    assert!(embedded == on_disk, "embedded bytes differ from plugins/");
+
+    // Alone, they load without error, as embedded plugins with no directory.
+    let set = PluginSet::with_embedded(&[]);
+    assert!(set.errors.is_empty(), "{:#?}", set.errors);
+    let names: Vec<&str> = set.iter().map(|p| p.name.as_str()).collect();
+    let repository = builtin();
+    let expected: Vec<&str> = repository.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, expected);
+    for plugin in set.iter() {
+        assert_eq!(
+            (plugin.origin, plugin.dir.as_deref()),
+            (Origin::Embedded, None)
+        );
+        assert_eq!(plugin.location(), Path::new("(embedded)"));
+    }
+}
+
+/// A made-up embedded plugin: one template route, one static route with one file.
+static ACME_FILES: [EmbeddedFile; 3] = [
+    EmbeddedFile {
+        path: "plugin.toml",
+        bytes: b"name = \"acme\"\nversion = \"1.0\"\nvendor = \"Acme\"\n\
+                 [[identify]]\nsource = \"user_agent\"\n\
+                 pattern = '^Acme (?P<model>A\\d) (?P<mac>[0-9a-f:]{17})$'\n\
+                 [[files]]\npath = \"{mac}.cfg\"\ntemplate = \"mac.cfg.tera\"\n\
+                 [[files]]\npath = \"fw/*.bin\"\nstatic = true\n",
+        modified: 1_700_000_000,
+    },
+    EmbeddedFile {
+        path: "templates/mac.cfg.tera",
+        bytes: b"from = embedded\n",
+        modified: 1_700_000_000,
+    },
+    EmbeddedFile {
+        path: "static/fw/a1.bin",
+        bytes: b"\x00firmware\xff",
+        modified: 1_700_000_000,
+    },
+];
+static ACME: [EmbeddedPlugin; 2] = [
+    EmbeddedPlugin {
+        name: "acme",
+        files: &ACME_FILES,
+    },
+    // Cannot happen with build.rs (it embeds what the tests above load), but would be named.
+    EmbeddedPlugin {
+        name: "broken",
+        files: &[EmbeddedFile {
+            path: "plugin.toml",
+            bytes: b"name = \"broken\"\n",
+            modified: 0,
+        }],
+    },
+];
+
+#[test]
+fn embedded_plugins_serve_their_static_files_and_directories_replace_them() {
+    let set = PluginSet::load_over(&ACME, &[]);
+    let acme = set.get("acme").unwrap();
+    assert_eq!((acme.origin, acme.replaces), (Origin::Embedded, None));
+    let resolved = acme.resolve("fw/a1.bin").unwrap();
+    let Target::Static(path) = &resolved.target else {
+        panic!("{resolved:?}");
+    };
+    let (body, modified, etag) = acme.embedded_static(path).unwrap();
+    assert_eq!(&body[..], b"\x00firmware\xff");
+    assert_eq!(
+        modified,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)
+    );
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    let missing = acme.resolve("fw/a2.bin").unwrap();
+    let Target::Static(path) = &missing.target else {
+        panic!("{missing:?}");
+    };
+    assert!(acme.embedded_static(path).is_none());
+    let error = set
+        .errors
+        .iter()
+        .find(|e| e.dir.ends_with("broken"))
+        .unwrap();
+    assert!(
+        error
+            .to_string()
+            .starts_with("(embedded)/broken/plugin.toml: "),
+        "{error}"
+    );
+
+    // Served to a phone as any static file is.
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Store::open(store_dir.path()).unwrap();
+    store.ensure_defaults("master").unwrap();
+    let files = FileService::new(
+        store.clone(),
+        "master",
+        HttpAuthStrategy::Disabled,
+        std::sync::Arc::new(PluginSet::load_over(&ACME, &[])),
+        Renderer::new(store, ServerInfo::default()),
+    );
+    let phone = Requester::Http {
+        src: "10.0.0.7".parse().unwrap(),
+        user_agent: Some("Acme A1 80:5e:c0:11:22:33".into()),
+    };
+    let served = files.answer(&phone, "fw/a1.bin").unwrap();
+    assert_eq!(
+        (&served.body[..], served.plugin.as_str()),
+        (&b"\x00firmware\xff"[..], "acme")
+    );
+    let served = files.answer(&phone, "805ec0112233.cfg").unwrap();
+    assert_eq!(&served.body[..], b"from = embedded\n");
+    assert!(files.answer(&phone, "fw/a2.bin").is_err());
+
+    // A directory of the same name wins, and its static files come from its directory; a
+    // broken directory of the same name leaves the embedded plugin in service.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good/acme");
+    fs::create_dir_all(good.join("templates")).unwrap();
+    fs::write(
+        good.join("plugin.toml"),
+        "name = \"acme\"\nversion = \"2.0\"\nvendor = \"Acme\"\n[[files]]\npath = \"fw/*.bin\"\nstatic = true\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad/acme");
+    fs::create_dir_all(&bad).unwrap();
+    fs::write(bad.join("plugin.toml"), "name = \"acme\"\n").unwrap();
+    let set = PluginSet::load_over(&ACME, &[(dir.path().join("good"), Origin::Builtin)]);
+    let acme = set.get("acme").unwrap();
+    assert_eq!(
+        (acme.version.as_str(), acme.origin, acme.replaces),
+        ("2.0", Origin::Builtin, Some(Origin::Embedded))
+    );
+    let resolved = acme.resolve("fw/a1.bin").unwrap();
+    assert_eq!(
+        resolved.target,
+        Target::Static(good.join("static/fw/a1.bin"))
+    );
+    assert!(acme.embedded_static(Path::new("fw/a1.bin")).is_none());
+    let set = PluginSet::load_over(&ACME, &[(dir.path().join("bad"), Origin::Admin)]);
+    let acme = set.get("acme").unwrap();
+    assert_eq!(
+        (acme.version.as_str(), acme.origin),
+        ("1.0", Origin::Embedded)
+    );
+    assert!(set.errors.iter().any(|e| e.dir == bad), "{:#?}", set.errors);
 }

@@ -15,7 +15,7 @@ use crate::store::Store;
 pub fn run(args: &RenderBenchArgs) -> anyhow::Result<()> {
     let loaded = config::load(args.source.config.as_deref(), &args.source.default_config)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let set = PluginSet::load(&crate::admin::plugin_roots(&loaded.settings));
+    let set = PluginSet::with_embedded(&crate::admin::plugin_roots(&loaded.settings));
     anyhow::ensure!(
         !set.is_empty(),
         "no plugin loaded from {}",

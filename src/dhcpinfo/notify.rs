@@ -25,9 +25,8 @@ use super::{datagram, parse_option, MAX_DATAGRAM, MAX_OPTIONS};
 use crate::cli::DhcpNotifyArgs;
 use crate::ident::DhcpOption;
 
-/// `[dhcpinfo] socket` of the packaged configuration: used when no configuration file exists
-/// (the embedded development default's relative path means nothing in a DHCP server's
-/// working directory).
+/// `[dhcpinfo] socket` of the packaged configuration: used when the configuration does not
+/// load (a hook must still try to deliver; the daemon that runs was started before the edit).
 pub const PACKAGED_SOCKET: &str = "/run/provisiond/dhcpinfo.sock";
 
 /// Longest wait for room in the daemon's socket buffer, per datagram.
@@ -489,21 +488,16 @@ pub struct Target {
     pub note: Option<String>,
 }
 
-/// The socket: `--socket` when given; else `[dhcpinfo] socket` of the configuration (the
-/// `--config` file, or the default file when it exists, with their conf.d); else, when no
-/// configuration file exists, [`PACKAGED_SOCKET`] (not the embedded development default's
-/// relative path). A configuration that does not load falls back to [`PACKAGED_SOCKET`] with
-/// a note.
+/// The socket: `--socket` when given; else `[dhcpinfo] socket` of the configuration found
+/// as every other command finds it (the `--config` file, else the default file when it
+/// exists, with their conf.d, else the embedded development default, whose socket is
+/// `provisiond-data/dhcpinfo.sock` in the working directory, beside the admin socket that
+/// `provisiond device list` finds). A configuration that does not load falls back to
+/// [`PACKAGED_SOCKET`] with a note.
 pub fn target(explicit: Option<&Path>, config: Option<&Path>, default_config: &Path) -> Target {
     if let Some(path) = explicit {
         return Target {
             socket: Some(path.to_path_buf()),
-            note: None,
-        };
-    }
-    if config.is_none() && !default_config.exists() {
-        return Target {
-            socket: Some(PACKAGED_SOCKET.into()),
             note: None,
         };
     }
@@ -541,7 +535,6 @@ pub fn target(explicit: Option<&Path>, config: Option<&Path>, default_config: &P
 
 /// Sends each datagram on one unbound socket, waiting at most [`SEND_TIMEOUT`] for room.
 pub fn send(socket: &Path, datagrams: &[Vec<u8>]) -> Result<(), String> {
-    let shown = socket.display();
     let sender = UnixDatagram::unbound().map_err(|e| format!("cannot open a socket: {e}"))?;
     sender
         .set_write_timeout(Some(SEND_TIMEOUT))
@@ -549,6 +542,14 @@ pub fn send(socket: &Path, datagrams: &[Vec<u8>]) -> Result<(), String> {
     for (i, dgram) in datagrams.iter().enumerate() {
         if let Err(e) = sender.send_to(dgram, socket) {
             use std::io::ErrorKind::*;
+            // A relative socket is taken from the working directory, which the DHCP server
+            // chose: say which one.
+            let shown = match std::env::current_dir() {
+                Ok(cwd) if socket.is_relative() => {
+                    format!("{} (in {})", socket.display(), cwd.display())
+                }
+                _ => socket.display().to_string(),
+            };
             let why = match e.kind() {
                 NotFound => format!(
                     "no socket at {shown}: is provisiond running, and is this its [dhcpinfo] \
@@ -1111,11 +1112,11 @@ mod tests {
             target(Some(&given), None, &absent).socket,
             Some(given.clone())
         );
-        // No configuration file: the packaged path, not the development default's.
+        // No configuration file: the embedded development default's, as for `device list`.
         assert_eq!(
             target(None, None, &absent),
             Target {
-                socket: Some(PACKAGED_SOCKET.into()),
+                socket: Some("provisiond-data/dhcpinfo.sock".into()),
                 note: None
             }
         );

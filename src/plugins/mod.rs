@@ -1,6 +1,8 @@
-//! Plugins: loading vendor plugin directories, matching their routes, rendering their files.
+//! Plugins: loading vendor plugins (compiled in, then from directories), matching their routes,
+//! rendering their files.
 
 mod context;
+mod embedded;
 mod manifest;
 mod render;
 mod route;
@@ -10,11 +12,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 
 pub use context::{build_context, merged_raw_config, ContextError, ServerInfo};
+pub use embedded::{EmbeddedFile, EmbeddedPlugin, BUILT_IN};
 pub use manifest::{DhcpOptionSpec, RuleSource};
 pub use render::{RenderError, Rendered, Renderer};
 pub use route::{safe_relative, MAX_PATH_LEN};
@@ -26,15 +30,31 @@ const FIELDS: [&str; 5] = ["vendor", "model", "version", "mac", "sn"];
 /// Bound on compiled regex size: plugins come from disk, but an admin typo should not eat memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// Where a plugin was loaded from.
+/// Where a plugin was loaded from; the layers in the order they override each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
-    /// Shipped with provisiond.
+    /// Compiled into the binary (the repository's `plugins/` at build time).
+    Embedded,
+    /// From `[general] plugins_dir` (the package's /usr/share/provisiond/plugins).
     Builtin,
     /// Installed by the administrator in `<data_dir>/plugins`.
     Admin,
 }
+
+impl Origin {
+    /// The name shown by listings and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Embedded => "embedded",
+            Origin::Builtin => "builtin",
+            Origin::Admin => "admin",
+        }
+    }
+}
+
+/// Shown instead of a directory for the embedded plugins, in errors and listings.
+pub const EMBEDDED_DIR: &str = "(embedded)";
 
 /// A loaded, validated plugin.
 pub struct Plugin {
@@ -50,10 +70,14 @@ pub struct Plugin {
     pub models: Vec<String>,
     /// SIP NOTIFY event for resync.
     pub sync_event: Option<String>,
-    /// Directory it was loaded from.
-    pub dir: PathBuf,
-    /// Built-in or admin.
+    /// Directory it was loaded from; `None` for an embedded plugin.
+    pub dir: Option<PathBuf>,
+    /// The layer it comes from.
     pub origin: Origin,
+    /// The layer of the plugin of the same name that this one replaced, if any.
+    pub replaces: Option<Origin>,
+    /// `static/` files of an embedded plugin, by path under `static/`.
+    embedded_static: BTreeMap<String, StaticFile>,
     rules: Vec<Rule>,
     routes: Vec<Route>,
     /// Clients (by option 60) that get `dhcp_options`; `None` uses the DHCP identify rules.
@@ -191,7 +215,11 @@ impl Plugin {
             let mac = route::matches(&route.regex, path)?;
             let target = match &route.target {
                 Target::Template(name) => Target::Template(name.clone()),
-                Target::Static(_) => Target::Static(self.dir.join("static").join(&relative)),
+                Target::Static(_) => Target::Static(match &self.dir {
+                    Some(dir) => dir.join("static").join(&relative),
+                    // Looked up in `embedded_static` by this relative path.
+                    None => relative.clone(),
+                }),
             };
             Some(Resolved {
                 target,
@@ -199,6 +227,21 @@ impl Plugin {
                 content_type: route.content_type.clone(),
             })
         })
+    }
+
+    /// A `static/` file of an embedded plugin (`path` as [`Plugin::resolve`] gave it):
+    /// content, modification time at build, validator. `None` for a directory plugin, whose
+    /// files are read from `<dir>/static`.
+    pub fn embedded_static(&self, path: &Path) -> Option<(Arc<[u8]>, SystemTime, String)> {
+        let file = self.embedded_static.get(path.to_str()?)?;
+        Some((Arc::clone(&file.body), file.modified, file.etag.clone()))
+    }
+
+    /// Where it was loaded from: its directory, or [`EMBEDDED_DIR`].
+    pub fn location(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(EMBEDDED_DIR))
     }
 
     /// Route patterns, in order, with what they serve (for listings).
@@ -296,7 +339,28 @@ impl PluginSet {
     /// Loads the plugin directories under each root, in order; a later root's plugin replaces
     /// an earlier one of the same name. A missing root is no error.
     pub fn load(roots: &[(PathBuf, Origin)]) -> PluginSet {
+        PluginSet::load_over(&[], roots)
+    }
+
+    /// The plugins compiled into the binary ([`BUILT_IN`]), then each root's as [`load`]
+    /// does: what the daemon and the commands use, so that the built-in plugins are there
+    /// even where no plugin directory exists.
+    ///
+    /// [`load`]: PluginSet::load
+    pub fn with_embedded(roots: &[(PathBuf, Origin)]) -> PluginSet {
+        PluginSet::load_over(BUILT_IN, roots)
+    }
+
+    /// `embedded` plugins first, then each root's; a later layer's plugin replaces an
+    /// earlier one of the same name.
+    pub fn load_over(
+        embedded: &'static [EmbeddedPlugin],
+        roots: &[(PathBuf, Origin)],
+    ) -> PluginSet {
         let mut set = PluginSet::default();
+        for plugin in embedded {
+            set.add(load_plugin(Files::Embedded(plugin), Origin::Embedded));
+        }
         for (root, origin) in roots {
             let Ok(entries) = std::fs::read_dir(root) else {
                 continue;
@@ -312,22 +376,33 @@ impl PluginSet {
                 .collect();
             dirs.sort();
             for dir in dirs {
-                match load_plugin(&dir, *origin) {
-                    Ok(plugin) => {
-                        if let Some(previous) =
-                            set.plugins.insert(plugin.name.clone(), Arc::new(plugin))
-                        {
-                            tracing::info!(plugin = %previous.name, "admin plugin replaces the built-in one");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!("plugin not loaded: {e}");
-                        set.errors.push(e);
-                    }
-                }
+                set.add(load_plugin(Files::Dir(&dir), *origin));
             }
         }
         set
+    }
+
+    fn add(&mut self, loaded: Result<Plugin, LoadError>) {
+        match loaded {
+            Ok(mut plugin) => {
+                let previous = self.plugins.get(&plugin.name).map(|p| p.origin);
+                if let Some(previous) = previous {
+                    tracing::info!(
+                        plugin = %plugin.name,
+                        dir = %plugin.location().display(),
+                        "{} plugin replaces the {} one",
+                        plugin.origin.as_str(),
+                        previous.as_str()
+                    );
+                }
+                plugin.replaces = previous;
+                self.plugins.insert(plugin.name.clone(), Arc::new(plugin));
+            }
+            Err(e) => {
+                tracing::error!("plugin not loaded: {e}");
+                self.errors.push(e);
+            }
+        }
     }
 
     /// The plugin with this name.
@@ -351,12 +426,113 @@ impl PluginSet {
     }
 }
 
-/// Manifest validation without the file system, reachable for `tests/fuzz.rs` only; not an API.
+/// Where a plugin's files are read from.
+#[derive(Clone, Copy)]
+enum Files<'a> {
+    /// A directory on disk.
+    Dir(&'a Path),
+    /// Compiled into the binary.
+    Embedded(&'static EmbeddedPlugin),
+}
+
+impl Files<'_> {
+    /// The directory, or `(embedded)/<name>`, for errors.
+    fn shown_dir(&self) -> PathBuf {
+        match self {
+            Files::Dir(dir) => dir.to_path_buf(),
+            Files::Embedded(plugin) => Path::new(EMBEDDED_DIR).join(plugin.name),
+        }
+    }
+
+    fn dir_name(&self) -> String {
+        match self {
+            Files::Dir(dir) => dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            Files::Embedded(plugin) => plugin.name.to_owned(),
+        }
+    }
+
+    /// A text file of the plugin (`relative` is `/`-separated).
+    fn read(&self, relative: &str) -> Result<String, String> {
+        match self {
+            Files::Dir(dir) => {
+                std::fs::read_to_string(dir.join(relative)).map_err(|e| format!("cannot read: {e}"))
+            }
+            Files::Embedded(plugin) => {
+                let file = plugin
+                    .file(relative)
+                    .ok_or_else(|| "cannot read: not embedded".to_owned())?;
+                String::from_utf8(file.bytes.to_vec())
+                    .map_err(|_| "cannot read: not UTF-8".to_owned())
+            }
+        }
+    }
+
+    /// Names of the files directly in `templates/`, sorted.
+    fn template_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self {
+            Files::Dir(dir) => std::fs::read_dir(dir.join("templates"))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Files::Embedded(plugin) => plugin
+                .files
+                .iter()
+                .filter_map(|f| f.path.strip_prefix("templates/"))
+                .filter(|name| !name.contains('/'))
+                .map(str::to_owned)
+                .collect(),
+        };
+        names.sort();
+        names
+    }
+
+    /// The `static/` files of an embedded plugin, ready to serve; none for a directory,
+    /// whose files are read when asked for.
+    fn embedded_static(&self) -> BTreeMap<String, StaticFile> {
+        let Files::Embedded(plugin) = self else {
+            return BTreeMap::new();
+        };
+        plugin
+            .files
+            .iter()
+            .filter_map(|f| {
+                let path = f.path.strip_prefix("static/")?;
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(f.bytes, &mut hasher);
+                Some((
+                    path.to_owned(),
+                    StaticFile {
+                        body: Arc::from(f.bytes),
+                        modified: SystemTime::UNIX_EPOCH + Duration::from_secs(f.modified),
+                        etag: format!("\"e{:016x}\"", std::hash::Hasher::finish(&hasher)),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// A `static/` file of an embedded plugin.
+struct StaticFile {
+    body: Arc<[u8]>,
+    modified: SystemTime,
+    etag: String,
+}
+
+/// Manifest validation without reading the manifest from its plugin, reachable for
+/// `tests/fuzz.rs` only; not an API.
 #[doc(hidden)]
 pub mod fuzz_api {
     use std::path::{Path, PathBuf};
 
-    use super::{load_error, load_templates, plugin_from_text, LoadError, Origin, Plugin};
+    use super::{load_error, load_templates, plugin_from_text, Files, LoadError, Origin, Plugin};
 
     /// A plugin directory whose templates are loaded once, to check many manifest texts with.
     pub struct ManifestChecker {
@@ -369,20 +545,20 @@ pub mod fuzz_api {
         pub fn new(dir: &Path) -> Result<ManifestChecker, LoadError> {
             Ok(ManifestChecker {
                 dir: dir.to_path_buf(),
-                templates: load_templates(dir, &load_error(dir))?,
+                templates: load_templates(Files::Dir(dir), dir, &load_error(dir))?,
             })
         }
 
         /// What loading the directory gives when its `plugin.toml` holds `text`.
         pub fn load(&self, text: &str) -> Result<Plugin, LoadError> {
-            plugin_from_text(&self.dir, Origin::Admin, text, &|| {
+            plugin_from_text(Files::Dir(&self.dir), Origin::Admin, text, &|| {
                 Ok(self.templates.clone())
             })
         }
     }
 }
 
-/// Builds the errors of the plugin directory `dir`.
+/// Builds the errors of the plugin shown as `dir`.
 fn load_error(dir: &Path) -> impl Fn(&Path, &str, String) -> LoadError + '_ {
     move |file: &Path, field: &str, message: String| LoadError {
         dir: dir.to_path_buf(),
@@ -392,24 +568,26 @@ fn load_error(dir: &Path) -> impl Fn(&Path, &str, String) -> LoadError + '_ {
     }
 }
 
-fn load_plugin(dir: &Path, origin: Origin) -> Result<Plugin, LoadError> {
-    let manifest_path = dir.join("plugin.toml");
-    let fail = load_error(dir);
-    let text = std::fs::read_to_string(&manifest_path)
-        .map_err(|e| fail(&manifest_path, "", format!("cannot read: {e}")))?;
-    plugin_from_text(dir, origin, &text, &|| load_templates(dir, &fail))
+fn load_plugin(files: Files<'_>, origin: Origin) -> Result<Plugin, LoadError> {
+    let dir = files.shown_dir();
+    let fail = load_error(&dir);
+    let text = files
+        .read("plugin.toml")
+        .map_err(|e| fail(&dir.join("plugin.toml"), "", e))?;
+    plugin_from_text(files, origin, &text, &|| load_templates(files, &dir, &fail))
 }
 
-/// The plugin that `dir` holds when its manifest is `text`; `templates` is called once the
+/// The plugin that `files` hold when their manifest is `text`; `templates` is called once the
 /// manifest's own checks passed, so that a manifest error is reported before a template one.
 fn plugin_from_text(
-    dir: &Path,
+    files: Files<'_>,
     origin: Origin,
     text: &str,
     templates: &dyn Fn() -> Result<(tera::Tera, tera::Tera), LoadError>,
 ) -> Result<Plugin, LoadError> {
+    let dir = files.shown_dir();
     let manifest_path = dir.join("plugin.toml");
-    let fail = load_error(dir);
+    let fail = load_error(&dir);
     let m: manifest::Manifest = serde_path_to_error::deserialize(toml::Deserializer::new(text))
         .map_err(|e| {
             let field = e.path().to_string();
@@ -421,10 +599,7 @@ fn plugin_from_text(
         })?;
     let bad = |field: String, message: String| fail(&manifest_path, &field, message);
 
-    let dir_name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir_name = files.dir_name();
     let valid_name = !m.name.is_empty()
         && m.name.len() <= 64
         && m.name
@@ -551,8 +726,13 @@ fn plugin_from_text(
         description: m.description,
         models: m.models,
         sync_event: m.sync_event,
-        dir: dir.to_path_buf(),
+        dir: match files {
+            Files::Dir(dir) => Some(dir.to_path_buf()),
+            Files::Embedded(_) => None,
+        },
         origin,
+        replaces: None,
+        embedded_static: files.embedded_static(),
         rules,
         routes,
         dhcp_vendor_class,
@@ -577,30 +757,24 @@ fn check_placeholders(value: &str) -> Result<(), String> {
 
 /// Loads `templates/*.tera` into an XML-escaping and a line-escaping engine.
 fn load_templates(
+    files: Files<'_>,
     dir: &Path,
     fail: &dyn Fn(&Path, &str, String) -> LoadError,
 ) -> Result<(tera::Tera, tera::Tera), LoadError> {
     let templates_dir = dir.join("templates");
     let mut xml_sources = Vec::new();
     let mut text_sources = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&templates_dir) {
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for file in files {
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !name.ends_with(".tera") || name.starts_with('.') {
-                continue;
-            }
-            let source = std::fs::read_to_string(&file)
-                .map_err(|e| fail(&file, "", format!("cannot read: {e}")))?;
-            if is_xml_template(&name) {
-                xml_sources.push((name, source));
-            } else {
-                text_sources.push((name, source));
-            }
+    for name in files.template_names() {
+        if !name.ends_with(".tera") || name.starts_with('.') {
+            continue;
+        }
+        let source = files
+            .read(&format!("templates/{name}"))
+            .map_err(|e| fail(&templates_dir.join(&name), "", e))?;
+        if is_xml_template(&name) {
+            xml_sources.push((name, source));
+        } else {
+            text_sources.push((name, source));
         }
     }
     let build = |sources: Vec<(String, String)>,

@@ -1,10 +1,11 @@
-//! Who calls: an API token (`X-Auth-Token`) or the local admin socket, and for which tenant.
+//! Who calls: an API token (`X-Auth-Token`, or `Authorization: Bearer` as Prometheus and most
+//! HTTP clients send it) or the local admin socket, and for which tenant.
 
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, ApiState};
@@ -13,6 +14,78 @@ use crate::model;
 /// Marks requests that came through the local admin socket from an allowed user.
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAdmin;
+
+/// Longest token secret looked up: longer ones are refused before hashing.
+pub const MAX_TOKEN_CHARS: usize = 512;
+
+/// The token secret a request presents: `X-Auth-Token` (wazo's header), `Authorization:
+/// Bearer <token>` (RFC 6750), or both carrying the same token. A header that is repeated,
+/// not text, empty, over [`MAX_TOKEN_CHARS`] or (for `Authorization`) of another scheme is a
+/// 401 naming it: a request whose credentials cannot be read is never taken as anonymous,
+/// and two different tokens leave no choice that would not surprise one of their senders.
+fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let malformed = |header: &str, message: &str| {
+        ApiError::field(header, message).with_status(StatusCode::UNAUTHORIZED)
+    };
+    let single = |header: &'static str| -> Result<Option<&str>, ApiError> {
+        let mut values = headers.get_all(header).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(malformed(header, "given more than once"));
+        }
+        value
+            .to_str()
+            .map(Some)
+            .map_err(|_| malformed(header, "not text"))
+    };
+    let valid = |token: &str| {
+        !token.is_empty()
+            && token.len() <= MAX_TOKEN_CHARS
+            && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    let x_auth = single("X-Auth-Token")?
+        .map(|token| {
+            if valid(token) {
+                Ok(token)
+            } else {
+                Err(malformed(
+                    "X-Auth-Token",
+                    &format!("expected a token of 1 to {MAX_TOKEN_CHARS} characters"),
+                ))
+            }
+        })
+        .transpose()?;
+    let bearer = single("Authorization")?
+        .map(|value| {
+            // The scheme is case-insensitive (RFC 9110, 11.1); one or more spaces follow it.
+            match value.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer")
+                        && valid(token.trim_start_matches(' ')) =>
+                {
+                    Ok(token.trim_start_matches(' '))
+                }
+                _ => Err(malformed(
+                    "Authorization",
+                    &format!("expected Bearer and a token of 1 to {MAX_TOKEN_CHARS} characters"),
+                )),
+            }
+        })
+        .transpose()?;
+    match (x_auth, bearer) {
+        (Some(x_auth), Some(bearer)) if x_auth != bearer => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "X-Auth-Token and Authorization carry different tokens",
+        )),
+        (Some(token), _) | (None, Some(token)) => Ok(token),
+        (None, None) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send X-Auth-Token or Authorization: Bearer",
+        )),
+    }
+}
 
 /// Hex SHA-256 of a token secret: the form tokens are stored and looked up in.
 pub fn hash_token(secret: &str) -> String {
@@ -106,13 +179,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         let (token_tenant, acl, local) = if parts.extensions.get::<LocalAdmin>().is_some() {
             (state.default_tenant.clone(), vec!["#".to_owned()], true)
         } else {
-            let secret = parts
-                .headers
-                .get("x-auth-token")
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty() && v.len() <= 512)
-                .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing X-Auth-Token"))?;
-            let hash = hash_token(secret);
+            let hash = hash_token(presented_token(&parts.headers)?);
             let store = state.store.clone();
             let token = super::blocking(move || Ok(store.token(&hash)?)).await?;
             let token = token.ok_or_else(|| refuse_token(parts, state, "invalid token"))?;

@@ -347,7 +347,7 @@ pub(super) async fn reload(
     caller.require("provd.pg_mgr.reload.create")?;
     caller.require_master()?;
     let roots = state.plugin_roots.clone();
-    let set = blocking(move || Ok(PluginSet::load(&roots))).await?;
+    let set = blocking(move || Ok(PluginSet::with_embedded(&roots))).await?;
     if let Some(e) = set
         .errors
         .iter()

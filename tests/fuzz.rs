@@ -1383,10 +1383,15 @@ fn check_resolve(plugin: &Plugin, path: &str) -> Result<(), String> {
         }
     }
     if let provisiond::plugins::Target::Static(file) = &resolved.target {
-        let inside = file
-            .strip_prefix(plugin.dir.join("static"))
-            .map(|rest| rest.components().all(|c| matches!(c, Component::Normal(_))));
-        if inside != Ok(true) {
+        // A directory plugin's file is under `<dir>/static`; an embedded plugin's is the
+        // relative path inside its embedded `static/`.
+        let rest = match &plugin.dir {
+            Some(dir) => file.strip_prefix(dir.join("static")).ok(),
+            None => Some(file.as_path()),
+        };
+        let inside =
+            rest.is_some_and(|rest| rest.components().all(|c| matches!(c, Component::Normal(_))));
+        if !inside {
             return Err(format!(
                 "{}: {path:?} serves {}",
                 plugin.name,

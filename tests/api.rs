@@ -5,18 +5,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::InProcess;
-use provisiond::config::HttpAuthStrategy;
-use provisiond::files::FileService;
-use provisiond::http::api::{hash_token, router, ApiState};
+use provisiond::http::api::{hash_token, router};
 use provisiond::http::HttpLimits;
 use provisiond::model::{self, Tenant, Token};
-use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
 use serde_json::{json, Value};
 
@@ -48,34 +43,14 @@ fn start() -> Api {
 
 /// The API router over `store`, with the repository's plugins.
 fn app(store: &Store, max_body: usize) -> axum::Router {
-    let roots = vec![(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
-        Origin::Builtin,
-    )];
-    let plugins = PluginSet::load(&roots);
-    let renderer = Renderer::new(store.clone(), ServerInfo::default());
-    let files = Arc::new(FileService::new(
-        store.clone(),
-        "master",
-        HttpAuthStrategy::Disabled,
-        Arc::new(plugins),
-        renderer,
-    ));
-    router(
-        Arc::new(ApiState::new(store.clone(), files, "master".into(), roots)),
-        max_body,
-    )
+    router(Arc::new(common::api_state(store)), max_body)
 }
 
 /// The limits of the daemon's API listeners, with shorter times.
 fn limits() -> HttpLimits {
     HttpLimits {
         max_request_bytes: MAX_HEAD,
-        request_timeout: Duration::from_secs(5),
-        max_connections: 64,
-        max_connection_time: Duration::from_secs(MAX_CONN_SECS),
-        shutdown_grace: Duration::from_secs(5),
-        refusal: provisiond::http::api::refusal,
+        ..common::api_limits(MAX_CONN_SECS)
     }
 }
 

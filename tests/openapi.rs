@@ -12,15 +12,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::InProcess;
-use provisiond::config::HttpAuthStrategy;
-use provisiond::files::FileService;
-use provisiond::http::api::{hash_token, router, ApiState, ROUTES};
-use provisiond::http::HttpLimits;
+use provisiond::http::api::{hash_token, router, ROUTES};
 use provisiond::model::{self, Token};
-use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
 use serde_json::Value;
 
@@ -47,31 +42,8 @@ fn start() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("data")).unwrap();
     store.ensure_defaults("master").unwrap();
-    let roots = vec![(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
-        Origin::Builtin,
-    )];
-    let plugins = PluginSet::load(&roots);
-    assert!(plugins.errors.is_empty(), "{:?}", plugins.errors);
-    let renderer = Renderer::new(store.clone(), ServerInfo::default());
-    let files = Arc::new(FileService::new(
-        store.clone(),
-        "master",
-        HttpAuthStrategy::Disabled,
-        Arc::new(plugins),
-        renderer,
-    ));
-    // The plugin roots let `POST /pg_mgr/reload` succeed.
-    let state = Arc::new(ApiState::new(store.clone(), files, "master".into(), roots));
-    let app = router(state, 1 << 20);
-    let limits = HttpLimits {
-        max_request_bytes: 16384,
-        request_timeout: Duration::from_secs(5),
-        max_connections: 64,
-        max_connection_time: Duration::from_secs(60),
-        shutdown_grace: Duration::from_secs(5),
-        refusal: provisiond::http::api::refusal,
-    };
+    let app = router(Arc::new(common::api_state(&store)), 1 << 20);
+    let limits = common::api_limits(60);
     let http = InProcess::start(app, limits, None);
     Api {
         addr: http.addr,

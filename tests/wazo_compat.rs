@@ -8,19 +8,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{InProcess, PATIENCE};
-use provisiond::config::HttpAuthStrategy;
-use provisiond::files::FileService;
 use provisiond::http::api::fields::{MAX_EXTRA_KEYS, MAX_EXTRA_KEY_CHARS, MAX_RAW_CONFIG_BYTES};
-use provisiond::http::api::{hash_token, router, ApiState};
-use provisiond::http::HttpLimits;
+use provisiond::http::api::{hash_token, router};
 use provisiond::model::{self, Tenant, Token};
-use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
 use provisiond::store::Store;
 use serde_json::{json, Map, Value};
 
@@ -51,38 +46,16 @@ fn start() -> Server {
     store.ensure_defaults("master").unwrap();
     let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
     phone.set_read_timeout(Some(PATIENCE)).unwrap();
-    let roots = vec![(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
-        Origin::Builtin,
-    )];
-    let plugins = PluginSet::load(&roots);
-    let renderer = Renderer::new(store.clone(), ServerInfo::default());
-    let files = Arc::new(FileService::new(
-        store.clone(),
-        "master",
-        HttpAuthStrategy::Disabled,
-        Arc::new(plugins),
-        renderer,
-    ));
-    let state = ApiState::new(store.clone(), files, "master".into(), roots).with_sync(
-        provisiond::config::Sync {
-            enabled: true,
-            timeout_secs: 600,
-            sip_port: phone.local_addr().unwrap().port(),
-        },
-    );
+    let state = common::api_state(&store).with_sync(provisiond::config::Sync {
+        enabled: true,
+        timeout_secs: 600,
+        sip_port: phone.local_addr().unwrap().port(),
+    });
     let app = router(
         Arc::new(state),
         provisiond::config::Api::default().max_body_bytes,
     );
-    let limits = HttpLimits {
-        max_request_bytes: 16384,
-        request_timeout: Duration::from_secs(5),
-        max_connections: 64,
-        max_connection_time: Duration::from_secs(60),
-        shutdown_grace: Duration::from_secs(5),
-        refusal: provisiond::http::api::refusal,
-    };
+    let limits = common::api_limits(60);
     let http = InProcess::start(app, limits, None);
     Server {
         addr: http.addr,

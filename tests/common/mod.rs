@@ -202,3 +202,36 @@ impl Drop for InProcess {
         let _ = self.stop.send(true);
     }
 }
+
+/// The REST API's state over `store` as the daemon builds it: the repository's plugins as the
+/// built-in layer (so that `POST /pg_mgr/reload` works), default tenant `master`, no `url_key`.
+pub fn api_state(store: &provisiond::store::Store) -> provisiond::http::api::ApiState {
+    use provisiond::plugins::{Origin, PluginSet, Renderer, ServerInfo};
+    let roots = vec![(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
+        Origin::Builtin,
+    )];
+    let plugins = PluginSet::load(&roots);
+    assert!(plugins.errors.is_empty(), "{:?}", plugins.errors);
+    let files = std::sync::Arc::new(provisiond::files::FileService::new(
+        store.clone(),
+        "master",
+        provisiond::config::HttpAuthStrategy::Disabled,
+        std::sync::Arc::new(plugins),
+        Renderer::new(store.clone(), ServerInfo::default()),
+    ));
+    provisiond::http::api::ApiState::new(store.clone(), files, "master".into(), roots)
+}
+
+/// The limits of the daemon's API listeners (16 KiB heads, JSON refusals), with shorter times;
+/// connections live `max_connection_secs`.
+pub fn api_limits(max_connection_secs: u64) -> provisiond::http::HttpLimits {
+    provisiond::http::HttpLimits {
+        max_request_bytes: 16384,
+        request_timeout: Duration::from_secs(5),
+        max_connections: 64,
+        max_connection_time: Duration::from_secs(max_connection_secs),
+        shutdown_grace: Duration::from_secs(5),
+        refusal: provisiond::http::api::refusal,
+    }
+}

@@ -308,6 +308,13 @@ mod tests {
                 ..
             })
         ));
+        // dxtorc's MACs without leading zeros, as ISC's binary-to-ascii writes them.
+        match parse_datagram(b"commit\n10.0.0.5\n0:15:65:a:b:c\n").unwrap() {
+            Event::Lease(RequestContext::Dhcp { mac, .. }) => {
+                assert_eq!(mac.to_string(), "00:15:65:0a:0b:0c")
+            }
+            other => panic!("{other:?}"),
+        }
         for bad in [
             &b""[..],
             b"commit\n",

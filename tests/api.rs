@@ -659,13 +659,6 @@ fn invalid_input_gets_a_clear_error() {
         ),
         ("GET", "/0.2/cfg_mgr/configs/nope/raw", None, 404, "nope"),
         (
-            "POST",
-            "/0.2/cfg_mgr/autocreate",
-            Some(json!({})),
-            404,
-            "autocreate",
-        ),
-        (
             "PUT",
             "/0.2/configure/provisioning_key",
             Some(json!({"param": {"value": "short"}})),

@@ -1069,3 +1069,41 @@ fn a_config_of_1024_sip_lines_is_accepted_with_the_default_limit() {
     let r = server.call("POST", "/0.2/cfg_mgr/configs", tk, Some(body));
     assert_eq!((r.status, field(&r)), (400, "raw_config"), "{:?}", r.body);
 }
+
+#[test]
+fn autocreate_copies_autoprov_on_a_fresh_store_and_prefers_an_admin_template() {
+    let server = start();
+    let t = server.token("master");
+    let tk = Some(t.as_str());
+    let parent_of_new = |server: &Server| {
+        let r = server.call("POST", "/0.2/cfg_mgr/autocreate", tk, Some(json!({})));
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        let created = server.call("GET", &format!("/0.2/cfg_mgr/configs/{id}"), tk, None);
+        created.body["config"]["parent_ids"].clone()
+    };
+    // wazo-provd's `autoprov` carries the role, and so does the built-in one.
+    let autoprov = server.call("GET", "/0.2/cfg_mgr/configs/autoprov", tk, None);
+    assert_eq!(autoprov.body["config"]["role"], "autocreate");
+    assert_eq!(parent_of_new(&server), json!(["autoprov"]));
+    let template = json!({"config": {
+        "id": "zz-lines",
+        "parent_ids": ["base"],
+        "role": "autocreate",
+        "raw_config": {},
+    }});
+    let r = server.call("POST", "/0.2/cfg_mgr/configs", tk, Some(template));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(parent_of_new(&server), json!(["zz-lines"]));
+    // Without any template, a clear 404.
+    for id in ["autoprov", "zz-lines"] {
+        let path = format!("/0.2/cfg_mgr/configs/{id}");
+        let mut plain = server.call("GET", &path, tk, None).body["config"].clone();
+        plain["role"] = Value::Null;
+        let r = server.call("PUT", &path, tk, Some(json!({ "config": plain })));
+        assert_eq!(r.status, 204, "{id}: {:?}", r.body);
+    }
+    let r = server.call("POST", "/0.2/cfg_mgr/autocreate", tk, Some(json!({})));
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    assert!(r.body.to_string().contains("autocreate"), "{:?}", r.body);
+}

@@ -19,7 +19,7 @@ use sled::transaction::{
 };
 use sled::Tree;
 
-pub use others::{AUTOPROV_CONFIG, BASE_CONFIG};
+pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG};
 pub use schema::SCHEMA_VERSION;
 
 /// Default size of sled's page cache, in MiB (`[general] store_cache_mib`).

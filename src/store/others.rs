@@ -16,6 +16,8 @@ const DEFAULT_TENANT_KEY: &[u8] = b"default_tenant";
 pub const BASE_CONFIG: &str = "base";
 /// Id of the config given to autocreated devices.
 pub const AUTOPROV_CONFIG: &str = "autoprov";
+/// Role of the configs that `POST /cfg_mgr/autocreate` copies (wazo-provd's name).
+pub const AUTOCREATE_ROLE: &str = "autocreate";
 
 fn claim_key(idx: &TransactionalTree, key: &Option<String>, tenant: &str) -> TxResult<()> {
     let Some(key) = key else { return Ok(()) };
@@ -51,25 +53,32 @@ impl Store {
                         };
                         tenants.insert(default_tenant.as_bytes(), encode(&tenant))?;
                     }
-                    let builtin = |id: &str, parents: &[&str]| Config {
+                    let builtin = |id: &str, parents: &[&str], role: Option<&str>| Config {
                         id: id.to_owned(),
                         parent_ids: parents.iter().map(|p| p.to_string()).collect(),
                         raw_config: RawConfig::new(),
                         tenant: default_tenant.to_owned(),
                         deletable: false,
                         transient: false,
-                        role: None,
+                        role: role.map(str::to_owned),
                         extra: Default::default(),
                         generation: super::generation(),
                         revision: 1,
                     };
                     if configs.get(BASE_CONFIG)?.is_none() {
-                        configs.insert(BASE_CONFIG, encode(&builtin(BASE_CONFIG, &[])))?;
+                        configs.insert(BASE_CONFIG, encode(&builtin(BASE_CONFIG, &[], None)))?;
                     }
                     if configs.get(AUTOPROV_CONFIG)?.is_none() {
                         configs.insert(
                             AUTOPROV_CONFIG,
-                            encode(&builtin(AUTOPROV_CONFIG, &[BASE_CONFIG])),
+                            // wazo-provd's `autoprov` is the template of
+                            // `POST /cfg_mgr/autocreate` (its role says so); a store made
+                            // before this keeps its `autoprov` as the admin left it.
+                            encode(&builtin(
+                                AUTOPROV_CONFIG,
+                                &[BASE_CONFIG],
+                                Some(AUTOCREATE_ROLE),
+                            )),
                         )?;
                         super::multi_add(
                             children,

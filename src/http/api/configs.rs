@@ -16,6 +16,7 @@ use super::{
 use crate::model::{self, Config, RawConfig};
 use crate::plugins::merged_raw_config;
 use crate::store::{Store, BASE_CONFIG};
+use crate::store::{AUTOCREATE_ROLE, AUTOPROV_CONFIG};
 
 pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
     caller.require("provd.cfg_mgr.read")?;
@@ -299,14 +300,16 @@ pub(super) async fn autocreate(
 ) -> ApiResult {
     caller.require("provd.cfg_mgr.autocreate.create")?;
     let id = blocking(move || {
+        // An administrator's own template wins over the built-in `autoprov`.
         let template = state
             .store
             .configs()?
             .into_iter()
-            .find(|c| {
-                c.role.as_deref() == Some("autocreate")
+            .filter(|c| {
+                c.role.as_deref() == Some(AUTOCREATE_ROLE)
                     && readable(c, &caller, &state.default_tenant, false)
             })
+            .min_by_key(|c| (c.id == AUTOPROV_CONFIG, c.id.clone()))
             .ok_or_else(|| ApiError::not_found("no config has the role autocreate"))?;
         let suffix = crate::ident::random_password(10)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

@@ -18,8 +18,8 @@ use crate::http::{self, provisioning, provisioning::Provisioning, HttpLimits, Lo
 use crate::ident::AutocreateLimits;
 use crate::logging::{self, LogHandle};
 use crate::plugins::{PluginSet, Renderer, ServerInfo};
-use crate::service;
 use crate::store::{Store, SCHEMA_VERSION};
+use crate::systemd;
 use crate::tftp::{FileSource, TftpOptions, TftpServer};
 
 /// Group whose members may use the local admin socket.
@@ -69,11 +69,11 @@ pub fn serve(args: &ConfigArgs) -> ExitCode {
     }
     // Every thread but this one gives up the capabilities the daemon will not keep as soon
     // as it starts; this one binds the sockets first (see `service`).
-    let keep = service::retained(&loaded.settings);
+    let keep = systemd::retained(&loaded.settings);
     let keep_for_threads = keep.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(move || service::drop_on_thread_start(&keep_for_threads))
+        .on_thread_start(move || systemd::drop_on_thread_start(&keep_for_threads))
         .build()
     {
         Ok(runtime) => runtime,
@@ -287,10 +287,10 @@ async fn run(
         devices = store.device_count(),
         "store open; ready"
     );
-    service::ready("ready: serving phones");
-    let watchdog = service::watchdog().map(|period| {
+    systemd::ready("ready: serving phones");
+    let watchdog = systemd::watchdog().map(|period| {
         info!("systemd watchdog: pinging every {:?}", period / 2);
-        tokio::spawn(service::watchdog_pings(period))
+        tokio::spawn(systemd::watchdog_pings(period))
     });
 
     loop {
@@ -298,14 +298,14 @@ async fn run(
             _ = terminate.recv() => { info!("SIGTERM received: shutting down"); break; }
             _ = interrupt.recv() => { info!("SIGINT received: shutting down"); break; }
             _ = hangup.recv() => {
-                service::reloading();
+                systemd::reloading();
                 reload(args, &mut running, log);
                 files.set_plugins(load_plugins(&running));
-                service::ready("ready: serving phones");
+                systemd::ready("ready: serving phones");
             }
         }
     }
-    service::stopping();
+    systemd::stopping();
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
@@ -334,7 +334,7 @@ async fn run(
 /// Drops the capabilities of this thread (the others did at their start) to `keep`, logs what
 /// remains, and checks that no thread of the process holds more.
 fn drop_capabilities(keep: &caps::CapsHashSet) -> anyhow::Result<()> {
-    let kept = service::drop_after_binding(keep)
+    let kept = systemd::drop_after_binding(keep)
         .map_err(|e| anyhow::anyhow!("cannot drop capabilities after binding: {e}"))?;
     info!(
         capabilities = %kept.names(),
@@ -344,7 +344,7 @@ fn drop_capabilities(keep: &caps::CapsHashSet) -> anyhow::Result<()> {
         kept.names(),
         kept.cap_eff
     );
-    match service::thread_cap_eff() {
+    match systemd::thread_cap_eff() {
         Ok(threads) => {
             let more: Vec<String> = threads
                 .iter()

@@ -18,7 +18,7 @@ pub mod logging;
 pub mod model;
 pub mod plugins;
 pub mod ratelimit;
-pub mod service;
 pub mod store;
 pub mod sync;
+pub mod systemd;
 pub mod tftp;

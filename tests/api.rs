@@ -1433,7 +1433,7 @@ fn authentication_failures() {
             None
         )
         .status,
-        403
+        401
     );
     assert_eq!(
         api.call(
@@ -1444,7 +1444,7 @@ fn authentication_failures() {
             None
         )
         .status,
-        403
+        401
     );
     assert_eq!(
         api.call(
@@ -1597,7 +1597,7 @@ fn tenant_isolation_matrix() {
             }
             assert_eq!(
                 api.call("GET", &dev, Some(token), Some(other), None).status,
-                403,
+                401,
                 "{me} cannot name {other}"
             );
         }

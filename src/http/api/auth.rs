@@ -196,13 +196,19 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
                 let store = state.store.clone();
                 let name = asked.clone();
                 let exists = super::blocking(move || Ok(store.tenant(&name)?.is_some())).await?;
+                // 401 as wazo-provd answers a tenant outside the token's reach: the token is
+                // not valid for that tenant.
                 if !exists {
-                    return Err(ApiError::forbidden(format!("no tenant {asked:?}")));
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        format!("no tenant {asked:?}"),
+                    ));
                 }
                 asked
             }
             Some(_) => {
-                return Err(ApiError::forbidden(
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
                     "this token cannot act for another tenant",
                 ))
             }

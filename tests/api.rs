@@ -3,15 +3,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 
-use common::InProcess;
-use provisiond::http::api::{hash_token, router};
+use common::{curl, ApiReply as Reply, InProcess};
+use provisiond::http::api::router;
 use provisiond::http::HttpLimits;
-use provisiond::model::{self, Tenant, Token};
+use provisiond::model::{self};
 use provisiond::store::Store;
 use serde_json::{json, Value};
 
@@ -24,12 +22,6 @@ struct Api {
     store: Store,
     _http: InProcess,
     _dir: tempfile::TempDir,
-}
-
-struct Reply {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Value,
 }
 
 /// Request body limit of the test servers.
@@ -70,34 +62,7 @@ fn start_with(max_body: usize) -> Api {
 impl Api {
     /// A token of `tenant` with `acl` (default `provd.#`); creates the tenant if needed.
     fn token(&self, tenant: &str, acl: &[&str], expires: Option<u64>) -> String {
-        if self.store.tenant(tenant).unwrap().is_none() {
-            self.store
-                .create_tenant(&Tenant {
-                    id: tenant.into(),
-                    name: tenant.into(),
-                    provisioning_key: None,
-                    default_config: None,
-                    revision: 0,
-                })
-                .unwrap();
-        }
-        let secret = format!("secret-{}", model::new_id());
-        let acl = if acl.is_empty() {
-            vec!["provd.#".to_owned()]
-        } else {
-            acl.iter().map(|a| a.to_string()).collect()
-        };
-        self.store
-            .create_token(&Token {
-                hash: hash_token(&secret),
-                tenant: tenant.into(),
-                acl,
-                created: model::now(),
-                expires,
-                description: None,
-            })
-            .unwrap();
-        secret
+        common::api_token(&self.store, tenant, acl, expires)
     }
 
     /// One request; `token` None sends none; `body` is sent with the provd media type.
@@ -140,57 +105,6 @@ impl Api {
             &headers,
             body,
         )
-    }
-}
-
-/// One request with curl to `url`; `via` goes first (e.g. `--unix-socket PATH`).
-fn curl(
-    via: &[&str],
-    url: &str,
-    method: &str,
-    headers: &[String],
-    body: Option<(String, String)>,
-) -> Reply {
-    let tmp = tempfile::tempdir().unwrap();
-    let (head, out) = (tmp.path().join("h"), tmp.path().join("b"));
-    let mut cmd = Command::new("curl");
-    cmd.args(via)
-        .args(["-sS", "-g", "--max-time", "20", "-X", method, "-o"])
-        .arg(&out)
-        .arg("-D")
-        .arg(&head)
-        .args(["-w", "%{http_code}"]);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    if let Some((media, text)) = body {
-        // From a file: a body may be longer than a command line allows.
-        let file = tmp.path().join("request");
-        std::fs::write(&file, text).unwrap();
-        cmd.args(["-H", &format!("Content-Type: {media}"), "--data-binary"])
-            .arg(format!("@{}", file.display()));
-    }
-    let output = cmd.arg(url).output().expect("curl");
-    let status = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&output.stderr)));
-    let headers = std::fs::read_to_string(&head)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Reply {
-        status,
-        headers,
-        body,
     }
 }
 

@@ -6,16 +6,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{InProcess, PATIENCE};
+use common::{curl, ApiReply as Reply, InProcess, PATIENCE};
 use provisiond::http::api::fields::{MAX_EXTRA_KEYS, MAX_EXTRA_KEY_CHARS, MAX_RAW_CONFIG_BYTES};
-use provisiond::http::api::{hash_token, router};
-use provisiond::model::{self, Tenant, Token};
+use provisiond::http::api::router;
 use provisiond::store::Store;
 use serde_json::{json, Map, Value};
 
@@ -29,12 +26,6 @@ struct Server {
     phone: UdpSocket,
     _http: InProcess,
     _dir: tempfile::TempDir,
-}
-
-struct Reply {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Value,
 }
 
 /// The API with the shipped `[api]` body limit, the repository's plugins, and NOTIFYs sent to
@@ -69,29 +60,7 @@ fn start() -> Server {
 impl Server {
     /// A token of `tenant` (created if needed) with every provd ACL.
     fn token(&self, tenant: &str) -> String {
-        if self.store.tenant(tenant).unwrap().is_none() {
-            self.store
-                .create_tenant(&Tenant {
-                    id: tenant.into(),
-                    name: tenant.into(),
-                    provisioning_key: None,
-                    default_config: None,
-                    revision: 0,
-                })
-                .unwrap();
-        }
-        let secret = format!("secret-{}", model::new_id());
-        self.store
-            .create_token(&Token {
-                hash: hash_token(&secret),
-                tenant: tenant.into(),
-                acl: vec!["provd.#".into()],
-                created: model::now(),
-                expires: None,
-                description: None,
-            })
-            .unwrap();
-        secret
+        common::api_token(&self.store, tenant, &[], None)
     }
 
     /// One request shaped like wazo-provd-client's: `X-Auth-Token`, `Connection: close`, no
@@ -101,49 +70,17 @@ impl Server {
     }
 
     fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<String>) -> Reply {
-        let tmp = tempfile::tempdir().unwrap();
-        let (head, out) = (tmp.path().join("head"), tmp.path().join("body"));
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-g", "--max-time", "30", "-X", method, "-o"])
-            .arg(&out)
-            .arg("-D")
-            .arg(&head)
-            .args(["-w", "%{http_code}", "-H", "Connection: close"]);
+        let mut headers = vec!["Connection: close".to_owned()];
         if let Some(token) = token {
-            cmd.args(["-H", &format!("X-Auth-Token: {token}")]);
+            headers.push(format!("X-Auth-Token: {token}"));
         }
-        if let Some(text) = body {
-            // From a file: the large bodies do not fit a command line.
-            let file = tmp.path().join("request");
-            std::fs::write(&file, text).unwrap();
-            cmd.args(["-H", &format!("Content-Type: {MEDIA}"), "--data-binary"])
-                .arg(format!("@{}", file.display()));
-        }
-        let output = cmd
-            .arg(format!("http://{}{path}", self.addr))
-            .output()
-            .expect("curl");
-        let status = String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&output.stderr)));
-        let headers = std::fs::read_to_string(&head)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        curl(
+            &[],
+            &format!("http://{}{path}", self.addr),
+            method,
+            &headers,
+            body.map(|text| (MEDIA.to_owned(), text)),
+        )
     }
 
     /// The phone answers the next NOTIFY with a 200 (its Via, From, To, Call-ID and CSeq).

@@ -235,3 +235,100 @@ pub fn api_limits(max_connection_secs: u64) -> provisiond::http::HttpLimits {
         refusal: provisiond::http::api::refusal,
     }
 }
+
+/// An answer of the REST API: status, headers (names lower-cased), body as JSON (a string
+/// when it is not JSON, null when empty).
+pub struct ApiReply {
+    pub status: u16,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: serde_json::Value,
+}
+
+/// One request with curl to `url`; `via` goes first (e.g. `--unix-socket PATH`).
+pub fn curl(
+    via: &[&str],
+    url: &str,
+    method: &str,
+    headers: &[String],
+    body: Option<(String, String)>,
+) -> ApiReply {
+    let tmp = tempfile::tempdir().unwrap();
+    let (head, out) = (tmp.path().join("h"), tmp.path().join("b"));
+    let mut cmd = Command::new("curl");
+    cmd.args(via)
+        .args(["-sS", "-g", "--max-time", "30", "-X", method, "-o"])
+        .arg(&out)
+        .arg("-D")
+        .arg(&head)
+        .args(["-w", "%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some((media, text)) = body {
+        // From a file: a body may be longer than a command line allows.
+        let file = tmp.path().join("request");
+        std::fs::write(&file, text).unwrap();
+        cmd.args(["-H", &format!("Content-Type: {media}"), "--data-binary"])
+            .arg(format!("@{}", file.display()));
+    }
+    let output = cmd.arg(url).output().expect("curl");
+    let status = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl: {}", String::from_utf8_lossy(&output.stderr)));
+    let headers = std::fs::read_to_string(&head)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let body = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    ApiReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A token of `tenant` (created if needed) with `acl` (default `provd.#`); its secret.
+pub fn api_token(
+    store: &provisiond::store::Store,
+    tenant: &str,
+    acl: &[&str],
+    expires: Option<u64>,
+) -> String {
+    use provisiond::model::{self, Tenant, Token};
+    if store.tenant(tenant).unwrap().is_none() {
+        store
+            .create_tenant(&Tenant {
+                id: tenant.into(),
+                name: tenant.into(),
+                provisioning_key: None,
+                default_config: None,
+                revision: 0,
+            })
+            .unwrap();
+    }
+    let secret = format!("secret-{}", model::new_id());
+    let acl = if acl.is_empty() {
+        vec!["provd.#".to_owned()]
+    } else {
+        acl.iter().map(|a| a.to_string()).collect()
+    };
+    store
+        .create_token(&Token {
+            hash: provisiond::http::api::hash_token(&secret),
+            tenant: tenant.into(),
+            acl,
+            created: model::now(),
+            expires,
+            description: None,
+        })
+        .unwrap();
+    secret
+}

@@ -257,10 +257,10 @@ fn fetcher(
     let mut n: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let hex = format!("805ec0{round:02x}{lane:01x}{:03x}", n & 0xfff);
         if n > 0xfff {
             return;
         }
+        let hex = format!("805ec0{round:02x}{lane:01x}{n:03x}");
         let Ok(stream) = TcpStream::connect(http_addr) else {
             continue;
         };
@@ -426,11 +426,7 @@ fn everything_acknowledged_survives_kill_9() {
     let dir = tmp.path();
     // A port that was free a moment ago (dhcp.port may not be 0); it stays the same across
     // restarts so that the verification talks to the restarted daemon.
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_udp_port();
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     let config = write_config(
         dir,

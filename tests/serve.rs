@@ -607,11 +607,7 @@ fn the_dhcp_server_counts_what_it_did_in_the_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // An ephemeral port, free a moment ago (dhcp.port may not be 0).
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_udp_port();
     let config = write_config(
         dir,
         &format!(

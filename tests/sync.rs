@@ -215,11 +215,7 @@ fn sipp_as_the_phone_accepts_the_notify() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // A port free a moment ago, for SIPp.
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_udp_port();
     let scenario = dir.join("uas.xml");
     std::fs::write(&scenario, SIPP_UAS).unwrap();
     let mut sipp = std::process::Command::new("sipp")

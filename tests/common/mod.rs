@@ -332,3 +332,13 @@ pub fn api_token(
         .unwrap();
     secret
 }
+
+/// A UDP port of 127.0.0.1 that was free a moment ago, for settings that cannot take port 0
+/// (`dhcp.port`) or a peer started by the test (SIPp).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

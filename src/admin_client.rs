@@ -520,23 +520,30 @@ fn tenant_inner(args: &TenantArgs) -> Result<()> {
                         vec![
                             cell(t.get("id")),
                             cell(t.get("name")),
+                            cell(t.get("parent")),
                             cell(t.get("default_config")),
                             cell(t.get("has_provisioning_key")),
                         ]
                     })
                     .collect();
-                table(&["ID", "NAME", "DEFAULT-CONFIG", "PROVISIONING-KEY"], rows);
+                table(
+                    &["ID", "NAME", "PARENT", "DEFAULT-CONFIG", "PROVISIONING-KEY"],
+                    rows,
+                );
             });
         }
         TenantAction::Show { id } => {
             let answer = client.get(&format!("/tenants/{}", seg(id)))?;
             output(api, &answer, |json| fields(&json["tenant"]));
         }
-        TenantAction::Add { id, name } => {
+        TenantAction::Create { id, name, parent } => {
             let mut tenant = Map::new();
             tenant.insert("id".into(), json!(id));
             if let Some(name) = name {
                 tenant.insert("name".into(), json!(name));
+            }
+            if let Some(parent) = parent {
+                tenant.insert("parent".into(), json!(parent));
             }
             let answer = client.post("/tenants", json!({ "tenant": tenant }))?;
             output(api, &answer, |json| {

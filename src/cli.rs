@@ -441,13 +441,18 @@ pub enum TenantAction {
         /// Tenant id.
         id: String,
     },
-    /// Create a tenant.
-    Add {
+    /// Create a tenant below another (`add` is an alias).
+    #[command(visible_alias = "add")]
+    Create {
         /// Tenant id.
         id: String,
         /// Display name (the id when not given).
         #[arg(long)]
         name: Option<String>,
+        /// The tenant above it (the tenant acted for when not given: the default tenant, or
+        /// `--tenant`).
+        #[arg(long, value_name = "TENANT")]
+        parent: Option<String>,
     },
     /// Delete a tenant.
     Delete {

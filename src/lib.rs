@@ -15,6 +15,7 @@ pub mod files;
 pub mod http;
 pub mod ident;
 pub mod logging;
+pub mod manage;
 pub mod model;
 pub mod plugins;
 pub mod ratelimit;

@@ -1371,8 +1371,17 @@ fn authentication_failures() {
         .status,
         200
     );
+    // A sub-tenant sees its own subtree of tenants, nothing above it.
+    let listed = api.call("GET", "/0.2/tenants", Some(&tenant_a), None, None);
+    assert_eq!(listed.status, 200);
+    let ids: Vec<&str> = listed.body["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert!(!ids.contains(&"master"), "{ids:?}");
     for (method, path) in [
-        ("GET", "/0.2/tenants"),
         ("POST", "/0.2/tokens"),
         ("POST", "/0.2/pg_mgr/reload"),
         ("PUT", "/0.2/configure/NAT"),
@@ -1531,7 +1540,8 @@ fn tenant_isolation_matrix() {
             .raw_config
             .is_empty());
     }
-    // The master sees a sub-tenant's objects when it asks for them, or lists recursively.
+    // The master reaches a sub-tenant's device by id (it is below it), and lists it when it
+    // names the tenant or lists recursively.
     assert_eq!(
         api.call(
             "GET",
@@ -1541,7 +1551,7 @@ fn tenant_isolation_matrix() {
             None
         )
         .status,
-        404
+        200
     );
     assert_eq!(
         api.call(

@@ -493,6 +493,7 @@ fn under_url_key_the_provisioning_url_carries_the_pool_tenant_key() {
                 .create_tenant(&Tenant {
                     id: id.into(),
                     name: id.into(),
+                    parent: Some("master".into()),
                     provisioning_key: key.map(str::to_owned),
                     default_config: None,
                     revision: 0,

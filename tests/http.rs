@@ -288,6 +288,7 @@ fn url_key_matrix() {
         .create_tenant(&Tenant {
             id: "other".into(),
             name: "Other".into(),
+            parent: Some("master".into()),
             provisioning_key: Some("OtherKey456".into()),
             default_config: None,
             revision: 0,
@@ -574,6 +575,7 @@ fn a_key_of_another_tenant_neither_changes_nor_creates_devices() {
         .create_tenant(&Tenant {
             id: "other".into(),
             name: "Other".into(),
+            parent: Some("master".into()),
             provisioning_key: Some("OtherKey456".into()),
             default_config: None,
             revision: 0,

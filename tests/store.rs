@@ -42,6 +42,23 @@ fn reopen(dir: &Path) -> Store {
     }
 }
 
+/// The raw sled database of a store whose handles were dropped (same lock retry as [`reopen`]).
+fn raw_db(dir: &Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(dir.join("db")) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::yield_now()
+            }
+            Err(e) => panic!("cannot open the raw database: {e}"),
+        }
+    }
+}
+
 fn mac(text: &str) -> Mac {
     text.parse().expect("valid MAC")
 }
@@ -76,6 +93,7 @@ fn tenant(id: &str, key: Option<&str>) -> Tenant {
     Tenant {
         id: id.to_owned(),
         name: format!("Tenant {id}"),
+        parent: (id != "master").then(|| "master".to_owned()),
         provisioning_key: key.map(str::to_owned),
         default_config: None,
         revision: 0,
@@ -729,6 +747,7 @@ fn by_key_id(store: &Store, key: &str) -> Option<String> {
 #[test]
 fn tenant_crud_and_key_index() {
     let (_dir, store) = open();
+    store.ensure_defaults("master").unwrap();
     let mut input = tenant("t1", Some("k1"));
     input.revision = 9;
     let t1 = store.create_tenant(&input).unwrap();
@@ -756,7 +775,13 @@ fn tenant_crud_and_key_index() {
     // The released key is free for someone else.
     let t2 = store.create_tenant(&tenant("t2", Some("k1"))).unwrap();
     assert_eq!(by_key_id(&store, "k1").as_deref(), Some("t2"));
-    assert_eq!(store.tenants().unwrap(), vec![t1.clone(), t2.clone()]);
+    let tenants: Vec<Tenant> = store
+        .tenants()
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.id != "master")
+        .collect();
+    assert_eq!(tenants, vec![t1.clone(), t2.clone()]);
 
     // Drop the key.
     let mut change = t1.clone();
@@ -794,6 +819,7 @@ fn tenant_crud_and_key_index() {
 #[test]
 fn tenant_key_taken_rolls_back() {
     let (_dir, store) = open();
+    store.ensure_defaults("master").unwrap();
     let t1 = store.create_tenant(&tenant("t1", Some("k1"))).unwrap();
     let t2 = store.create_tenant(&tenant("t2", Some("k2"))).unwrap();
 
@@ -1282,4 +1308,135 @@ fn deleting_a_corrupt_record_fails_without_deleting_it() {
         matches!(store.code("000000000001"), Err(StoreError::Corrupt { .. })),
         "the corrupt code was deleted although delete_code failed"
     );
+}
+
+#[test]
+fn tenants_form_a_tree_under_the_default_tenant() {
+    let (_dir, store) = open();
+    store.ensure_defaults("master").unwrap();
+    let orphan = Tenant {
+        parent: None,
+        ..tenant("orphan", None)
+    };
+    assert!(
+        matches!(store.create_tenant(&orphan), Err(StoreError::Invalid(_))),
+        "only the default tenant has no parent"
+    );
+    let lost = Tenant {
+        parent: Some("nobody".into()),
+        ..tenant("lost", None)
+    };
+    assert!(matches!(
+        store.create_tenant(&lost),
+        Err(StoreError::InvalidReference(_))
+    ));
+    store.create_tenant(&tenant("reseller", None)).unwrap();
+    let customer = store
+        .create_tenant(&Tenant {
+            parent: Some("reseller".into()),
+            ..tenant("customer", None)
+        })
+        .unwrap();
+    let tree = store.tenant_tree().unwrap();
+    assert_eq!(tree.ancestors("customer"), ["reseller", "master"]);
+    assert!(tree.within("customer", "master"));
+    assert!(!tree.within("reseller", "customer"));
+
+    // A tenant never moves.
+    let moved = Tenant {
+        parent: Some("master".into()),
+        ..customer.clone()
+    };
+    assert!(matches!(
+        store.update_tenant(&moved),
+        Err(StoreError::Invalid(_))
+    ));
+    // A tenant with a child stays; once the child is gone it can go, and the cached tree
+    // follows every write.
+    assert!(matches!(
+        store.delete_tenant("reseller"),
+        Err(StoreError::InUse { users, .. }) if users.contains("1 child tenant")
+    ));
+    store.delete_tenant("customer").unwrap();
+    assert!(!store.tenant_tree().unwrap().contains("customer"));
+    store.delete_tenant("reseller").unwrap();
+    assert_eq!(
+        store.tenant_tree().unwrap().children("master"),
+        [] as [String; 0]
+    );
+
+    // The depth is bounded.
+    let mut parent = "master".to_owned();
+    let mut refused = None;
+    for level in 1..=provisiond::model::MAX_TENANT_DEPTH + 1 {
+        let id = format!("level{level}");
+        match store.create_tenant(&Tenant {
+            parent: Some(parent.clone()),
+            ..tenant(&id, None)
+        }) {
+            Ok(_) => parent = id,
+            Err(e) => {
+                refused = Some((level, e));
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some((level, StoreError::Invalid(_))) if level == provisiond::model::MAX_TENANT_DEPTH + 1),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn tenants_of_an_older_store_become_children_of_the_default_tenant() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(tmp.path()).unwrap();
+        store.ensure_defaults("master").unwrap();
+        store.create_tenant(&tenant("acme", None)).unwrap();
+    }
+    // A record as a store made before the tenant tree holds it: no `parent` key.
+    {
+        let db = raw_db(tmp.path());
+        let tenants = db.open_tree("tenants").unwrap();
+        let mut raw: serde_json::Value =
+            serde_json::from_slice(&tenants.get("acme").unwrap().unwrap()).unwrap();
+        raw.as_object_mut().unwrap().remove("parent");
+        tenants
+            .insert("acme", serde_json::to_vec(&raw).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = reopen(tmp.path());
+    assert_eq!(store.tenant("acme").unwrap().unwrap().parent, None);
+    store.ensure_defaults("master").unwrap();
+    let acme = store.tenant("acme").unwrap().unwrap();
+    assert_eq!(acme.parent.as_deref(), Some("master"));
+    assert_eq!(store.tenant("master").unwrap().unwrap().parent, None);
+    assert!(store.tenant_tree().unwrap().within("acme", "master"));
+}
+
+#[test]
+fn a_config_in_use_by_a_device_is_not_deleted_as_unused() {
+    let (_dir, store) = open();
+    store.ensure_defaults("master").unwrap();
+    store.create_config(&config("line", &["base"])).unwrap();
+    let mut a = Device::new("a", "master");
+    a.config = Some("line".into());
+    store.create_device(&a).unwrap();
+    let mut b = Device::new("b", "master");
+    b.config = Some("line".into());
+    let b = store.create_device(&b).unwrap();
+    assert_eq!(store.config_device_count("line").unwrap(), 2);
+    assert!(matches!(
+        store.delete_unused_config("line"),
+        Err(StoreError::InUse { users, .. }) if users == "2 device(s)"
+    ));
+    store.delete_device("a").unwrap();
+    let mut b = b;
+    b.config = Some("base".into());
+    store.update_device(&b).unwrap();
+    assert_eq!(store.config_device_count("line").unwrap(), 0);
+    assert_eq!(store.config_device_count("base").unwrap(), 1);
+    store.delete_unused_config("line").unwrap();
 }

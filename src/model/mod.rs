@@ -2,9 +2,11 @@
 
 mod mac;
 mod records;
+mod tree;
 
 pub use mac::{Mac, MacParseError};
 pub use records::*;
+pub use tree::{TenantTree, MAX_TENANT_DEPTH};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -157,6 +157,9 @@ pub struct Tenant {
     /// Human name.
     #[serde(default)]
     pub name: String,
+    /// The tenant above this one; `None` for the default tenant, the root of the tree.
+    #[serde(default)]
+    pub parent: Option<String>,
     /// Key that phones of this tenant put in their URL when `http_auth_strategy = "url_key"`.
     #[serde(default)]
     pub provisioning_key: Option<String>,
@@ -167,6 +170,21 @@ pub struct Tenant {
     /// Incremented by the store on every write.
     #[serde(default)]
     pub revision: u64,
+}
+
+impl Tenant {
+    /// A tenant named after its id, under `parent`, with no key and no default config.
+    pub fn new(id: impl Into<String>, parent: Option<&str>) -> Self {
+        let id = id.into();
+        Tenant {
+            name: id.clone(),
+            id,
+            parent: parent.map(str::to_owned),
+            provisioning_key: None,
+            default_config: None,
+            revision: 0,
+        }
+    }
 }
 
 /// An API token; only the SHA-256 of the secret is kept.

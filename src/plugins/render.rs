@@ -111,7 +111,8 @@ impl Renderer {
     }
 
     /// The configs whose raw configs are merged for `device`, most general first:
-    /// `base`, the tenant's default config chain, then the device config chain.
+    /// `base`, the default configs of the tenants from the root down to the device's (each with
+    /// its chain), then the device config chain.
     pub fn config_chain(&self, device: &Device) -> Result<Vec<Config>, RenderError> {
         let config_id = device
             .config
@@ -119,9 +120,7 @@ impl Renderer {
             .ok_or_else(|| RenderError::NoConfig(device.id.clone()))?;
         let mut chain: Vec<Config> = Vec::new();
         let mut roots = vec![BASE_CONFIG.to_owned()];
-        if let Some(tenant) = self.store.tenant(&device.tenant)? {
-            roots.extend(tenant.default_config);
-        }
+        roots.extend(self.store.default_configs(&device.tenant)?);
         roots.push(config_id.to_owned());
         for root in roots {
             self.linearize(&root, device, &mut chain, 0)?;

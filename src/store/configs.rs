@@ -116,35 +116,52 @@ impl Store {
 
     /// Deletes a config that is deletable and has no children; returns what was deleted.
     pub fn delete_config(&self, id: &str) -> Result<Config> {
-        let old = finish((&self.configs, &self.cfg_children).transaction(
-            |(configs, children)| {
-                let old: Config = tx_get(configs, "configs", id.as_bytes())?.ok_or_else(|| {
-                    abort(StoreError::NotFound {
-                        kind: KIND,
-                        id: id.to_owned(),
-                    })
-                })?;
-                if !old.deletable {
-                    return Err(abort(StoreError::NotDeletable {
-                        kind: KIND,
-                        id: id.to_owned(),
-                    }));
-                }
-                let users = multi_count(children, "cfg_children", id.as_bytes())?;
-                if users > 0 {
-                    return Err(abort(StoreError::InUse {
-                        kind: KIND,
-                        id: id.to_owned(),
-                        users: format!("{users} child config(s)"),
-                    }));
-                }
-                configs.remove(id.as_bytes())?;
-                for parent in &old.parent_ids {
-                    multi_remove(children, "cfg_children", parent.as_bytes(), id)?;
-                }
-                Ok(old)
-            },
-        ))?;
+        self.remove_config(id, false)
+    }
+
+    /// [`Store::delete_config`], refused also while a device uses the config (checked in the
+    /// same transaction: a device given the config meanwhile keeps it).
+    pub fn delete_unused_config(&self, id: &str) -> Result<Config> {
+        self.remove_config(id, true)
+    }
+
+    fn remove_config(&self, id: &str, unused: bool) -> Result<Config> {
+        let trees = (&self.configs, &self.cfg_children, &self.idx_cfg_devices);
+        let old = finish(trees.transaction(|(configs, children, devices)| {
+            let old: Config = tx_get(configs, "configs", id.as_bytes())?.ok_or_else(|| {
+                abort(StoreError::NotFound {
+                    kind: KIND,
+                    id: id.to_owned(),
+                })
+            })?;
+            if !old.deletable {
+                return Err(abort(StoreError::NotDeletable {
+                    kind: KIND,
+                    id: id.to_owned(),
+                }));
+            }
+            let users = multi_count(children, "cfg_children", id.as_bytes())?;
+            if users > 0 {
+                return Err(abort(StoreError::InUse {
+                    kind: KIND,
+                    id: id.to_owned(),
+                    users: format!("{users} child config(s)"),
+                }));
+            }
+            let using = multi_count(devices, "idx_cfg_devices", id.as_bytes())?;
+            if unused && using > 0 {
+                return Err(abort(StoreError::InUse {
+                    kind: KIND,
+                    id: id.to_owned(),
+                    users: format!("{using} device(s)"),
+                }));
+            }
+            configs.remove(id.as_bytes())?;
+            for parent in &old.parent_ids {
+                multi_remove(children, "cfg_children", parent.as_bytes(), id)?;
+            }
+            Ok(old)
+        }))?;
         self.flush()?;
         Ok(old)
     }

@@ -1,4 +1,4 @@
-//! Devices and their MAC (unique) and IP (shared) indexes.
+//! Devices and their MAC (unique), IP and config (shared) indexes.
 
 use std::net::IpAddr;
 
@@ -26,24 +26,31 @@ impl Store {
         validate_id(&device.id)?;
         let mut new = device.clone();
         new.revision = 1;
-        let stored = finish((&self.devices, &self.idx_mac, &self.idx_ip).transaction(
-            |(devices, idx_mac, idx_ip)| {
-                if devices.get(new.id.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::AlreadyExists {
-                        kind: KIND,
-                        id: new.id.clone(),
-                    }));
-                }
-                devices.insert(new.id.as_bytes(), encode(&new))?;
-                if let Some(mac) = &new.mac {
-                    claim_mac(idx_mac, mac, &new.id)?;
-                }
-                if let Some(ip) = &new.ip {
-                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                }
-                Ok(new.clone())
-            },
-        ))?;
+        let trees = (
+            &self.devices,
+            &self.idx_mac,
+            &self.idx_ip,
+            &self.idx_cfg_devices,
+        );
+        let stored = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
+            if devices.get(new.id.as_bytes())?.is_some() {
+                return Err(abort(StoreError::AlreadyExists {
+                    kind: KIND,
+                    id: new.id.clone(),
+                }));
+            }
+            devices.insert(new.id.as_bytes(), encode(&new))?;
+            if let Some(mac) = &new.mac {
+                claim_mac(idx_mac, mac, &new.id)?;
+            }
+            if let Some(ip) = &new.ip {
+                multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+            }
+            if let Some(config) = &new.config {
+                multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+            }
+            Ok(new.clone())
+        }))?;
         self.flush()?;
         Ok(stored)
     }
@@ -52,68 +59,87 @@ impl Store {
     /// A device may change tenant only while it is in the default tenant.
     pub fn update_device(&self, device: &Device) -> Result<Device> {
         let default_tenant = self.default_tenant()?;
-        let stored = finish((&self.devices, &self.idx_mac, &self.idx_ip).transaction(
-            |(devices, idx_mac, idx_ip)| {
-                let old: Device =
-                    tx_get(devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
-                        abort(StoreError::NotFound {
-                            kind: KIND,
-                            id: device.id.clone(),
-                        })
-                    })?;
-                let mut new = device.clone();
-                new.revision = next_revision(KIND, &device.id, device.revision, old.revision)
-                    .map_err(abort)?;
-                if old.tenant != new.tenant && Some(&old.tenant) != default_tenant.as_ref() {
-                    return Err(abort(StoreError::TenantLocked {
-                        device: old.id.clone(),
-                        tenant: old.tenant.clone(),
-                    }));
+        let trees = (
+            &self.devices,
+            &self.idx_mac,
+            &self.idx_ip,
+            &self.idx_cfg_devices,
+        );
+        let stored = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
+            let old: Device =
+                tx_get(devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
+                    abort(StoreError::NotFound {
+                        kind: KIND,
+                        id: device.id.clone(),
+                    })
+                })?;
+            let mut new = device.clone();
+            new.revision =
+                next_revision(KIND, &device.id, device.revision, old.revision).map_err(abort)?;
+            if old.tenant != new.tenant && Some(&old.tenant) != default_tenant.as_ref() {
+                return Err(abort(StoreError::TenantLocked {
+                    device: old.id.clone(),
+                    tenant: old.tenant.clone(),
+                }));
+            }
+            devices.insert(new.id.as_bytes(), encode(&new))?;
+            if old.mac != new.mac {
+                if let Some(mac) = &old.mac {
+                    idx_mac.remove(mac_key(mac))?;
                 }
-                devices.insert(new.id.as_bytes(), encode(&new))?;
-                if old.mac != new.mac {
-                    if let Some(mac) = &old.mac {
-                        idx_mac.remove(mac_key(mac))?;
-                    }
-                    if let Some(mac) = &new.mac {
-                        claim_mac(idx_mac, mac, &new.id)?;
-                    }
+                if let Some(mac) = &new.mac {
+                    claim_mac(idx_mac, mac, &new.id)?;
                 }
-                if old.ip != new.ip {
-                    if let Some(ip) = &old.ip {
-                        multi_remove(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                    }
-                    if let Some(ip) = &new.ip {
-                        multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                    }
+            }
+            if old.ip != new.ip {
+                if let Some(ip) = &old.ip {
+                    multi_remove(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
                 }
-                Ok(new)
-            },
-        ))?;
+                if let Some(ip) = &new.ip {
+                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                }
+            }
+            if old.config != new.config {
+                if let Some(config) = &old.config {
+                    multi_remove(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                }
+                if let Some(config) = &new.config {
+                    multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                }
+            }
+            Ok(new)
+        }))?;
         self.flush()?;
         Ok(stored)
     }
 
     /// Deletes a device and its index entries; returns what was deleted.
     pub fn delete_device(&self, id: &str) -> Result<Device> {
-        let old = finish((&self.devices, &self.idx_mac, &self.idx_ip).transaction(
-            |(devices, idx_mac, idx_ip)| {
-                let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
-                    abort(StoreError::NotFound {
-                        kind: KIND,
-                        id: id.to_owned(),
-                    })
-                })?;
-                devices.remove(id.as_bytes())?;
-                if let Some(mac) = &old.mac {
-                    idx_mac.remove(mac_key(mac))?;
-                }
-                if let Some(ip) = &old.ip {
-                    multi_remove(idx_ip, "idx_ip", &ip_key(ip), id)?;
-                }
-                Ok(old)
-            },
-        ))?;
+        let trees = (
+            &self.devices,
+            &self.idx_mac,
+            &self.idx_ip,
+            &self.idx_cfg_devices,
+        );
+        let old = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
+            let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
+                abort(StoreError::NotFound {
+                    kind: KIND,
+                    id: id.to_owned(),
+                })
+            })?;
+            devices.remove(id.as_bytes())?;
+            if let Some(mac) = &old.mac {
+                idx_mac.remove(mac_key(mac))?;
+            }
+            if let Some(ip) = &old.ip {
+                multi_remove(idx_ip, "idx_ip", &ip_key(ip), id)?;
+            }
+            if let Some(config) = &old.config {
+                multi_remove(idx_cfg, "idx_cfg_devices", config.as_bytes(), id)?;
+            }
+            Ok(old)
+        }))?;
         self.flush()?;
         Ok(old)
     }
@@ -148,6 +174,14 @@ impl Store {
     /// Every device, by id.
     pub fn devices(&self) -> Result<Vec<Device>> {
         self.list(&self.devices, "devices")
+    }
+
+    /// Number of devices whose config is `config`, from the index (no scan).
+    pub fn config_device_count(&self, config: &str) -> Result<u64> {
+        match self.idx_cfg_devices.get(config.as_bytes())? {
+            Some(bytes) => super::decode_count("idx_cfg_devices", config.as_bytes(), &bytes),
+            None => Ok(0),
+        }
     }
 
     /// Number of devices.
@@ -186,7 +220,13 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
     store.multi_rebuild(
         &store.idx_ip,
         devices
+            .iter()
+            .filter_map(|d| Some((ip_key(&d.ip?), d.id.clone()))),
+    )?;
+    store.multi_rebuild(
+        &store.idx_cfg_devices,
+        devices
             .into_iter()
-            .filter_map(|d| Some((ip_key(&d.ip?), d.id))),
+            .filter_map(|d| Some((d.config?.into_bytes(), d.id))),
     )
 }

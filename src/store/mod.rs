@@ -99,6 +99,9 @@ pub enum StoreError {
         /// Id of the owner.
         owner: String,
     },
+    /// A record that may not be written so (a tenant without a parent, a moved tenant…).
+    #[error("{0}")]
+    Invalid(String),
     /// A reference to a record that does not exist, or that would form a cycle.
     #[error("invalid reference: {0}")]
     InvalidReference(String),
@@ -148,6 +151,7 @@ pub struct Store {
     devices: Tree,
     idx_mac: Tree,
     idx_ip: Tree,
+    idx_cfg_devices: Tree,
     configs: Tree,
     cfg_children: Tree,
     tenants: Tree,
@@ -157,6 +161,16 @@ pub struct Store {
     leases: Tree,
     idx_lease_mac: Tree,
     plugins_state: Tree,
+    tenant_tree: std::sync::Arc<TreeCache>,
+}
+
+/// The last tenant tree read, dropped by every tenant write. `version` counts the writes, so
+/// that a tree read while a write happened is never kept.
+#[derive(Default)]
+struct TreeCache {
+    version: std::sync::atomic::AtomicU64,
+    writing: std::sync::Mutex<()>,
+    tree: std::sync::Mutex<Option<(u64, std::sync::Arc<crate::model::TenantTree>)>>,
 }
 
 impl Store {
@@ -183,6 +197,7 @@ impl Store {
             devices: tree("devices")?,
             idx_mac: tree("idx_mac")?,
             idx_ip: tree("idx_ip")?,
+            idx_cfg_devices: tree("idx_cfg_devices")?,
             configs: tree("configs")?,
             cfg_children: tree("cfg_children")?,
             tenants: tree("tenants")?,
@@ -192,6 +207,7 @@ impl Store {
             leases: tree("leases")?,
             idx_lease_mac: tree("idx_lease_mac")?,
             plugins_state: tree("plugins_state")?,
+            tenant_tree: Default::default(),
             db,
             path,
         };

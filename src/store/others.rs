@@ -1,6 +1,8 @@
 //! Tenants, tokens, provisioning codes, leases, and the records every store starts with.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use sled::transaction::TransactionalTree;
 use sled::Transactional;
@@ -8,7 +10,9 @@ use sled::Transactional;
 use super::{
     abort, decode, encode, finish, next_revision, tx_get, Result, Store, StoreError, TxResult,
 };
-use crate::model::{validate_id, Code, Config, Lease, Mac, RawConfig, Tenant, Token};
+use crate::model::{
+    validate_id, Code, Config, Lease, Mac, RawConfig, Tenant, TenantTree, Token, MAX_TENANT_DEPTH,
+};
 
 const DEFAULT_TENANT_KEY: &[u8] = b"default_tenant";
 
@@ -35,61 +39,78 @@ fn claim_key(idx: &TransactionalTree, key: &Option<String>, tenant: &str) -> TxR
 }
 
 impl Store {
-    /// Creates the default tenant and the built-in configs `base` and `autoprov` when missing.
+    /// Creates the default tenant and the built-in configs `base` and `autoprov` when missing,
+    /// and makes the default tenant the root of the tenant tree: every other tenant without a
+    /// parent (all of them in a store made before tenants had parents) becomes its child.
     pub fn ensure_defaults(&self, default_tenant: &str) -> Result<()> {
         validate_id(default_tenant)?;
         self.meta
             .insert(DEFAULT_TENANT_KEY, default_tenant.as_bytes())?;
+        // Not one transaction (sled's cannot iterate), but every step is idempotent and the
+        // whole runs again at the next start if this one is interrupted.
+        let mut adopted = 0usize;
+        for mut tenant in self.tenants()? {
+            let parent = (tenant.id != default_tenant)
+                .then(|| tenant.parent.clone().unwrap_or(default_tenant.to_owned()));
+            if tenant.parent != parent {
+                adopted += usize::from(parent.is_some());
+                tenant.parent = parent;
+                tenant.revision += 1;
+                self.tenants.insert(tenant.id.as_bytes(), encode(&tenant))?;
+            }
+        }
+        if self.tenants.get(default_tenant.as_bytes())?.is_none() {
+            let mut tenant = Tenant::new(default_tenant, None);
+            tenant.revision = 1;
+            self.tenants
+                .insert(default_tenant.as_bytes(), encode(&tenant))?;
+        }
+        self.tenants_changed();
+        if adopted > 0 {
+            tracing::info!(
+                tenants = adopted,
+                root = default_tenant,
+                "tenants without a parent are now children of the default tenant"
+            );
+        }
         finish(
-            (&self.tenants, &self.configs, &self.cfg_children).transaction(
-                |(tenants, configs, children)| {
-                    if tenants.get(default_tenant.as_bytes())?.is_none() {
-                        let tenant = Tenant {
-                            id: default_tenant.to_owned(),
-                            name: default_tenant.to_owned(),
-                            provisioning_key: None,
-                            default_config: None,
-                            revision: 1,
-                        };
-                        tenants.insert(default_tenant.as_bytes(), encode(&tenant))?;
-                    }
-                    let builtin = |id: &str, parents: &[&str], role: Option<&str>| Config {
-                        id: id.to_owned(),
-                        parent_ids: parents.iter().map(|p| p.to_string()).collect(),
-                        raw_config: RawConfig::new(),
-                        tenant: default_tenant.to_owned(),
-                        deletable: false,
-                        transient: false,
-                        role: role.map(str::to_owned),
-                        extra: Default::default(),
-                        generation: super::generation(),
-                        revision: 1,
-                    };
-                    if configs.get(BASE_CONFIG)?.is_none() {
-                        configs.insert(BASE_CONFIG, encode(&builtin(BASE_CONFIG, &[], None)))?;
-                    }
-                    if configs.get(AUTOPROV_CONFIG)?.is_none() {
-                        configs.insert(
+            (&self.configs, &self.cfg_children).transaction(|(configs, children)| {
+                let builtin = |id: &str, parents: &[&str], role: Option<&str>| Config {
+                    id: id.to_owned(),
+                    parent_ids: parents.iter().map(|p| p.to_string()).collect(),
+                    raw_config: RawConfig::new(),
+                    tenant: default_tenant.to_owned(),
+                    deletable: false,
+                    transient: false,
+                    role: role.map(str::to_owned),
+                    extra: Default::default(),
+                    generation: super::generation(),
+                    revision: 1,
+                };
+                if configs.get(BASE_CONFIG)?.is_none() {
+                    configs.insert(BASE_CONFIG, encode(&builtin(BASE_CONFIG, &[], None)))?;
+                }
+                if configs.get(AUTOPROV_CONFIG)?.is_none() {
+                    configs.insert(
+                        AUTOPROV_CONFIG,
+                        // wazo-provd's `autoprov` is the template of
+                        // `POST /cfg_mgr/autocreate` (its role says so); a store made
+                        // before this keeps its `autoprov` as the admin left it.
+                        encode(&builtin(
                             AUTOPROV_CONFIG,
-                            // wazo-provd's `autoprov` is the template of
-                            // `POST /cfg_mgr/autocreate` (its role says so); a store made
-                            // before this keeps its `autoprov` as the admin left it.
-                            encode(&builtin(
-                                AUTOPROV_CONFIG,
-                                &[BASE_CONFIG],
-                                Some(AUTOCREATE_ROLE),
-                            )),
-                        )?;
-                        super::multi_add(
-                            children,
-                            "cfg_children",
-                            BASE_CONFIG.as_bytes(),
-                            AUTOPROV_CONFIG,
-                        )?;
-                    }
-                    Ok(())
-                },
-            ),
+                            &[BASE_CONFIG],
+                            Some(AUTOCREATE_ROLE),
+                        )),
+                    )?;
+                    super::multi_add(
+                        children,
+                        "cfg_children",
+                        BASE_CONFIG.as_bytes(),
+                        AUTOPROV_CONFIG,
+                    )?;
+                }
+                Ok(())
+            }),
         )?;
         self.flush()
     }
@@ -117,7 +138,7 @@ impl Store {
         self.flush()
     }
 
-    /// Deletes a tenant that owns no device and no config; returns it.
+    /// Deletes a tenant that has no child tenant and owns no device and no config; returns it.
     pub fn delete_tenant(&self, id: &str) -> Result<Tenant> {
         if self.default_tenant()?.as_deref() == Some(id) {
             return Err(StoreError::NotDeletable {
@@ -125,6 +146,8 @@ impl Store {
                 id: id.to_owned(),
             });
         }
+        let _writing = self.tenant_writes();
+        let children = self.tenant_tree()?.children(id).len();
         let devices = self
             .devices()?
             .into_iter()
@@ -135,11 +158,13 @@ impl Store {
             .into_iter()
             .filter(|c| c.tenant == id)
             .count();
-        if devices + configs > 0 {
+        if children + devices + configs > 0 {
             return Err(StoreError::InUse {
                 kind: "tenant",
                 id: id.to_owned(),
-                users: format!("{devices} device(s) and {configs} config(s)"),
+                users: format!(
+                    "{children} child tenant(s), {devices} device(s) and {configs} config(s)"
+                ),
             });
         }
         let old = finish(
@@ -157,6 +182,7 @@ impl Store {
                 Ok(old)
             }),
         )?;
+        self.tenants_changed();
         // Its tokens would otherwise authenticate for a tenant that no longer exists (and
         // again if the id were reused).
         for token in self.tokens()?.into_iter().filter(|t| t.tenant == id) {
@@ -166,11 +192,32 @@ impl Store {
         Ok(old)
     }
 
-    /// Stores a new tenant; its provisioning key, if any, must be unused.
+    /// Stores a new tenant under an existing parent (every tenant but the default one has
+    /// one), at most [`MAX_TENANT_DEPTH`] levels deep; its provisioning key, if any, must be
+    /// unused.
     pub fn create_tenant(&self, tenant: &Tenant) -> Result<Tenant> {
         validate_id(&tenant.id)?;
         let mut new = tenant.clone();
         new.revision = 1;
+        let _writing = self.tenant_writes();
+        let Some(parent) = &new.parent else {
+            return Err(StoreError::Invalid(format!(
+                "tenant {:?} needs a parent tenant",
+                new.id
+            )));
+        };
+        let tree = self.tenant_tree()?;
+        if !tree.contains(parent) {
+            return Err(StoreError::InvalidReference(format!(
+                "parent tenant {parent:?} does not exist"
+            )));
+        }
+        if tree.depth(parent) + 1 > MAX_TENANT_DEPTH {
+            return Err(StoreError::Invalid(format!(
+                "tenant {:?} would be deeper than {MAX_TENANT_DEPTH} levels",
+                new.id
+            )));
+        }
         let stored = finish((&self.tenants, &self.idx_tenant_key).transaction(
             |(tenants, keys)| {
                 if tenants.get(new.id.as_bytes())?.is_some() {
@@ -184,6 +231,7 @@ impl Store {
                 Ok(new.clone())
             },
         ))?;
+        self.tenants_changed();
         self.flush()?;
         Ok(stored)
     }
@@ -202,6 +250,14 @@ impl Store {
                 let mut new = tenant.clone();
                 new.revision = next_revision("tenant", &tenant.id, tenant.revision, old.revision)
                     .map_err(abort)?;
+                // A tenant never moves: its devices' tenant rules and its tokens' reach were
+                // granted where it stands.
+                if new.parent != old.parent {
+                    return Err(abort(StoreError::Invalid(format!(
+                        "the parent of tenant {:?} cannot change",
+                        new.id
+                    ))));
+                }
                 tenants.insert(new.id.as_bytes(), encode(&new))?;
                 if old.provisioning_key != new.provisioning_key {
                     if let Some(key) = &old.provisioning_key {
@@ -212,8 +268,59 @@ impl Store {
                 Ok(new)
             },
         ))?;
+        self.tenants_changed();
         self.flush()?;
         Ok(stored)
+    }
+
+    /// The tenant tree, as of the last tenant write (kept in memory between writes).
+    pub fn tenant_tree(&self) -> Result<Arc<TenantTree>> {
+        let cache = &self.tenant_tree;
+        let version = cache.version.load(Ordering::Acquire);
+        if let Some((at, tree)) = &*cache.tree.lock().unwrap_or_else(|e| e.into_inner()) {
+            if *at == version {
+                return Ok(Arc::clone(tree));
+            }
+        }
+        let tree = Arc::new(TenantTree::new(&self.tenants()?));
+        // Kept only if no tenant write happened while it was read.
+        if cache.version.load(Ordering::Acquire) == version {
+            *cache.tree.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((version, Arc::clone(&tree)));
+        }
+        Ok(tree)
+    }
+
+    /// Drops the cached tenant tree after a tenant write.
+    fn tenants_changed(&self) {
+        self.tenant_tree.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Serialises the tenant writes that check the tree before they write (a child created
+    /// under a tenant being deleted would be left without a parent).
+    fn tenant_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.tenant_tree
+            .writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The default configs that apply to devices of `tenant`, most general first: those of
+    /// the tenants above it, from the root down, then its own.
+    pub fn default_configs(&self, tenant: &str) -> Result<Vec<String>> {
+        let tree = self.tenant_tree()?;
+        let mut line = tree.ancestors(tenant);
+        line.reverse();
+        line.push(tenant.to_owned());
+        let mut out = Vec::new();
+        for id in line {
+            if let Some(config) = self.tenant(&id)?.and_then(|t| t.default_config) {
+                if !out.contains(&config) {
+                    out.push(config);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The tenant with this id.

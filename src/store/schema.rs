@@ -2,21 +2,26 @@
 //!
 //! Version 1 had the record trees only; version 2 added the derived index trees
 //! (`cfg_children`, `idx_tenant_key`); version 3 stores the non-unique indexes (`idx_ip`,
-//! `cfg_children`) as one key per link plus a count. Both steps rebuild every index from the
-//! records.
+//! `cfg_children`) as one key per link plus a count; version 4 adds the config → devices index
+//! (`idx_cfg_devices`). Every step rebuilds every index from the records. The tenant tree
+//! needs no step: [`Store::ensure_defaults`] gives every tenant without a parent the default
+//! tenant as its parent, at every start.
 
 use super::{Result, Store, StoreError};
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 const VERSION_KEY: &[u8] = b"schema_version";
 
 /// One step from version `n` to `n + 1`, at index `n - 1`.
 type Migration = fn(&Store) -> Result<()>;
 
-const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] =
-    [rebuild_all_indexes, rebuild_all_indexes];
+const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] = [
+    rebuild_all_indexes,
+    rebuild_all_indexes,
+    rebuild_all_indexes,
+];
 
 fn rebuild_all_indexes(store: &Store) -> Result<()> {
     super::devices::rebuild_indexes(store)?;
@@ -178,6 +183,8 @@ mod tests {
         Tenant {
             id: id.to_owned(),
             name: id.to_owned(),
+            // Stores of version 1 had no tenant tree.
+            parent: None,
             provisioning_key: key.map(str::to_owned),
             default_config: None,
             revision: 1,
@@ -431,6 +438,29 @@ mod tests {
     }
 
     #[test]
+    fn version_4_indexes_the_devices_of_each_config() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = raw_db(dir.path());
+            set_raw_version(&db, 3);
+            put(&db, "configs", b"line", &config("line", &[]));
+            for id in ["a", "b"] {
+                let mut d = device(id, &format!("00:15:65:00:00:0{id}"), "10.0.0.7");
+                d.config = Some("line".into());
+                put(&db, "devices", id.as_bytes(), &d);
+            }
+            db.flush().unwrap();
+        }
+        let store = open_store(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
+        assert_eq!(store.config_device_count("line").unwrap(), 2);
+        assert!(matches!(
+            store.delete_unused_config("line"),
+            Err(StoreError::InUse { .. })
+        ));
+    }
+
+    #[test]
     fn migrates_version_2_list_indexes_to_links() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -455,7 +485,7 @@ mod tests {
             db.flush().unwrap();
         }
         let store = open_store(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(3));
+        assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
         let at_ip: Vec<String> = store
             .devices_by_ip(&"10.0.0.7".parse().unwrap())
             .unwrap()

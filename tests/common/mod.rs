@@ -308,6 +308,7 @@ pub fn api_token(
             .create_tenant(&Tenant {
                 id: tenant.into(),
                 name: tenant.into(),
+                parent: Some("master".into()),
                 provisioning_key: None,
                 default_config: None,
                 revision: 0,

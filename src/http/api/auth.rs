@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, ApiState};
+use crate::manage::Scope;
 use crate::model;
 
 /// Marks requests that came through the local admin socket from an allowed user.
@@ -95,15 +96,13 @@ pub fn hash_token(secret: &str) -> String {
         .collect()
 }
 
-/// The authenticated caller and the tenant it acts for.
+/// The authenticated caller, the tenant it acts for and what it reaches.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Tenant the request acts for (`Wazo-Tenant` when allowed, else the token's).
-    pub tenant: String,
+    /// Where the caller stands in the tenant tree.
+    pub scope: Scope,
     /// True for the local admin socket.
     pub local: bool,
-    /// True when the default tenant acts for itself (no other tenant named).
-    pub as_master: bool,
     acl: Vec<String>,
 }
 
@@ -142,17 +141,16 @@ impl Caller {
 
     /// Fails with 403 unless the caller acts as the default tenant.
     pub fn require_master(&self) -> Result<(), ApiError> {
-        if self.as_master {
+        if self.scope.is_root() {
             Ok(())
         } else {
             Err(ApiError::forbidden("only the default tenant may do this"))
         }
     }
 
-    /// True when the caller may see objects of `tenant`: its own tenant's; with `recurse`,
-    /// the default tenant acting for itself sees every tenant's.
-    pub fn sees(&self, tenant: &str, recurse: bool) -> bool {
-        tenant == self.tenant || (recurse && self.as_master)
+    /// The tenant the request acts for.
+    pub fn tenant(&self) -> &str {
+        self.scope.tenant()
     }
 }
 
@@ -188,37 +186,14 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             }
             (token.tenant, token.acl, false)
         };
-        let master = token_tenant == state.default_tenant;
-        let tenant = match asked {
-            None => token_tenant,
-            Some(asked) if asked == token_tenant => asked,
-            Some(asked) if master => {
-                let store = state.store.clone();
-                let name = asked.clone();
-                let exists = super::blocking(move || Ok(store.tenant(&name)?.is_some())).await?;
-                // 401 as wazo-provd answers a tenant outside the token's reach: the token is
-                // not valid for that tenant.
-                if !exists {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        format!("no tenant {asked:?}"),
-                    ));
-                }
-                asked
-            }
-            Some(_) => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "this token cannot act for another tenant",
-                ))
-            }
-        };
-        Ok(Caller {
-            as_master: master && tenant == state.default_tenant,
-            tenant,
-            local,
-            acl,
+        let store = state.store.clone();
+        let root = state.default_tenant.clone();
+        // A token acts for its tenant and, with `Wazo-Tenant`, for any tenant below it.
+        let scope = super::blocking(move || {
+            Ok(Scope::new(&store, &token_tenant, asked.as_deref(), &root)?)
         })
+        .await?;
+        Ok(Caller { scope, local, acl })
     }
 }
 

@@ -13,12 +13,9 @@ use serde_json::{json, Map, Value};
 use super::auth::Caller;
 use super::fields::{self, ReadOnly};
 use super::query::ListQuery;
-use super::{
-    blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, IdBody,
-    PathParam,
-};
+use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody, PathParam};
+use crate::manage;
 use crate::model::{self, Added, Device, Mac};
-use crate::store::{Store, StoreError};
 
 /// Operations, numbered from 1, kept until a client deletes them.
 #[derive(Debug, Default)]
@@ -203,32 +200,6 @@ fn apply_body(device: &mut Device, body: &Map<String, Value>) -> ApiResult<()> {
     Ok(())
 }
 
-/// The tenant a device moves to when it receives `config`: a device still in the default
-/// tenant joins the tenant of a config that belongs to another tenant (seed 002).
-fn check_config(
-    store: &Store,
-    device: &mut Device,
-    caller: &Caller,
-    default_tenant: &str,
-) -> ApiResult<()> {
-    let Some(id) = &device.config else {
-        return Ok(());
-    };
-    let config = store
-        .config(id)?
-        .ok_or_else(|| ApiError::field("config", format!("no config {id:?}")))?;
-    let usable = config.tenant == device.tenant
-        || config.tenant == caller.tenant
-        || (config.tenant == default_tenant && !config.deletable);
-    if !usable {
-        return Err(ApiError::field("config", format!("no config {id:?}")));
-    }
-    if device.tenant == default_tenant && config.tenant != default_tenant {
-        device.tenant = config.tenant;
-    }
-    Ok(())
-}
-
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeviceEnvelope {
@@ -243,26 +214,16 @@ pub(super) async fn list(
     caller.require("provd.dev_mgr.devices.read")?;
     let query = ListQuery::parse(&pairs)?;
     let st = Arc::clone(&state);
-    let devices = blocking(move || Ok(st.store.devices()?)).await?;
+    let recurse = query.recurse;
     // The tenant filter comes before the client's selector, so that a selector can never
     // reach another tenant's devices.
-    let visible: Vec<Value> = devices
-        .iter()
-        .filter(|d| caller.sees(&d.tenant, query.recurse))
-        .map(|d| device_json(d, &state))
-        .collect();
+    let devices =
+        blocking(move || Ok(manage::devices::list(&st.store, &caller.scope, recurse)?)).await?;
+    let visible: Vec<Value> = devices.iter().map(|d| device_json(d, &state)).collect();
     Ok(reply(
         StatusCode::OK,
         json!({ "devices": query.apply(visible)? }),
     ))
-}
-
-/// The device `id` if the caller may see it; another tenant's device is "not found".
-fn visible_device(store: &Store, id: &str, caller: &Caller) -> ApiResult<Device> {
-    match store.device(id)? {
-        Some(d) if caller.sees(&d.tenant, false) => Ok(d),
-        _ => Err(ApiError::not_found(format!("no device {id:?}"))),
-    }
 }
 
 pub(super) async fn show(
@@ -272,7 +233,7 @@ pub(super) async fn show(
 ) -> ApiResult {
     caller.require(&format!("provd.dev_mgr.devices.{id}.read"))?;
     let st = Arc::clone(&state);
-    let device = blocking(move || visible_device(&st.store, &id, &caller)).await?;
+    let device = blocking(move || Ok(manage::devices::get(&st.store, &caller.scope, &id)?)).await?;
     Ok(reply(
         StatusCode::OK,
         json!({ "device": device_json(&device, &state) }),
@@ -286,16 +247,16 @@ pub(super) async fn create(
 ) -> ApiResult {
     caller.require("provd.dev_mgr.devices.create")?;
     let id = fields::body_id(&body.device)?.unwrap_or_else(model::new_id);
-    let mut device = Device::new(id, caller.tenant.clone());
+    let mut device = Device::new(id, caller.tenant());
     apply_body(&mut device, &body.device)?;
-    device.is_new = device.tenant == state.default_tenant;
-    let st = Arc::clone(&state);
     let created = blocking(move || {
-        check_config(&st.store, &mut device, &caller, &st.default_tenant)?;
-        Ok(st.store.create_device(&device)?)
+        Ok(manage::devices::create(
+            &state.store,
+            &caller.scope,
+            device,
+        )?)
     })
     .await?;
-    tracing::info!(device = %created.id, tenant = %created.tenant, "device created through the API");
     Ok(super::created(
         &format!("dev_mgr/devices/{}", created.id),
         &created.id,
@@ -309,37 +270,11 @@ pub(super) async fn update(
     Body(body): Body<DeviceEnvelope>,
 ) -> ApiResult {
     caller.require(&format!("provd.dev_mgr.devices.{id}.update"))?;
-    let st = Arc::clone(&state);
+    // The body is read once the device is known (wazo-provd answers an unknown id 404
+    // whatever the body).
     blocking(move || {
-        retry_on_conflict("device", || {
-            let stored = st.store.device(&id)?.ok_or_else(|| ApiError::not_found(format!("no device {id:?}")))?;
-            // A device still in the default tenant is claimed by the tenant that updates it
-            // (wazo-provd's rule); any other device only by its own tenant.
-            if stored.tenant != caller.tenant && stored.tenant != st.default_tenant {
-                return Err(ApiError::not_found(format!("no device {id:?}")));
-            }
-            let mut device = stored.clone();
-            apply_body(&mut device, &body.device)?;
-            device.id = stored.id.clone();
-            if stored.tenant == st.default_tenant {
-                device.tenant = caller.tenant.clone();
-            }
-            check_config(&st.store, &mut device, &caller, &st.default_tenant)?;
-            device.is_new = device.tenant == st.default_tenant;
-            match st.store.update_device(&device) {
-                Ok(saved) => {
-                    if saved.tenant != stored.tenant {
-                        tracing::info!(device = %saved.id, from = %stored.tenant, to = %saved.tenant, "device moved to its tenant");
-                    }
-                    Ok(Some(()))
-                }
-                Err(StoreError::TenantLocked { device, tenant }) => {
-                    tracing::warn!(%device, %tenant, "refused a tenant change of a device that left the default tenant");
-                    Err(ApiError::forbidden(format!("device {device:?} cannot change tenant; delete it and provision it again")))
-                }
-                other => conflict_or(other.map(|_| ())),
-            }
-        })
+        let edit = |device: &mut Device| apply_body(device, &body.device);
+        manage::devices::update(&state.store, &caller.scope, &id, edit)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -351,27 +286,7 @@ pub(super) async fn remove(
     PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require(&format!("provd.dev_mgr.devices.{id}.delete"))?;
-    blocking(move || {
-        visible_device(&state.store, &id, &caller)?;
-        let gone = state.store.delete_device(&id)?;
-        // A transient config dies with its last device.
-        if let Some(config) = gone.config.as_deref() {
-            if let Some(c) = state.store.config(config)? {
-                let used = c.transient
-                    && state
-                        .store
-                        .devices()?
-                        .iter()
-                        .any(|d| d.config.as_deref() == Some(config));
-                if c.transient && !used {
-                    let _ = state.store.delete_config(config);
-                }
-            }
-        }
-        tracing::info!(device = %id, "device deleted through the API");
-        Ok(())
-    })
-    .await?;
+    blocking(move || Ok(manage::devices::delete(&state.store, &caller.scope, &id)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -383,7 +298,7 @@ pub(super) async fn synchronize(
     caller.require("provd.dev_mgr.synchronize.create")?;
     let st = Arc::clone(&state);
     let id = body.id.clone();
-    let device = blocking(move || visible_device(&st.store, &id, &caller)).await?;
+    let device = blocking(move || Ok(manage::devices::get(&st.store, &caller.scope, &id)?)).await?;
     // An IPv4 phone stored as ::ffff:a.b.c.d is written as IPv4 in the NOTIFY; addresses no
     // phone can have are refused.
     let target = device
@@ -474,7 +389,7 @@ pub(super) async fn op_get(
     let status = ops
         .states
         .get(&op)
-        .filter(|op| caller.sees(&op.tenant, false))
+        .filter(|op| caller.scope.reaches(&op.tenant))
         .ok_or_else(|| ApiError::not_found("no such operation"))?
         .status;
     Ok(reply(StatusCode::OK, json!({ "status": status })))
@@ -491,7 +406,7 @@ pub(super) async fn op_delete(
     if !ops
         .states
         .get(&op)
-        .is_some_and(|op| caller.sees(&op.tenant, false))
+        .is_some_and(|op| caller.scope.reaches(&op.tenant))
     {
         return Err(ApiError::not_found("no such operation"));
     }
@@ -507,7 +422,7 @@ pub(super) async fn reconfigure(
     caller.require("provd.dev_mgr.reconfigure.create")?;
     // wazo-provd answers an unknown or foreign device here with 400 (its errback maps every
     // failure so), unlike the other device routes; its clients and tests expect that.
-    blocking(move || visible_device(&state.store, &body.id, &caller))
+    blocking(move || Ok(manage::devices::get(&state.store, &caller.scope, &body.id)?))
         .await
         .map_err(|e| match e.status() {
             StatusCode::NOT_FOUND => e.with_status(StatusCode::BAD_REQUEST),

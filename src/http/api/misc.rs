@@ -10,14 +10,11 @@ use serde_json::{json, Value};
 
 use super::auth::{hash_token, Caller};
 use super::fields;
-use super::{
-    blocking, conflict_or, reply, retry_on_conflict, ApiError, ApiResult, ApiState, Body, IdBody,
-    PathParam,
-};
+use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody, PathParam};
 use crate::files::{valid_provisioning_key, PROVISIONING_KEY_RULE};
+use crate::manage;
 use crate::model::{self, Tenant, Token};
 use crate::plugins::PluginSet;
-use crate::store::StoreError;
 
 /// Request counters by (route, method, status).
 #[derive(Debug, Default)]
@@ -86,7 +83,7 @@ const PARAMS: &[(&str, bool, &str)] = &[
 
 async fn param_value(state: &Arc<ApiState>, caller: &Caller, name: &str) -> ApiResult<Value> {
     let st = Arc::clone(state);
-    let (name, tenant) = (name.to_owned(), caller.tenant.clone());
+    let (name, tenant) = (name.to_owned(), caller.tenant().to_owned());
     blocking(move || {
         Ok(match name.as_str() {
             "provisioning_key" => st
@@ -130,7 +127,7 @@ pub(super) async fn param_get(
     caller: Caller,
     PathParam(name): PathParam,
 ) -> ApiResult {
-    caller.require(&format!("provd.configure.{}.{name}.read", caller.tenant))?;
+    caller.require(&format!("provd.configure.{}.{name}.read", caller.tenant()))?;
     known_param(&name)?;
     let value = param_value(&state, &caller, &name).await?;
     Ok(reply(
@@ -158,7 +155,10 @@ pub(super) async fn param_put(
     PathParam(name): PathParam,
     Body(body): Body<ParamEnvelope>,
 ) -> ApiResult {
-    caller.require(&format!("provd.configure.{}.{name}.update", caller.tenant))?;
+    caller.require(&format!(
+        "provd.configure.{}.{name}.update",
+        caller.tenant()
+    ))?;
     let per_tenant = known_param(&name)?;
     if !per_tenant {
         caller.require_master()?;
@@ -177,23 +177,12 @@ pub(super) async fn param_put(
                     ))
                 }
             };
-            let tenant = caller.tenant.clone();
             blocking(move || {
-                retry_on_conflict("tenant", || {
-                    let mut t = state
-                        .store
-                        .tenant(&tenant)?
-                        .ok_or_else(|| ApiError::not_found(format!("no tenant {tenant:?}")))?;
-                    t.provisioning_key = key.clone();
-                    match state.store.update_tenant(&t) {
-                        // wazo-provd answers 400 here; the message does not say who has it.
-                        Err(StoreError::Taken { .. }) => Err(ApiError::field(
-                            "param.value",
-                            "another tenant already uses this provisioning key",
-                        )),
-                        other => conflict_or(other.map(|_| ())),
-                    }
-                })
+                Ok(manage::tenants::set_provisioning_key(
+                    &state.store,
+                    &caller.scope,
+                    key,
+                )?)
             })
             .await?;
         }
@@ -370,13 +359,12 @@ pub(super) async fn reload(
 }
 
 fn tenant_json(t: &Tenant) -> Value {
-    json!({"uuid": t.id, "id": t.id, "name": t.name, "default_config": t.default_config, "has_provisioning_key": t.provisioning_key.is_some()})
+    json!({"uuid": t.id, "id": t.id, "name": t.name, "parent": t.parent, "default_config": t.default_config, "has_provisioning_key": t.provisioning_key.is_some()})
 }
 
 pub(super) async fn tenants(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
     caller.require("provd.tenants.read")?;
-    caller.require_master()?;
-    let list = blocking(move || Ok(state.store.tenants()?)).await?;
+    let list = blocking(move || Ok(manage::tenants::list(&state.store, &caller.scope)?)).await?;
     Ok(reply(
         StatusCode::OK,
         json!({ "tenants": list.iter().map(tenant_json).collect::<Vec<_>>() }),
@@ -397,7 +385,25 @@ struct TenantIn {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
     default_config: Option<String>,
+    /// Shown by GET; accepted back unchanged so that a client can PUT what it read.
+    #[serde(default)]
+    uuid: Option<String>,
+    /// Shown by GET; ignored when written.
+    #[serde(default, rename = "has_provisioning_key")]
+    _has_provisioning_key: Option<bool>,
+}
+
+fn check_tenant_fields(t: &TenantIn) -> ApiResult<()> {
+    if let Some(name) = &t.name {
+        fields::check_text("tenant.name", name, fields::MAX_DESCRIPTION_CHARS)?;
+    }
+    if let Some(parent) = &t.parent {
+        model::validate_id(parent).map_err(|e| ApiError::field("tenant.parent", e.to_string()))?;
+    }
+    Ok(())
 }
 
 pub(super) async fn tenant_create(
@@ -406,42 +412,22 @@ pub(super) async fn tenant_create(
     Body(body): Body<TenantEnvelope>,
 ) -> ApiResult {
     caller.require("provd.tenants.create")?;
-    caller.require_master()?;
-    let id = body.tenant.id.unwrap_or_else(model::new_id);
+    let t = body.tenant;
+    check_tenant_fields(&t)?;
+    let id = t.id.or(t.uuid).unwrap_or_else(model::new_id);
     model::validate_id(&id).map_err(|e| ApiError::field("tenant.id", e.to_string()))?;
-    if let Some(name) = &body.tenant.name {
-        fields::check_text("tenant.name", name, fields::MAX_DESCRIPTION_CHARS)?;
-    }
-    let tenant = Tenant {
-        name: body.tenant.name.unwrap_or_else(|| id.clone()),
+    let new = manage::tenants::NewTenant {
         id,
-        provisioning_key: None,
-        default_config: body.tenant.default_config,
-        revision: 0,
+        name: t.name,
+        parent: t.parent,
+        default_config: t.default_config.filter(|c| !c.is_empty()),
     };
-    let created = blocking(move || {
-        if let Some(c) = &tenant.default_config {
-            check_default_config(&state, c)?;
-        }
-        Ok(state.store.create_tenant(&tenant)?)
-    })
-    .await?;
+    let created =
+        blocking(move || Ok(manage::tenants::create(&state.store, &caller.scope, new)?)).await?;
     Ok(super::created(
         &format!("tenants/{}", created.id),
         &created.id,
     ))
-}
-
-/// A tenant's default config must exist.
-fn check_default_config(state: &ApiState, id: &str) -> ApiResult<()> {
-    model::validate_id(id).map_err(|e| ApiError::field("tenant.default_config", e.to_string()))?;
-    match state.store.config(id)? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::field(
-            "tenant.default_config",
-            format!("no config {id:?}"),
-        )),
-    }
 }
 
 pub(super) async fn tenant_show(
@@ -450,14 +436,7 @@ pub(super) async fn tenant_show(
     PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require("provd.tenants.read")?;
-    caller.require_master()?;
-    let t = blocking(move || {
-        state
-            .store
-            .tenant(&id)?
-            .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))
-    })
-    .await?;
+    let t = blocking(move || Ok(manage::tenants::get(&state.store, &caller.scope, &id)?)).await?;
     Ok(reply(StatusCode::OK, json!({ "tenant": tenant_json(&t) })))
 }
 
@@ -468,29 +447,26 @@ pub(super) async fn tenant_update(
     Body(body): Body<TenantEnvelope>,
 ) -> ApiResult {
     caller.require("provd.tenants.update")?;
-    caller.require_master()?;
-    if let Some(name) = &body.tenant.name {
-        fields::check_text("tenant.name", name, fields::MAX_DESCRIPTION_CHARS)?;
+    let t = body.tenant;
+    check_tenant_fields(&t)?;
+    for (field, given) in [("tenant.id", &t.id), ("tenant.uuid", &t.uuid)] {
+        if given.as_ref().is_some_and(|given| *given != id) {
+            return Err(ApiError::field(field, "differs from the id in the path"));
+        }
     }
+    // Absent keeps the current value; "" clears it.
+    let change = manage::tenants::TenantChange {
+        name: t.name,
+        default_config: t.default_config.map(|c| Some(c).filter(|c| !c.is_empty())),
+        parent: t.parent,
+    };
     blocking(move || {
-        let mut t = state
-            .store
-            .tenant(&id)?
-            .ok_or_else(|| ApiError::not_found(format!("no tenant {id:?}")))?;
-        if let Some(name) = body.tenant.name {
-            t.name = name;
-        }
-        // Absent keeps the current value; "" clears it.
-        match body.tenant.default_config {
-            Some(c) if c.is_empty() => t.default_config = None,
-            Some(c) => {
-                check_default_config(&state, &c)?;
-                t.default_config = Some(c);
-            }
-            None => {}
-        }
-        state.store.update_tenant(&t)?;
-        Ok(())
+        Ok(manage::tenants::update(
+            &state.store,
+            &caller.scope,
+            &id,
+            &change,
+        )?)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -502,8 +478,7 @@ pub(super) async fn tenant_delete(
     PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require("provd.tenants.delete")?;
-    caller.require_master()?;
-    blocking(move || Ok(state.store.delete_tenant(&id).map(|_| ())?)).await?;
+    blocking(move || Ok(manage::tenants::delete(&state.store, &caller.scope, &id)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

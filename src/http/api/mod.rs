@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 pub use auth::{hash_token, LocalAdmin};
 
 use crate::files::FileService;
+use crate::manage::ManageError;
 use crate::plugins::Origin;
 use crate::store::{Store, StoreError};
 
@@ -327,7 +328,9 @@ impl From<StoreError> for ApiError {
             | StoreError::Taken { .. }
             | StoreError::Conflict { .. }
             | StoreError::InUse { .. } => StatusCode::CONFLICT,
-            StoreError::InvalidReference(_) | StoreError::InvalidId(_) => StatusCode::BAD_REQUEST,
+            StoreError::InvalidReference(_) | StoreError::Invalid(_) | StoreError::InvalidId(_) => {
+                StatusCode::BAD_REQUEST
+            }
             StoreError::NotDeletable { .. } | StoreError::TenantLocked { .. } => {
                 StatusCode::FORBIDDEN
             }
@@ -349,6 +352,23 @@ impl From<StoreError> for ApiError {
             _ => e.to_string(),
         };
         ApiError::new(status, message)
+    }
+}
+
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> ApiError {
+        match e {
+            ManageError::NotFound(m) => ApiError::not_found(m),
+            ManageError::Forbidden(m) => ApiError::forbidden(m),
+            ManageError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+            ManageError::Field { field, message } => ApiError::field(field, message),
+            e @ ManageError::Busy(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ManageError::Internal(m) => {
+                tracing::error!("API request failed: {m}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+            }
+            ManageError::Store(e) => e.into(),
+        }
     }
 }
 
@@ -492,33 +512,6 @@ pub fn links(base: &str, rels: &[(&str, &str)]) -> Response {
         .map(|(rel, path)| json!({ "rel": rel, "href": format!("{base}/{path}") }))
         .collect();
     reply(StatusCode::OK, json!({ "links": items }))
-}
-
-/// Read-modify-write against optimistic concurrency: `attempt` answers `Ok(None)` when the
-/// store saw a concurrent write (revision conflict) and is run again, a bounded number of
-/// times.
-pub fn retry_on_conflict<T>(
-    kind: &str,
-    mut attempt: impl FnMut() -> ApiResult<Option<T>>,
-) -> ApiResult<T> {
-    for _ in 0..8 {
-        if let Some(done) = attempt()? {
-            return Ok(done);
-        }
-    }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        format!("the {kind} kept changing; try again"),
-    ))
-}
-
-/// `Ok(None)` for a revision conflict (try again), the error otherwise.
-pub fn conflict_or<T>(result: Result<T, StoreError>) -> ApiResult<Option<T>> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(StoreError::Conflict { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Runs store work off the async runtime (sled flushes on writes).

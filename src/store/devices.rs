@@ -21,17 +21,22 @@ fn ip_key(ip: &IpAddr) -> Vec<u8> {
 }
 
 impl Store {
+    /// The trees that every device write changes together: the records and their indexes.
+    fn device_trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree, &sled::Tree) {
+        (
+            &self.devices,
+            &self.idx_mac,
+            &self.idx_ip,
+            &self.idx_cfg_devices,
+        )
+    }
+
     /// Stores a new device (revision 1); its MAC must not belong to another device.
     pub fn create_device(&self, device: &Device) -> Result<Device> {
         validate_id(&device.id)?;
         let mut new = device.clone();
         new.revision = 1;
-        let trees = (
-            &self.devices,
-            &self.idx_mac,
-            &self.idx_ip,
-            &self.idx_cfg_devices,
-        );
+        let trees = self.device_trees();
         let stored = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
             if devices.get(new.id.as_bytes())?.is_some() {
                 return Err(abort(StoreError::AlreadyExists {
@@ -59,12 +64,7 @@ impl Store {
     /// A device may change tenant only while it is in the default tenant.
     pub fn update_device(&self, device: &Device) -> Result<Device> {
         let default_tenant = self.default_tenant()?;
-        let trees = (
-            &self.devices,
-            &self.idx_mac,
-            &self.idx_ip,
-            &self.idx_cfg_devices,
-        );
+        let trees = self.device_trees();
         let stored = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
             let old: Device =
                 tx_get(devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
@@ -115,12 +115,7 @@ impl Store {
 
     /// Deletes a device and its index entries; returns what was deleted.
     pub fn delete_device(&self, id: &str) -> Result<Device> {
-        let trees = (
-            &self.devices,
-            &self.idx_mac,
-            &self.idx_ip,
-            &self.idx_cfg_devices,
-        );
+        let trees = self.device_trees();
         let old = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
             let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
                 abort(StoreError::NotFound {

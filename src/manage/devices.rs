@@ -125,3 +125,203 @@ pub fn delete(store: &Store, scope: &Scope, id: &str) -> Result<Device> {
     }
     Ok(gone)
 }
+
+/// What a device listing asks of the store, besides the acting tenant.
+#[derive(Debug, Clone, Default)]
+pub struct ListSpec {
+    /// Include the acting tenant's subtree.
+    pub recurse: bool,
+    /// Equality tests an index may answer: (the API key, the values one of which matches).
+    pub equals: Vec<(String, Vec<String>)>,
+    /// The key the answer is sorted on, and whether descending.
+    pub sort: Option<(String, bool)>,
+}
+
+/// Devices that a listing reads, and how.
+pub struct Planned {
+    /// The candidate devices: a superset of the matching ones among the listed tenants, by
+    /// id, or in the order of the sort when `sorted`.
+    pub devices: Box<dyn Iterator<Item = Result<Device>> + Send>,
+    /// The devices come in the order of the requested sort.
+    pub sorted: bool,
+    /// What was chosen, for the debug log.
+    pub plan: String,
+}
+
+/// Above this many devices of one value, an equality test is not worth more than an index
+/// order for a sorted page.
+const SELECTIVE: usize = 1000;
+
+type Keyed<K> = Box<dyn Iterator<Item = Result<(K, String)>> + Send>;
+
+/// Merges streams each sorted by (key, id) into one stream of ids sorted by (key, id).
+fn merge<K: Ord + Send + 'static>(streams: Vec<Keyed<K>>) -> impl Iterator<Item = Result<String>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut streams = streams;
+    let mut heap: BinaryHeap<Reverse<(K, String, usize)>> = BinaryHeap::new();
+    let mut failed: Option<ManageError> = None;
+    for (n, stream) in streams.iter_mut().enumerate() {
+        match stream.next() {
+            Some(Ok((key, id))) => heap.push(Reverse((key, id, n))),
+            Some(Err(e)) => failed = Some(e),
+            None => {}
+        }
+    }
+    std::iter::from_fn(move || {
+        if let Some(e) = failed.take() {
+            return Some(Err(e));
+        }
+        let Reverse((_, id, n)) = heap.pop()?;
+        match streams[n].next() {
+            Some(Ok((key, next))) => heap.push(Reverse((key, next, n))),
+            Some(Err(e)) => failed = Some(e),
+            None => {}
+        }
+        Some(Ok(id))
+    })
+}
+
+fn by_id(ids: impl Iterator<Item = crate::store::Result<String>> + Send + 'static) -> Keyed<()> {
+    Box::new(ids.map(|id| id.map(|id| ((), id)).map_err(ManageError::from)))
+}
+
+/// Plans a device listing on the store's indexes: the tenants listed (the acting one, or its
+/// subtree), narrowed by the most selective equality test an index answers (`id`, `mac`,
+/// `ip`, `tenant_uuid`, then the per-tenant field indexes), or read in the order of an indexed
+/// sort key; a full read of the listed tenants' devices otherwise. The caller still applies
+/// the whole selector to every device read.
+pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
+    use crate::store::Field;
+    let mut tenants: Vec<String> = if spec.recurse {
+        let mut all: Vec<String> = scope.tree().subtree(scope.tenant()).into_iter().collect();
+        all.sort();
+        all
+    } else {
+        vec![scope.tenant().to_owned()]
+    };
+    let equals = |key: &str| spec.equals.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    if let Some(wanted) = equals("tenant_uuid") {
+        tenants.retain(|t| wanted.contains(t));
+    }
+    let listed: std::collections::HashSet<String> = tenants.iter().cloned().collect();
+    let load = {
+        let store = store.clone();
+        move |id: Result<String>| -> Option<Result<Device>> {
+            match id.and_then(|id| Ok(store.device(&id)?)) {
+                // A device that went away or moved since the index was read is not listed.
+                Ok(Some(d)) if listed.contains(&d.tenant) => Some(Ok(d)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        }
+    };
+    let planned = |ids: Box<dyn Iterator<Item = Result<String>> + Send>, sorted, plan: String| {
+        let load = load.clone();
+        Ok(Planned {
+            devices: Box::new(ids.filter_map(load)),
+            sorted,
+            plan,
+        })
+    };
+    // Global unique or small indexes first: at most a handful of devices.
+    let few = |ids: Vec<String>, plan: &str| {
+        let mut ids = ids;
+        ids.sort();
+        ids.dedup();
+        planned(Box::new(ids.into_iter().map(Ok)), false, plan.to_owned())
+    };
+    if let Some(wanted) = equals("id") {
+        return few(wanted.clone(), "id");
+    }
+    if let Some(wanted) = equals("mac") {
+        let mut ids = Vec::new();
+        for text in wanted {
+            // Only the canonical form can equal the shown one.
+            if let Ok(mac) = text.parse::<crate::model::Mac>() {
+                if mac.to_string() == *text {
+                    ids.extend(store.device_by_mac(&mac)?.map(|d| d.id));
+                }
+            }
+        }
+        return few(ids, "mac index");
+    }
+    if let Some(wanted) = equals("ip") {
+        let mut ids = Vec::new();
+        for text in wanted {
+            if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+                if ip.to_string() == *text {
+                    ids.extend(store.devices_by_ip(&ip)?.into_iter().map(|d| d.id));
+                }
+            }
+        }
+        return few(ids, "ip index");
+    }
+    let sort_field = spec
+        .sort
+        .as_ref()
+        .and_then(|(key, desc)| Field::from_name(key).map(|f| (f, *desc)));
+    // The per-tenant field indexes: the first equality test, unless it is broad and a sort
+    // index serves the page better.
+    let field_test = spec
+        .equals
+        .iter()
+        .find_map(|(key, values)| Field::from_name(key).map(|f| (f, values)));
+    if let Some((field, values)) = field_test {
+        // `$in` may repeat a value: each value's devices are read once.
+        let values: std::collections::BTreeSet<&String> = values.iter().collect();
+        let broad = sort_field.is_some() && {
+            let mut broad = false;
+            for tenant in &tenants {
+                for value in &values {
+                    broad |= store.field_has_more_than(field, tenant, value, SELECTIVE)?;
+                }
+            }
+            broad
+        };
+        if !broad {
+            let mut streams = Vec::new();
+            for tenant in &tenants {
+                for value in &values {
+                    streams.push(by_id(store.field_device_ids(field, tenant, value)));
+                }
+            }
+            return planned(
+                Box::new(merge(streams)),
+                false,
+                format!("{} index", field.name()),
+            );
+        }
+    }
+    if let Some((field, descending)) = sort_field {
+        let plan = format!("{} order", field.name());
+        let read = |tenant: &String| store.field_ordered(field, tenant, descending);
+        let ids: Box<dyn Iterator<Item = Result<String>> + Send> = if descending {
+            let streams = tenants
+                .iter()
+                .map(|t| -> Keyed<std::cmp::Reverse<Vec<u8>>> {
+                    Box::new(read(t).map(|item| {
+                        item.map(|(value, id)| (std::cmp::Reverse(value), id))
+                            .map_err(ManageError::from)
+                    }))
+                })
+                .collect();
+            Box::new(merge(streams))
+        } else {
+            let streams = tenants
+                .iter()
+                .map(|t| -> Keyed<Vec<u8>> {
+                    Box::new(read(t).map(|i| i.map_err(ManageError::from)))
+                })
+                .collect();
+            Box::new(merge(streams))
+        };
+        return planned(ids, true, plan);
+    }
+    let streams = tenants
+        .iter()
+        .map(|t| by_id(store.tenant_device_ids(t)))
+        .collect();
+    let sorted = matches!(&spec.sort, Some((key, false)) if key == "id");
+    planned(Box::new(merge(streams)), sorted, "tenant scan".to_owned())
+}

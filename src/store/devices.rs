@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use sled::Transactional;
 
 use super::{
-    abort, encode, finish, multi_add, multi_remove, next_revision, tx_get, Result, Store,
+    abort, encode, finish, index, multi_add, multi_remove, next_revision, tx_get, Result, Store,
     StoreError,
 };
 use crate::model::{validate_id, Device, Mac};
@@ -22,12 +22,24 @@ fn ip_key(ip: &IpAddr) -> Vec<u8> {
 
 impl Store {
     /// The trees that every device write changes together: the records and their indexes.
-    fn device_trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree, &sled::Tree) {
+    #[allow(clippy::type_complexity)]
+    fn device_trees(
+        &self,
+    ) -> (
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+    ) {
         (
             &self.devices,
             &self.idx_mac,
             &self.idx_ip,
             &self.idx_cfg_devices,
+            &self.idx_dev,
+            &self.counts,
         )
     }
 
@@ -37,25 +49,28 @@ impl Store {
         let mut new = device.clone();
         new.revision = 1;
         let trees = self.device_trees();
-        let stored = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
-            if devices.get(new.id.as_bytes())?.is_some() {
-                return Err(abort(StoreError::AlreadyExists {
-                    kind: KIND,
-                    id: new.id.clone(),
-                }));
-            }
-            devices.insert(new.id.as_bytes(), encode(&new))?;
-            if let Some(mac) = &new.mac {
-                claim_mac(idx_mac, mac, &new.id)?;
-            }
-            if let Some(ip) = &new.ip {
-                multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-            }
-            if let Some(config) = &new.config {
-                multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-            }
-            Ok(new.clone())
-        }))?;
+        let stored = finish(trees.transaction(
+            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts)| {
+                if devices.get(new.id.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        kind: KIND,
+                        id: new.id.clone(),
+                    }));
+                }
+                devices.insert(new.id.as_bytes(), encode(&new))?;
+                if let Some(mac) = &new.mac {
+                    claim_mac(idx_mac, mac, &new.id)?;
+                }
+                if let Some(ip) = &new.ip {
+                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                }
+                if let Some(config) = &new.config {
+                    multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                }
+                index::reindex(idx_dev, counts, None, Some(&new))?;
+                Ok(new.clone())
+            },
+        ))?;
         self.flush()?;
         Ok(stored)
     }
@@ -65,50 +80,53 @@ impl Store {
     pub fn update_device(&self, device: &Device) -> Result<Device> {
         let default_tenant = self.default_tenant()?;
         let trees = self.device_trees();
-        let stored = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
-            let old: Device =
-                tx_get(devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
-                    abort(StoreError::NotFound {
-                        kind: KIND,
-                        id: device.id.clone(),
-                    })
-                })?;
-            let mut new = device.clone();
-            new.revision =
-                next_revision(KIND, &device.id, device.revision, old.revision).map_err(abort)?;
-            if old.tenant != new.tenant && Some(&old.tenant) != default_tenant.as_ref() {
-                return Err(abort(StoreError::TenantLocked {
-                    device: old.id.clone(),
-                    tenant: old.tenant.clone(),
-                }));
-            }
-            devices.insert(new.id.as_bytes(), encode(&new))?;
-            if old.mac != new.mac {
-                if let Some(mac) = &old.mac {
-                    idx_mac.remove(mac_key(mac))?;
+        let stored = finish(trees.transaction(
+            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts)| {
+                let old: Device =
+                    tx_get(devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
+                        abort(StoreError::NotFound {
+                            kind: KIND,
+                            id: device.id.clone(),
+                        })
+                    })?;
+                let mut new = device.clone();
+                new.revision = next_revision(KIND, &device.id, device.revision, old.revision)
+                    .map_err(abort)?;
+                if old.tenant != new.tenant && Some(&old.tenant) != default_tenant.as_ref() {
+                    return Err(abort(StoreError::TenantLocked {
+                        device: old.id.clone(),
+                        tenant: old.tenant.clone(),
+                    }));
                 }
-                if let Some(mac) = &new.mac {
-                    claim_mac(idx_mac, mac, &new.id)?;
+                devices.insert(new.id.as_bytes(), encode(&new))?;
+                if old.mac != new.mac {
+                    if let Some(mac) = &old.mac {
+                        idx_mac.remove(mac_key(mac))?;
+                    }
+                    if let Some(mac) = &new.mac {
+                        claim_mac(idx_mac, mac, &new.id)?;
+                    }
                 }
-            }
-            if old.ip != new.ip {
-                if let Some(ip) = &old.ip {
-                    multi_remove(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                if old.ip != new.ip {
+                    if let Some(ip) = &old.ip {
+                        multi_remove(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                    }
+                    if let Some(ip) = &new.ip {
+                        multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                    }
                 }
-                if let Some(ip) = &new.ip {
-                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                if old.config != new.config {
+                    if let Some(config) = &old.config {
+                        multi_remove(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                    }
+                    if let Some(config) = &new.config {
+                        multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                    }
                 }
-            }
-            if old.config != new.config {
-                if let Some(config) = &old.config {
-                    multi_remove(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-                }
-                if let Some(config) = &new.config {
-                    multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-                }
-            }
-            Ok(new)
-        }))?;
+                index::reindex(idx_dev, counts, Some(&old), Some(&new))?;
+                Ok(new)
+            },
+        ))?;
         self.flush()?;
         Ok(stored)
     }
@@ -116,25 +134,28 @@ impl Store {
     /// Deletes a device and its index entries; returns what was deleted.
     pub fn delete_device(&self, id: &str) -> Result<Device> {
         let trees = self.device_trees();
-        let old = finish(trees.transaction(|(devices, idx_mac, idx_ip, idx_cfg)| {
-            let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
-                abort(StoreError::NotFound {
-                    kind: KIND,
-                    id: id.to_owned(),
-                })
-            })?;
-            devices.remove(id.as_bytes())?;
-            if let Some(mac) = &old.mac {
-                idx_mac.remove(mac_key(mac))?;
-            }
-            if let Some(ip) = &old.ip {
-                multi_remove(idx_ip, "idx_ip", &ip_key(ip), id)?;
-            }
-            if let Some(config) = &old.config {
-                multi_remove(idx_cfg, "idx_cfg_devices", config.as_bytes(), id)?;
-            }
-            Ok(old)
-        }))?;
+        let old = finish(trees.transaction(
+            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts)| {
+                let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
+                    abort(StoreError::NotFound {
+                        kind: KIND,
+                        id: id.to_owned(),
+                    })
+                })?;
+                devices.remove(id.as_bytes())?;
+                if let Some(mac) = &old.mac {
+                    idx_mac.remove(mac_key(mac))?;
+                }
+                if let Some(ip) = &old.ip {
+                    multi_remove(idx_ip, "idx_ip", &ip_key(ip), id)?;
+                }
+                if let Some(config) = &old.config {
+                    multi_remove(idx_cfg, "idx_cfg_devices", config.as_bytes(), id)?;
+                }
+                index::reindex(idx_dev, counts, Some(&old), None)?;
+                Ok(old)
+            },
+        ))?;
         self.flush()?;
         Ok(old)
     }
@@ -178,11 +199,6 @@ impl Store {
             None => Ok(0),
         }
     }
-
-    /// Number of devices.
-    pub fn device_count(&self) -> usize {
-        self.devices.len()
-    }
 }
 
 fn claim_mac(
@@ -221,7 +237,8 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
     store.multi_rebuild(
         &store.idx_cfg_devices,
         devices
-            .into_iter()
-            .filter_map(|d| Some((d.config?.into_bytes(), d.id))),
-    )
+            .iter()
+            .filter_map(|d| Some((d.config.clone()?.into_bytes(), d.id.clone()))),
+    )?;
+    index::rebuild(store, &devices)
 }

@@ -6,6 +6,7 @@
 
 mod configs;
 mod devices;
+mod index;
 mod others;
 mod schema;
 
@@ -19,6 +20,7 @@ use sled::transaction::{
 };
 use sled::Tree;
 
+pub use index::{Field, Ordered, FIELDS};
 pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG};
 pub use schema::SCHEMA_VERSION;
 
@@ -152,6 +154,8 @@ pub struct Store {
     idx_mac: Tree,
     idx_ip: Tree,
     idx_cfg_devices: Tree,
+    idx_dev: Tree,
+    counts: Tree,
     configs: Tree,
     cfg_children: Tree,
     tenants: Tree,
@@ -198,6 +202,8 @@ impl Store {
             idx_mac: tree("idx_mac")?,
             idx_ip: tree("idx_ip")?,
             idx_cfg_devices: tree("idx_cfg_devices")?,
+            idx_dev: tree("idx_dev")?,
+            counts: tree("counts")?,
             configs: tree("configs")?,
             cfg_children: tree("cfg_children")?,
             tenants: tree("tenants")?,

@@ -3,25 +3,23 @@
 //! Version 1 had the record trees only; version 2 added the derived index trees
 //! (`cfg_children`, `idx_tenant_key`); version 3 stores the non-unique indexes (`idx_ip`,
 //! `cfg_children`) as one key per link plus a count; version 4 adds the config → devices index
-//! (`idx_cfg_devices`). Every step rebuilds every index from the records. The tenant tree
+//! (`idx_cfg_devices`); version 5 the devices' per-tenant field indexes and counts (`idx_dev`,
+//! `counts`). Every step rebuilds every index from the records. The tenant tree
 //! needs no step: [`Store::ensure_defaults`] gives every tenant without a parent the default
 //! tenant as its parent, at every start.
 
 use super::{Result, Store, StoreError};
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 const VERSION_KEY: &[u8] = b"schema_version";
 
 /// One step from version `n` to `n + 1`, at index `n - 1`.
 type Migration = fn(&Store) -> Result<()>;
 
-const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] = [
-    rebuild_all_indexes,
-    rebuild_all_indexes,
-    rebuild_all_indexes,
-];
+const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] =
+    [rebuild_all_indexes; (SCHEMA_VERSION - 1) as usize];
 
 fn rebuild_all_indexes(store: &Store) -> Result<()> {
     super::devices::rebuild_indexes(store)?;

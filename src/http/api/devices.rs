@@ -213,17 +213,21 @@ pub(super) async fn list(
 ) -> ApiResult {
     caller.require("provd.dev_mgr.devices.read")?;
     let query = ListQuery::parse(&pairs)?;
+    let spec = manage::devices::ListSpec {
+        recurse: query.recurse,
+        equals: query.index_hints(),
+        sort: query.sort.clone().map(|key| (key, query.descending)),
+    };
+    // The tenants listed come from the caller's scope before the client's selector applies,
+    // so that a selector can never reach another tenant's devices.
     let st = Arc::clone(&state);
-    let recurse = query.recurse;
-    // The tenant filter comes before the client's selector, so that a selector can never
-    // reach another tenant's devices.
-    let devices =
-        blocking(move || Ok(manage::devices::list(&st.store, &caller.scope, recurse)?)).await?;
-    let visible: Vec<Value> = devices.iter().map(|d| device_json(d, &state)).collect();
-    Ok(reply(
-        StatusCode::OK,
-        json!({ "devices": query.apply(visible)? }),
-    ))
+    let planned =
+        blocking(move || Ok(manage::devices::plan(&st.store, &caller.scope, &spec)?)).await?;
+    tracing::debug!(plan = %planned.plan, sorted = planned.sorted, "device listing");
+    let docs = planned
+        .devices
+        .map(move |d| d.map(|d| device_json(&d, &state)).map_err(ApiError::from));
+    Ok(super::stream_list("devices", docs, planned.sorted, query))
 }
 
 pub(super) async fn show(

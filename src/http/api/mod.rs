@@ -514,6 +514,82 @@ pub fn links(base: &str, rels: &[(&str, &str)]) -> Response {
     reply(StatusCode::OK, json!({ "links": items }))
 }
 
+/// Bytes of a streamed answer gathered before they are handed to the connection.
+const STREAM_CHUNK: usize = 64 * 1024;
+/// Chunks waiting for a slow client at most; the reader waits beyond (bounded memory).
+const STREAM_QUEUE: usize = 4;
+
+/// A body fed chunk by chunk from a blocking task; an error aborts the answer (the client
+/// sees a broken transfer, never a truncated document passed off as complete).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|item| item.map(|chunk| chunk.map(http_body::Frame::data)))
+    }
+}
+
+/// A 200 `{"<envelope>": [...]}` written as `docs` are read, through `query` (selector, sort,
+/// paging, fields): memory stays bounded by a few chunks whatever the number of documents,
+/// unless `query` sorts documents that do not come `presorted`.
+pub fn stream_list(
+    envelope: &'static str,
+    docs: impl Iterator<Item = Result<Value, ApiError>> + Send + 'static,
+    presorted: bool,
+    query: query::ListQuery,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = format!("{{\"{envelope}\":[").into_bytes();
+        let mut first = true;
+        let send = |buf: &mut Vec<u8>| {
+            let chunk = axum::body::Bytes::from(std::mem::take(buf));
+            tx.blocking_send(Ok(chunk)).is_ok()
+        };
+        let mut gone = false;
+        let result = query.run(docs, presorted, |doc| {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            // A Value always serializes.
+            let _ = serde_json::to_writer(&mut buf, &doc);
+            if buf.len() >= STREAM_CHUNK && !send(&mut buf) {
+                gone = true;
+                return false;
+            }
+            true
+        });
+        match result {
+            _ if gone => {}
+            Ok(()) => {
+                buf.extend_from_slice(b"]}");
+                send(&mut buf);
+            }
+            Err(e) => {
+                tracing::error!(
+                    "a {envelope} listing failed while it was sent: {}",
+                    e.message
+                );
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.message)));
+            }
+        }
+    });
+    let mut response = axum::body::Body::new(ChannelBody(rx)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    response
+}
+
 /// Runs store work off the async runtime (sled flushes on writes).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,

@@ -154,6 +154,25 @@ impl ListQuery {
 
     /// Filters (selector), sorts, skips, limits and projects `docs` (each a JSON object), in that order.
     pub fn apply(&self, docs: Vec<Value>) -> Result<Vec<Value>, QueryError> {
+        let mut out = Vec::new();
+        self.run(docs.into_iter().map(Ok), false, |doc| {
+            out.push(doc);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// [`ListQuery::apply`] over a stream: documents are read one at a time and each answer
+    /// is handed to `emit` as soon as it is known (`emit` answers false to stop). With
+    /// `presorted`, `docs` already come in the order of `sort` and nothing is held in memory;
+    /// otherwise a `sort` holds the matching documents until the last one is read. An error
+    /// of the stream stops the run and is returned.
+    pub fn run<E: From<QueryError>>(
+        &self,
+        docs: impl Iterator<Item = Result<Value, E>>,
+        presorted: bool,
+        mut emit: impl FnMut(Value) -> bool,
+    ) -> Result<(), E> {
         // Compile once, and before looking at any document, so a bad selector is an error even
         // for an empty collection.
         let clauses = match &self.selector {
@@ -162,21 +181,76 @@ impl ListQuery {
             }
             None => Vec::new(),
         };
-        let mut docs: Vec<Value> = docs
-            .into_iter()
-            .filter(|doc| clauses_match(&clauses, doc))
-            .collect();
-        if let Some(key) = &self.sort {
-            docs = sort_docs(docs, key, self.descending);
+        let project = |doc: Value| match &self.fields {
+            Some(fields) => project(&doc, fields),
+            None => doc,
+        };
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let (mut skipped, mut sent) = (0, 0);
+        let mut page = |doc: Value| -> bool {
+            if skipped < self.skip {
+                skipped += 1;
+                return true;
+            }
+            if sent >= limit {
+                return false;
+            }
+            sent += 1;
+            emit(project(doc)) && sent < limit
+        };
+        let mut matching = docs.filter(|doc| match doc {
+            Ok(doc) => clauses_match(&clauses, doc),
+            Err(_) => true,
+        });
+        match &self.sort {
+            Some(key) if !presorted => {
+                let all = matching.collect::<Result<Vec<Value>, E>>()?;
+                for doc in sort_docs(all, key, self.descending) {
+                    if !page(doc) {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                for doc in matching.by_ref() {
+                    if !page(doc?) {
+                        break;
+                    }
+                }
+            }
         }
-        let docs = docs
-            .into_iter()
-            .skip(self.skip)
-            .take(self.limit.unwrap_or(usize::MAX));
-        Ok(match &self.fields {
-            Some(fields) => docs.map(|doc| project(&doc, fields)).collect(),
-            None => docs.collect(),
-        })
+        Ok(())
+    }
+
+    /// The equality tests of the selector that an index may answer: top-level keys tested
+    /// against a string or an `$in` list (its strings only: an indexed key never holds
+    /// anything else, so the other members can match nothing). Every matching document has,
+    /// for each key returned, one of its values; the selector is still applied in full.
+    pub fn index_hints(&self) -> Vec<(String, Vec<String>)> {
+        let Some(selector) = &self.selector else {
+            return Vec::new();
+        };
+        let Ok(clauses) = compile_selector(selector) else {
+            return Vec::new();
+        };
+        let mut hints = Vec::new();
+        for clause in clauses {
+            let [key] = clause.path.as_slice() else {
+                continue;
+            };
+            for cond in &clause.conds {
+                let values = match cond {
+                    Cond::Eq(Value::String(v)) => vec![v.clone()],
+                    Cond::In(list) => list
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => continue,
+                };
+                hints.push(((*key).to_owned(), values));
+            }
+        }
+        hints
     }
 }
 

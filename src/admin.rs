@@ -160,3 +160,84 @@ pub fn dhcp_snippet(args: &DhcpSnippetArgs) -> ExitCode {
     print!("{}", snippet.text);
     ExitCode::SUCCESS
 }
+
+/// `provisiond store check [--repair]`: opens the store of the configuration's `data_dir`
+/// (the daemon must be stopped: sled allows one process), compares every derived tree with
+/// its records, prints one line per tree, and with `--repair` rebuilds them all when one
+/// differs. Exit 0 when consistent (or repaired), 1 otherwise.
+pub fn store(args: &crate::cli::StoreArgs) -> ExitCode {
+    let crate::cli::StoreAction::Check { repair } = args.action;
+    let source = &args.source;
+    let loaded = match crate::config::load(source.config.as_deref(), &source.default_config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let general = &loaded.settings.general;
+    // A process that just stopped may hold the lock for a moment longer (sled releases it
+    // from a background thread): a locked store is tried again for a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let store = loop {
+        match crate::store::Store::open_with_cache(&general.data_dir, general.store_cache_mib) {
+            Ok(store) => break store,
+            Err(crate::store::StoreError::Open {
+                source: sled::Error::Io(e),
+                ..
+            }) if (e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock"))
+                && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                eprintln!("{e}\n(stop provisiond first: the store has one user at a time)");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let checks = match store.check_indexes() {
+        Ok(checks) => checks,
+        Err(e) => {
+            eprintln!("store check failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut broken = 0;
+    for c in &checks {
+        let state = if c.consistent { "ok" } else { "DIFFERS" };
+        broken += usize::from(!c.consistent);
+        println!(
+            "{:<16} {state:<8} {} entries expected, {} found",
+            c.tree, c.expected, c.found
+        );
+    }
+    if broken == 0 {
+        println!(
+            "store {}: every index matches its records",
+            store.path().display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if !repair {
+        eprintln!("{broken} index(es) differ from their records: run `provisiond store check --repair` with the daemon stopped");
+        return ExitCode::FAILURE;
+    }
+    match store.repair_indexes().and_then(|()| store.check_indexes()) {
+        Ok(after) if after.iter().all(|c| c.consistent) => {
+            println!("repaired: every index rebuilt from the records");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            eprintln!(
+                "indexes still differ after the rebuild: the records themselves may be damaged"
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("repair failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

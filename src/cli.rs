@@ -34,6 +34,8 @@ pub enum Command {
     Tenant(TenantArgs),
     /// REST API tokens, through the running daemon's local admin socket.
     Token(TokenArgs),
+    /// The store itself, with the daemon stopped: check (and repair) its indexes.
+    Store(StoreArgs),
     /// Tell the daemon about a DHCP lease event (run by ISC dhcpd, dnsmasq or Kea hooks).
     #[command(
         override_usage = "provisiond dhcp-notify [FLAGS] commit IP MAC [OPTION]...\n       \
@@ -261,6 +263,28 @@ pub struct ConfigArgs {
     /// default is used.
     #[arg(long, value_name = "FILE", env = "PROVISIOND_CONFIG", default_value = DEFAULT_CONFIG_PATH, global = true)]
     pub default_config: PathBuf,
+}
+
+/// Arguments of `store`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: StoreAction,
+    /// Configuration sources (for `[general] data_dir`).
+    #[command(flatten)]
+    pub source: ConfigArgs,
+}
+
+/// `store` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum StoreAction {
+    /// Compare every index and count with the records; exit 1 if one differs.
+    Check {
+        /// Rebuild every index and count from the records when one differs.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 /// Arguments of `check-config`.

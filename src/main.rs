@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Config(args) => admin_client::config(&args),
         Command::Tenant(args) => admin_client::tenant(&args),
         Command::Token(args) => admin_client::token(&args),
+        Command::Store(args) => admin::store(&args),
         Command::DhcpNotify(args) => notify::run(&args),
         Command::DhcpSnippet(args) => admin::dhcp_snippet(&args),
         Command::Man => docgen::man(),

@@ -1,6 +1,7 @@
 //! Crash consistency of what the daemon acknowledges. A real `provisiond serve` runs DHCP
 //! (relayed DORA from many clients on loopback), REST writes over the admin socket (devices and
 //! configs) and autocreating HTTP fetches at once; it is killed with SIGKILL at a random moment,
+//! checked with `provisiond store check` (every index and count matches the records),
 //! restarted on the same data directory, and then:
 //! - every address it ACKed is still leased: another client asking for it (INIT-REBOOT) is
 //!   NAKed;
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{command, listening_on, write_config, Daemon};
+use common::{command, listening_on, run, write_config, Daemon};
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use nix::sys::signal::Signal;
@@ -481,9 +482,18 @@ fn everything_acknowledged_survives_kill_9() {
         }
         drop(running);
 
+        // Every index and count must match the records the kill left (they are written in
+        // the same transactions): the operator's own check, on the stopped store.
+        let (code, out, err) = run(command(dir)
+            .args(["store", "check", "--config"])
+            .arg(&config));
+        let mut found = Vec::new();
+        if code != 0 {
+            found.push(format!("store check after the kill: {out}{err}"));
+        }
         let acked = std::mem::take(&mut *acked.lock().unwrap());
         let mut restarted = start(dir, &config);
-        let mut found = check_leases(server, &acked.leases);
+        found.extend(check_leases(server, &acked.leases));
         found.extend(check_records(dir, &acked));
         println!(
             "round {round}: {} leases, {} devices, {} configs, {} autocreated acknowledged; {} problems",

@@ -8,15 +8,6 @@ fn not_found(id: &str) -> ManageError {
     ManageError::NotFound(format!("no device {id:?}"))
 }
 
-/// The devices a listing shows: the acting tenant's, with `recurse` its subtree's.
-pub fn list(store: &Store, scope: &Scope, recurse: bool) -> Result<Vec<Device>> {
-    Ok(store
-        .devices()?
-        .into_iter()
-        .filter(|d| scope.lists(&d.tenant, recurse))
-        .collect())
-}
-
 /// The device `id` when it belongs to the caller's subtree; any other is "not found" (no
 /// existence leak).
 pub fn get(store: &Store, scope: &Scope, id: &str) -> Result<Device> {

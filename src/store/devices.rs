@@ -12,11 +12,11 @@ use crate::model::{validate_id, Device, Mac};
 
 const KIND: &str = "device";
 
-fn mac_key(mac: &Mac) -> Vec<u8> {
+pub(super) fn mac_key(mac: &Mac) -> Vec<u8> {
     mac.octets().to_vec()
 }
 
-fn ip_key(ip: &IpAddr) -> Vec<u8> {
+pub(super) fn ip_key(ip: &IpAddr) -> Vec<u8> {
     ip.to_string().into_bytes()
 }
 

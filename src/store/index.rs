@@ -169,7 +169,7 @@ fn field_key(field: Field, tenant: &str, value: &str, id: &str) -> Vec<u8> {
 }
 
 /// Every `idx_dev` key of a device.
-fn keys_of(device: &Device) -> Vec<Vec<u8>> {
+pub(super) fn keys_of(device: &Device) -> Vec<Vec<u8>> {
     let mut keys = vec![member_key(&device.tenant, &device.id)];
     for field in FIELDS {
         keys.push(field_key(
@@ -199,7 +199,7 @@ fn plugin_count_key(tenant: &str, plugin: &str) -> Vec<u8> {
 }
 
 /// The count keys a device adds 1 to.
-fn count_keys(device: &Device) -> [Vec<u8>; 3] {
+pub(super) fn count_keys(device: &Device) -> [Vec<u8>; 3] {
     [
         ALL.to_vec(),
         tenant_count_key(&device.tenant),

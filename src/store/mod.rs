@@ -4,6 +4,7 @@
 //! mutating method flushes the database before it returns, so a write that a caller
 //! acknowledged survives a crash or power loss.
 
+mod check;
 mod configs;
 mod devices;
 mod index;
@@ -20,6 +21,7 @@ use sled::transaction::{
 };
 use sled::Tree;
 
+pub use check::TreeCheck;
 pub use index::{Field, Ordered, FIELDS};
 pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG};
 pub use schema::SCHEMA_VERSION;

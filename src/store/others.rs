@@ -148,17 +148,13 @@ impl Store {
         }
         let _writing = self.tenant_writes();
         let children = self.tenant_tree()?.children(id).len();
-        let devices = self
-            .devices()?
-            .into_iter()
-            .filter(|d| d.tenant == id)
-            .count();
+        let devices = self.tenant_device_count(id)?;
         let configs = self
             .configs()?
             .into_iter()
             .filter(|c| c.tenant == id)
             .count();
-        if children + devices + configs > 0 {
+        if children > 0 || devices > 0 || configs > 0 {
             return Err(StoreError::InUse {
                 kind: "tenant",
                 id: id.to_owned(),

@@ -21,7 +21,7 @@ type Migration = fn(&Store) -> Result<()>;
 const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] =
     [rebuild_all_indexes; (SCHEMA_VERSION - 1) as usize];
 
-fn rebuild_all_indexes(store: &Store) -> Result<()> {
+pub(super) fn rebuild_all_indexes(store: &Store) -> Result<()> {
     super::devices::rebuild_indexes(store)?;
     super::configs::rebuild_indexes(store)?;
     super::others::rebuild_indexes(store)

@@ -143,19 +143,10 @@ impl Client {
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
-        // The daemon closes the connection of a peer that it does not admit without a word.
-        let response = sender.send_request(request).await.map_err(|e| {
-            let why = if e.is_canceled() || e.is_incomplete_message() {
-                String::new()
-            } else {
-                format!(" ({e})")
-            };
-            format!(
-                "provisiond on {shown} closed the connection without answering{why}: it refused \
-                 this user (the admin socket admits root, provisiond's user and members of group \
-                 provisiond only) or it is shutting down"
-            )
-        })?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unanswered(&self.socket, &e))?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -167,6 +158,253 @@ impl Client {
         let _ = driver.await;
         Ok((status, bytes))
     }
+}
+
+/// Chunks of a streamed answer waiting for the reader at most.
+const STREAM_QUEUE: usize = 8;
+
+impl Client {
+    /// A GET whose answer is handed over as it arrives: `read` runs on another thread with a
+    /// reader over the body, while this one receives it. A non-2xx answer is read whole and
+    /// becomes the API's error message. The timeout applies to each wait for data, not to
+    /// the whole transfer (a million devices take longer than any single wait).
+    fn stream<T: Send>(
+        &self,
+        path: &str,
+        read: impl FnOnce(&mut dyn std::io::Read) -> Result<T> + Send,
+    ) -> Result<T> {
+        let request = request(Method::GET, path, None, self.tenant.as_deref())?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_QUEUE);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(move || {
+                read(&mut ChannelReader {
+                    rx,
+                    chunk: Bytes::new(),
+                })
+            });
+            let received = self.runtime.block_on(self.receive(request, tx));
+            // The reader ends once the sender is gone (end of body or failure).
+            let parsed = reader
+                .join()
+                .unwrap_or_else(|_| Err("the answer's reader failed".to_owned()));
+            received.and(parsed)
+        })
+    }
+
+    async fn receive(
+        &self,
+        request: Request<Full<Bytes>>,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<()> {
+        let shown = self.socket.display();
+        let wait = |what: &str| {
+            format!(
+                "no {what} from provisiond on {shown} within {} s",
+                TIMEOUT.as_secs()
+            )
+        };
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| connect_error(&self.socket, &e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("cannot talk HTTP to provisiond on {shown}: {e}"))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| wait("answer"))?
+            .map_err(|e| unanswered(&self.socket, &e))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| format!("cannot read the answer of provisiond on {shown}: {e}"))?
+                .to_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(failure(status, &Answer { text, json }));
+        }
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, body.frame())
+                .await
+                .map_err(|_| wait("data"))?;
+            match frame {
+                None => break,
+                Some(Err(e)) => {
+                    return Err(format!(
+                        "the answer of provisiond on {shown} broke off: {e}"
+                    ))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if tx.send(data).await.is_err() {
+                            // The reader stopped (its error is the one reported).
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        drop(sender);
+        let _ = driver.await;
+        Ok(())
+    }
+}
+
+/// The daemon closes the connection of a peer that it does not admit without a word.
+fn unanswered(socket: &Path, e: &hyper::Error) -> String {
+    let why = if e.is_canceled() || e.is_incomplete_message() {
+        String::new()
+    } else {
+        format!(" ({e})")
+    };
+    format!(
+        "provisiond on {} closed the connection without answering{why}: it refused this user \
+         (the admin socket admits root, provisiond's user and members of group provisiond \
+         only) or it is shutting down",
+        socket.display()
+    )
+}
+
+/// A blocking reader over the chunks of a streamed answer.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len());
+        out[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Reads `{"<key>": [ … ], …}` from `input`, handing each element of the list to `each` as
+/// soon as it is parsed (memory: one element at a time).
+fn each_element(
+    input: &mut dyn std::io::Read,
+    key: &'static str,
+    each: &mut dyn FnMut(Value),
+) -> Result<()> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Envelope<'a> {
+        key: &'static str,
+        each: &'a mut dyn FnMut(Value),
+    }
+    struct Elements<'a>(&'a mut dyn FnMut(Value));
+    impl<'de> DeserializeSeed<'de> for Elements<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Elements<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+            while let Some(element) = seq.next_element::<Value>()? {
+                (self.0)(element);
+            }
+            Ok(())
+        }
+    }
+    impl<'de> Visitor<'de> for Envelope<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an object with the key {:?}", self.key)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+            while let Some(name) = map.next_key::<String>()? {
+                if name == self.key {
+                    map.next_value_seed(Elements(&mut *self.each))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_reader(input);
+    de.deserialize_map(Envelope { key, each })
+        .and_then(|()| de.end())
+        .map_err(|e| format!("cannot read the answer: {e}"))
+}
+
+/// Rows of a table printed as they come: the widths are those of the first rows (at most
+/// [`TABLE_SAMPLE`] held); a longer cell later only pushes its own line.
+struct StreamedTable<'a> {
+    headers: &'a [&'a str],
+    held: Vec<Vec<String>>,
+    widths: Option<Vec<usize>>,
+}
+
+/// Rows held to size a streamed table's columns.
+const TABLE_SAMPLE: usize = 1000;
+
+impl<'a> StreamedTable<'a> {
+    fn new(headers: &'a [&'a str]) -> Self {
+        StreamedTable {
+            headers,
+            held: Vec::new(),
+            widths: None,
+        }
+    }
+
+    fn row(&mut self, row: Vec<String>) {
+        match &self.widths {
+            Some(widths) => print_row(widths, &row),
+            None => {
+                self.held.push(row);
+                if self.held.len() >= TABLE_SAMPLE {
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let widths = self.widths.get_or_insert_with(|| {
+            let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+            for row in &self.held {
+                for (width, value) in widths.iter_mut().zip(row) {
+                    *width = (*width).max(value.chars().count());
+                }
+            }
+            let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+            print_row(&widths, &header);
+            widths
+        });
+        for row in self.held.drain(..) {
+            print_row(widths, &row);
+        }
+    }
+}
+
+fn print_row(widths: &[usize], cells: &[String]) {
+    let last = cells.len().saturating_sub(1);
+    let mut out = String::new();
+    for (i, (value, width)) in cells.iter().zip(widths).enumerate() {
+        if i == last {
+            out.push_str(value);
+        } else {
+            out.push_str(&format!("{value:<width$}  "));
+        }
+    }
+    println!("{}", out.trim_end());
 }
 
 /// An API request: path under the base, provd media type, `Wazo-Tenant` when given.
@@ -272,33 +510,38 @@ fn device_inner(args: &DeviceArgs) -> Result<()> {
             } else {
                 "/dev_mgr/devices"
             };
-            let answer = client.get(path)?;
-            output(api, &answer, |json| {
-                let rows = list(json, "devices")
-                    .iter()
-                    .map(|d| {
-                        [
-                            "id",
-                            "mac",
-                            "ip",
-                            "vendor",
-                            "model",
-                            "plugin",
-                            "config",
-                            "tenant_uuid",
-                        ]
-                        .iter()
-                        .map(|k| cell(d.get(*k)))
-                        .collect()
-                    })
-                    .collect();
-                table(
-                    &[
+            // Printed as it arrives: a listing of a million devices holds one at a time.
+            if api.json {
+                client.stream(path, |input| {
+                    let mut out = std::io::stdout().lock();
+                    std::io::copy(input, &mut out)
+                        .and_then(|_| std::io::Write::write_all(&mut out, b"\n"))
+                        .map(|_| ())
+                        .map_err(|e| format!("cannot write the answer: {e}"))
+                })?;
+            } else {
+                const KEYS: [&str; 8] = [
+                    "id",
+                    "mac",
+                    "ip",
+                    "vendor",
+                    "model",
+                    "plugin",
+                    "config",
+                    "tenant_uuid",
+                ];
+                client.stream(path, |input| {
+                    let headers = [
                         "ID", "MAC", "IP", "VENDOR", "MODEL", "PLUGIN", "CONFIG", "TENANT",
-                    ],
-                    rows,
-                );
-            });
+                    ];
+                    let mut table = StreamedTable::new(&headers);
+                    each_element(input, "devices", &mut |d| {
+                        table.row(KEYS.iter().map(|k| cell(d.get(*k))).collect())
+                    })?;
+                    table.flush();
+                    Ok(())
+                })?;
+            }
         }
         DeviceAction::Show { id } => {
             let answer = client.get(&format!("/dev_mgr/devices/{}", seg(id)))?;
@@ -689,28 +932,11 @@ fn cell(value: Option<&Value>) -> String {
 
 /// Aligned columns, one line per row; the last column is not padded.
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (width, value) in widths.iter_mut().zip(row) {
-            *width = (*width).max(value.chars().count());
-        }
+    let mut table = StreamedTable::new(headers);
+    for row in rows {
+        table.row(row);
     }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len().saturating_sub(1);
-        let mut out = String::new();
-        for (i, (value, width)) in cells.iter().zip(&widths).enumerate() {
-            if i == last {
-                out.push_str(value);
-            } else {
-                out.push_str(&format!("{value:<width$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    table.flush();
 }
 
 /// `key  value` lines for the keys of an object.

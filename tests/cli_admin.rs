@@ -523,3 +523,55 @@ fn an_unprivileged_user_is_refused() {
     // Root still gets through.
     assert!(ok(dir, &["device", "list"]).starts_with("ID "));
 }
+
+#[test]
+fn a_long_device_list_is_printed_whole_as_it_streams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // More devices than the table holds to size its columns, written before the daemon runs.
+    let n = 1100;
+    {
+        let store = provisiond::store::Store::open(&dir.join("data")).unwrap();
+        store.ensure_defaults("master").unwrap();
+        for i in 0..n {
+            let mut d = provisiond::model::Device::new(format!("dev{i:05}"), "master");
+            d.mac = Some(
+                format!("00:15:65:00:{:02x}:{:02x}", i / 256, i % 256)
+                    .parse()
+                    .unwrap(),
+            );
+            // Later rows are wider than the first ones: they print, unaligned.
+            d.vendor = Some(
+                if i < 1050 {
+                    "Snom"
+                } else {
+                    "Yealink Network Technology"
+                }
+                .into(),
+            );
+            store.create_device(&d).unwrap();
+        }
+    }
+    let (_daemon, _api) = start(dir);
+    let out = ok(dir, &["device", "list"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), n + 1, "a header and one line per device");
+    assert!(lines[0].starts_with("ID"), "{}", lines[0]);
+    for (i, line) in lines[1..].iter().enumerate() {
+        assert!(line.starts_with(&format!("dev{i:05} ")), "{line}");
+    }
+    assert!(
+        lines[n].contains("Yealink Network Technology"),
+        "{}",
+        lines[n]
+    );
+    let all = json(dir, &["device", "list"]);
+    let ids: Vec<&str> = all["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), n);
+    assert_eq!(ids[n - 1], format!("dev{:05}", n - 1));
+}

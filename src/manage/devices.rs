@@ -248,6 +248,15 @@ pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
         }
         return few(ids, "ip index");
     }
+    if let (Some(wanted), true) = (equals("sn"), tenants.len() > 1) {
+        let mut ids = Vec::new();
+        for sn in wanted {
+            for id in store.serial_device_ids(sn) {
+                ids.push(id?);
+            }
+        }
+        return few(ids, "serial index");
+    }
     let sort_field = spec
         .sort
         .as_ref()

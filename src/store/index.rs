@@ -168,9 +168,25 @@ fn field_key(field: Field, tenant: &str, value: &str, id: &str) -> Vec<u8> {
     key
 }
 
+/// Serial numbers are also indexed across tenants (`S NUL sn NUL id`): a lookup by serial
+/// over a subtree of many tenants is then one prefix scan, not one per tenant.
+const SERIAL: u8 = b'S';
+
+fn serial_prefix(sn: &str) -> Vec<u8> {
+    let mut key = vec![SERIAL, 0];
+    escape(sn, &mut key);
+    key.push(0);
+    key
+}
+
 /// Every `idx_dev` key of a device.
 pub(super) fn keys_of(device: &Device) -> Vec<Vec<u8>> {
     let mut keys = vec![member_key(&device.tenant, &device.id)];
+    if let Some(sn) = &device.sn {
+        let mut key = serial_prefix(sn);
+        key.extend_from_slice(device.id.as_bytes());
+        keys.push(key);
+    }
     for field in FIELDS {
         keys.push(field_key(
             field,
@@ -305,6 +321,11 @@ impl Store {
         value: &str,
     ) -> impl Iterator<Item = Result<String>> + Send + 'static {
         ids_after(&self.idx_dev, value_prefix(field, tenant, value))
+    }
+
+    /// Ids of the devices of every tenant whose serial number is `sn`, by id.
+    pub fn serial_device_ids(&self, sn: &str) -> impl Iterator<Item = Result<String>> + Send {
+        ids_after(&self.idx_dev, serial_prefix(sn))
     }
 
     /// Whether `tenant` has more than `n` devices whose `field` shows `value` (an estimate of a

@@ -158,6 +158,8 @@ pub enum BenchKind {
     Tftp(TftpBenchArgs),
     /// DHCP load against a running server: distinct clients doing DORA through a relay address.
     Dhcp(DhcpBenchArgs),
+    /// Boot storm against a running server: phones at once, each a DORA then its first fetch.
+    Storm(StormBenchArgs),
 }
 
 /// Arguments of `bench render`.
@@ -253,6 +255,40 @@ pub struct DhcpBenchArgs {
     #[arg(long)]
     pub vendor_class: Option<String>,
 }
+/// Arguments of `bench storm`.
+#[derive(Debug, Clone, Args)]
+pub struct StormBenchArgs {
+    /// DHCP server (loopback or a test namespace only); off port 67 it answers the sender.
+    #[arg(long, default_value = "127.0.0.1:6767")]
+    pub dhcp: std::net::SocketAddr,
+    /// HTTP provisioning server (loopback or a test namespace only).
+    #[arg(long, default_value = "127.0.0.1:8667")]
+    pub http: std::net::SocketAddr,
+    /// Phones booting (Yealink MACs 80:5e:c0:<run>:…).
+    #[arg(long, default_value_t = 1000)]
+    pub phones: u32,
+    /// Which phones: the same run is the same MACs (run it again for a reboot of known phones).
+    #[arg(long, default_value_t = 0)]
+    pub run: u8,
+    /// Relay address put in every request (`giaddr`): an address of the pool's subnet. On a
+    /// loopback pool (127.64.0.0/16) each phone fetches from its leased address.
+    #[arg(long, default_value = "127.64.0.1")]
+    pub giaddr: std::net::Ipv4Addr,
+    /// Phones booting at the same time (default: all of them).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Retransmit a DHCP message unanswered after this many milliseconds, doubling each
+    /// time (RFC 2131's 4 s, as phones do).
+    #[arg(long, default_value_t = 4000)]
+    pub timeout_ms: u64,
+    /// Transmissions of one DHCP message, and NAKs, before a phone gives up.
+    #[arg(long, default_value_t = 4)]
+    pub tries: u32,
+    /// Path prefix before the file name (e.g. `/device/provisioning/KEY`).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+}
+
 /// Where the configuration comes from.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {

@@ -60,8 +60,10 @@ pub struct General {
     pub default_tenant: String,
     /// Directory of the built-in plugins, over the ones compiled into the binary.
     pub plugins_dir: PathBuf,
-    /// Unknown phones created per second at most (identification), in all.
+    /// Unknown phones created per second at most, on average (the bucket's refill), in all.
     pub autocreate_per_second: u32,
+    /// Unknown phones created at once at most (the bucket's size): a rollout's burst.
+    pub autocreate_burst: u32,
     /// No unknown phone is created once the store holds this many devices.
     pub max_devices: usize,
     /// Memory for the store's page cache, in MiB (sled's own default is 1 GiB).
@@ -75,7 +77,8 @@ impl Default for General {
             base_url: None,
             default_tenant: "master".into(),
             plugins_dir: "/usr/share/provisiond/plugins".into(),
-            autocreate_per_second: 100,
+            autocreate_per_second: crate::ident::DEFAULT_AUTOCREATE_PER_SECOND,
+            autocreate_burst: crate::ident::DEFAULT_AUTOCREATE_BURST,
             max_devices: 100_000,
             store_cache_mib: crate::store::DEFAULT_CACHE_MIB,
         }

@@ -103,6 +103,23 @@ fn describe(loaded: &Loaded) -> String {
         .join(", ")
 }
 
+/// Connections waiting to be accepted on the phones' listeners. The usual 128 (std's and
+/// tokio's) overflowed in a boot storm of 1,000 phones, and a SYN that finds the queue full is
+/// retransmitted only a second later. The kernel caps it at `net.core.somaxconn`.
+pub const PHONE_BACKLOG: u32 = 4096;
+
+/// A listener for phones (HTTP, HTTPS) with a backlog of [`PHONE_BACKLOG`].
+fn bind_phones(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As TcpListener::bind: a restarted daemon rebinds at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(PHONE_BACKLOG)
+}
+
 async fn run(
     args: &ConfigArgs,
     mut running: Loaded,
@@ -131,6 +148,7 @@ async fn run(
     ));
     files.set_autocreate_limits(AutocreateLimits::new(
         settings.general.autocreate_per_second,
+        settings.general.autocreate_burst,
         settings.general.max_devices,
     ));
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -147,8 +165,7 @@ async fn run(
         refusal: http::plain_refusal,
     };
     if settings.http.enabled {
-        let listener = TcpListener::bind(settings.http.listen)
-            .await
+        let listener = bind_phones(settings.http.listen)
             .with_context(|| format!("cannot listen on http.listen {}", settings.http.listen))?;
         info!(
             "HTTP provisioning on {}",
@@ -167,8 +184,7 @@ async fn run(
             anyhow::bail!("https.cert and https.key are required when https.enabled = true");
         };
         let tls = http::load_tls(cert, key).context("cannot use the HTTPS certificate")?;
-        let listener = TcpListener::bind(settings.https.listen)
-            .await
+        let listener = bind_phones(settings.https.listen)
             .with_context(|| format!("cannot listen on https.listen {}", settings.https.listen))?;
         info!(
             "HTTPS provisioning on {}",

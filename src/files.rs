@@ -223,13 +223,15 @@ impl FileService {
         plugins: Arc<PluginSet>,
         renderer: Renderer,
     ) -> FileService {
+        let rejected: Arc<crate::ratelimit::Rejections> = Arc::default();
         FileService {
             counters: FileCounters::default(),
             statics: StaticCache::default(),
             dhcpinfo: crate::dhcpinfo::Counters::default(),
             dhcp: std::sync::OnceLock::new(),
-            rejected: Arc::default(),
-            ident: Identifier::new(store.clone(), default_tenant),
+            ident: Identifier::new(store.clone(), default_tenant)
+                .reporting_to(Arc::clone(&rejected)),
+            rejected,
             store,
             strategy,
             plugins: RwLock::new(plugins),
@@ -254,6 +256,16 @@ impl FileService {
     /// Bounds the devices that identification may create.
     pub fn set_autocreate_limits(&self, limits: crate::ident::AutocreateLimits) {
         self.ident.set_limits(limits);
+    }
+
+    /// What autocreation did so far.
+    pub fn autocreate_counters(&self) -> &crate::ident::AutocreateCounters {
+        self.ident.autocreate_counters()
+    }
+
+    /// Tokens left in the autocreation bucket now.
+    pub fn autocreate_tokens(&self) -> f64 {
+        self.ident.autocreate_tokens()
     }
 
     /// Identification alone (DHCP lease facts): updates or creates the device. Blocking.

@@ -54,11 +54,14 @@ pub enum Kind {
     DhcpMalformed,
     /// An API request with an unknown or expired token.
     ApiToken,
+    /// An unknown phone not created: the autocreation bucket was empty or the store full
+    /// (any transport: identification refuses it).
+    Autocreate,
 }
 
 impl Kind {
     /// Every kind, in the order of `/metrics`.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::TftpMalformed,
         Kind::TftpPath,
         Kind::TftpMethod,
@@ -72,6 +75,7 @@ impl Kind {
         Kind::DhcpinfoMalformed,
         Kind::DhcpMalformed,
         Kind::ApiToken,
+        Kind::Autocreate,
     ];
 
     /// The `transport` label.
@@ -87,6 +91,7 @@ impl Kind {
             Kind::DhcpinfoMalformed => "dhcpinfo",
             Kind::DhcpMalformed => "dhcp",
             Kind::ApiToken => "api",
+            Kind::Autocreate => "ident",
         }
     }
 
@@ -100,6 +105,7 @@ impl Kind {
             Kind::TftpUrlKey | Kind::HttpUrlKey => "url_key",
             Kind::TftpNotFound | Kind::HttpNotFound => "not_found",
             Kind::ApiToken => "token",
+            Kind::Autocreate => "autocreate",
         }
     }
 
@@ -119,6 +125,7 @@ impl Kind {
             Kind::DhcpinfoMalformed => "malformed lease events",
             Kind::DhcpMalformed => "malformed DHCP datagrams",
             Kind::ApiToken => "API requests with an unknown or expired token",
+            Kind::Autocreate => "unknown phones not created (autocreation limit)",
         }
     }
 
@@ -486,6 +493,7 @@ fn emit(s: &Summary) {
         Kind::DhcpinfoMalformed => line!(warn, "provisiond::dhcpinfo::listener"),
         Kind::DhcpMalformed => line!(debug, "provisiond::dhcp"),
         Kind::ApiToken => line!(warn, "provisiond::http::api::auth"),
+        Kind::Autocreate => line!(warn, "provisiond::ident"),
     }
 }
 

@@ -303,6 +303,7 @@ fn every_validation_rule_reports_its_key_path() {
         ("[tftp]\nmax_transfers = 0\n".into(), "tftp.max_transfers", "at least 1"),
         ("[tftp]\nmax_per_client = 0\n".into(), "tftp.max_per_client", "at least 1"),
         ("[general]\nautocreate_per_second = 0\n".into(), "general.autocreate_per_second", "at least 1"),
+        ("[general]\nautocreate_burst = 0\n".into(), "general.autocreate_burst", "at least 1"),
         ("[general]\nstore_cache_mib = 4\n".into(), "general.store_cache_mib", "between 8 and 65536"),
         ("[tftp]\ntimeout_secs = 0\n".into(), "tftp.timeout_secs", "between 1 and 255"),
         ("[tftp]\nretries = 0\n".into(), "tftp.retries", "at least 1"),

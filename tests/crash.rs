@@ -5,8 +5,9 @@
 //! restarted on the same data directory, and then:
 //! - every address it ACKed is still leased: another client asking for it (INIT-REBOOT) is
 //!   NAKed;
-//! - every device and config it answered 201 for, and every device whose first fetch it answered
-//!   200, exists exactly once.
+//! - every device and config it answered 201 for, every device whose first fetch it answered
+//!   200, and the device of every client it ACKed (created from the lease before the ACK),
+//!   exists exactly once.
 //!
 //! Odd rounds run the DHCP load alone, even rounds all three.
 //! `CRASH_ROUNDS` sets the number of kill/restart rounds (default 6, about 30 s in all);
@@ -373,7 +374,21 @@ fn check_records(dir: &Path, acked: &Acked) -> Vec<String> {
             *by_mac.entry(mac.to_owned()).or_default() += 1;
         }
     }
-    for (kind, macs) in [("created", &acked.devices), ("fetched", &acked.fetched)] {
+    let leased: Vec<String> = acked
+        .leases
+        .iter()
+        .map(|(mac, _)| {
+            mac.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .collect();
+    for (kind, macs) in [
+        ("created", &acked.devices),
+        ("fetched", &acked.fetched),
+        ("leased", &leased),
+    ] {
         for mac in macs {
             match by_mac.get(mac) {
                 Some(1) => {}
@@ -436,11 +451,11 @@ fn everything_acknowledged_survives_kill_9() {
              ranges = [{{ start = \"10.96.0.10\", end = \"10.111.255.250\" }}]\n"
         ),
     );
-    // The autocreation rate limit is not what this test is about.
+    // The autocreation limits are not what this test is about.
     std::fs::create_dir(dir.join("conf.d")).unwrap();
     std::fs::write(
         dir.join("conf.d/50-rate.toml"),
-        "[general]\nautocreate_per_second = 100000\n",
+        "[general]\nautocreate_per_second = 100000\nautocreate_burst = 100000\nmax_devices = 10000000\n",
     )
     .unwrap();
     let mut totals = (0usize, 0usize, 0usize, 0usize);

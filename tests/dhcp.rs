@@ -84,6 +84,7 @@ fn plugin_roots() -> Vec<(PathBuf, Origin)> {
 struct Server {
     port: u16,
     store: Store,
+    files: Arc<FileService>,
     counters: Arc<Counters>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -134,6 +135,7 @@ impl Server {
         Server {
             port,
             store,
+            files,
             counters,
             stop,
             task: Some(task),
@@ -997,4 +999,74 @@ fn flags_round_trip_in_replies() {
     msg.set_flags(Flags::default().set_broadcast());
     let offer = client.exchange(&msg);
     assert!(offer.msg.flags().broadcast());
+}
+
+#[test]
+fn an_acked_phone_is_in_the_store_before_its_ack_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = pool("10.99.0.0/24", "10.99.0.10", "10.99.0.250");
+    let server = Server::start(dir.path(), settings(DhcpMode::Server, vec![wide]));
+    let client = server.client();
+    for i in 0..40u8 {
+        let mac = [0x80, 0x5e, 0xc0, 0x77, 0, i];
+        let ack = dora(&client, mac, vec![vendor(b"yealink"), prl(&[1, 3, 66])]);
+        // Read at once, no waiting: the ACK left after the device was written and flushed.
+        let device = server
+            .store
+            .device_by_mac(&Mac::new(mac))
+            .unwrap()
+            .unwrap_or_else(|| panic!("phone {i}: ACK received, device not in the store"));
+        assert_eq!(device.ip, Some(IpAddr::V4(ack.msg.yiaddr())));
+        assert_eq!(device.plugin.as_deref(), Some("yealink"));
+    }
+    let identified = server.counters.ident_events.load(Ordering::Relaxed);
+    assert_eq!(identified, 40);
+}
+
+#[test]
+fn a_flood_of_unknown_macs_is_answered_and_creates_at_most_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = pool("10.99.0.0/23", "10.99.0.10", "10.99.1.250");
+    let server = Server::start(dir.path(), settings(DhcpMode::Server, vec![big]));
+    let (burst, per_second) = (5, 1);
+    server
+        .files
+        .set_autocreate_limits(provisiond::ident::AutocreateLimits::new(
+            per_second,
+            burst,
+            usize::MAX,
+        ));
+    let started = Instant::now();
+    let client = server.client();
+    let flood = 300u32;
+    for i in 0..flood {
+        let b = i.to_be_bytes();
+        let mac = [0x02, 0x66, 0, b[1], b[2], b[3]];
+        // Every made-up client gets its lease: refusing a device costs the responder a
+        // bucket check, never a reply.
+        let offer = client.exchange_retrying(&discover(mac, vec![vendor(b"yealink")]));
+        assert_eq!(offer.kind(), MessageType::Offer);
+        let ack = client.exchange_retrying(&select(mac, &offer, vec![vendor(b"yealink")]));
+        assert_eq!(ack.kind(), MessageType::Ack, "client {i}");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let created = server.store.devices().unwrap().len() as u64;
+    let cap = u64::from(burst) + (elapsed * f64::from(per_second)).ceil() as u64;
+    assert!(
+        (u64::from(burst)..=cap).contains(&created),
+        "{created} devices for a bucket of {burst} + {per_second}/s over {elapsed:.1} s"
+    );
+    let counters = server.files.autocreate_counters();
+    assert_eq!(counters.created.load(Ordering::Relaxed), created);
+    assert_eq!(
+        counters.refused_rate.load(Ordering::Relaxed),
+        u64::from(flood) - created
+    );
+    assert_eq!(
+        server
+            .files
+            .rejected
+            .total(provisiond::ratelimit::Kind::Autocreate),
+        u64::from(flood) - created
+    );
 }

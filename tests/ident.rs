@@ -413,7 +413,8 @@ fn read_only_identification_answers_known_phones_and_never_writes() {
 fn autocreation_is_bounded_in_rate_and_count() {
     use provisiond::ident::AutocreateLimits;
     let env = env();
-    env.ident.set_limits(AutocreateLimits::new(5, 1_000));
+    // A bucket of 5 refilled at 5/s.
+    env.ident.set_limits(AutocreateLimits::new(5, 5, 1_000));
     let mut created = 0;
     for i in 0..40 {
         let ua = format!("Acme A20 2.1.0 00:11:22:33:55:{i:02x}");
@@ -438,7 +439,7 @@ fn autocreation_is_bounded_in_rate_and_count() {
         .is_some());
 
     let env = self::env();
-    env.ident.set_limits(AutocreateLimits::new(1_000, 3));
+    env.ident.set_limits(AutocreateLimits::new(1_000, 1_000, 3));
     for i in 0..10 {
         let ua = format!("Acme A20 2.1.0 00:11:22:33:66:{i:02x}");
         env.ident
@@ -446,4 +447,8 @@ fn autocreation_is_bounded_in_rate_and_count() {
             .unwrap();
     }
     assert_eq!(env.store.device_count(), 3, "max_devices caps the store");
+    let counters = env.ident.autocreate_counters();
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&counters.created), 3);
+    assert_eq!(load(&counters.refused_max_devices), 7);
 }

@@ -46,6 +46,9 @@ fn general(s: &Settings, p: &mut Problems) {
     if s.general.autocreate_per_second == 0 {
         p.add("general.autocreate_per_second", "must be at least 1");
     }
+    if s.general.autocreate_burst == 0 {
+        p.add("general.autocreate_burst", "must be at least 1");
+    }
     if !(8..=65_536).contains(&s.general.store_cache_mib) {
         p.add("general.store_cache_mib", "must be between 8 and 65536");
     }

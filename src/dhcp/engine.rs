@@ -254,8 +254,8 @@ impl LeaseWriter {
         self.store.put_lease_unflushed(lease)
     }
 
-    fn flush(&mut self) -> Result<(), StoreError> {
-        if std::mem::take(&mut self.unflushed) {
+    fn flush(&mut self, also: bool) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.unflushed) || also {
             self.store.flush()?;
         }
         Ok(())
@@ -307,10 +307,11 @@ impl Engine {
     }
 
     /// Makes every lease written since the last flush durable (group commit: replies that
-    /// depend on those writes are sent only after this succeeded); nothing to do when
-    /// nothing was written. Blocking.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        self.writer.flush()
+    /// depend on those writes are sent only after this succeeded), with the other writes of
+    /// this thread when `also` (identification's, whose flushes were deferred); nothing to
+    /// do when nothing was written. Blocking.
+    pub fn flush(&mut self, also: bool) -> Result<(), StoreError> {
+        self.writer.flush(also)
     }
 
     /// Number of leases known (any state).

@@ -2,9 +2,11 @@
 //! and the provisioning options of the client's vendor plugin. See docs/dhcp.md.
 //!
 //! Threads: one async task per socket reads datagrams into a bounded queue; one engine thread
-//! parses them, runs the state machine, writes leases (before the ACK leaves) and sends the
-//! replies; one identification thread turns ACK, RELEASE and expiry into
-//! `RequestContext::Dhcp` for `ident`, so that a slow identification never delays a reply.
+//! parses them, runs the state machine, writes leases, identifies the devices behind the
+//! batch's ACK, RELEASE and expiry events (`RequestContext::Dhcp` for `ident`: store work
+//! only, and a refused autocreation is a bucket check), flushes leases and devices once, and
+//! only then sends the replies: a phone that got a lease from us exists before it can ask
+//! for a file.
 
 mod engine;
 pub mod packet;
@@ -37,8 +39,6 @@ use socket::LinkSender;
 
 /// Datagrams waiting for the engine; more are dropped and counted (clients retransmit).
 pub const QUEUE: usize = 4096;
-/// Lease events waiting for identification; more are dropped and counted.
-pub const IDENT_QUEUE: usize = 4096;
 /// Largest datagram read; longer ones are dropped.
 const RECV_BUFFER: usize = 4096;
 /// How often leases are checked for expiry and lapsed offers forgotten.
@@ -65,11 +65,9 @@ pub struct Counters {
     pub send_errors: AtomicU64,
     /// Store writes that failed (no ACK was sent).
     pub store_errors: AtomicU64,
-    /// Lease events given to identification.
+    /// Lease events identified (before the replies of their batch).
     pub ident_events: AtomicU64,
-    /// Lease events dropped because the identification queue was full.
-    pub ident_dropped: AtomicU64,
-    /// Identifications that failed.
+    /// Identifications that failed (the reply is sent all the same: the lease is written).
     pub ident_failed: AtomicU64,
 }
 
@@ -163,8 +161,10 @@ impl DhcpServer {
         // For /metrics; a second server in the same process keeps its counters to itself.
         let _ = files.dhcp.set(Arc::clone(&self.counters));
         let settings = self.settings.clone();
+        let engine_store = store.clone();
         let engine =
-            tokio::task::spawn_blocking(move || Engine::new(&settings, store, base_url)).await;
+            tokio::task::spawn_blocking(move || Engine::new(&settings, engine_store, base_url))
+                .await;
         let engine = match engine {
             Ok(Ok(engine)) => engine,
             Ok(Err(e)) => {
@@ -184,13 +184,6 @@ impl DhcpServer {
         );
         let counters = Arc::clone(&self.counters);
         let (queue, incoming) = sync_channel::<Incoming>(QUEUE);
-        let (ident_queue, events) = sync_channel::<RequestContext>(IDENT_QUEUE);
-
-        let ident_files = Arc::clone(&files);
-        let ident_counters = Arc::clone(&counters);
-        let ident = std::thread::Builder::new()
-            .name("dhcp-ident".into())
-            .spawn(move || identify_events(events, ident_files, ident_counters));
         let engine_counters = Arc::clone(&counters);
         let rejected = Arc::clone(&files.rejected);
         let sockets = self.sockets.clone();
@@ -203,14 +196,14 @@ impl DhcpServer {
                     incoming,
                     Senders { sockets, link },
                     files,
-                    ident_queue,
+                    store,
                     engine_counters,
                 )
             });
-        let (ident, worker) = match (ident, worker) {
-            (Ok(i), Ok(w)) => (i, w),
-            (i, w) => {
-                tracing::error!("cannot start the DHCP threads: {:?} {:?}", i.err(), w.err());
+        let worker = match worker {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("cannot start the DHCP thread: {e}");
                 return;
             }
         };
@@ -245,11 +238,10 @@ impl DhcpServer {
         }
         readers.abort_all();
         while readers.join_next().await.is_some() {}
-        // The readers held the last queue senders: the engine thread ends, then the
-        // identification thread after the events already queued.
+        // The readers held the last queue senders: the engine thread ends after the requests
+        // already queued.
         let _ = tokio::task::spawn_blocking(move || {
             let _ = worker.join();
-            let _ = ident.join();
         })
         .await;
         tracing::info!("DHCP server stopped");
@@ -352,7 +344,7 @@ fn serve_requests(
     incoming: Receiver<Incoming>,
     senders: Senders,
     files: Arc<FileService>,
-    ident: SyncSender<RequestContext>,
+    store: Store,
     counters: Arc<Counters>,
 ) {
     let mut last_tick = Instant::now();
@@ -387,7 +379,7 @@ fn serve_requests(
             last_tick = Instant::now();
             batch.events.extend(engine.tick(crate::model::now()));
         }
-        batch.commit(&mut engine, &senders, &ident, &counters);
+        batch.commit(&mut engine, &senders, &files, &store, &counters);
     }
 }
 
@@ -402,18 +394,39 @@ struct Batch {
 }
 
 impl Batch {
-    /// Flushes the leases, then sends the replies and queues the events. When the flush
-    /// fails, the replies are dropped (no ACK for a lease that may not survive a crash: the
-    /// clients retransmit); the events still go to identification, since the engine acted on
-    /// them and RELEASE, DECLINE and expiry happen only once.
+    /// Identifies the devices behind the lease events, flushes their writes with the leases
+    /// (one flush), then sends the replies. A phone's ACK therefore leaves after its device
+    /// is on disk, and its first file request finds the device instead of racing the lease
+    /// to create it. When the flush fails, the replies are dropped (no ACK for a lease that
+    /// may not survive a crash: the clients retransmit).
     fn commit(
         &mut self,
         engine: &mut Engine,
         senders: &Senders,
-        ident: &SyncSender<RequestContext>,
+        files: &FileService,
+        store: &Store,
         counters: &Counters,
     ) {
-        if let Err(e) = engine.flush() {
+        let deferred = store.defer_flushes();
+        let (events, started) = (self.events.len(), Instant::now());
+        for event in self.events.drain(..) {
+            identify(files, &event, counters);
+        }
+        let devices_written = deferred.skipped();
+        drop(deferred);
+        let identified = started.elapsed();
+        let flushed = engine.flush(devices_written);
+        if events > 0 {
+            tracing::debug!(
+                target: "provisiond::dhcp::batch",
+                events,
+                replies = self.replies.len(),
+                identify_ms = identified.as_secs_f64() * 1e3,
+                flush_ms = (started.elapsed() - identified).as_secs_f64() * 1e3,
+                "DHCP batch written"
+            );
+        }
+        if let Err(e) = flushed {
             let lost = self.replies.len();
             bump(&counters.store_errors);
             tracing::error!("DHCP leases not flushed, {lost} replies withheld: {e}");
@@ -431,8 +444,21 @@ impl Batch {
                 tracing::debug!(dst = %reply.dst, "DHCP reply not sent: {e}");
             }
         }
-        for event in self.events.drain(..) {
-            queue_event(ident, event, counters);
+    }
+}
+
+/// Applies one lease event to its device. Store work only: the write's flush is the batch's.
+fn identify(files: &FileService, event: &RequestContext, counters: &Counters) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| files.identify(event)));
+    match result {
+        Ok(Ok(_)) => bump(&counters.ident_events),
+        Ok(Err(e)) => {
+            bump(&counters.ident_failed);
+            tracing::warn!("DHCP lease event not applied to the device: {e}");
+        }
+        Err(_) => {
+            bump(&counters.ident_failed);
+            tracing::error!("DHCP lease event identification panicked: event dropped");
         }
     }
 }
@@ -491,32 +517,4 @@ fn handle_datagram(
         }
     }
     batch.events.extend(outcome.events);
-}
-
-fn queue_event(ident: &SyncSender<RequestContext>, event: RequestContext, counters: &Counters) {
-    match ident.try_send(event) {
-        Ok(()) => bump(&counters.ident_events),
-        Err(_) => {
-            let dropped = counters.ident_dropped.fetch_add(1, Ordering::Relaxed);
-            if dropped % 1000 == 0 {
-                tracing::warn!(
-                    dropped = dropped + 1,
-                    "DHCP: identification queue full, lease events dropped"
-                );
-            }
-        }
-    }
-}
-
-fn identify_events(
-    events: Receiver<RequestContext>,
-    files: Arc<FileService>,
-    counters: Arc<Counters>,
-) {
-    for event in events {
-        if let Err(e) = files.identify(&event) {
-            bump(&counters.ident_failed);
-            tracing::warn!("DHCP lease event not applied to the device: {e}");
-        }
-    }
 }

@@ -3,11 +3,15 @@
 //! extract (every plugin's rules) → retrieve (by MAC, then by IP) → update the fields that
 //! changed → autocreate unknown devices → choose the plugin. Pure logic over the store.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::model::{self, Added, Device, Mac};
 use crate::plugins::{Extracted, Plugin, PluginSet, RuleSource};
+use crate::ratelimit::{Kind, Rejections, Source};
 use crate::store::{Store, StoreError, AUTOPROV_CONFIG};
 
 /// `last_seen` is rewritten at most this often, so that a phone polling its files does not
@@ -124,45 +128,134 @@ pub struct Identifier {
     store: Store,
     default_tenant: String,
     limits: std::sync::Mutex<AutocreateLimits>,
+    counters: AutocreateCounters,
+    rejected: Arc<Rejections>,
 }
 
+/// Default of `[general] autocreate_per_second`: the bucket's refill, new devices per second.
+pub const DEFAULT_AUTOCREATE_PER_SECOND: u32 = 100;
+/// Default of `[general] autocreate_burst`: the bucket's size, new devices at once. A rollout
+/// of this many phones powered on together is created without a refusal.
+pub const DEFAULT_AUTOCREATE_BURST: u32 = 2000;
+/// MACs remembered as having spent a token (the oldest forgotten first).
+pub const RECENT_MACS: usize = 8192;
+/// How long a MAC that spent a token creates its device again without spending another.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(600);
+
 /// Bounds on devices created by identification: anyone on the network can make up MACs.
+///
+/// A token bucket of `burst` tokens refilled at `per_second`: over any `t` seconds at most
+/// `burst + per_second × t` unknown MACs get a device, and none once the store holds
+/// `max_devices`. A MAC spends one token however many ways it shows up: one that spent a
+/// token within [`RECENT_WINDOW`] (among the last [`RECENT_MACS`]) is let through again
+/// without spending another (its lease and its first fetch racing, a retried request, a
+/// creation that lost to a concurrent one).
 #[derive(Debug, Clone)]
 pub struct AutocreateLimits {
-    /// Creations per second, on average (a burst of as many is allowed).
+    /// Tokens added per second.
     pub per_second: f64,
+    /// Size of the bucket, full at start.
+    pub burst: f64,
     /// No creation once the store holds this many devices.
     pub max_devices: usize,
     tokens: f64,
-    refilled: std::time::Instant,
-    refused: u64,
+    refilled: Instant,
+    recent: RecentMacs,
+}
+
+/// How a new MAC fared with the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// It spent a token now.
+    Token,
+    /// It spent one within the window: let through without spending.
+    Recent,
+    /// No token left.
+    Empty,
 }
 
 impl AutocreateLimits {
-    /// Limits with a full bucket.
-    pub fn new(per_second: u32, max_devices: usize) -> AutocreateLimits {
+    /// Limits with a full bucket of `burst` tokens refilled at `per_second`.
+    pub fn new(per_second: u32, burst: u32, max_devices: usize) -> AutocreateLimits {
         AutocreateLimits {
             per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
             max_devices,
-            tokens: f64::from(per_second),
-            refilled: std::time::Instant::now(),
-            refused: 0,
+            tokens: f64::from(burst.max(1)),
+            refilled: Instant::now(),
+            recent: RecentMacs::default(),
         }
     }
 
-    /// Takes one creation from the bucket, if any is left.
-    fn take(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second.max(1.0));
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+    /// Tokens in the bucket at `now`.
+    pub fn available(&mut self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.refilled = self.refilled.max(now);
+        self.tokens
+    }
+
+    /// Lets `mac` create its device at `now` if it spent a token recently, else if a token
+    /// is left (spending it).
+    pub fn admit(&mut self, mac: Mac, now: Instant) -> Admission {
+        if self.recent.contains(mac, now) {
+            return Admission::Recent;
+        }
+        if self.available(now) < 1.0 {
+            return Admission::Empty;
+        }
+        self.tokens -= 1.0;
+        self.recent.insert(mac, now);
+        Admission::Token
+    }
+}
+
+/// The MACs that spent a token lately, oldest first; bounded in number and age.
+#[derive(Debug, Clone, Default)]
+struct RecentMacs {
+    order: VecDeque<(Instant, Mac)>,
+    spent: HashMap<Mac, Instant>,
+}
+
+impl RecentMacs {
+    fn forget_before(&mut self, now: Instant) {
+        while let Some(&(at, mac)) = self.order.front() {
+            if now.saturating_duration_since(at) < RECENT_WINDOW && self.order.len() <= RECENT_MACS
+            {
+                break;
+            }
+            self.order.pop_front();
+            // A MAC is in `order` once: `insert` is only called for one not in `spent`.
+            self.spent.remove(&mac);
         }
     }
+
+    fn contains(&mut self, mac: Mac, now: Instant) -> bool {
+        self.forget_before(now);
+        self.spent.contains_key(&mac)
+    }
+
+    fn insert(&mut self, mac: Mac, now: Instant) {
+        if self.spent.insert(mac, now).is_none() {
+            self.order.push_back((now, mac));
+        }
+        self.forget_before(now);
+    }
+}
+
+/// What autocreation did since start (`provisiond_autocreate_total` on /metrics).
+#[derive(Debug, Default)]
+pub struct AutocreateCounters {
+    /// Devices created by identification.
+    pub created: AtomicU64,
+    /// Unknown MACs refused: the bucket was empty.
+    pub refused_rate: AtomicU64,
+    /// Unknown MACs refused: the store holds `max_devices` devices.
+    pub refused_max_devices: AtomicU64,
+    /// Tokens taken from the bucket.
+    pub tokens_spent: AtomicU64,
+    /// Creations let through without a token: the MAC spent one within the window.
+    pub recent: AtomicU64,
 }
 
 /// A DHCP option's value as text for the rules: lossy UTF-8, trailing NULs and surrounding
@@ -278,13 +371,22 @@ impl Identifier {
         &self.default_tenant
     }
 
-    /// An identifier that autocreates devices in `default_tenant`.
+    /// An identifier that autocreates devices in `default_tenant`, without limits until
+    /// [`Identifier::set_limits`].
     pub fn new(store: Store, default_tenant: impl Into<String>) -> Identifier {
         Identifier {
             store,
             default_tenant: default_tenant.into(),
-            limits: std::sync::Mutex::new(AutocreateLimits::new(u32::MAX, usize::MAX)),
+            limits: std::sync::Mutex::new(AutocreateLimits::new(u32::MAX, u32::MAX, usize::MAX)),
+            counters: AutocreateCounters::default(),
+            rejected: Arc::default(),
         }
+    }
+
+    /// Counts refused autocreations in `rejected` (and bounds their log lines with it).
+    pub fn reporting_to(mut self, rejected: Arc<Rejections>) -> Identifier {
+        self.rejected = rejected;
+        self
     }
 
     /// Replaces the autocreation limits.
@@ -292,25 +394,62 @@ impl Identifier {
         *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = limits;
     }
 
-    /// May one more device be created now? Logs refusals (once per 100).
-    fn may_create(&self) -> bool {
+    /// What autocreation did so far.
+    pub fn autocreate_counters(&self) -> &AutocreateCounters {
+        &self.counters
+    }
+
+    /// Tokens left in the autocreation bucket now.
+    pub fn autocreate_tokens(&self) -> f64 {
         let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
-        // The rate first: counting the devices scans them, so at most `per_second` times a
-        // second (a DHCP flood of unknown MACs would otherwise scan them all for each).
-        let allowed = limits.take() && self.store.device_count() < limits.max_devices;
-        if !allowed {
-            limits.refused += 1;
-            if limits.refused % 100 == 1 {
-                tracing::warn!(
-                    devices = self.store.device_count(),
-                    max_devices = limits.max_devices,
-                    per_second = limits.per_second,
-                    refused = limits.refused,
-                    "unknown phone not created: autocreation limit reached"
-                );
+        limits.available(Instant::now())
+    }
+
+    /// May `mac`, unknown, get a device now? Refusals are counted and their log lines
+    /// bounded per source (`src`, the requester's address) like other strangers' events.
+    fn may_create(&self, mac: Mac, src: Option<IpAddr>) -> bool {
+        let (admission, max_devices, burst, per_second) = {
+            let mut limits = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+            let admission = limits.admit(mac, Instant::now());
+            (
+                admission,
+                limits.max_devices,
+                limits.burst,
+                limits.per_second,
+            )
+        };
+        let reason = match admission {
+            Admission::Empty => Some("no token left"),
+            // The bucket first: counting the devices may cost more than a bucket refusal.
+            Admission::Token | Admission::Recent if self.store.device_count() >= max_devices => {
+                Some("max_devices reached")
             }
+            Admission::Token | Admission::Recent => None,
+        };
+        let bump = |n: &AtomicU64| n.fetch_add(1, Ordering::Relaxed);
+        match admission {
+            Admission::Token => bump(&self.counters.tokens_spent),
+            Admission::Recent => bump(&self.counters.recent),
+            Admission::Empty => bump(&self.counters.refused_rate),
+        };
+        let Some(reason) = reason else {
+            return true;
+        };
+        if admission != Admission::Empty {
+            bump(&self.counters.refused_max_devices);
         }
-        allowed
+        let source = src.map_or(Source::Local("a request without address"), Source::from);
+        if self.rejected.admit(Kind::Autocreate, source) {
+            tracing::warn!(
+                device_mac = %mac,
+                src = %source,
+                burst,
+                per_second,
+                max_devices,
+                "unknown phone not created: autocreation limit ({reason})"
+            );
+        }
+        false
     }
 
     /// Identifies the device behind `ctx`, updating or creating its record. `Ok(None)` when
@@ -388,9 +527,12 @@ impl Identifier {
                 None => match info.mac {
                     None => return Ok(None),
                     Some(_) if !writes => return Err(IdentError::WouldWrite),
-                    Some(_) if !self.may_create() => return Ok(None),
+                    Some(mac) if !self.may_create(mac, info.ip) => return Ok(None),
                     Some(mac) => match self.autocreate(mac, &info, best.as_deref(), now) {
-                        Ok(device) => (device, true),
+                        Ok(device) => {
+                            self.counters.created.fetch_add(1, Ordering::Relaxed);
+                            (device, true)
+                        }
                         // Another request created it first: take that one.
                         Err(IdentError::Store(
                             StoreError::Taken { .. } | StoreError::AlreadyExists { .. },
@@ -544,5 +686,69 @@ impl Identifier {
         let stored = self.store.create_device(&device)?;
         tracing::info!(device = %stored.id, device_mac = %mac, tenant = %stored.tenant, vendor = ?stored.vendor, model = ?stored.model, plugin = ?stored.plugin, "new device created in autoprov");
         Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(i: u32) -> Mac {
+        let b = i.to_be_bytes();
+        Mac::new([0x02, 0x42, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn a_full_bucket_admits_a_rollout_then_refills_at_the_rate() {
+        let mut limits = AutocreateLimits::new(100, 2000, usize::MAX);
+        let t0 = limits.refilled;
+        let admitted = (0..3000)
+            .filter(|&i| limits.admit(mac(i), t0) == Admission::Token)
+            .count();
+        assert_eq!(admitted, 2000, "the burst, then nothing");
+        // Half a second later: 50 more.
+        let t1 = t0 + Duration::from_millis(500);
+        let more = (3000..3100)
+            .filter(|&i| limits.admit(mac(i), t1) == Admission::Token)
+            .count();
+        assert_eq!(more, 50);
+        // Never more than the burst, however long the bucket rested.
+        let later = t1 + Duration::from_secs(3600);
+        assert_eq!(limits.available(later), 2000.0);
+    }
+
+    #[test]
+    fn a_mac_spends_one_token_within_the_window() {
+        let mut limits = AutocreateLimits::new(1, 2, usize::MAX);
+        let t0 = limits.refilled;
+        assert_eq!(limits.admit(mac(1), t0), Admission::Token);
+        assert_eq!(limits.admit(mac(1), t0), Admission::Recent);
+        assert_eq!(limits.admit(mac(2), t0), Admission::Token);
+        assert_eq!(limits.admit(mac(3), t0), Admission::Empty);
+        assert_eq!(
+            limits.admit(mac(1), t0),
+            Admission::Recent,
+            "even when empty"
+        );
+        // After the window the MAC is new again and needs a token.
+        let after = t0 + RECENT_WINDOW;
+        assert_eq!(limits.admit(mac(1), after), Admission::Token);
+        assert_eq!(limits.admit(mac(2), after), Admission::Token);
+        assert_eq!(limits.admit(mac(3), after), Admission::Empty);
+    }
+
+    #[test]
+    fn the_recent_set_is_bounded_oldest_first() {
+        let per_second = u32::MAX;
+        let mut limits = AutocreateLimits::new(per_second, u32::MAX, usize::MAX);
+        let t0 = limits.refilled;
+        let n = RECENT_MACS as u32 + 10;
+        for i in 0..n {
+            assert_eq!(limits.admit(mac(i), t0), Admission::Token);
+        }
+        assert_eq!(limits.recent.order.len(), RECENT_MACS);
+        assert_eq!(limits.recent.spent.len(), RECENT_MACS);
+        assert_eq!(limits.admit(mac(0), t0), Admission::Token, "forgotten");
+        assert_eq!(limits.admit(mac(n - 1), t0), Admission::Recent);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Values are JSON. Changes that touch several trees run in one sled transaction, and every
 //! mutating method flushes the database before it returns, so a write that a caller
-//! acknowledged survives a crash or power loss.
+//! acknowledged survives a crash or power loss. Writers that flush at the same time share one
+//! flush (group commit, [`Store::flush`]).
 
 mod check;
 mod configs;
@@ -168,6 +169,7 @@ pub struct Store {
     idx_lease_mac: Tree,
     plugins_state: Tree,
     tenant_tree: std::sync::Arc<TreeCache>,
+    commit: std::sync::Arc<GroupCommit>,
 }
 
 /// The last tenant tree read, dropped by every tenant write. `version` counts the writes, so
@@ -177,6 +179,109 @@ struct TreeCache {
     version: std::sync::atomic::AtomicU64,
     writing: std::sync::Mutex<()>,
     tree: std::sync::Mutex<Option<(u64, std::sync::Arc<crate::model::TenantTree>)>>,
+}
+
+thread_local! {
+    /// The store (its [`GroupCommit`]'s address) whose flushes this thread defers, and whether
+    /// one was skipped since; see [`Store::defer_flushes`].
+    static DEFERRING: std::cell::Cell<(usize, bool)> = const { std::cell::Cell::new((0, false)) };
+}
+
+/// While alive, the store's flushes on this thread are skipped; see [`Store::defer_flushes`].
+#[must_use = "flushes are deferred only while the guard lives"]
+pub struct DeferredFlushes {
+    previous: (usize, bool),
+}
+
+impl DeferredFlushes {
+    /// True when a write on this thread skipped its flush since the guard was made: the
+    /// holder must flush before acting on it.
+    pub fn skipped(&self) -> bool {
+        DEFERRING.with(|d| d.get().1)
+    }
+}
+
+impl Drop for DeferredFlushes {
+    fn drop(&mut self) {
+        DEFERRING.with(|d| d.set(self.previous));
+    }
+}
+
+/// Group commit: writers that want their writes durable at the same time share one flush.
+///
+/// A caller's writes are in sled's buffers when it calls [`GroupCommit::sync`]; a flush that
+/// *started* after that makes them durable, and one that was already running may not. So the
+/// caller needs flush number `started + 1`. One waiter at a time runs a flush (the leader),
+/// the others sleep until a flush with their number or a later one has finished: while a
+/// flush runs, every writer that arrives waits for the next one, which one of them runs for
+/// all. N writers at once cost about two flushes, not N.
+#[derive(Default)]
+struct GroupCommit {
+    state: std::sync::Mutex<CommitState>,
+    finished: std::sync::Condvar,
+    /// Flushes run.
+    flushes: std::sync::atomic::AtomicU64,
+    /// Calls that waited for a flush.
+    requests: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// Flushes started; flush number `started` may be running.
+    started: u64,
+    /// Whether a flush is running.
+    running: bool,
+    /// The number of the last flush that finished (they finish in order: one runs at a time).
+    finished: u64,
+    /// The number of the last flush that succeeded.
+    succeeded: u64,
+    /// The error of the last flush that failed.
+    error: Option<sled::Error>,
+}
+
+impl GroupCommit {
+    /// Returns once a flush that started after this call has succeeded, running it or
+    /// waiting for the thread that does; the error of the flush this call needed otherwise.
+    fn sync(&self, flush: impl Fn() -> sled::Result<()>) -> sled::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock();
+        let needed = state.started + 1;
+        loop {
+            if state.finished >= needed {
+                // A later flush that succeeded covers a failed one: it started after it.
+                return match &state.error {
+                    Some(e) if state.succeeded < needed => Err(e.clone()),
+                    _ => Ok(()),
+                };
+            }
+            if state.running {
+                state = self.finished.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.running = true;
+            state.started += 1;
+            let number = state.started;
+            drop(state);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&flush));
+            self.flushes.fetch_add(1, Relaxed);
+            state = lock();
+            state.running = false;
+            state.finished = number;
+            match &result {
+                Ok(Ok(())) => state.succeeded = number,
+                Ok(Err(e)) => state.error = Some(e.clone()),
+                // The waiters get an error rather than waiting forever for this flush.
+                Err(_) => state.error = Some(sled::Error::ReportableBug("flush panicked".into())),
+            }
+            self.finished.notify_all();
+            if let Err(payload) = result {
+                drop(state);
+                std::panic::resume_unwind(payload);
+            }
+        }
+    }
 }
 
 impl Store {
@@ -216,6 +321,7 @@ impl Store {
             idx_lease_mac: tree("idx_lease_mac")?,
             plugins_state: tree("plugins_state")?,
             tenant_tree: Default::default(),
+            commit: Default::default(),
             db,
             path,
         };
@@ -229,10 +335,50 @@ impl Store {
         &self.path
     }
 
-    /// Writes everything to disk; called after every mutation and at shutdown.
+    /// Makes every write this thread did before the call durable; called after every
+    /// mutation and at shutdown. Concurrent callers share flushes: each waits for one that
+    /// started after its call (group commit). Inside [`Store::defer_flushes`] on this thread,
+    /// returns at once and leaves the flush to the guard's holder.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        let mine = std::sync::Arc::as_ptr(&self.commit) as usize;
+        let deferred = DEFERRING.with(|d| {
+            let (owner, _) = d.get();
+            let deferred = owner == mine;
+            if deferred {
+                d.set((owner, true));
+            }
+            deferred
+        });
+        if deferred {
+            return Ok(());
+        }
+        self.commit.sync(|| self.db.flush().map(drop))?;
         Ok(())
+    }
+
+    /// Until the guard is dropped, this thread's writes to this store skip their flush (the
+    /// other threads' do not). For a caller that acts on none of those writes before its
+    /// own [`Store::flush`]: the DHCP responder identifies a batch's lease events, flushes
+    /// once, and only then sends the batch's answers.
+    pub fn defer_flushes(&self) -> DeferredFlushes {
+        let mine = std::sync::Arc::as_ptr(&self.commit) as usize;
+        let previous = DEFERRING.with(|d| d.replace((mine, false)));
+        DeferredFlushes { previous }
+    }
+
+    /// Flushes of the database done so far (fsyncs), shared by every handle of this store.
+    pub fn flush_count(&self) -> u64 {
+        self.commit
+            .flushes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Calls of [`Store::flush`] that waited for a flush so far (deferred ones excluded):
+    /// with [`Store::flush_count`], how well group commit batches.
+    pub fn flush_requests(&self) -> u64 {
+        self.commit
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn get<T: DeserializeOwned>(
@@ -402,5 +548,137 @@ fn next_revision(kind: &'static str, id: &str, expected: u64, found: u64) -> Res
             expected,
             found,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+
+    #[test]
+    fn writers_at_once_share_a_flush_that_started_after_their_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        const WRITERS: u64 = 16;
+        let before = store.flush_count();
+        // `written` counts writes done; a flush records in `durable` how many had been done
+        // when it started, once it has finished: a writer is durable when `durable` reached
+        // its own number.
+        let written = AtomicU64::new(0);
+        let durable = AtomicU64::new(0);
+        let first = AtomicBool::new(true);
+        let flush = || {
+            let upto = written.load(SeqCst);
+            // The first flush lasts until every writer waits behind it, so that what is
+            // shared does not depend on the scheduler.
+            if first.swap(false, SeqCst) {
+                while store.flush_requests() < WRITERS {
+                    std::thread::yield_now();
+                }
+            }
+            store.db.flush()?;
+            durable.fetch_max(upto, SeqCst);
+            Ok(())
+        };
+        std::thread::scope(|s| {
+            for i in 0..WRITERS {
+                let (store, written, durable, flush) = (&store, &written, &durable, &flush);
+                s.spawn(move || {
+                    store
+                        .plugins_state
+                        .insert(format!("writer-{i}"), &[1])
+                        .unwrap();
+                    let mine = written.fetch_add(1, SeqCst) + 1;
+                    store.commit.sync(flush).unwrap();
+                    assert!(
+                        durable.load(SeqCst) >= mine,
+                        "writer {i} returned before a flush covering its write"
+                    );
+                });
+            }
+        });
+        // The first writer's flush, then one for the 15 that arrived while it ran.
+        assert_eq!(store.flush_count() - before, 2);
+        assert_eq!(durable.load(SeqCst), WRITERS);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..WRITERS {
+            assert!(store
+                .plugins_state
+                .get(format!("writer-{i}"))
+                .unwrap()
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn every_store_write_asks_for_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (flushes, requests) = (store.flush_count(), store.flush_requests());
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let value = serde_json::json!(i);
+                        store.set_param(&format!("p{t}-{i}"), Some(&value)).unwrap();
+                    }
+                });
+            }
+        });
+        let (flushes, requests) = (
+            store.flush_count() - flushes,
+            store.flush_requests() - requests,
+        );
+        assert_eq!(requests, 200, "every write asked for its flush");
+        eprintln!("{requests} writes from 8 threads, {flushes} flushes");
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.param("p7-24").unwrap(), Some(serde_json::json!(24)));
+    }
+
+    #[test]
+    fn a_failed_flush_fails_the_writers_that_needed_it_and_not_later_ones() {
+        let commit = GroupCommit::default();
+        let failing = || Err(sled::Error::Unsupported("disk gone".into()));
+        assert!(matches!(
+            commit.sync(failing),
+            Err(sled::Error::Unsupported(m)) if m == "disk gone"
+        ));
+        assert!(commit.sync(|| Ok(())).is_ok(), "the next flush succeeds");
+        assert_eq!(commit.flushes.load(SeqCst), 2);
+    }
+
+    #[test]
+    fn deferred_flushes_are_skipped_on_this_thread_for_this_store_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a")).unwrap();
+        let other = Store::open(&dir.path().join("b")).unwrap();
+        let value = serde_json::json!("x");
+        let before = store.flush_count();
+        {
+            let deferred = store.defer_flushes();
+            assert!(!deferred.skipped());
+            store.set_param("locale", Some(&value)).unwrap();
+            assert!(deferred.skipped());
+            assert_eq!(store.flush_count(), before, "the holder flushes");
+            // Another thread's writes are not deferred.
+            std::thread::scope(|s| {
+                s.spawn(|| store.set_param("NAT", Some(&value)).unwrap());
+            });
+            assert_eq!(store.flush_count(), before + 1);
+            // Nor are another store's.
+            let other_before = other.flush_count();
+            other.set_param("locale", Some(&value)).unwrap();
+            assert_eq!(other.flush_count(), other_before + 1);
+        }
+        store.set_param("locale", None).unwrap();
+        assert_eq!(
+            store.flush_count(),
+            before + 2,
+            "flushes again after the guard"
+        );
     }
 }

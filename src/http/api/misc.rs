@@ -682,10 +682,9 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
                 "provisiond_dhcp_packets_total{{outcome=\"{outcome}\"}} {n}\n"
             ));
         }
-        out.push_str("# HELP provisiond_dhcp_lease_events_total DHCP server: lease events given to identification, by outcome.\n# TYPE provisiond_dhcp_lease_events_total counter\n");
+        out.push_str("# HELP provisiond_dhcp_lease_events_total DHCP server: lease events applied to their device before the batch's replies, by outcome.\n# TYPE provisiond_dhcp_lease_events_total counter\n");
         for (outcome, n) in [
-            ("queued", load(&d.ident_events)),
-            ("dropped", load(&d.ident_dropped)),
+            ("identified", load(&d.ident_events)),
             ("failed", load(&d.ident_failed)),
         ] {
             out.push_str(&format!(
@@ -693,6 +692,33 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
             ));
         }
     }
+    let a = state.files.autocreate_counters();
+    out.push_str("# HELP provisiond_autocreate_total Unknown phones met by identification, by outcome: created, or refused because the token bucket was empty (refused_rate) or the store full (refused_max_devices).\n# TYPE provisiond_autocreate_total counter\n");
+    for (outcome, n) in [
+        ("created", load(&a.created)),
+        ("refused_rate", load(&a.refused_rate)),
+        ("refused_max_devices", load(&a.refused_max_devices)),
+    ] {
+        out.push_str(&format!(
+            "provisiond_autocreate_total{{outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP provisiond_autocreate_tokens_spent_total Autocreation tokens taken from the bucket (one per new MAC; a MAC seen again within the window spends none).\n# TYPE provisiond_autocreate_tokens_spent_total counter\nprovisiond_autocreate_tokens_spent_total {}\n",
+        load(&a.tokens_spent)
+    ));
+    out.push_str(&format!(
+        "# HELP provisiond_autocreate_tokens Tokens left in the autocreation bucket.\n# TYPE provisiond_autocreate_tokens gauge\nprovisiond_autocreate_tokens {}\n",
+        state.files.autocreate_tokens().floor()
+    ));
+    out.push_str(&format!(
+        "# HELP provisiond_store_flushes_total Store flushes to disk (fsyncs).\n# TYPE provisiond_store_flushes_total counter\nprovisiond_store_flushes_total {}\n",
+        state.store.flush_count()
+    ));
+    out.push_str(&format!(
+        "# HELP provisiond_store_flush_requests_total Writers that waited for a flush; group commit makes concurrent ones share one.\n# TYPE provisiond_store_flush_requests_total counter\nprovisiond_store_flush_requests_total {}\n",
+        state.store.flush_requests()
+    ));
     state.files.rejected.write_metrics(&mut out);
     let st = Arc::clone(&state);
     // Kept with the data (one count per tenant and plugin): no device is read.

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -89,12 +88,16 @@ fn fetch(http: SocketAddr, mac: [u8; 6]) -> u16 {
 
 /// A request to the REST API over the admin socket (no token needed there).
 fn admin(dir: &Path, method: &str, path: &str) -> (u16, String) {
-    let stream = UnixStream::connect(dir.join("api.sock")).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    exchange(
-        stream,
-        &format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
-    )
+    // curl: listings are streamed (chunked), which this file's bare exchange does not decode.
+    let socket = dir.join("api.sock");
+    let via = ["--unix-socket", socket.to_str().unwrap()];
+    let reply = common::curl(&via, &format!("http://localhost{path}"), method, &[], None);
+    let body = match reply.body {
+        serde_json::Value::String(text) => text,
+        serde_json::Value::Null => String::new(),
+        json => json.to_string(),
+    };
+    (reply.status, body)
 }
 
 /// The value of the `/metrics` line that starts with `series`.

@@ -160,6 +160,35 @@ pub enum BenchKind {
     Dhcp(DhcpBenchArgs),
     /// Boot storm against a running server: phones at once, each a DORA then its first fetch.
     Storm(StormBenchArgs),
+    /// The store at scale, in process: N devices created from several threads, then lookups,
+    /// sorted pages, a full streamed listing (with peak RSS) and the count through the REST API
+    /// over HTTP on 127.0.0.1.
+    Store(StoreBenchArgs),
+}
+
+/// Arguments of `bench store`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreBenchArgs {
+    /// Devices to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub devices: u64,
+    /// Tenants, in two levels under the default tenant; devices are spread over all of them.
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// Store directory, kept afterwards (a store filled by an earlier run with the same
+    /// `--devices` and `--tenants` is measured again without filling it); default: a
+    /// temporary directory, removed afterwards.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Threads creating devices at once.
+    #[arg(long, default_value_t = 16)]
+    pub writers: usize,
+    /// Requests per lookup kind (p50/p99).
+    #[arg(long, default_value_t = 1000)]
+    pub lookups: usize,
+    /// Also write one DHCP lease per phone with an address of its own (256 per flush).
+    #[arg(long)]
+    pub leases: bool,
 }
 
 /// Arguments of `bench render`.

@@ -3,6 +3,7 @@
 mod dhcp;
 mod http;
 mod render;
+mod store;
 mod storm;
 mod tftp;
 
@@ -19,6 +20,7 @@ pub fn run(what: &BenchKind) -> ExitCode {
         BenchKind::Tftp(args) => runtime().and_then(|rt| rt.block_on(tftp::run(args))),
         BenchKind::Dhcp(args) => dhcp::run(args),
         BenchKind::Storm(args) => runtime().and_then(|rt| rt.block_on(storm::run(args))),
+        BenchKind::Store(args) => store::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -184,24 +184,43 @@ fn by_id(ids: impl Iterator<Item = crate::store::Result<String>> + Send + 'stati
 /// the whole selector to every device read.
 pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
     use crate::store::Field;
-    let mut tenants: Vec<String> = if spec.recurse {
-        let mut all: Vec<String> = scope.tree().subtree(scope.tenant()).into_iter().collect();
+    let equals = |key: &str| spec.equals.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let only: Option<Vec<String>> = equals("tenant_uuid").cloned();
+    // Whether a device of `tenant` is listed: asked without building the subtree, which the
+    // lookups by id, MAC, IP or serial never need (a root of 1,000 tenants would pay for it).
+    let listed = {
+        let scope = scope.clone();
+        let recurse = spec.recurse;
+        move |tenant: &str| {
+            let in_scope = if recurse {
+                scope.reaches(tenant)
+            } else {
+                tenant == scope.tenant()
+            };
+            in_scope
+                && only
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|t| t == tenant))
+        }
+    };
+    // The listed tenants, for the per-tenant indexes.
+    let tenants = || -> Vec<String> {
+        let mut all: Vec<String> = if spec.recurse {
+            scope.tree().subtree(scope.tenant()).into_iter().collect()
+        } else {
+            vec![scope.tenant().to_owned()]
+        };
+        all.retain(|t| listed(t));
         all.sort();
         all
-    } else {
-        vec![scope.tenant().to_owned()]
     };
-    let equals = |key: &str| spec.equals.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-    if let Some(wanted) = equals("tenant_uuid") {
-        tenants.retain(|t| wanted.contains(t));
-    }
-    let listed: std::collections::HashSet<String> = tenants.iter().cloned().collect();
     let load = {
         let store = store.clone();
+        let listed = listed.clone();
         move |id: Result<String>| -> Option<Result<Device>> {
             match id.and_then(|id| Ok(store.device(&id)?)) {
                 // A device that went away or moved since the index was read is not listed.
-                Ok(Some(d)) if listed.contains(&d.tenant) => Some(Ok(d)),
+                Ok(Some(d)) if listed(&d.tenant) => Some(Ok(d)),
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             }
@@ -248,7 +267,7 @@ pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
         }
         return few(ids, "ip index");
     }
-    if let (Some(wanted), true) = (equals("sn"), tenants.len() > 1) {
+    if let (Some(wanted), true) = (equals("sn"), spec.recurse) {
         let mut ids = Vec::new();
         for sn in wanted {
             for id in store.serial_device_ids(sn) {
@@ -267,6 +286,7 @@ pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
         .equals
         .iter()
         .find_map(|(key, values)| Field::from_name(key).map(|f| (f, values)));
+    let tenants = tenants();
     if let Some((field, values)) = field_test {
         // `$in` may repeat a value: each value's devices are read once.
         let values: std::collections::BTreeSet<&String> = values.iter().collect();

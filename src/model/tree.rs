@@ -63,9 +63,23 @@ impl TenantTree {
         self.ancestors(id).len()
     }
 
-    /// True when `id` is `root` or one of its descendants.
+    /// True when `id` is `root` or one of its descendants (a walk up, no allocation: every
+    /// listed device of a subtree asks).
     pub fn within(&self, id: &str, root: &str) -> bool {
-        id == root && self.contains(id) || self.ancestors(id).iter().any(|a| a == root)
+        if !self.contains(id) {
+            return false;
+        }
+        let mut at = id;
+        for _ in 0..=MAX_TENANT_DEPTH {
+            if at == root {
+                return true;
+            }
+            match self.parent(at) {
+                Some(p) if p != id => at = p,
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// The direct children of `id`, sorted.

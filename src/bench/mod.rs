@@ -3,6 +3,7 @@
 mod dhcp;
 mod http;
 mod render;
+mod startup;
 mod tftp;
 
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ pub fn run(what: &BenchKind) -> ExitCode {
         BenchKind::Http(args) => runtime().and_then(|rt| rt.block_on(http::run(args))),
         BenchKind::Tftp(args) => runtime().and_then(|rt| rt.block_on(tftp::run(args))),
         BenchKind::Dhcp(args) => dhcp::run(args),
+        BenchKind::Startup(args) => startup::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

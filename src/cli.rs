@@ -164,6 +164,8 @@ pub enum BenchKind {
     /// sorted pages, a full streamed listing (with peak RSS) and the count through the REST API
     /// over HTTP on 127.0.0.1.
     Store(StoreBenchArgs),
+    /// Start-up time and idle RSS of `serve` on a store of N devices and N leases.
+    Startup(StartupBenchArgs),
 }
 
 /// Arguments of `bench store`.
@@ -189,6 +191,31 @@ pub struct StoreBenchArgs {
     /// Also write one DHCP lease per phone with an address of its own (256 per flush).
     #[arg(long)]
     pub leases: bool,
+}
+
+/// Arguments of `bench startup`.
+#[derive(Debug, Clone, Args)]
+pub struct StartupBenchArgs {
+    /// Devices to create, spread over `--tenants` tenants.
+    #[arg(long, default_value_t = 100_000)]
+    pub devices: u32,
+    /// Leases to write (addresses 10.0.0.1 upwards, the first ones held by the devices).
+    #[arg(long, default_value_t = 100_000)]
+    pub leases: u32,
+    /// Tenants, children of the default tenant, each with one config its devices use.
+    #[arg(long, default_value_t = 1_000)]
+    pub tenants: u32,
+    /// Data directory kept after the run; when it already holds a store, the fill is skipped
+    /// and that store is measured as it is (default: a temporary directory, removed).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Also run the DHCP server (loopback, a free port, a pool over the leases' addresses).
+    #[arg(long)]
+    pub dhcp: bool,
+    /// Threads creating devices (each creation is its own flushed write; concurrent flushes
+    /// share their fsync).
+    #[arg(long, default_value_t = 64)]
+    pub threads: usize,
 }
 
 /// Arguments of `bench render`.

@@ -339,8 +339,9 @@ async fn run(
     if settings.dhcpinfo.enabled {
         let _ = std::fs::remove_file(&settings.dhcpinfo.socket);
     }
+    // Marks the lease index settled: the next start need not check it against the leases.
     let flushing = store.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
+    tokio::task::spawn_blocking(move || flushing.shutdown())
         .await
         .context("store flush task failed")?
         .context("cannot flush the store at shutdown")?;

@@ -3,6 +3,7 @@
 mod dhcp;
 mod http;
 mod render;
+mod startup;
 mod store;
 mod storm;
 mod tftp;
@@ -21,6 +22,7 @@ pub fn run(what: &BenchKind) -> ExitCode {
         BenchKind::Dhcp(args) => dhcp::run(args),
         BenchKind::Storm(args) => runtime().and_then(|rt| rt.block_on(storm::run(args))),
         BenchKind::Store(args) => store::run(args),
+        BenchKind::Startup(args) => startup::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

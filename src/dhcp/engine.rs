@@ -284,7 +284,8 @@ impl Engine {
             },
         };
         let mut latest: HashMap<ClientKey, (UnixTime, Ipv4Addr)> = HashMap::new();
-        for lease in engine.writer.store.leases()? {
+        for lease in engine.writer.store.leases_iter() {
+            let lease = lease?;
             match lease.state {
                 LeaseState::Bound | LeaseState::Declined => {
                     engine.timers.insert((lease.ends, lease.ip));

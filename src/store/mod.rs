@@ -170,6 +170,8 @@ pub struct Store {
     plugins_state: Tree,
     tenant_tree: std::sync::Arc<TreeCache>,
     commit: std::sync::Arc<GroupCommit>,
+    /// True while `meta` holds the lease index's settled mark (see `others::settle_lease_index`).
+    lease_index_settled: std::sync::Arc<std::sync::RwLock<bool>>,
 }
 
 /// The last tenant tree read, dropped by every tenant write. `version` counts the writes, so
@@ -322,11 +324,12 @@ impl Store {
             plugins_state: tree("plugins_state")?,
             tenant_tree: Default::default(),
             commit: Default::default(),
+            lease_index_settled: Default::default(),
             db,
             path,
         };
         store.migrate()?;
-        others::rebuild_lease_index(&store)?;
+        others::settle_lease_index(&store)?;
         Ok(store)
     }
 

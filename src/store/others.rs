@@ -15,6 +15,8 @@ use crate::model::{
 };
 
 const DEFAULT_TENANT_KEY: &[u8] = b"default_tenant";
+/// Key in `meta` present while the lease MAC index agrees with the leases on disk.
+const LEASE_INDEX_SETTLED: &[u8] = b"lease_index_settled";
 
 /// Id of the config every other config inherits from.
 pub const BASE_CONFIG: &str = "base";
@@ -422,10 +424,12 @@ impl Store {
 
     /// [`Store::put_lease`] without the flush, for group commit: the caller flushes once for
     /// a batch and acts on none of its writes (no DHCPACK leaves) before that flush succeeded.
-    /// No transaction (a sled transaction costs several times two plain writes, and this is
-    /// the DHCP server's hot path): the lease is the record, the MAC index is derived from it,
-    /// checked on every read and rebuilt at every open.
+    /// No transaction (one costs eight times these plain writes, and this is the DHCP
+    /// server's hot path): the lease is the record, the MAC index is derived from it, checked
+    /// on every read, and rebuilt at the next open if the process stops between the two
+    /// writes (`settle_lease_index`).
     pub fn put_lease_unflushed(&self, lease: &Lease) -> Result<()> {
+        let _writing = self.unsettle_lease_index()?;
         let key = lease.ip.octets();
         if let Some(old) = self.leases.insert(key, encode(lease))? {
             let old: Lease = decode("leases", &key, &old)?;
@@ -440,6 +444,43 @@ impl Store {
         }
         self.idx_lease_mac.insert(lease.mac.octets(), &key)?;
         Ok(())
+    }
+
+    /// Permission to write a lease without a transaction: held while writing, it keeps
+    /// [`Store::shutdown`] from marking the index settled half-way through a write. The
+    /// first write after the mark removes it, durably, before it writes anything.
+    fn unsettle_lease_index(&self) -> Result<std::sync::RwLockReadGuard<'_, bool>> {
+        let lock = &self.lease_index_settled;
+        loop {
+            let writing = lock.read().unwrap_or_else(|e| e.into_inner());
+            if !*writing {
+                return Ok(writing);
+            }
+            drop(writing);
+            let mut settled = lock.write().unwrap_or_else(|e| e.into_inner());
+            if *settled {
+                self.meta.remove(LEASE_INDEX_SETTLED)?;
+                self.db.flush()?;
+                *settled = false;
+            }
+        }
+    }
+
+    /// The last flush of a clean stop: everything written so far reaches the disk, and the
+    /// lease MAC index is marked settled so that the next open does not rebuild it. The
+    /// store stays usable (a later lease write takes the mark away again first).
+    pub fn shutdown(&self) -> Result<()> {
+        let mut settled = self
+            .lease_index_settled
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !*settled {
+            // The mark must not reach the disk before the writes it vouches for.
+            self.db.flush()?;
+            self.meta.insert(LEASE_INDEX_SETTLED, &[])?;
+            *settled = true;
+        }
+        self.flush()
     }
 
     /// The lease of this address.
@@ -460,6 +501,15 @@ impl Store {
     /// Every lease, by address.
     pub fn leases(&self) -> Result<Vec<Lease>> {
         self.list(&self.leases, "leases")
+    }
+
+    /// Every lease, by address, decoded one at a time (the DHCP engine's start keeps them in
+    /// maps of its own: a list of a million leases beside them would double its peak memory).
+    pub fn leases_iter(&self) -> impl Iterator<Item = Result<Lease>> {
+        self.leases.iter().map(|item| {
+            let (key, value) = item?;
+            decode("leases", &key, &value)
+        })
     }
 
     /// Deletes the lease of an address; returns it.
@@ -536,27 +586,76 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
                 .insert(key.as_bytes(), tenant.id.as_bytes())?;
         }
     }
-    rebuild_lease_index(store)
+    rebuild_lease_index(store).map(|_| ())
 }
 
-/// Rebuilds the lease-MAC index from the leases (at every open: its writes are not
-/// transactional, so a crash may have left it behind its leases).
-pub(super) fn rebuild_lease_index(store: &Store) -> Result<()> {
-    store.idx_lease_mac.clear()?;
-    // As after normal writes, a MAC points at its most recent lease.
-    let mut latest: std::collections::HashMap<Mac, Lease> = Default::default();
-    for lease in store.leases()? {
-        match latest.get(&lease.mac) {
-            Some(seen) if seen.starts >= lease.starts => {}
-            _ => {
-                latest.insert(lease.mac, lease);
+/// At open: the lease MAC index is taken as it is when `meta` holds its settled mark
+/// (written by [`Store::shutdown`], removed before the next lease write), and repaired from
+/// the leases otherwise: the process stopped (crash, kill, power loss, a process that never
+/// called `shutdown`) while lease writes, which are not transactional, may have been half
+/// done. So a clean stop costs nothing at the next start whatever the number of leases, and a
+/// crash costs one pass over the leases at the next start. The mark is set again here, so a
+/// process that writes no lease (DHCP off) keeps it through a crash.
+pub(super) fn settle_lease_index(store: &Store) -> Result<()> {
+    let mut settled = store
+        .lease_index_settled
+        .write()
+        .unwrap_or_else(|e| e.into_inner());
+    if store.meta.get(LEASE_INDEX_SETTLED)?.is_none() {
+        let started = std::time::Instant::now();
+        let repaired = rebuild_lease_index(store)?;
+        // A new store has no mark either: nothing to say then.
+        if !store.leases.is_empty() {
+            tracing::info!(
+                repaired,
+                seconds = started.elapsed().as_secs_f64(),
+                "lease MAC index checked against the leases (the last stop was not clean)"
+            );
+        }
+        store.db.flush()?;
+        store.meta.insert(LEASE_INDEX_SETTLED, &[])?;
+        store.db.flush()?;
+    }
+    *settled = true;
+    Ok(())
+}
+
+/// Makes the lease-MAC index what the leases say (as after normal writes, a MAC points at its
+/// most recent lease) and returns the number of entries it changed. Only those are written:
+/// after a crash the index is right but for the writes in flight.
+pub(super) fn rebuild_lease_index(store: &Store) -> Result<u64> {
+    let mut latest: std::collections::HashMap<Mac, (crate::model::UnixTime, [u8; 4])> =
+        Default::default();
+    for lease in store.leases_iter() {
+        let lease = lease?;
+        let newer = latest
+            .get(&lease.mac)
+            .is_none_or(|(starts, _)| *starts < lease.starts);
+        if newer {
+            latest.insert(lease.mac, (lease.starts, lease.ip.octets()));
+        }
+    }
+    let mut changed = 0;
+    for item in store.idx_lease_mac.iter() {
+        let (mac, ip) = item?;
+        let wanted = <[u8; 6]>::try_from(mac.as_ref())
+            .ok()
+            .and_then(|octets| latest.remove(&Mac::new(octets)));
+        match wanted {
+            Some((_, want)) if want[..] == ip[..] => {}
+            Some((_, want)) => {
+                store.idx_lease_mac.insert(mac, &want)?;
+                changed += 1;
+            }
+            None => {
+                store.idx_lease_mac.remove(mac)?;
+                changed += 1;
             }
         }
     }
-    for lease in latest.values() {
-        store
-            .idx_lease_mac
-            .insert(lease.mac.octets(), &lease.ip.octets())?;
+    for (mac, (_, ip)) in latest {
+        store.idx_lease_mac.insert(mac.octets(), &ip)?;
+        changed += 1;
     }
-    Ok(())
+    Ok(changed)
 }

@@ -63,7 +63,8 @@ impl Digest {
 
 impl Store {
     /// Compares every derived tree with its records (the lease → MAC index excepted: it is
-    /// rebuilt from the leases at each open).
+    /// checked against the leases at the first open after an unclean stop, which this
+    /// command's own open is when the daemon crashed).
     pub fn check_indexes(&self) -> Result<Vec<TreeCheck>> {
         let mut mac = Digest::default();
         let mut dev = Digest::default();

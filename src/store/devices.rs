@@ -219,26 +219,58 @@ fn claim_mac(
     Ok(())
 }
 
-/// Rebuilds the device indexes from the device records (used by schema migrations).
+/// Rebuilds the device indexes from the device records (schema migrations, `store check
+/// --repair`), in one pass over the records: memory holds one device at a time plus a count
+/// per IP address, config and (tenant, plugin), not every device.
 pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
-    store.idx_mac.clear()?;
-    let devices = store.devices()?;
-    for device in &devices {
+    use std::collections::BTreeMap;
+    for tree in [
+        &store.idx_mac,
+        &store.idx_ip,
+        &store.idx_cfg_devices,
+        &store.idx_dev,
+        &store.counts,
+    ] {
+        tree.clear()?;
+    }
+    let mut ip_links: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut config_links: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for item in store.devices.iter() {
+        let (key, value) = item?;
+        let device: Device = super::decode("devices", &key, &value)?;
         if let Some(mac) = &device.mac {
             store.idx_mac.insert(mac_key(mac), device.id.as_bytes())?;
         }
+        let links = [
+            (&store.idx_ip, &mut ip_links, device.ip.as_ref().map(ip_key)),
+            (
+                &store.idx_cfg_devices,
+                &mut config_links,
+                device.config.clone().map(String::into_bytes),
+            ),
+        ];
+        for (tree, per_key, link) in links {
+            if let Some(link) = link {
+                tree.insert(super::link_key(&link, &device.id), &[])?;
+                *per_key.entry(link).or_default() += 1;
+            }
+        }
+        for key in index::keys_of(&device) {
+            store.idx_dev.insert(key, &[])?;
+        }
+        for key in index::count_keys(&device) {
+            *counts.entry(key).or_default() += 1;
+        }
     }
-    store.multi_rebuild(
-        &store.idx_ip,
-        devices
-            .iter()
-            .filter_map(|d| Some((ip_key(&d.ip?), d.id.clone()))),
-    )?;
-    store.multi_rebuild(
-        &store.idx_cfg_devices,
-        devices
-            .iter()
-            .filter_map(|d| Some((d.config.clone()?.into_bytes(), d.id.clone()))),
-    )?;
-    index::rebuild(store, &devices)
+    for (tree, per_key) in [
+        (&store.idx_ip, ip_links),
+        (&store.idx_cfg_devices, config_links),
+        (&store.counts, counts),
+    ] {
+        for (key, n) in per_key {
+            tree.insert(key, &n.to_be_bytes())?;
+        }
+    }
+    Ok(())
 }

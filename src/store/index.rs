@@ -431,25 +431,6 @@ impl Store {
     }
 }
 
-/// Rebuilds `idx_dev` and `counts` from the device records.
-pub(super) fn rebuild(store: &Store, devices: &[Device]) -> Result<()> {
-    store.idx_dev.clear()?;
-    store.counts.clear()?;
-    let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
-    for device in devices {
-        for key in keys_of(device) {
-            store.idx_dev.insert(key, &[])?;
-        }
-        for key in count_keys(device) {
-            *counts.entry(key).or_default() += 1;
-        }
-    }
-    for (key, n) in counts {
-        store.counts.insert(key, &n.to_be_bytes())?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,17 +132,33 @@ impl Client {
         Ok((status, Answer { text, json }))
     }
 
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
-        let shown = self.socket.display();
+    /// An HTTP/1 connection to the admin socket, and the task that drives it.
+    async fn connect(
+        &self,
+    ) -> Result<(
+        hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        tokio::task::JoinHandle<()>,
+    )> {
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| connect_error(&self.socket, &e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("cannot talk HTTP to provisiond on {shown}: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot talk HTTP to provisiond on {}: {e}",
+                    self.socket.display()
+                )
+            })?;
         let driver = tokio::spawn(async move {
             let _ = connection.await;
         });
+        Ok((sender, driver))
+    }
+
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+        let shown = self.socket.display();
+        let (mut sender, driver) = self.connect().await?;
         let response = sender
             .send_request(request)
             .await
@@ -203,15 +219,7 @@ impl Client {
                 TIMEOUT.as_secs()
             )
         };
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| connect_error(&self.socket, &e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("cannot talk HTTP to provisiond on {shown}: {e}"))?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let (mut sender, driver) = self.connect().await?;
         let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
             .await
             .map_err(|_| wait("answer"))?

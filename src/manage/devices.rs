@@ -178,10 +178,10 @@ fn by_id(ids: impl Iterator<Item = crate::store::Result<String>> + Send + 'stati
 }
 
 /// Plans a device listing on the store's indexes: the tenants listed (the acting one, or its
-/// subtree), narrowed by the most selective equality test an index answers (`id`, `mac`,
-/// `ip`, `tenant_uuid`, then the per-tenant field indexes), or read in the order of an indexed
-/// sort key; a full read of the listed tenants' devices otherwise. The caller still applies
-/// the whole selector to every device read.
+/// subtree, narrowed by `tenant_uuid`), read through the most selective equality test an
+/// index answers (`id`, `mac`, `ip`, `sn` over a subtree, then the per-tenant field indexes),
+/// or in the order of an indexed sort key; a full read of the listed tenants' devices
+/// otherwise. The caller still applies the whole selector to every device read.
 pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
     use crate::store::Field;
     let equals = |key: &str| spec.equals.iter().find(|(k, _)| k == key).map(|(_, v)| v);

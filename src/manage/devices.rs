@@ -241,31 +241,42 @@ pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
         ids.dedup();
         planned(Box::new(ids.into_iter().map(Ok)), false, plan.to_owned())
     };
+    // Devices the MAC and IP indexes hand over already read: not read a second time.
+    let read = |mut found: Vec<Device>, plan: &str| {
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        found.retain(|d| listed(&d.tenant));
+        Ok(Planned {
+            devices: Box::new(found.into_iter().map(Ok)),
+            sorted: false,
+            plan: plan.to_owned(),
+        })
+    };
     if let Some(wanted) = equals("id") {
         return few(wanted.clone(), "id");
     }
     if let Some(wanted) = equals("mac") {
-        let mut ids = Vec::new();
+        let mut found = Vec::new();
         for text in wanted {
             // Only the canonical form can equal the shown one.
             if let Ok(mac) = text.parse::<crate::model::Mac>() {
                 if mac.to_string() == *text {
-                    ids.extend(store.device_by_mac(&mac)?.map(|d| d.id));
+                    found.extend(store.device_by_mac(&mac)?);
                 }
             }
         }
-        return few(ids, "mac index");
+        return read(found, "mac index");
     }
     if let Some(wanted) = equals("ip") {
-        let mut ids = Vec::new();
+        let mut found = Vec::new();
         for text in wanted {
             if let Ok(ip) = text.parse::<std::net::IpAddr>() {
                 if ip.to_string() == *text {
-                    ids.extend(store.devices_by_ip(&ip)?.into_iter().map(|d| d.id));
+                    found.extend(store.devices_by_ip(&ip)?);
                 }
             }
         }
-        return few(ids, "ip index");
+        return read(found, "ip index");
     }
     if let (Some(wanted), true) = (equals("sn"), spec.recurse) {
         let mut ids = Vec::new();

@@ -21,7 +21,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use nix::sys::signal::Signal;
 use provisiond::model::{Lease, LeaseState, Mac};
-use provisiond::store::{Store, StoreError};
+use provisiond::store::Store;
 
 /// Clients of the writer process; each one moves to a new address at every write.
 const CLIENTS: u32 = 200;
@@ -58,19 +58,7 @@ fn lease_of(step: u64) -> Lease {
 
 /// Opens the store, waiting for the lock of a process that just died to go.
 fn open(dir: &Path) -> Store {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        match Store::open(dir) {
-            Ok(store) => return store,
-            Err(StoreError::Open {
-                source: sled::Error::Io(e),
-                ..
-            }) if e.to_string().contains("could not acquire lock") && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("cannot open the store: {e}"),
-        }
-    }
+    common::retry_locked(|| Store::open(dir))
 }
 
 /// What a rebuild from the leases on disk gives for `mac`: its lease that started last.
@@ -276,19 +264,7 @@ fn a_clean_shutdown_lets_the_next_open_take_the_lease_index_as_it_is() {
 
 /// Points `mac` at `ip` in the raw index, as a half-done write would.
 fn plant(dir: &Path, mac: &Mac, ip: Ipv4Addr) {
-    let deadline = Instant::now() + PATIENCE;
-    let db = loop {
-        match sled::open(dir.join("db")) {
-            Ok(db) => break db,
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("cannot open the database: {e}"),
-        }
-    };
+    let db = common::retry_locked(|| sled::open(dir.join("db")));
     db.open_tree("idx_lease_mac")
         .unwrap()
         .insert(mac.octets(), &ip.octets())

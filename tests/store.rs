@@ -1,8 +1,9 @@
 //! Integration tests of the sled store through its public API.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use provisiond::model::{
     Code, CodeState, Config, Device, Lease, LeaseState, Mac, RawConfig, Tenant, Token,
@@ -21,42 +22,13 @@ fn open() -> (TempDir, Store) {
 }
 
 /// Opens the store again after an earlier handle on the same directory was dropped.
-///
-/// sled 0.34 releases its file lock lazily once the last handle is gone (its background I/O
-/// threads finish after `Drop` returns; spacejam/sled#1234, #1289), so an immediate reopen in
-/// the same process can fail for a few milliseconds with "could not acquire lock". Only that
-/// error is retried, and only for a bounded time; any other error fails the test.
 fn reopen(dir: &Path) -> Store {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open(dir) {
-            Ok(store) => return store,
-            Err(StoreError::Open {
-                source: sled::Error::Io(e),
-                ..
-            }) if e.to_string().contains("could not acquire lock") && Instant::now() < deadline => {
-                std::thread::yield_now()
-            }
-            Err(e) => panic!("cannot reopen the store: {e}"),
-        }
-    }
+    common::retry_locked(|| Store::open(dir))
 }
 
-/// The raw sled database of a store whose handles were dropped (same lock retry as [`reopen`]).
+/// The raw sled database of a store whose handles were dropped.
 fn raw_db(dir: &Path) -> sled::Db {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match sled::open(dir.join("db")) {
-            Ok(db) => return db,
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::yield_now()
-            }
-            Err(e) => panic!("cannot open the raw database: {e}"),
-        }
-    }
+    common::retry_locked(|| sled::open(dir.join("db")))
 }
 
 fn mac(text: &str) -> Mac {
@@ -929,20 +901,7 @@ fn a_lease_index_left_behind_by_a_crash_is_never_believed_and_is_rebuilt() {
     // What a crash between a lease write and its index write can leave: M1's entry points at
     // M2's lease, M2's is missing.
     {
-        // The same lazy lock release as `reopen`'s.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let db = loop {
-            match sled::open(dir.path().join("db")) {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && Instant::now() < deadline =>
-                {
-                    std::thread::yield_now()
-                }
-                Err(e) => panic!("cannot open the database: {e}"),
-            }
-        };
+        let db = raw_db(dir.path());
         let index = db.open_tree("idx_lease_mac").unwrap();
         index
             .insert(mac(M1).octets(), &v4("192.168.1.11").octets())

@@ -18,24 +18,6 @@ fn check(dir: &std::path::Path, repair: bool) -> (i32, String, String) {
     run(&mut cmd)
 }
 
-/// The raw database once the store's handles are gone (sled 0.34 releases its lock lazily:
-/// only that error is retried, for a bounded time).
-fn open_raw(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::yield_now()
-            }
-            Err(e) => panic!("cannot open {}: {e}", path.display()),
-        }
-    }
-}
-
 #[test]
 fn damage_is_found_named_and_repaired() {
     let tmp = tempfile::tempdir().unwrap();
@@ -63,7 +45,7 @@ fn damage_is_found_named_and_repaired() {
 
     // Damage as a lost write would: an index entry and a count disagree with the records.
     {
-        let db = open_raw(&data.join("db"));
+        let db = common::retry_locked(|| sled::open(data.join("db")));
         let idx = db.open_tree("idx_dev").unwrap();
         let first = idx.iter().keys().next().unwrap().unwrap();
         idx.remove(first).unwrap();

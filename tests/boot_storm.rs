@@ -6,13 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{command, listening_on, write_config, Daemon, PATIENCE};
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use nix::sys::signal::Signal;
 
 const YEALINK_UA: &str = "Yealink SIP-T54W 96.86.0.70";
@@ -227,61 +225,6 @@ fn a_flood_beyond_the_bucket_is_refused_counted_and_logged_within_limits() {
     assert_eq!(single + suppressed, refused, "{log}");
 }
 
-fn dhcp_message(kind: MessageType, xid: u32, mac: [u8; 6]) -> Message {
-    let mut m = Message::default();
-    m.set_opcode(Opcode::BootRequest)
-        .set_xid(xid)
-        .set_giaddr(RELAY)
-        .set_chaddr(&mac);
-    m.set_hops(1);
-    let opts = m.opts_mut();
-    opts.insert(DhcpOption::MessageType(kind));
-    opts.insert(DhcpOption::ClassIdentifier(b"yealink".to_vec()));
-    m
-}
-
-/// Sends `msg` until a reply with its xid comes (UDP may drop); the reply.
-fn ask(socket: &UdpSocket, server: SocketAddr, msg: &Message) -> Message {
-    let mut bytes = Vec::new();
-    msg.encode(&mut Encoder::new(&mut bytes)).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    for _ in 0..10 {
-        socket.send_to(&bytes, server).unwrap();
-        while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if let Ok(reply) = Message::decode(&mut Decoder::new(&buf[..n])) {
-                if reply.xid() == msg.xid() {
-                    return reply;
-                }
-            }
-        }
-    }
-    panic!("no reply to {:?}", msg.opts().msg_type());
-}
-
-/// DISCOVER, OFFER, REQUEST, ACK through the relay address; the leased address.
-fn dora(server: SocketAddr, mac: [u8; 6], xid: u32) -> Ipv4Addr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let offer = ask(
-        &socket,
-        server,
-        &dhcp_message(MessageType::Discover, xid, mac),
-    );
-    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
-    let mut request = dhcp_message(MessageType::Request, xid, mac);
-    request
-        .opts_mut()
-        .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-    if let Some(DhcpOption::ServerIdentifier(id)) = offer.opts().get(OptionCode::ServerIdentifier) {
-        request.opts_mut().insert(DhcpOption::ServerIdentifier(*id));
-    }
-    let ack = ask(&socket, server, &request);
-    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
-    ack.yiaddr()
-}
-
 #[test]
 fn one_phone_spends_one_token_through_its_lease_then_its_fetches() {
     let tmp = tempfile::tempdir().unwrap();
@@ -299,7 +242,7 @@ fn one_phone_spends_one_token_through_its_lease_then_its_fetches() {
     );
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     let phone = mac(3, 1);
-    let leased = dora(server, phone, 0x5703_0001);
+    let leased = common::relayed_dora(server, RELAY, phone, 0x5703_0001, Some(b"yealink"));
     // The lease created the phone (its ACK left after the device was written): the fetch
     // that follows finds it and spends nothing.
     let listed = devices(dir);

@@ -10,15 +10,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use common::{command, write_config, Daemon, PATIENCE};
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use nix::sys::signal::Signal;
 use provisiond::model::{Lease, LeaseState, Mac};
 use provisiond::store::Store;
@@ -275,6 +273,9 @@ fn plant(dir: &Path, mac: &Mac, ip: Ipv4Addr) {
 // The daemon: SIGTERM marks the index settled after its DHCP server wrote leases, SIGKILL does
 // not, and start-up says when it checks.
 
+/// The relay address of this file's DHCP clients.
+const GIADDR: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+
 fn dhcp_config(dir: &Path) -> std::path::PathBuf {
     write_config(
         dir,
@@ -302,55 +303,6 @@ fn start(dir: &Path, config: &Path) -> (Daemon, SocketAddr) {
     (daemon, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-fn dhcp(kind: MessageType, xid: u32, mac: [u8; 6]) -> Message {
-    let mut m = Message::default();
-    m.set_opcode(Opcode::BootRequest)
-        .set_xid(xid)
-        .set_giaddr(Ipv4Addr::new(10, 78, 0, 1))
-        .set_chaddr(&mac);
-    m.set_hops(1);
-    m.opts_mut().insert(DhcpOption::MessageType(kind));
-    m
-}
-
-fn exchange(socket: &UdpSocket, server: SocketAddr, message: &Message) -> Message {
-    let mut out = Vec::new();
-    message.encode(&mut Encoder::new(&mut out)).unwrap();
-    let mut buf = [0u8; 1500];
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        assert!(Instant::now() < deadline, "no DHCP answer");
-        socket.send_to(&out, server).unwrap();
-        let Ok((n, _)) = socket.recv_from(&mut buf) else {
-            continue;
-        };
-        let reply = Message::decode(&mut Decoder::new(&buf[..n])).unwrap();
-        if reply.xid() == message.xid() {
-            return reply;
-        }
-    }
-}
-
-/// One DORA: the daemon writes the client's lease (and ACKs once it is on disk).
-fn lease_one(server: SocketAddr, mac: [u8; 6], xid: u32) -> Ipv4Addr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let offer = exchange(&socket, server, &dhcp(MessageType::Discover, xid, mac));
-    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
-    let mut request = dhcp(MessageType::Request, xid, mac);
-    request
-        .opts_mut()
-        .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
-    if let Some(DhcpOption::ServerIdentifier(id)) = offer.opts().get(OptionCode::ServerIdentifier) {
-        request.opts_mut().insert(DhcpOption::ServerIdentifier(*id));
-    }
-    let ack = exchange(&socket, server, &request);
-    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
-    ack.yiaddr()
-}
-
 #[test]
 fn the_daemon_checks_the_lease_index_at_start_only_after_an_unclean_stop() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,7 +310,7 @@ fn the_daemon_checks_the_lease_index_at_start_only_after_an_unclean_stop() {
     let mac = [0x02, 0x1e, 0xa5, 0x01, 0x00, 0x01];
 
     let (mut daemon, server) = start(dir.path(), &config);
-    let first = lease_one(server, mac, 1);
+    let first = common::relayed_dora(server, GIADDR, mac, 1, None);
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait().success(), "{}", daemon.seen.join("\n"));
 
@@ -370,7 +322,7 @@ fn the_daemon_checks_the_lease_index_at_start_only_after_an_unclean_stop() {
     );
     let mut other = mac;
     other[5] = 2;
-    let second = lease_one(server, other, 2);
+    let second = common::relayed_dora(server, GIADDR, other, 2, None);
     daemon.signal(Signal::SIGKILL);
     daemon.wait();
 

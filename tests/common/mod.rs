@@ -365,3 +365,65 @@ pub fn retry_locked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T,
         }
     }
 }
+
+/// One DORA of client `mac` through a relay (`giaddr`, so the server answers on port 67 of
+/// `server`), with option 60 set to `vendor` when given; the address it leased. Each message
+/// is sent again every 500 ms until its answer (same xid) comes, for at most [`PATIENCE`].
+pub fn relayed_dora(
+    server: std::net::SocketAddr,
+    giaddr: std::net::Ipv4Addr,
+    mac: [u8; 6],
+    xid: u32,
+    vendor: Option<&[u8]>,
+) -> std::net::Ipv4Addr {
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
+    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let message = |kind: MessageType| {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootRequest)
+            .set_xid(xid)
+            .set_giaddr(giaddr)
+            .set_chaddr(&mac);
+        m.set_hops(1);
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        if let Some(vendor) = vendor {
+            m.opts_mut()
+                .insert(DhcpOption::ClassIdentifier(vendor.to_vec()));
+        }
+        m
+    };
+    let ask = |message: &Message| {
+        let mut out = Vec::new();
+        message.encode(&mut Encoder::new(&mut out)).unwrap();
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            assert!(Instant::now() < deadline, "no DHCP answer");
+            socket.send_to(&out, server).unwrap();
+            let Ok((n, _)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            if let Ok(reply) = Message::decode(&mut Decoder::new(&buf[..n])) {
+                if reply.xid() == xid {
+                    return reply;
+                }
+            }
+        }
+    };
+    let offer = ask(&message(MessageType::Discover));
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    let mut request = message(MessageType::Request);
+    request
+        .opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+    if let Some(DhcpOption::ServerIdentifier(id)) = offer.opts().get(OptionCode::ServerIdentifier) {
+        request.opts_mut().insert(DhcpOption::ServerIdentifier(*id));
+    }
+    let ack = ask(&request);
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    ack.yiaddr()
+}

@@ -26,21 +26,21 @@ pub fn router(state: Arc<Provisioning>) -> Router {
 }
 
 /// Outcome of one request, for the access log.
-struct Outcome {
-    status: StatusCode,
-    device: Option<String>,
-    mac: Option<String>,
-    tenant: Option<String>,
-    plugin: Option<String>,
-    reason: Option<String>,
+pub(super) struct Outcome {
+    pub(super) status: StatusCode,
+    pub(super) device: Option<String>,
+    pub(super) mac: Option<String>,
+    pub(super) tenant: Option<String>,
+    pub(super) plugin: Option<String>,
+    pub(super) reason: Option<String>,
     /// A refusal caused by the client: its lines go through the rate limiter.
-    rejection: Option<Kind>,
+    pub(super) rejection: Option<Kind>,
     /// A warning to log with the access line (same limit).
-    warning: Option<String>,
-    response: Response,
+    pub(super) warning: Option<String>,
+    pub(super) response: Response,
 }
 
-fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
+pub(super) fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
     let response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -63,7 +63,7 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
 }
 
 /// A refusal of the client's request, counted and logged within the per-client limit.
-fn refused(status: StatusCode, kind: Kind, reason: impl Into<String>) -> Outcome {
+pub(super) fn refused(status: StatusCode, kind: Kind, reason: impl Into<String>) -> Outcome {
     Outcome {
         rejection: Some(kind),
         ..plain(status, reason)
@@ -154,12 +154,18 @@ async fn answer(
         );
     }
     let path = decoded.trim_start_matches('/').to_owned();
+    let user_agent: Option<String> = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(512).collect());
+    // The form's own paths, before any url_key: its signature authenticates it.
+    if crate::codeform::is_form_path(&path) {
+        return super::codeform::answer(state, peer, method, path, uri.query(), user_agent)
+            .await;
+    }
     let who = Requester::Http {
         src: peer.ip(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(512).collect()),
+        user_agent,
     };
     let files = Arc::clone(&state.files);
     // A known phone with nothing new to record is answered here; anything that writes (and

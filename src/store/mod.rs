@@ -24,7 +24,7 @@ use sled::Tree;
 
 pub use check::TreeCheck;
 pub use index::{Field, Ordered, FIELDS};
-pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG};
+pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG, CODE_FORM_SECRET_LEN};
 pub use schema::SCHEMA_VERSION;
 
 /// Default size of sled's page cache, in MiB (`[general] store_cache_mib`).
@@ -140,6 +140,9 @@ pub enum StoreError {
     /// An id that cannot be a store key.
     #[error(transparent)]
     InvalidId(#[from] crate::model::InvalidId),
+    /// The operating system's random source failed while a secret was being created.
+    #[error("the OS random source failed: {0}")]
+    Random(String),
 }
 
 /// Result alias of the store.

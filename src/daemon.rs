@@ -205,7 +205,8 @@ async fn run(
             settings.general.default_tenant.clone(),
             crate::admin::plugin_roots(&settings),
         )
-        .with_sync(settings.sync.clone()),
+        .with_sync(settings.sync.clone())
+        .with_base_url(settings.general.base_url.clone()),
     );
     let api_app = api::router(api_state, settings.api.max_body_bytes);
     // The API's own refusals (oversized heads) are JSON errors like the rest of its answers.
@@ -295,6 +296,7 @@ async fn run(
     }
     // Summaries of suppressed lines come out when their window ends, even if the flood did.
     let flusher = tokio::spawn(Arc::clone(&files.rejected).flush_periodically(shutdown.clone()));
+    let sweeper = tokio::spawn(sweep_codes(store.clone(), shutdown.clone()));
     // Every socket is bound: from here on the daemon keeps only `keep`.
     drop_capabilities(keep)?;
     info!(
@@ -333,6 +335,7 @@ async fn run(
         }
     }
     let _ = flusher.await;
+    let _ = sweeper.await;
     // Whatever was suppressed in the windows still open is told before the daemon ends.
     files.rejected.flush_all();
     let _ = std::fs::remove_file(&settings.api.socket);
@@ -534,4 +537,28 @@ fn reload(args: &ConfigArgs, running: &mut Loaded, log: &LogHandle) {
         );
     }
     running.sources = fresh.sources;
+}
+
+/// How often expired provisioning codes are deleted (they are refused at use from their
+/// expiry second on, whatever the sweeper does).
+const CODE_SWEEP_PERIOD: Duration = Duration::from_secs(30);
+
+/// Deletes expired provisioning codes every [`CODE_SWEEP_PERIOD`] until shutdown.
+async fn sweep_codes(store: crate::store::Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CODE_SWEEP_PERIOD) => {}
+            _ = shutdown.changed() => return,
+        }
+        let store = store.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            crate::manage::codes::sweep(&store, crate::model::now())
+        })
+        .await;
+        match swept {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!("expired provisioning codes not swept: {e}"),
+            Err(e) => warn!("code sweeper: {e}"),
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use crate::config::HttpAuthStrategy;
 use crate::ident::{IdentError, Identifier, RequestContext};
+use crate::manage::guard::{Secret, SecretGuard};
 use crate::plugins::{safe_relative, PluginSet, RenderError, Renderer, Target, MAX_PATH_LEN};
 use crate::store::{Store, StoreError};
 
@@ -94,6 +95,41 @@ pub enum Requester {
     },
 }
 
+impl Requester {
+    /// The client's address.
+    pub fn src(&self) -> IpAddr {
+        match self {
+            Requester::Http { src, .. } | Requester::Tftp { src } => src.to_canonical(),
+        }
+    }
+
+    fn context(&self, file: &str) -> RequestContext {
+        match self {
+            Requester::Http { src, user_agent } => RequestContext::Http {
+                src: src.to_canonical(),
+                path: file.to_owned(),
+                user_agent: user_agent.clone(),
+            },
+            Requester::Tftp { src } => RequestContext::Tftp {
+                src: src.to_canonical(),
+                filename: file.to_owned(),
+            },
+        }
+    }
+}
+
+/// The values of an automatic-provisioning URL `/auto/<tenant>/<token>/<category>/<file>`,
+/// each percent-decoded on its own (the token and category may hold `/`, `#`, spaces).
+#[derive(Debug, Clone)]
+pub struct AutoUrl {
+    /// Tenant id.
+    pub tenant: String,
+    /// Security token.
+    pub token: String,
+    /// Category name.
+    pub category: String,
+}
+
 /// Why a request is not answered with a file.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -106,6 +142,12 @@ pub enum FetchError {
     /// `url_key`: malformed or unknown key.
     #[error("url_key: {0} key")]
     BadKey(&'static str),
+    /// An automatic-provisioning URL that names no tenant, token or provisioning category.
+    #[error("automatic URL: {0}")]
+    BadAuto(&'static str),
+    /// Automatic provisioning failed on our side.
+    #[error("automatic provisioning: {0}")]
+    Auto(String),
     /// The read-only path cannot answer without blocking work (writes, rendering, disk):
     /// the caller retries with [`FileService::answer`] on a blocking thread.
     #[error("needs a blocking thread")]
@@ -166,7 +208,7 @@ impl FetchError {
             _ if self.is_internal() => None,
             // Not an answer: retried on a blocking thread, where it gets one.
             FetchError::NeedsBlocking => None,
-            FetchError::NotKeyed | FetchError::BadKey(_) => Some(url_key),
+            FetchError::NotKeyed | FetchError::BadKey(_) | FetchError::BadAuto(_) => Some(url_key),
             FetchError::UnsafePath => Some(path),
             _ => Some(not_found),
         }
@@ -177,7 +219,10 @@ impl FetchError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            FetchError::Ident(_) | FetchError::Render(_) | FetchError::Store(_)
+            FetchError::Ident(_)
+                | FetchError::Render(_)
+                | FetchError::Store(_)
+                | FetchError::Auto(_)
         )
     }
 }
@@ -207,6 +252,9 @@ pub struct FileService {
     pub dhcp: std::sync::OnceLock<Arc<crate::dhcp::Counters>>,
     /// What strangers sent, counted, and their log lines bounded; shared by every transport.
     pub rejected: Arc<crate::ratelimit::Rejections>,
+    /// Failure budgets of guessable secrets (url_key keys, automatic URLs, codes), shared
+    /// with the API and the phone's code form.
+    pub guard: Arc<SecretGuard>,
     store: Store,
     strategy: HttpAuthStrategy,
     ident: Identifier,
@@ -232,6 +280,7 @@ impl FileService {
             ident: Identifier::new(store.clone(), default_tenant)
                 .reporting_to(Arc::clone(&rejected)),
             rejected,
+            guard: Arc::default(),
             store,
             strategy,
             plugins: RwLock::new(plugins),
@@ -361,31 +410,92 @@ impl FileService {
                     .strip_prefix(KEY_PREFIX)
                     .and_then(|rest| rest.split_once('/'))
                     .ok_or(FetchError::NotKeyed)?;
-                if !valid_provisioning_key(key) {
-                    return Err(FetchError::BadKey("malformed"));
+                let src = who.src();
+                let now = std::time::Instant::now();
+                if self.guard.attempt(Secret::UrlKey, src, now).is_err() {
+                    return Err(FetchError::BadKey("rate-limited"));
                 }
-                let tenant = self
-                    .store
-                    .tenant_by_key(key)?
-                    .ok_or(FetchError::BadKey("unknown"))?;
+                let found = if valid_provisioning_key(key) {
+                    self.store.tenant_by_key(key)?
+                } else {
+                    None
+                };
+                let Some(tenant) = found else {
+                    self.guard.failed(Secret::UrlKey);
+                    return Err(FetchError::BadKey("unknown or malformed"));
+                };
+                self.guard.succeeded(src, now);
                 (file, Some(tenant.id))
             }
         };
         if file.len() > MAX_PATH_LEN || safe_relative(file).is_none() {
             return Err(FetchError::UnsafePath);
         }
-        let ctx = match who {
-            Requester::Http { src, user_agent } => RequestContext::Http {
-                src: src.to_canonical(),
-                path: file.to_owned(),
-                user_agent: user_agent.clone(),
-            },
-            Requester::Tftp { src } => RequestContext::Tftp {
-                src: src.to_canonical(),
-                filename: file.to_owned(),
-            },
+        self.fetch_with(&who.context(file), file, tenant.as_deref(), writes)
+    }
+
+    /// Answers `file` requested through an automatic-provisioning URL: checks the URL (its
+    /// failures count against the client), identifies the phone (creating it if new), moves a
+    /// phone of the default tenant to the URL's tenant and category, then serves the file.
+    /// Blocking. The `url_key` strategy does not apply: the token authenticates.
+    pub fn answer_auto(
+        &self,
+        who: &Requester,
+        auto: &AutoUrl,
+        file: &str,
+    ) -> Result<Served, FetchError> {
+        let result = self.answer_auto_uncounted(who, auto, file);
+        let (ok, refused) = match who {
+            Requester::Http { .. } => (&self.counters.http_ok, &self.counters.http_refused),
+            Requester::Tftp { .. } => (&self.counters.tftp_ok, &self.counters.tftp_refused),
         };
-        self.fetch_with(&ctx, file, tenant.as_deref(), writes)
+        match &result {
+            Ok(_) => ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            Err(_) => refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        result
+    }
+
+    fn answer_auto_uncounted(
+        &self,
+        who: &Requester,
+        auto: &AutoUrl,
+        file: &str,
+    ) -> Result<Served, FetchError> {
+        use crate::manage::ManageError;
+        let target = match crate::manage::auto::check_url(
+            &self.store,
+            &self.guard,
+            &auto.tenant,
+            &auto.token,
+            &auto.category,
+            who.src(),
+        ) {
+            Ok(target) => target,
+            Err(ManageError::Store(e)) => return Err(e.into()),
+            Err(ManageError::RateLimited) => return Err(FetchError::BadAuto("rate-limited")),
+            Err(_) => return Err(FetchError::BadAuto("unknown tenant, token or category")),
+        };
+        if file.len() > MAX_PATH_LEN || safe_relative(file).is_none() {
+            return Err(FetchError::UnsafePath);
+        }
+        let plugins = self.plugins();
+        let ctx = who.context(file);
+        let identified = self.ident.identify_scoped(&ctx, &plugins, true, None)?;
+        let device = identified.ok_or(FetchError::UnknownDevice)?.device;
+        let device =
+            match crate::manage::auto::assign(&self.store, &target, &device, crate::model::now()) {
+                Ok(device) => device,
+                Err(ManageError::Forbidden(_)) => {
+                    return Err(FetchError::WrongTenant {
+                        device: device.id,
+                        tenant: device.tenant,
+                    })
+                }
+                Err(ManageError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(FetchError::Auto(e.to_string())),
+            };
+        self.serve(&plugins, device, file, true)
     }
 
     /// Answers `path` (relative, already checked by the transport) for the request `ctx`;
@@ -415,6 +525,17 @@ impl FileService {
             other => other?,
         };
         let device = identified.ok_or(FetchError::UnknownDevice)?.device;
+        self.serve(&plugins, device, path, writes)
+    }
+
+    /// Serves `path` to the identified `device`.
+    fn serve(
+        &self,
+        plugins: &PluginSet,
+        device: crate::model::Device,
+        path: &str,
+        writes: bool,
+    ) -> Result<Served, FetchError> {
         let identified_plugin = device
             .plugin
             .as_deref()

@@ -18,6 +18,7 @@ use axum::response::Response;
 use super::provisioning::{plain, refused, Outcome, Provisioning};
 use crate::codeform::{self, FormPage, InputScreen, ResultScreen};
 use crate::files::FileService;
+use crate::manage::{codes, ManageError};
 use crate::model::{Device, Mac};
 use crate::plugins::{PluginSet, RenderError, RuleSource, Screen};
 use crate::ratelimit::Kind;
@@ -231,17 +232,27 @@ fn serve(files: &FileService, request: &Request) -> Result<Page, FormError> {
                         .map(|(_, value)| value.trim().chars().take(MAX_CODE_CHARS).collect())
                 })
                 .unwrap_or_default();
-            let (ok, message, reason) = match redeem_code(files, &device, form.mac, &code, request.src)? {
+            let (redemption, redeemed) = redeem_code(files, form.mac, &code, request.src)?;
+            let (ok, message, reason) = match redemption {
                 Redemption::Accepted => (true, codeform::ACCEPTED, "code accepted"),
                 Redemption::Refused => (false, codeform::REFUSED, "code not accepted"),
-                Redemption::TooMany => (false, codeform::TOO_MANY, "code refused: too many failures from this address"),
+                Redemption::TooMany => (
+                    false,
+                    codeform::TOO_MANY,
+                    "code refused: too many failures from this address",
+                ),
             };
             let body = render(Screen::Result(&ResultScreen {
                 title: codeform::TITLE.to_owned(),
                 ok,
                 message: message.to_owned(),
             }))?;
-            Ok(page(body, Some(reason.to_owned())))
+            let mut answered = page(body, Some(reason.to_owned()));
+            // The access log shows the device as the redemption left it (its new tenant).
+            if let Some(redeemed) = redeemed {
+                answered.device = redeemed;
+            }
+            Ok(answered)
         }
     }
 }
@@ -256,17 +267,27 @@ enum Redemption {
     TooMany,
 }
 
-/// Redeems `code` for the device of `mac`.
+/// Redeems `code` for the device of `mac` (the manage layer counts and bounds the failures
+/// of `source`).
 fn redeem_code(
-    _files: &FileService,
-    _device: &Device,
-    _mac: Mac,
-    _code: &str,
-    _source: IpAddr,
-) -> Result<Redemption, FormError> {
-    Err(FormError::Internal(
-        "redemption is not wired yet".to_owned(),
-    ))
+    files: &FileService,
+    mac: Mac,
+    code: &str,
+    source: IpAddr,
+) -> Result<(Redemption, Option<Device>), FormError> {
+    let request = codes::RedeemRequest {
+        code: code.to_owned(),
+        target: codes::RedeemTarget::Mac(mac),
+        source,
+    };
+    match codes::redeem(files.store(), &files.guard, None, &request, crate::model::now()) {
+        Ok(done) => Ok((Redemption::Accepted, Some(done.device))),
+        Err(ManageError::RateLimited) => Ok((Redemption::TooMany, None)),
+        Err(ManageError::Store(e)) => Err(FormError::Internal(e.to_string())),
+        Err(ManageError::Internal(e)) => Err(FormError::Internal(e)),
+        // Wrong, expired or used code, a MAC of another tenant, a config gone: one answer.
+        Err(_) => Ok((Redemption::Refused, None)),
+    }
 }
 
 fn respond(page: Page, method: &Method) -> Outcome {

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
 
-use crate::files::{FetchError, FileService, Requester, Served};
+use crate::files::{AutoUrl, FetchError, FileService, Requester, Served};
 use crate::plugins::MAX_PATH_LEN;
 use crate::ratelimit::Kind;
 
@@ -142,24 +142,20 @@ async fn answer(
     if raw.len() > 3 * MAX_PATH_LEN + 64 {
         return refused(StatusCode::URI_TOO_LONG, Kind::HttpPath, "path too long");
     }
-    let decoded = match percent_encoding::percent_decode_str(raw).decode_utf8() {
-        Ok(path) => path.into_owned(),
-        Err(_) => return refused(StatusCode::BAD_REQUEST, Kind::HttpPath, "path is not UTF-8"),
-    };
-    if decoded.contains(['\0', '\\']) || decoded.chars().any(char::is_control) {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            Kind::HttpPath,
-            "forbidden character in path",
-        );
-    }
-    let path = decoded.trim_start_matches('/').to_owned();
     let user_agent: Option<String> = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(512).collect());
-    // The form's own paths, before any url_key: its signature authenticates it.
-    if crate::codeform::is_form_path(&path) {
+    if raw.starts_with(FORM_PREFIX) {
+        // The form's own paths, before any url_key: its signature authenticates it.
+        let Some(decoded) = decode(raw) else {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                Kind::HttpPath,
+                "forbidden character in path",
+            );
+        };
+        let path = decoded.trim_start_matches('/').to_owned();
         return super::codeform::answer(state, peer, method, path, uri.query(), user_agent)
             .await;
     }
@@ -168,12 +164,80 @@ async fn answer(
         user_agent,
     };
     let files = Arc::clone(&state.files);
+    // The values of an automatic URL are decoded one by one: they may hold an encoded `/`.
+    if let Some(rest) = raw.strip_prefix(AUTO_PREFIX) {
+        let mut parts = rest.splitn(4, '/');
+        let (Some(tenant), Some(token), Some(category), Some(file)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return refused(
+                StatusCode::NOT_FOUND,
+                Kind::HttpUrlKey,
+                "automatic URL: too short",
+            );
+        };
+        let (Some(tenant), Some(token), Some(category), Some(file)) = (
+            decode(tenant),
+            decode(token),
+            decode(category),
+            decode(file),
+        ) else {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                Kind::HttpPath,
+                "forbidden character in path",
+            );
+        };
+        let auto = AutoUrl {
+            tenant,
+            token,
+            category,
+        };
+        let fetched =
+            tokio::task::spawn_blocking(move || files.answer_auto(&who, &auto, &file)).await;
+        return outcome(fetched, peer, method, uri, headers);
+    }
+    let Some(decoded) = decode(raw) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            Kind::HttpPath,
+            "forbidden character in path",
+        );
+    };
+    let path = decoded.trim_start_matches('/').to_owned();
     // A known phone with nothing new to record is answered here; anything that writes (and
     // flushes) the store goes to a blocking thread.
     let fetched = match files.answer_readonly(&who, &path) {
         Some(answer) => Ok(answer),
         None => tokio::task::spawn_blocking(move || files.answer(&who, &path)).await,
     };
+    outcome(fetched, peer, method, uri, headers)
+}
+
+/// Where automatic-provisioning URLs start.
+const AUTO_PREFIX: &str = "/auto/";
+
+/// Where the code form's URLs start ([`crate::codeform::PATH_PREFIX`]).
+const FORM_PREFIX: &str = "/code-form/";
+
+/// A percent-decoded path or path segment; `None` when it is not UTF-8 or holds a NUL, a
+/// backslash or a control character.
+fn decode(raw: &str) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let clean = !decoded.contains(['\0', '\\']) && !decoded.chars().any(char::is_control);
+    clean.then_some(decoded)
+}
+
+fn outcome(
+    fetched: Result<Result<Served, FetchError>, tokio::task::JoinError>,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Outcome {
     match fetched {
         Ok(Ok(served)) => respond(served, method, headers),
         Ok(Err(e)) if e.is_internal() => {

@@ -117,6 +117,25 @@ pub fn delete(store: &Store, scope: &Scope, id: &str) -> Result<Device> {
     Ok(gone)
 }
 
+/// Returns the device `id` of the caller's subtree to autoprov in its own tenant (seed 002:
+/// reset keeps the tenant), so that the phone shows the code form again: no config of its
+/// own, no category, not configured. Its admin password stays: the phone still has it.
+pub fn reset(store: &Store, scope: &Scope, id: &str) -> Result<Device> {
+    retry_on_conflict("device", || {
+        let mut device = get(store, scope, id)?;
+        device.config = Some(crate::store::AUTOPROV_CONFIG.to_owned());
+        device.category = None;
+        device.provisioned = None;
+        device.configured = false;
+        device.is_new = device.tenant == scope.root();
+        let saved = conflict_or(store.update_device(&device))?;
+        if let Some(saved) = &saved {
+            tracing::info!(device = %saved.id, tenant = %saved.tenant, "device reset to autoprov");
+        }
+        Ok(saved)
+    })
+}
+
 /// What a device listing asks of the store, besides the acting tenant.
 #[derive(Debug, Clone, Default)]
 pub struct ListSpec {

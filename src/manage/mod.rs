@@ -7,8 +7,14 @@
 //! it are shared with it read-only (the root's configs with everybody, as wazo-provd's configs
 //! are global).
 
+pub mod auto;
+pub mod categories;
+pub mod codes;
 pub mod configs;
 pub mod devices;
+pub mod guard;
+pub mod jobs;
+pub mod rollouts;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -39,6 +45,17 @@ pub enum ManageError {
     /// The object kept changing under concurrent writers.
     #[error("the {0} kept changing; try again")]
     Busy(&'static str),
+    /// The caller failed too often lately at guessing a secret; it is not looked at.
+    #[error("too many failed attempts; try again later")]
+    RateLimited,
+    /// The request names several objects where one is needed (devices behind one address).
+    #[error("{message}")]
+    Ambiguous {
+        /// What is ambiguous.
+        message: String,
+        /// The candidates' ids.
+        ids: Vec<String>,
+    },
     /// Something on this machine failed (the OS random source…).
     #[error("{0}")]
     Internal(String),

@@ -1,10 +1,13 @@
-//! Typed records kept in the store: devices, provisioning configs, tenants, tokens, codes, leases.
+//! Typed records kept in the store: devices, provisioning configs, tenants, tokens, leases,
+//! and the provisioning records (categories, codes, rollouts, jobs).
 
 mod mac;
+mod prov;
 mod records;
 mod tree;
 
 pub use mac::{Mac, MacParseError};
+pub use prov::*;
 pub use records::*;
 pub use tree::{TenantTree, MAX_TENANT_DEPTH};
 

@@ -71,10 +71,18 @@ pub struct Device {
     /// …), kept as sent; the API shows them at the top level of the device object.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extra: std::collections::BTreeMap<String, serde_json::Value>,
-    /// Admin password generated for this device when its config sets none; never shown by
-    /// the API.
+    /// Admin password generated for this device when its config sets none (and always for a
+    /// device provisioned by code or automatic URL, where it wins over the configs'); shown
+    /// only to callers allowed `provd.dev_mgr.secrets.read`.
     #[serde(default)]
     pub admin_password: Option<String>,
+    /// Provisioning category of the tenant, set when a code or an automatic URL provisioned
+    /// the device; its config and jobs apply to the device.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// How and when a code or an automatic URL provisioned the device.
+    #[serde(default)]
+    pub provisioned: Option<super::Provisioned>,
     /// Incremented by the store on every write; used for optimistic concurrency and caching.
     #[serde(default)]
     pub revision: u64,
@@ -102,6 +110,8 @@ impl Device {
             remote_state_sip_username: None,
             extra: Default::default(),
             admin_password: None,
+            category: None,
+            provisioned: None,
             revision: 0,
         }
     }
@@ -167,6 +177,10 @@ pub struct Tenant {
     /// tenant's phones.
     #[serde(default)]
     pub default_config: Option<String>,
+    /// Security token of automatic provisioning: devices whose provisioning URL is
+    /// `/auto/<tenant>/<token>/<category>/` join the tenant without a code. `None`: off.
+    #[serde(default)]
+    pub auto_token: Option<String>,
     /// Incremented by the store on every write.
     #[serde(default)]
     pub revision: u64,
@@ -182,6 +196,7 @@ impl Tenant {
             parent: parent.map(str::to_owned),
             provisioning_key: None,
             default_config: None,
+            auto_token: None,
             revision: 0,
         }
     }
@@ -205,41 +220,6 @@ pub struct Token {
     /// Free text shown in listings.
     #[serde(default)]
     pub description: Option<String>,
-}
-
-/// State of a provisioning code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CodeState {
-    /// Issued, not yet entered on a phone.
-    Pending,
-    /// Entered on a phone, which now belongs to the code's tenant.
-    Registered,
-}
-
-/// A provisioning code (12 digits) that assigns a phone to a tenant, category and config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Code {
-    /// The 12 digits, the store key.
-    pub code: String,
-    /// Tenant the phone joins.
-    pub tenant: String,
-    /// Provisioning category, if any.
-    #[serde(default)]
-    pub category: Option<String>,
-    /// Config the phone receives, if any.
-    #[serde(default)]
-    pub config: Option<String>,
-    /// Rollout batch this code belongs to.
-    #[serde(default)]
-    pub batch: Option<String>,
-    /// Expiry time.
-    pub expires: UnixTime,
-    /// Pending or registered.
-    pub state: CodeState,
-    /// Device that used the code.
-    #[serde(default)]
-    pub device: Option<String>,
 }
 
 /// State of a DHCP lease.

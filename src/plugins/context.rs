@@ -383,11 +383,20 @@ pub fn build_context(
         ));
     }
 
-    let admin_password = params
-        .admin_password
-        .clone()
-        .or_else(|| device.admin_password.clone())
-        .ok_or_else(|| ContextError::NoAdminPassword(device.id.clone()))?;
+    // A phone provisioned by code or automatic URL never gets the tenant's password (seed
+    // 004): its own random one wins over the configs'.
+    let admin_password = if device.provisioned.is_some() {
+        device
+            .admin_password
+            .clone()
+            .or(params.admin_password.clone())
+    } else {
+        params
+            .admin_password
+            .clone()
+            .or_else(|| device.admin_password.clone())
+    }
+    .ok_or_else(|| ContextError::NoAdminPassword(device.id.clone()))?;
     if params.vlan_id.is_some_and(|id| id > 4094) {
         return Err(bad("vlan_id", "must be between 0 and 4094"));
     }

@@ -89,6 +89,8 @@ fn device_fields(device: &Device) -> u64 {
         &device.admin_password,
         &device.remote_state_sip_username,
         &device.config,
+        &device.category,
+        device.provisioned.is_some(),
     )
         .hash(&mut h);
     h.finish()
@@ -146,7 +148,9 @@ impl Renderer {
 
     /// The configs whose raw configs are merged for `device`, most general first:
     /// `base`, the default configs of the tenants from the root down to the device's (each with
-    /// its chain), then the device config chain.
+    /// its chain), the config of the device's category (with its chain), the device config
+    /// chain, then the layers of its category's jobs (see [`crate::manage::jobs::layers`]),
+    /// named `job:<id>`.
     pub fn config_chain(&self, device: &Device) -> Result<Vec<Config>, RenderError> {
         let config_id = device
             .config
@@ -155,9 +159,33 @@ impl Renderer {
         let mut chain: Vec<Config> = Vec::new();
         let mut roots = vec![BASE_CONFIG.to_owned()];
         roots.extend(self.store.default_configs(&device.tenant)?);
+        let category = match device.category.as_deref() {
+            Some(id) => self
+                .store
+                .category(id)?
+                .filter(|c| c.tenant == device.tenant),
+            None => None,
+        };
+        roots.extend(category.as_ref().and_then(|c| c.config.clone()));
         roots.push(config_id.to_owned());
         for root in roots {
             self.linearize(&root, device, &mut chain, 0)?;
+        }
+        if category.is_some() {
+            for (job, raw) in crate::manage::jobs::layers(&self.store, device)? {
+                chain.push(Config {
+                    id: format!("job:{}", job.id),
+                    parent_ids: Vec::new(),
+                    raw_config: raw,
+                    tenant: job.tenant,
+                    deletable: true,
+                    transient: false,
+                    role: None,
+                    extra: Default::default(),
+                    revision: 1,
+                    generation: job.seq,
+                });
+            }
         }
         Ok(chain)
     }

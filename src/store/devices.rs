@@ -4,9 +4,11 @@ use std::net::IpAddr;
 
 use sled::Transactional;
 
+use sled::transaction::TransactionalTree;
+
 use super::{
     abort, encode, finish, index, multi_add, multi_remove, next_revision, tx_get, Result, Store,
-    StoreError,
+    StoreError, TxResult,
 };
 use crate::model::{validate_id, Device, Mac};
 
@@ -82,49 +84,15 @@ impl Store {
         let trees = self.device_trees();
         let stored = finish(trees.transaction(
             |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts)| {
-                let old: Device =
-                    tx_get(devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
-                        abort(StoreError::NotFound {
-                            kind: KIND,
-                            id: device.id.clone(),
-                        })
-                    })?;
-                let mut new = device.clone();
-                new.revision = next_revision(KIND, &device.id, device.revision, old.revision)
-                    .map_err(abort)?;
-                if old.tenant != new.tenant && Some(&old.tenant) != default_tenant.as_ref() {
-                    return Err(abort(StoreError::TenantLocked {
-                        device: old.id.clone(),
-                        tenant: old.tenant.clone(),
-                    }));
-                }
-                devices.insert(new.id.as_bytes(), encode(&new))?;
-                if old.mac != new.mac {
-                    if let Some(mac) = &old.mac {
-                        idx_mac.remove(mac_key(mac))?;
-                    }
-                    if let Some(mac) = &new.mac {
-                        claim_mac(idx_mac, mac, &new.id)?;
-                    }
-                }
-                if old.ip != new.ip {
-                    if let Some(ip) = &old.ip {
-                        multi_remove(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                    }
-                    if let Some(ip) = &new.ip {
-                        multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                    }
-                }
-                if old.config != new.config {
-                    if let Some(config) = &old.config {
-                        multi_remove(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-                    }
-                    if let Some(config) = &new.config {
-                        multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-                    }
-                }
-                index::reindex(idx_dev, counts, Some(&old), Some(&new))?;
-                Ok(new)
+                let trees = DeviceTx {
+                    devices,
+                    idx_mac,
+                    idx_ip,
+                    idx_cfg,
+                    idx_dev,
+                    counts,
+                };
+                trees.update(device, default_tenant.as_deref())
             },
         ))?;
         self.flush()?;
@@ -273,4 +241,64 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The device trees inside one transaction, for writes that change devices together with
+/// other records (a redeemed code).
+pub(super) struct DeviceTx<'a> {
+    pub devices: &'a TransactionalTree,
+    pub idx_mac: &'a TransactionalTree,
+    pub idx_ip: &'a TransactionalTree,
+    pub idx_cfg: &'a TransactionalTree,
+    pub idx_dev: &'a TransactionalTree,
+    pub counts: &'a TransactionalTree,
+}
+
+impl DeviceTx<'_> {
+    /// Replaces a device and its index entries; see [`Store::update_device`].
+    pub fn update(&self, device: &Device, default_tenant: Option<&str>) -> TxResult<Device> {
+        let old: Device =
+            tx_get(self.devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
+                abort(StoreError::NotFound {
+                    kind: KIND,
+                    id: device.id.clone(),
+                })
+            })?;
+        let mut new = device.clone();
+        new.revision =
+            next_revision(KIND, &device.id, device.revision, old.revision).map_err(abort)?;
+        if old.tenant != new.tenant && Some(old.tenant.as_str()) != default_tenant {
+            return Err(abort(StoreError::TenantLocked {
+                device: old.id.clone(),
+                tenant: old.tenant.clone(),
+            }));
+        }
+        self.devices.insert(new.id.as_bytes(), encode(&new))?;
+        if old.mac != new.mac {
+            if let Some(mac) = &old.mac {
+                self.idx_mac.remove(mac_key(mac))?;
+            }
+            if let Some(mac) = &new.mac {
+                claim_mac(self.idx_mac, mac, &new.id)?;
+            }
+        }
+        if old.ip != new.ip {
+            if let Some(ip) = &old.ip {
+                multi_remove(self.idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+            }
+            if let Some(ip) = &new.ip {
+                multi_add(self.idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+            }
+        }
+        if old.config != new.config {
+            if let Some(config) = &old.config {
+                multi_remove(self.idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+            }
+            if let Some(config) = &new.config {
+                multi_add(self.idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+            }
+        }
+        index::reindex(self.idx_dev, self.counts, Some(&old), Some(&new))?;
+        Ok(new)
+    }
 }

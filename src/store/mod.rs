@@ -10,6 +10,7 @@ mod configs;
 mod devices;
 mod index;
 mod others;
+mod prov;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -168,6 +169,10 @@ pub struct Store {
     idx_tenant_key: Tree,
     tokens: Tree,
     codes: Tree,
+    categories: Tree,
+    idx_category_name: Tree,
+    rollouts: Tree,
+    jobs: Tree,
     leases: Tree,
     idx_lease_mac: Tree,
     plugins_state: Tree,
@@ -322,6 +327,10 @@ impl Store {
             idx_tenant_key: tree("idx_tenant_key")?,
             tokens: tree("tokens")?,
             codes: tree("codes")?,
+            categories: tree("categories")?,
+            idx_category_name: tree("idx_category_name")?,
+            rollouts: tree("rollouts")?,
+            jobs: tree("jobs")?,
             leases: tree("leases")?,
             idx_lease_mac: tree("idx_lease_mac")?,
             plugins_state: tree("plugins_state")?,

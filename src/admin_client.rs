@@ -4,6 +4,9 @@
 //! admits root, its own user and members of group `provisiond` (SO_PEERCRED) without a
 //! token; requests act as the default tenant unless `--tenant` sends `Wazo-Tenant`.
 
+mod prov;
+pub use prov::{auto, category, code, job, rollout};
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,7 +34,15 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// Characters left as they are in a path segment (ids are letters, digits, `_`, `-`, `.`).
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_');
 /// Device keys that the API computes itself: not sent back by `device edit`.
-const DEVICE_COMPUTED: &[&str] = &["configured", "is_new", "added", "tenant_uuid"];
+const DEVICE_COMPUTED: &[&str] = &[
+    "configured",
+    "is_new",
+    "added",
+    "tenant_uuid",
+    "category",
+    "provisioned_by",
+    "provisioned_at",
+];
 
 /// A failure, already worded for the user.
 type Result<T> = std::result::Result<T, String>;
@@ -606,6 +617,21 @@ fn device_inner(args: &DeviceArgs) -> Result<()> {
         DeviceAction::Delete { id } => {
             let answer = client.delete(&format!("/dev_mgr/devices/{}", seg(id)))?;
             output(api, &answer, |_| println!("device {id} deleted"));
+        }
+        DeviceAction::Reset { id } => {
+            let answer = client.post(
+                &format!("/dev_mgr/devices/{}/reset", seg(id)),
+                json!({}),
+            )?;
+            output(api, &answer, |_| {
+                println!("device {id} reset to autoprov; a resync is queued")
+            });
+        }
+        DeviceAction::Password { id } => {
+            let answer = client.get(&format!("/dev_mgr/devices/{}/secrets", seg(id)))?;
+            output(api, &answer, |json| {
+                println!("{}", cell(json["secrets"].get("admin_password")))
+            });
         }
     }
     Ok(())

@@ -34,6 +34,16 @@ pub enum Command {
     Tenant(TenantArgs),
     /// REST API tokens, through the running daemon's local admin socket.
     Token(TokenArgs),
+    /// Provisioning categories of a tenant, through the running daemon's local admin socket.
+    Category(ProvArgs<CategoryAction>),
+    /// Provisioning codes: issue, list, revoke, redeem for a phone.
+    Code(ProvArgs<CodeAction>),
+    /// Rollouts: one 7-day code per user, exported as CSV.
+    Rollout(ProvArgs<RolloutAction>),
+    /// Jobs that update a category's phones (firmware, config) at their next fetch.
+    Job(ProvArgs<JobAction>),
+    /// Automatic provisioning: the tenant's token and the URLs to roll out.
+    Auto(ProvArgs<AutoAction>),
     /// The store itself, with the daemon stopped: check (and repair) its indexes.
     Store(StoreArgs),
     /// Tell the daemon about a DHCP lease event (run by ISC dhcpd, dnsmasq or Kea hooks).
@@ -476,6 +486,16 @@ pub enum DeviceAction {
         /// Device id.
         id: String,
     },
+    /// Back to autoprov in its tenant, so that the phone shows the code form again; resynced.
+    Reset {
+        /// Device id.
+        id: String,
+    },
+    /// The device's own admin password (web interface of the phone).
+    Password {
+        /// Device id.
+        id: String,
+    },
 }
 
 /// Arguments of `config`.
@@ -629,4 +649,186 @@ pub enum TokenAction {
         /// Token id.
         id: String,
     },
+}
+
+/// Arguments of the provisioning commands (`category`, `code`, `rollout`, `job`, `auto`).
+#[derive(Debug, Clone, Args)]
+pub struct ProvArgs<A: Subcommand> {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: A,
+    /// Socket, configuration and output.
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Act for this tenant (`Wazo-Tenant`) instead of the default tenant.
+    #[arg(long, value_name = "TENANT", global = true)]
+    pub tenant: Option<String>,
+}
+
+/// `category` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CategoryAction {
+    /// One line per category of the tenant.
+    List {
+        /// Also the categories of the tenants below.
+        #[arg(long)]
+        recurse: bool,
+    },
+    /// Every field of one category.
+    Show {
+        /// Category id or name.
+        id: String,
+    },
+    /// Create a category in the tenant.
+    Create {
+        /// Name, unique in the tenant (automatic URLs carry it).
+        name: String,
+        /// Config that the category's devices inherit.
+        #[arg(long = "config-id", value_name = "CONFIG")]
+        config_id: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+        /// Codes and automatic URLs may name it.
+        #[arg(long)]
+        provisioning: bool,
+        /// Firmware policy entry `MODEL=VERSION:FILE`; repeat the option.
+        #[arg(long = "firmware", value_name = "MODEL=VERSION:FILE")]
+        firmware: Vec<String>,
+    },
+    /// Delete a category (refused while live codes name it).
+    Delete {
+        /// Category id or name.
+        id: String,
+    },
+}
+
+/// `code` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CodeAction {
+    /// Issue a code valid 10 minutes and print it.
+    Create {
+        /// Provisioning category (id or name).
+        #[arg(long)]
+        category: String,
+        /// Config the phone gets (the user's line).
+        #[arg(long = "config-id", value_name = "CONFIG")]
+        config_id: Option<String>,
+        /// Free text (the user).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// The live codes of the tenant.
+    List {
+        /// Also the codes of the tenants below.
+        #[arg(long)]
+        recurse: bool,
+    },
+    /// Revoke a live code.
+    Revoke {
+        /// The 12 digits.
+        code: String,
+    },
+    /// Redeem a code for a phone (an installer's way): by MAC, IP or device id.
+    Redeem {
+        /// The 12 digits.
+        code: String,
+        /// The phone's MAC (a new device if unknown).
+        #[arg(long, conflicts_with_all = ["ip", "device"])]
+        mac: Option<String>,
+        /// The phone's IP address.
+        #[arg(long, conflicts_with = "device")]
+        ip: Option<String>,
+        /// The device id.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+/// `rollout` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RolloutAction {
+    /// Create a rollout: one code per entry, valid 7 days.
+    Create {
+        /// Provisioning category (id or name).
+        #[arg(long)]
+        category: String,
+        /// CSV file of the entries (`label,config`, header optional; `-` for stdin).
+        #[arg(long, value_name = "FILE", conflicts_with = "entry")]
+        csv: Option<PathBuf>,
+        /// One entry `LABEL` or `LABEL=CONFIG`; repeat the option.
+        #[arg(long = "entry", value_name = "LABEL[=CONFIG]")]
+        entry: Vec<String>,
+    },
+    /// One line per rollout.
+    List,
+    /// The entries of one rollout, with their codes and states.
+    Show {
+        /// Rollout id.
+        id: String,
+    },
+    /// The rollout as CSV (code,label,category,state,device_mac,registered_at).
+    Export {
+        /// Rollout id.
+        id: String,
+        /// Write here instead of the standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Delete a rollout and its codes still live.
+    Delete {
+        /// Rollout id.
+        id: String,
+    },
+}
+
+/// `job` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum JobAction {
+    /// One line per job.
+    List,
+    /// Update Software: the firmware each model of the category should run.
+    Firmware {
+        /// Category (id or name).
+        #[arg(long)]
+        category: String,
+        /// `MODEL=VERSION:FILE`; repeat the option. None: the category's firmware policy.
+        #[arg(long = "version", value_name = "MODEL=VERSION:FILE")]
+        versions: Vec<String>,
+    },
+    /// Update Config: raw-config parameters of one type (locale, timezone, ntp, params).
+    Config {
+        /// Category (id or name).
+        #[arg(long)]
+        category: String,
+        /// The type.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        /// `KEY=VALUE` (VALUE as JSON when it parses, else text); repeat the option.
+        #[arg(long = "param", value_name = "KEY=VALUE", required = true)]
+        params: Vec<String>,
+    },
+    /// Delete a job.
+    Delete {
+        /// Job id.
+        id: String,
+    },
+}
+
+/// `auto` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AutoAction {
+    /// Whether automatic provisioning is on, and the URL of each provisioning category.
+    Show,
+    /// Set the tenant's token (`--generate` draws one).
+    Set {
+        /// The token (8 to 128 printable ASCII characters).
+        #[arg(required_unless_present = "generate")]
+        token: Option<String>,
+        /// Draw a random token.
+        #[arg(long, conflicts_with = "token")]
+        generate: bool,
+    },
+    /// Turn automatic provisioning off.
+    Off,
 }

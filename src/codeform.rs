@@ -68,7 +68,10 @@ impl FormKey {
     /// The `<sig>` of `mac`'s form URL: 32 lower-case hex digits.
     pub fn sign(&self, mac: &Mac) -> String {
         let tag = self.mac_of(mac).finalize().into_bytes();
-        tag[..SIG_BYTES].iter().map(|b| format!("{b:02x}")).collect()
+        tag[..SIG_BYTES]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// True when `sig` is `mac`'s signature; the comparison takes the same time whatever
@@ -159,8 +162,7 @@ pub fn parse_path(path: &str) -> Result<FormPath, FormPathError> {
     };
     let lower_hex = |s: &str, len: usize| {
         s.len() == len
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
     };
     if !lower_hex(mac, 12) || !lower_hex(sig, 2 * SIG_BYTES) {
@@ -246,7 +248,10 @@ mod tests {
         let sig = key.sign(&m);
         let base: Url = "http://10.0.0.2:8667".parse().unwrap();
         let url = key.form_url(&base, &m);
-        assert_eq!(url, format!("http://10.0.0.2:8667/code-form/000413aabbcc/{sig}"));
+        assert_eq!(
+            url,
+            format!("http://10.0.0.2:8667/code-form/000413aabbcc/{sig}")
+        );
         let path = url.trim_start_matches("http://10.0.0.2:8667/");
         assert_eq!(
             parse_path(path),

@@ -595,6 +595,8 @@ fn a_broken_plugin_does_not_stop_the_others() {
         ("other-name", "name = \"elsewhere\"\nversion = \"1\"\nvendor = \"X\"\n", None, "differs from the directory name"),
         ("bad-route", "name = \"bad-route\"\nversion = \"1\"\nvendor = \"X\"\n[[files]]\npath = \"{serial}.cfg\"\nstatic = true\n", None, "files[0].path"),
         ("bad-option", "name = \"bad-option\"\nversion = \"1\"\nvendor = \"X\"\n[dhcp]\n[[dhcp.options]]\ncode = 66\nvalue = \"{nope}\"\n", None, "dhcp.options[0].value"),
+        ("no-form-template", "name = \"no-form-template\"\nversion = \"1\"\nvendor = \"X\"\n[code_form]\ninput = \"in.xml.tera\"\nresult = \"out.xml.tera\"\n", Some(("in.xml.tera", "<a/>")), "code_form.result"),
+        ("bad-form-param", "name = \"bad-form-param\"\nversion = \"1\"\nvendor = \"X\"\n[code_form]\ninput = \"in.xml.tera\"\nresult = \"in.xml.tera\"\nparam = \"a&b\"\n", Some(("in.xml.tera", "<a/>")), "code_form.param"),
     ];
     for (name, manifest, template, _) in broken {
         let d = dir.path().join(name);

@@ -110,7 +110,11 @@ pub(super) async fn answer(
             outcome
         }
         Ok(Err(e @ FormError::Method)) => {
-            let mut outcome = refused(StatusCode::METHOD_NOT_ALLOWED, Kind::HttpMethod, e.to_string());
+            let mut outcome = refused(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Kind::HttpMethod,
+                e.to_string(),
+            );
             outcome
                 .response
                 .headers_mut()
@@ -166,7 +170,12 @@ fn serve(files: &FileService, request: &Request) -> Result<Page, FormError> {
         .as_deref()
         .and_then(|name| plugins.get(name))
         .filter(|p| p.code_form.is_some())
-        .ok_or_else(|| refused_for(format!("device {} has no plugin with a code form", device.id)))?;
+        .ok_or_else(|| {
+            refused_for(format!(
+                "device {} has no plugin with a code form",
+                device.id
+            ))
+        })?;
     if let Some(claimed) = request
         .user_agent
         .as_deref()
@@ -184,10 +193,16 @@ fn serve(files: &FileService, request: &Request) -> Result<Page, FormError> {
         }
     }
     if !renderer.in_autoprov(&device)? {
-        return Err(refused_for(format!("device {} is not in autoprov", device.id)));
+        return Err(refused_for(format!(
+            "device {} is not in autoprov",
+            device.id
+        )));
     }
     let Some(form_spec) = plugin.code_form.as_ref() else {
-        return Err(refused_for(format!("device {} has no code form", device.id)));
+        return Err(refused_for(format!(
+            "device {} has no code form",
+            device.id
+        )));
     };
     let render = |screen: Screen<'_>| -> Result<String, FormError> {
         plugin
@@ -280,7 +295,13 @@ fn redeem_code(
         target: codes::RedeemTarget::Mac(mac),
         source,
     };
-    match codes::redeem(files.store(), &files.guard, None, &request, crate::model::now()) {
+    match codes::redeem(
+        files.store(),
+        &files.guard,
+        None,
+        &request,
+        crate::model::now(),
+    ) {
         Ok(done) => Ok((Redemption::Accepted, Some(done.device))),
         Err(ManageError::RateLimited) => Ok((Redemption::TooMany, None)),
         Err(ManageError::Store(e)) => Err(FormError::Internal(e.to_string())),

@@ -156,8 +156,7 @@ async fn answer(
             );
         };
         let path = decoded.trim_start_matches('/').to_owned();
-        return super::codeform::answer(state, peer, method, path, uri.query(), user_agent)
-            .await;
+        return super::codeform::answer(state, peer, method, path, uri.query(), user_agent).await;
     }
     let who = Requester::Http {
         src: peer.ip(),

@@ -141,15 +141,11 @@ impl Plugin {
             template: template.clone(),
             message: error_chain(e),
         };
-        Some(
-            context
+        Some(context.map_err(|e| failed(&e)).and_then(|context| {
+            self.tera_for(template)
+                .render(template, &context)
                 .map_err(|e| failed(&e))
-                .and_then(|context| {
-                    self.tera_for(template)
-                        .render(template, &context)
-                        .map_err(|e| failed(&e))
-                }),
-        )
+        }))
     }
 }
 

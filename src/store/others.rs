@@ -135,10 +135,12 @@ impl Store {
     /// once agree on one secret (the second one's candidate loses the compare-and-swap).
     pub fn code_form_secret(&self) -> Result<[u8; CODE_FORM_SECRET_LEN]> {
         let stored = |bytes: &[u8]| -> Result<[u8; CODE_FORM_SECRET_LEN]> {
-            bytes.try_into().map_err(|_| StoreError::Invalid(format!(
-                "meta key code_form_secret holds {} bytes, not {CODE_FORM_SECRET_LEN}",
-                bytes.len()
-            )))
+            bytes.try_into().map_err(|_| {
+                StoreError::Invalid(format!(
+                    "meta key code_form_secret holds {} bytes, not {CODE_FORM_SECRET_LEN}",
+                    bytes.len()
+                ))
+            })
         };
         if let Some(bytes) = self.meta.get(CODE_FORM_SECRET)? {
             return stored(&bytes);

@@ -71,11 +71,14 @@ struct Server {
     _daemon: Daemon,
     http: std::net::SocketAddr,
     socket: std::path::PathBuf,
+    /// What phones put before their file names (`device/provisioning/<key>/` under url_key).
+    files_prefix: String,
 }
 
 impl Server {
-    fn start(dir: &Path) -> Server {
-        let config = write_config(dir, "");
+    /// A daemon on the default configuration plus `body`.
+    fn start(dir: &Path, body: &str) -> Server {
+        let config = write_config(dir, body);
         let mut daemon = Daemon::start({
             let mut cmd = common::command(dir);
             cmd.args(["serve", "--config"]).arg(&config);
@@ -87,6 +90,7 @@ impl Server {
             _daemon: daemon,
             http,
             socket: dir.join("api.sock"),
+            files_prefix: String::new(),
         }
     }
 
@@ -392,10 +396,14 @@ fn new_code(server: &Server, phone: &Phone) -> String {
     code
 }
 
-/// One phone through the whole form; `other` is another phone of the same vendor.
-fn exercise(server: &Server, phone: &Phone, other: &Phone) {
+/// One phone through the whole form; `other` is another phone of the same vendor; the phone
+/// fetches its file under `after_prefix` once redeemed.
+fn exercise(server: &Server, phone: &Phone, other: &Phone, after_prefix: &str) {
     let what = format!("{:?}", phone.vendor);
-    let file_url = format!("http://{}/{}", server.http, phone.file);
+    let file_url = format!(
+        "http://{}/{}{}",
+        server.http, server.files_prefix, phone.file
+    );
     let (status, file) = server.phone_get("GET", &file_url, &phone.user_agent);
     assert_eq!(status, 200, "{what}: {file}");
     let form = form_url_in_file(phone.vendor, &file);
@@ -473,6 +481,7 @@ fn exercise(server: &Server, phone: &Phone, other: &Phone) {
         404,
         "{what}"
     );
+    let file_url = format!("http://{}/{after_prefix}{}", server.http, phone.file);
     let (status, file) = server.phone_get("GET", &file_url, &phone.user_agent);
     assert_eq!(status, 200, "{what}: {file}");
     assert!(has_no_form_key(phone.vendor, &file), "{what}:\n{file}");
@@ -481,7 +490,7 @@ fn exercise(server: &Server, phone: &Phone, other: &Phone) {
 #[test]
 fn each_vendor_redeems_a_code_from_its_own_form() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(tmp.path());
+    let server = Server::start(tmp.path(), "");
     let phones = [
         (
             Phone::new(Vendor::Yealink, "80:5e:c0:aa:bb:01"),
@@ -507,7 +516,7 @@ fn each_vendor_redeems_a_code_from_its_own_form() {
     provision_tenant(&server, &owned);
     set_base_url(&server);
     for (phone, other) in &phones {
-        exercise(&server, phone, other);
+        exercise(&server, phone, other, "");
     }
     let malformed = format!("http://{}/code-form/805ec0aabb01", server.http);
     let ua = &phones[0].0.user_agent;
@@ -542,4 +551,44 @@ fn the_code_form_secret_is_created_once_and_kept() {
     let other_dir = tempfile::tempdir().unwrap();
     let other = Store::open(other_dir.path()).unwrap();
     assert_ne!(other.code_form_secret().unwrap(), first);
+}
+
+/// Under the `url_key` strategy phones fetch their files under their tenant's key, but the
+/// form's URL carries no key: its signature authenticates it.
+#[test]
+fn the_form_is_outside_the_url_key_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path(), "[auth]\nhttp_auth_strategy = \"url_key\"\n");
+    let key = "Key-0123456789";
+    let r = server.api(
+        "PUT",
+        "/configure/provisioning_key",
+        None,
+        Some(json!({"param": {"value": key}})),
+    );
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    server.files_prefix = format!("device/provisioning/{key}/");
+    let phone = Phone::new(Vendor::Yealink, "80:5e:c0:aa:bb:05");
+    let other = Phone::new(Vendor::Yealink, "80:5e:c0:aa:bb:15");
+    // Without the key, no file.
+    let bare = format!("http://{}/{}", server.http, phone.file);
+    assert_eq!(server.phone_get("GET", &bare, &phone.user_agent).0, 404);
+    provision_tenant(&server, std::slice::from_ref(&phone));
+    set_base_url(&server);
+    // Under url_key a phone is served under its own tenant's key only: once redeemed it is
+    // acme's, whose key is where the test looks at its new file.
+    let acme_key = "Acme-0123456789";
+    let r = server.api(
+        "PUT",
+        "/configure/provisioning_key",
+        Some(TENANT),
+        Some(json!({"param": {"value": acme_key}})),
+    );
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    exercise(
+        &server,
+        &phone,
+        &other,
+        &format!("device/provisioning/{acme_key}/"),
+    );
 }

@@ -619,10 +619,7 @@ fn device_inner(args: &DeviceArgs) -> Result<()> {
             output(api, &answer, |_| println!("device {id} deleted"));
         }
         DeviceAction::Reset { id } => {
-            let answer = client.post(
-                &format!("/dev_mgr/devices/{}/reset", seg(id)),
-                json!({}),
-            )?;
+            let answer = client.post(&format!("/dev_mgr/devices/{}/reset", seg(id)), json!({}))?;
             output(api, &answer, |_| {
                 println!("device {id} reset to autoprov; a resync is queued")
             });

@@ -358,6 +358,12 @@ pub struct Sync {
     pub timeout_secs: u64,
     /// UDP port of the phones' SIP stack.
     pub sip_port: u16,
+    /// Devices waiting for a NOTIFY at most; more are dropped (counted, warned about).
+    pub queue_max: usize,
+    /// NOTIFYs started per second at most.
+    pub rate: u32,
+    /// NOTIFYs in flight at most (each waits for its phone's answer).
+    pub concurrency: usize,
 }
 
 impl Default for Sync {
@@ -366,6 +372,9 @@ impl Default for Sync {
             enabled: true,
             timeout_secs: 5,
             sip_port: 5060,
+            queue_max: 100_000,
+            rate: 20,
+            concurrency: 8,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::ident::AutocreateLimits;
 use crate::logging::{self, LogHandle};
 use crate::plugins::{PluginSet, Renderer, ServerInfo};
 use crate::store::{Store, SCHEMA_VERSION};
+use crate::sync::SyncQueue;
 use crate::systemd;
 use crate::tftp::{FileSource, TftpOptions, TftpServer};
 
@@ -132,13 +133,11 @@ async fn run(
 
     let store = open_store(&running).await?;
     let settings = running.settings.clone();
-    let renderer = Renderer::new(
-        store.clone(),
-        ServerInfo {
-            base_url: settings.general.base_url.clone(),
-            url_key_strategy: settings.auth.http_auth_strategy == HttpAuthStrategy::UrlKey,
-        },
-    );
+    let server_info = ServerInfo {
+        base_url: settings.general.base_url.clone(),
+        url_key_strategy: settings.auth.http_auth_strategy == HttpAuthStrategy::UrlKey,
+    };
+    let renderer = Renderer::new(store.clone(), server_info.clone());
     let files = Arc::new(FileService::new(
         store.clone(),
         &settings.general.default_tenant,
@@ -153,9 +152,17 @@ async fn run(
     ));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut servers = Vec::new();
-    let app = provisioning::router(Arc::new(Provisioning {
-        files: Arc::clone(&files),
-    }));
+    // One queue for the REST API and the provisioning server: a device is coalesced and
+    // rate-limited whichever of them asks. Its workers run on this runtime.
+    let sync = SyncQueue::new(
+        store.clone(),
+        Arc::clone(&files),
+        server_info,
+        settings.sync.clone(),
+    );
+    let app = provisioning::router(Arc::new(
+        Provisioning::new(Arc::clone(&files)).with_sync(sync.clone()),
+    ));
     let limits = HttpLimits {
         max_request_bytes: settings.http.max_request_bytes,
         request_timeout: Duration::from_secs(settings.http.request_timeout_secs),
@@ -205,7 +212,7 @@ async fn run(
             settings.general.default_tenant.clone(),
             crate::admin::plugin_roots(&settings),
         )
-        .with_sync(settings.sync.clone())
+        .with_sync_queue(sync)
         .with_base_url(settings.general.base_url.clone()),
     );
     let api_app = api::router(api_state, settings.api.max_body_bytes);

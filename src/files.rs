@@ -416,7 +416,14 @@ impl FileService {
                     return Err(FetchError::BadKey("rate-limited"));
                 }
                 let found = if valid_provisioning_key(key) {
-                    self.store.tenant_by_key(key)?
+                    match self.store.tenant_by_key(key) {
+                        Ok(found) => found,
+                        Err(e) => {
+                            // Our failure, not a wrong guess.
+                            self.guard.succeeded(src, now);
+                            return Err(e.into());
+                        }
+                    }
                 } else {
                     None
                 };

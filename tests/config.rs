@@ -309,6 +309,11 @@ fn every_validation_rule_reports_its_key_path() {
         ("[tftp]\nretries = 0\n".into(), "tftp.retries", "at least 1"),
         ("[sync]\ntimeout_secs = 0\n".into(), "sync.timeout_secs", "between 1 and 32"),
         ("[sync]\ntimeout_secs = 33\n".into(), "sync.timeout_secs", "between 1 and 32"),
+        ("[sync]\nqueue_max = 0\n".into(), "sync.queue_max", "at least 1"),
+        ("[sync]\nrate = 0\n".into(), "sync.rate", "between 1 and 10000"),
+        ("[sync]\nrate = 10001\n".into(), "sync.rate", "between 1 and 10000"),
+        ("[sync]\nconcurrency = 0\n".into(), "sync.concurrency", "between 1 and 256"),
+        ("[sync]\nconcurrency = 257\n".into(), "sync.concurrency", "between 1 and 256"),
         ("[log]\nlevel = \"provisiond=loud\"\n".into(), "log.level", "invalid filter"),
     ];
     for (text, path, fragment) in &cases {

@@ -67,7 +67,7 @@ fn start(
         Arc::new(plugins),
         renderer,
     ));
-    let app = router(Arc::new(Provisioning { files }));
+    let app = router(Arc::new(Provisioning::new(files)));
     let limits = HttpLimits {
         max_request_bytes: 4096,
         request_timeout: Duration::from_secs(1),
@@ -720,7 +720,7 @@ fn a_client_that_never_reads_its_answer_loses_the_connection() {
             Arc::new(plugins),
             renderer,
         ));
-        let app = router(Arc::new(Provisioning { files }));
+        let app = router(Arc::new(Provisioning::new(files)));
         let limits = HttpLimits {
             max_request_bytes: 4096,
             request_timeout: Duration::from_secs(1),

@@ -676,9 +676,7 @@ fn a_customer_device_renders_the_root_and_reseller_configs() {
     let server = start(&mut check);
     let provisioning = InProcess::start(
         provisiond::http::provisioning::router(Arc::new(
-            provisiond::http::provisioning::Provisioning {
-                files: Arc::clone(&server.files),
-            },
+            provisiond::http::provisioning::Provisioning::new(Arc::clone(&server.files)),
         )),
         provisiond::http::HttpLimits {
             max_request_bytes: 4096,

@@ -41,6 +41,7 @@ fn start() -> Server {
         enabled: true,
         timeout_secs: 600,
         sip_port: phone.local_addr().unwrap().port(),
+        ..Default::default()
     });
     let app = router(
         Arc::new(state),

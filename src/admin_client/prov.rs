@@ -413,11 +413,7 @@ fn auto_inner(args: &ProvArgs<AutoAction>) -> Result<()> {
             cell(auto.get("token"))
         );
         for url in list(auto, "urls") {
-            println!(
-                "  {}: {}",
-                cell(url.get("category")),
-                cell(url.get("url"))
-            );
+            println!("  {}: {}", cell(url.get("category")), cell(url.get("url")));
         }
     });
     Ok(())

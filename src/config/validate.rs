@@ -9,6 +9,11 @@ use url::Url;
 use super::{DhcpMode, Pool, Settings};
 use crate::model::validate_id;
 
+/// Highest `[sync] rate` (NOTIFYs started per second).
+pub const MAX_SYNC_RATE: u32 = 10_000;
+/// Highest `[sync] concurrency` (NOTIFYs in flight).
+pub const MAX_SYNC_CONCURRENCY: usize = 256;
+
 /// A problem: key path and message.
 type Problem = (String, String);
 
@@ -149,6 +154,22 @@ fn limits(s: &Settings, p: &mut Problems) {
     // RFC 3261's timer F: a non-INVITE transaction is over after 32 s.
     if !(1..=32).contains(&s.sync.timeout_secs) {
         p.add("sync.timeout_secs", "must be between 1 and 32");
+    }
+    if s.sync.queue_max == 0 {
+        p.add("sync.queue_max", "must be at least 1");
+    }
+    if !(1..=MAX_SYNC_RATE).contains(&s.sync.rate) {
+        p.add(
+            "sync.rate",
+            format!("must be between 1 and {MAX_SYNC_RATE}"),
+        );
+    }
+    // Each NOTIFY in flight holds a UDP socket for up to timeout_secs.
+    if !(1..=MAX_SYNC_CONCURRENCY).contains(&s.sync.concurrency) {
+        p.add(
+            "sync.concurrency",
+            format!("must be between 1 and {MAX_SYNC_CONCURRENCY}"),
+        );
     }
 }
 

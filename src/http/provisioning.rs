@@ -13,11 +13,30 @@ use axum::Router;
 use crate::files::{AutoUrl, FetchError, FileService, Requester, Served};
 use crate::plugins::MAX_PATH_LEN;
 use crate::ratelimit::Kind;
+use crate::sync::SyncQueue;
 
 /// Shared state of the provisioning router.
 pub struct Provisioning {
     /// Files.
     pub files: Arc<FileService>,
+    /// The resync queue, for what phones redeem from their own screens.
+    pub sync: SyncQueue,
+}
+
+impl Provisioning {
+    /// A state serving `files`, whose resync queue sends nothing.
+    pub fn new(files: Arc<FileService>) -> Provisioning {
+        Provisioning {
+            files,
+            sync: SyncQueue::disabled(),
+        }
+    }
+
+    /// The same state with this resync queue (the daemon's).
+    pub fn with_sync(mut self, sync: SyncQueue) -> Provisioning {
+        self.sync = sync;
+        self
+    }
 }
 
 /// The router: every path goes to one handler.

@@ -117,8 +117,8 @@ pub fn check_url(
 }
 
 /// Provisions `device` (just identified) for `target`: a device of the root joins the tenant
-/// and category; a device already of the tenant is left as it is; a device of another tenant
-/// is refused (anti-hijack).
+/// and category; a device of the tenant is provisioned if it is in autoprov and left as it
+/// is otherwise; a device of another tenant is refused (anti-hijack).
 pub fn assign(
     store: &Store,
     target: &AutoTarget,
@@ -128,7 +128,13 @@ pub fn assign(
     let root = store.default_tenant()?.unwrap_or_default();
     let mut current = device.clone();
     for _ in 0..8 {
-        if current.tenant == target.tenant {
+        // A phone of the tenant that has its own config is left alone; one still (or again,
+        // after a reset) in autoprov is provisioned like a new one.
+        let autoprov = current
+            .config
+            .as_deref()
+            .is_none_or(|c| c == crate::store::AUTOPROV_CONFIG);
+        if current.tenant == target.tenant && !autoprov {
             return Ok(current);
         }
         check_hijack(&current, &root, &target.tenant, "automatic provisioning")?;

@@ -1,12 +1,15 @@
 //! Provisioning configs: private to their tenant's subtree, shared read-only with the tenants
 //! below their own (the root's with every tenant), and the configs they inherit from.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
 use super::{conflict_or, may_use, retry_on_conflict, ManageError, Result, Scope};
 use crate::model::{Config, RawConfig};
 use crate::plugins::merged_raw_config;
 use crate::store::{Store, AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG};
+use crate::sync::{Reason, SyncQueue};
 
 fn not_found(id: &str) -> ManageError {
     ManageError::NotFound(format!("no config {id:?}"))
@@ -76,14 +79,16 @@ pub fn create(store: &Store, scope: &Scope, mut config: Config) -> Result<Config
 
 /// Replaces the config `id` by what `build` makes of the stored one (its tenant stays), again
 /// on a concurrent write. `build` runs once the config is known to be the caller's to change,
-/// with the caller's error type.
+/// with the caller's error type. Every device whose files the config feeds is then queued on
+/// `sync` ([`Reason::ConfigChanged`]: the queue tells only those whose rendered files changed).
 pub fn update<E: From<ManageError>>(
     store: &Store,
     scope: &Scope,
     id: &str,
+    sync: &SyncQueue,
     build: impl Fn(&Config) -> Result<Config, E>,
 ) -> Result<Config, E> {
-    retry_on_conflict("config", || {
+    let updated = retry_on_conflict::<_, E>("config", || {
         let stored = writable(store, scope, id)?;
         let mut config = build(&stored)?;
         config.id = stored.id.clone();
@@ -91,7 +96,54 @@ pub fn update<E: From<ManageError>>(
         config.revision = stored.revision;
         check_parents(store, scope, &config)?;
         Ok(conflict_or(store.update_config(&config))?)
-    })
+    })?;
+    if sync.settings().enabled {
+        // The change is written: a failure here must not make the caller believe it is not.
+        match dependent_devices(store, &updated.id) {
+            Ok(devices) => {
+                for device in &devices {
+                    sync.queue(device, Reason::ConfigChanged);
+                }
+            }
+            Err(e) => tracing::warn!(config = %updated.id, "devices to resync not found: {e}"),
+        }
+    }
+    Ok(updated)
+}
+
+/// Ids of the devices whose merged raw config includes config `id`: those whose config is
+/// `id` or inherits from it, and every device of the tenants whose default config is one of
+/// these (every device for `base`, which every chain starts with).
+pub fn dependent_devices(store: &Store, id: &str) -> Result<BTreeSet<String>> {
+    let mut configs: BTreeSet<String> = BTreeSet::new();
+    let mut pending = vec![id.to_owned()];
+    while let Some(config) = pending.pop() {
+        if configs.insert(config.clone()) {
+            pending.extend(store.config_children(&config)?);
+        }
+    }
+    let mut devices = BTreeSet::new();
+    for config in &configs {
+        devices.extend(store.config_device_ids(config)?);
+    }
+    let tree = store.tenant_tree()?;
+    let mut tenants: BTreeSet<String> = BTreeSet::new();
+    for tenant in store.tenants()? {
+        let applies = configs.contains(BASE_CONFIG)
+            || tenant
+                .default_config
+                .as_ref()
+                .is_some_and(|c| configs.contains(c));
+        if applies {
+            tenants.extend(tree.subtree(&tenant.id));
+        }
+    }
+    for tenant in &tenants {
+        for device in store.tenant_device_ids(tenant) {
+            devices.insert(device?);
+        }
+    }
+    Ok(devices)
 }
 
 /// Deletes the config `id` of the caller's subtree (an undeletable one is refused by the

@@ -124,6 +124,9 @@ impl Store {
                 Ok(old)
             },
         ))?;
+        // Outside the transaction, which every device write pays for: a state left by a
+        // crash in between names an id that no device has.
+        self.forget_sync_state(id)?;
         self.flush()?;
         Ok(old)
     }
@@ -158,6 +161,11 @@ impl Store {
     /// Every device, by id.
     pub fn devices(&self) -> Result<Vec<Device>> {
         self.list(&self.devices, "devices")
+    }
+
+    /// Ids of the devices whose config is `config`, sorted, from the index.
+    pub fn config_device_ids(&self, config: &str) -> Result<Vec<String>> {
+        self.multi_list(&self.idx_cfg_devices, config.as_bytes(), usize::MAX)
     }
 
     /// Number of devices whose config is `config`, from the index (no scan).

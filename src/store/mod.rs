@@ -12,6 +12,7 @@ mod index;
 mod others;
 mod prov;
 mod schema;
+mod sync_state;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,7 @@ pub use check::TreeCheck;
 pub use index::{Field, Ordered, FIELDS};
 pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG, CODE_FORM_SECRET_LEN};
 pub use schema::SCHEMA_VERSION;
+pub use sync_state::{LastSync, Reason, SyncState, SyncStatus};
 
 /// Default size of sled's page cache, in MiB (`[general] store_cache_mib`).
 pub const DEFAULT_CACHE_MIB: u32 = 64;
@@ -176,6 +178,7 @@ pub struct Store {
     leases: Tree,
     idx_lease_mac: Tree,
     plugins_state: Tree,
+    sync_state: Tree,
     tenant_tree: std::sync::Arc<TreeCache>,
     commit: std::sync::Arc<GroupCommit>,
     /// True while `meta` holds the lease index's settled mark (see `others::settle_lease_index`).
@@ -334,6 +337,7 @@ impl Store {
             leases: tree("leases")?,
             idx_lease_mac: tree("idx_lease_mac")?,
             plugins_state: tree("plugins_state")?,
+            sync_state: tree("sync_state")?,
             tenant_tree: Default::default(),
             commit: Default::default(),
             lease_index_settled: Default::default(),

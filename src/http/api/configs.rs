@@ -182,7 +182,7 @@ pub(super) async fn update(
     // The body is read once the config is known (an unknown id is 404 whatever the body).
     blocking(move || {
         let build = |stored: &Config| parse_config(&body.config, id.clone(), stored.tenant.clone());
-        manage::configs::update(&state.store, &caller.scope, &id, build)
+        manage::configs::update(&state.store, &caller.scope, &id, &state.sync, build)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -1,9 +1,8 @@
 //! `/dev_mgr`: devices, synchronisation operations, reconfigure, DHCP info.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, StatusCode};
@@ -16,6 +15,7 @@ use super::query::ListQuery;
 use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody, PathParam};
 use crate::manage;
 use crate::model::{self, Added, Device, Mac};
+use crate::sync::{LastSync, Queued, Reason, SyncStatus};
 
 /// Operations, numbered from 1, kept until a client deletes them.
 #[derive(Debug, Default)]
@@ -148,8 +148,19 @@ pub(super) fn device_json(device: &Device, state: &ApiState) -> Value {
     Value::Object(out)
 }
 
+/// `last_sync` of a single-device GET: how its last resync ended.
+fn last_sync_json(last: &LastSync) -> Value {
+    json!({
+        "state": last.state.as_str(),
+        "at": last.at,
+        "detail": last.detail,
+        "reason": last.reason.as_str(),
+    })
+}
+
 /// Keys the API shows but computes itself; ignored when written with the type it shows.
 const READ_ONLY: &[(&str, ReadOnly)] = &[
+    ("last_sync", ReadOnly::Object),
     ("configured", ReadOnly::Bool),
     ("is_new", ReadOnly::Bool),
     ("added", ReadOnly::Text),
@@ -252,11 +263,24 @@ pub(super) async fn show(
 ) -> ApiResult {
     caller.require(&format!("provd.dev_mgr.devices.{id}.read"))?;
     let st = Arc::clone(&state);
-    let device = blocking(move || Ok(manage::devices::get(&st.store, &caller.scope, &id)?)).await?;
-    Ok(reply(
-        StatusCode::OK,
-        json!({ "device": device_json(&device, &state) }),
-    ))
+    let (device, sync) = blocking(move || {
+        let device = manage::devices::get(&st.store, &caller.scope, &id)?;
+        // The device is still shown when its resync state no longer decodes.
+        let sync = st.store.sync_state(&device.id).unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            None
+        });
+        Ok((device, sync))
+    })
+    .await?;
+    let mut shown = device_json(&device, &state);
+    if let Value::Object(map) = &mut shown {
+        map.insert(
+            "last_sync".to_owned(),
+            sync.map_or(Value::Null, |s| last_sync_json(&s.last)),
+        );
+    }
+    Ok(reply(StatusCode::OK, json!({ "device": shown })))
 }
 
 pub(super) async fn create(
@@ -318,55 +342,53 @@ pub(super) async fn synchronize(
     let st = Arc::clone(&state);
     let id = body.id.clone();
     let device = blocking(move || Ok(manage::devices::get(&st.store, &caller.scope, &id)?)).await?;
-    // An IPv4 phone stored as ::ffff:a.b.c.d is written as IPv4 in the NOTIFY; addresses no
-    // phone can have are refused.
-    let target = device
-        .ip
-        .map(|ip| ip.to_canonical())
-        .filter(|ip| !ip.is_unspecified() && !ip.is_multicast() && ip != &IpAddr::from([255; 4]))
-        .map(|ip| SocketAddr::new(ip, state.sync.sip_port));
-    let plugins = state.files.plugins();
-    let event = device
-        .plugin
-        .as_deref()
-        .and_then(|name| plugins.get(name))
-        .and_then(|plugin| plugin.sync_event.clone());
-    let mut ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
-    let plan = match (state.sync.enabled, target, event) {
-        (false, _, _) => Err("[sync] enabled = false"),
-        (_, None, _) => Err("the device has no usable IP address"),
-        (_, _, None) => Err("the device's plugin has no sync_event"),
-        _ if ops.in_progress_count() >= MAX_NOTIFYING => Err("too many NOTIFYs in flight"),
-        (true, Some(target), Some(event)) => Ok((target, event)),
+    // Checked here too (the queue's worker checks again) so that a NOTIFY that cannot be sent
+    // fails the operation at once.
+    let plan = crate::sync::target(&device, &state.files.plugins(), state.sync.settings());
+    let (plan, joined, n) = {
+        let mut ops = state.ops.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = match plan {
+            Ok(_) if ops.in_progress_count() >= MAX_NOTIFYING => Err("too many NOTIFYs in flight"),
+            Ok(_) => Ok(()),
+            Err(why) => Err(why),
+        };
+        // A device already being told joins that operation: one NOTIFY, one resync.
+        let joined = plan.is_ok().then(|| ops.in_progress(&device.id)).flatten();
+        let n = match joined {
+            Some(n) => n,
+            None => ops.add(
+                &device.tenant,
+                &device.id,
+                if plan.is_ok() { "progress" } else { "fail" },
+            ),
+        };
+        (plan, joined, n)
     };
-    // A device already being told joins that operation: one NOTIFY, one resync.
-    let joined = plan.is_ok().then(|| ops.in_progress(&device.id)).flatten();
-    let n = match joined {
-        Some(n) => n,
-        None => ops.add(
-            &device.tenant,
-            &device.id,
-            if plan.is_ok() { "progress" } else { "fail" },
-        ),
-    };
-    drop(ops);
     match (plan, joined) {
-        (Err(why), _) => tracing::warn!(device = %device.id, "synchronize not possible: {why}"),
-        (Ok(_), Some(_)) => {}
-        (Ok((target, event)), None) => {
-            let timeout = Duration::from_secs(state.sync.timeout_secs.max(1));
+        (Err(why), _) => {
+            tracing::warn!(device = %device.id, "synchronize not possible: {why}");
             let st = Arc::clone(&state);
-            let device_id = device.id.clone();
+            let recorded = tokio::task::spawn_blocking(move || {
+                st.sync
+                    .record(&device.id, Reason::Manual, SyncStatus::Skipped, why)
+            })
+            .await;
+            if let Ok(Err(e)) = recorded {
+                tracing::warn!("resync state not recorded: {e}");
+            }
+        }
+        (Ok(()), Some(_)) => {}
+        (Ok(()), None) => {
+            let (queued, outcome) = state.sync.queue_watched(&device.id, Reason::Manual);
+            if queued == Queued::Dropped {
+                tracing::warn!(device = %device.id, "synchronize: the resync queue is full");
+            }
+            let st = Arc::clone(&state);
             tokio::spawn(async move {
-                let status = match crate::sync::notify(target, &event, timeout).await {
-                    Ok(code) => {
-                        tracing::info!(device = %device_id, %target, code, "SIP NOTIFY {event}: accepted");
-                        "success"
-                    }
-                    Err(e) => {
-                        tracing::warn!(device = %device_id, "SIP NOTIFY {event}: {e}");
-                        "fail"
-                    }
+                // Dropped by a full queue: no outcome ever comes.
+                let status = match outcome.await {
+                    Ok(last) if last.state == SyncStatus::Ok => "success",
+                    _ => "fail",
                 };
                 // Unless the client deleted the operation meanwhile.
                 if let Some(op) = st

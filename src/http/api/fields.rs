@@ -52,6 +52,8 @@ pub enum ReadOnly {
     Bool,
     /// A string or `null`.
     Text,
+    /// An object or `null`.
+    Object,
 }
 
 /// Refuses a read-only field of `object` that has the wrong type; a well-typed one is ignored
@@ -66,11 +68,13 @@ pub fn check_read_only(
             (None | Some(Value::Null), _)
                 | (Some(Value::Bool(_)), ReadOnly::Bool)
                 | (Some(Value::String(_)), ReadOnly::Text)
+                | (Some(Value::Object(_)), ReadOnly::Object)
         );
         if !ok {
             let wanted = match kind {
                 ReadOnly::Bool => "a boolean",
                 ReadOnly::Text => "a string",
+                ReadOnly::Object => "an object",
             };
             return Err(ApiError::field(
                 *name,

@@ -719,6 +719,26 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
         "# HELP provisiond_store_flush_requests_total Writers that waited for a flush; group commit makes concurrent ones share one.\n# TYPE provisiond_store_flush_requests_total counter\nprovisiond_store_flush_requests_total {}\n",
         state.store.flush_requests()
     ));
+    let q = state.sync.counters();
+    out.push_str("# HELP provisiond_sync_total Resync queue: requests queued, coalesced with a device already waiting, dropped (queue full); NOTIFYs accepted (sent_ok) or not (sent_failed); config changes that left the files unchanged; devices with nothing to send to (skipped).\n# TYPE provisiond_sync_total counter\n");
+    for (outcome, n) in [
+        ("queued", load(&q.queued)),
+        ("coalesced", load(&q.coalesced)),
+        ("dropped", load(&q.dropped)),
+        ("sent_ok", load(&q.sent_ok)),
+        ("sent_failed", load(&q.sent_failed)),
+        ("unchanged", load(&q.unchanged)),
+        ("skipped", load(&q.skipped)),
+    ] {
+        out.push_str(&format!(
+            "provisiond_sync_total{{outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP provisiond_sync_waiting Devices waiting for a NOTIFY.\n# TYPE provisiond_sync_waiting gauge\nprovisiond_sync_waiting {}\n# HELP provisiond_sync_in_flight NOTIFYs waiting for their answer.\n# TYPE provisiond_sync_in_flight gauge\nprovisiond_sync_in_flight {}\n",
+        state.sync.waiting(),
+        state.sync.in_flight()
+    ));
     state.files.rejected.write_metrics(&mut out);
     state.files.guard.write_metrics(&mut out);
     out.push_str(&format!(

@@ -53,15 +53,15 @@ pub struct ApiState {
     pub ops: Mutex<devices::Operations>,
     /// Request counters for `/metrics`.
     pub metrics: misc::Metrics,
-    /// SIP NOTIFY settings (`[sync]`).
-    pub sync: crate::config::Sync,
+    /// The resync queue (SIP NOTIFY), with its `[sync]` settings.
+    pub sync: crate::sync::SyncQueue,
     /// `[general] base_url`: how phones reach the provisioning server, for the URLs the API
     /// shows (automatic provisioning).
     pub base_url: Option<url::Url>,
 }
 
 impl ApiState {
-    /// A state with no operation in progress.
+    /// A state with no operation in progress and a resync queue that sends nothing.
     pub fn new(
         store: Store,
         files: Arc<FileService>,
@@ -75,7 +75,7 @@ impl ApiState {
             plugin_roots,
             ops: Mutex::new(devices::Operations::default()),
             metrics: misc::Metrics::default(),
-            sync: crate::config::Sync::default(),
+            sync: crate::sync::SyncQueue::disabled(),
             base_url: None,
         }
     }
@@ -86,9 +86,22 @@ impl ApiState {
         self
     }
 
-    /// The same state with these `[sync]` settings.
-    pub fn with_sync(mut self, sync: crate::config::Sync) -> ApiState {
-        self.sync = sync;
+    /// The same state with a resync queue of its own with these `[sync]` settings (rendering
+    /// for the files' digest as on a server without `base_url` nor `url_key`).
+    pub fn with_sync(self, sync: crate::config::Sync) -> ApiState {
+        let queue = crate::sync::SyncQueue::new(
+            self.store.clone(),
+            Arc::clone(&self.files),
+            crate::plugins::ServerInfo::default(),
+            sync,
+        );
+        self.with_sync_queue(queue)
+    }
+
+    /// The same state with this resync queue (the daemon's, shared with the provisioning
+    /// server).
+    pub fn with_sync_queue(mut self, queue: crate::sync::SyncQueue) -> ApiState {
+        self.sync = queue;
         self
     }
 }
@@ -481,9 +494,10 @@ pub fn location(path: &str) -> String {
     format!("/0.2/{path}")
 }
 
-/// Queues a SIP NOTIFY of the device, whose files changed.
+/// Queues a SIP NOTIFY of the device, whose files changed (never blocks; the queue logs and
+/// counts what it drops).
 pub(super) fn resync(state: &ApiState, device: &str, reason: crate::sync::Reason) {
-    let _ = (state, device, reason);
+    state.sync.queue(device, reason);
 }
 
 /// 201 with `Location: /0.2/<path>` and `{"id": id}`.

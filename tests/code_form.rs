@@ -66,6 +66,58 @@ impl Phone {
     }
 }
 
+/// The phones' SIP side: every phone of the test is at 127.0.0.1, so one UDP socket on the
+/// daemon's `[sync] sip_port` receives every NOTIFY.
+struct SipPhones {
+    socket: std::net::UdpSocket,
+    answered: std::collections::BTreeSet<String>,
+}
+
+impl SipPhones {
+    fn bind() -> SipPhones {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        SipPhones {
+            socket,
+            answered: Default::default(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    /// Waits for the next NOTIFY (answering retransmissions of earlier ones again), answers it
+    /// 200 as a phone does, and returns its `Event` header.
+    fn expect_notify(&mut self) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, from) = self.socket.recv_from(&mut buf).expect("a NOTIFY");
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(text.starts_with("NOTIFY sip:"), "{text}");
+            let header = |name: &str| {
+                text.lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case(name)
+                            .then(|| v.trim().to_owned())
+                    })
+                    .unwrap_or_else(|| panic!("no {name} in {text}"))
+            };
+            let mut answer = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                answer.push_str(&format!("{name}: {}\r\n", header(name)));
+            }
+            answer.push_str("Content-Length: 0\r\n\r\n");
+            self.socket.send_to(answer.as_bytes(), from).unwrap();
+            if self.answered.insert(header("Call-ID")) {
+                return header("Event");
+            }
+        }
+    }
+}
+
 /// The daemon with its phones' HTTP address and its admin socket.
 struct Server {
     _daemon: Daemon,
@@ -73,12 +125,14 @@ struct Server {
     socket: std::path::PathBuf,
     /// What phones put before their file names (`device/provisioning/<key>/` under url_key).
     files_prefix: String,
+    sip: std::cell::RefCell<SipPhones>,
 }
 
 impl Server {
     /// A daemon on the default configuration plus `body`.
     fn start(dir: &Path, body: &str) -> Server {
-        let config = write_config(dir, body);
+        let sip = SipPhones::bind();
+        let config = write_config(dir, &format!("{body}[sync]\nsip_port = {}\n", sip.port()));
         let mut daemon = Daemon::start({
             let mut cmd = common::command(dir);
             cmd.args(["serve", "--config"]).arg(&config);
@@ -91,6 +145,7 @@ impl Server {
             http,
             socket: dir.join("api.sock"),
             files_prefix: String::new(),
+            sip: std::cell::RefCell::new(sip),
         }
     }
 
@@ -220,6 +275,15 @@ fn form_url_in_file(vendor: Vendor, file: &str) -> String {
                 .unwrap_or_else(|| panic!("no microbrowser home in\n{file}"))
                 .to_owned()
         }
+    }
+}
+
+/// The `sync_event` of the vendor's plugin (its plugin.toml).
+fn sync_event(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::Yealink | Vendor::Snom => "check-sync;reboot=false",
+        Vendor::Cisco => "resync",
+        Vendor::Polycom => "check-sync",
     }
 }
 
@@ -474,6 +538,9 @@ fn exercise(server: &Server, phone: &Phone, other: &Phone, after_prefix: &str) {
         "{what}: {after}"
     );
     assert_eq!(after["configured"], true, "{what}: {after}");
+    // And the phone is told to fetch its new files, with its vendor's event.
+    let event = server.sip.borrow_mut().expect_notify();
+    assert_eq!(event, sync_event(phone.vendor), "{what}");
 
     // Provisioned: the form is gone, from the server and from the phone's file.
     assert_eq!(

@@ -22,6 +22,7 @@ use crate::manage::{codes, ManageError};
 use crate::model::{Device, Mac};
 use crate::plugins::{PluginSet, RenderError, RuleSource, Screen};
 use crate::ratelimit::Kind;
+use crate::sync::Reason;
 
 /// Longest code value passed on: a code has 12 digits, anything much longer is refused the
 /// same way without carrying it further.
@@ -76,6 +77,8 @@ struct Page {
     plugin: String,
     /// What the access log says about a submission (never the code).
     reason: Option<String>,
+    /// The device to resync: a code was redeemed for it.
+    resync: Option<String>,
 }
 
 /// Answers a request for a path under `code-form/` (decoded, without its leading `/`).
@@ -98,7 +101,12 @@ pub(super) async fn answer(
     // Store reads and writes, rendering, and the redemption's flush: off the runtime.
     let served = tokio::task::spawn_blocking(move || serve(&files, &request)).await;
     match served {
-        Ok(Ok(page)) => respond(page, method),
+        Ok(Ok(page)) => {
+            if let Some(device) = &page.resync {
+                state.sync.queue(device, Reason::Redeemed);
+            }
+            respond(page, method)
+        }
         Ok(Err(FormError::Refused {
             reason,
             warning,
@@ -216,6 +224,7 @@ fn serve(files: &FileService, request: &Request) -> Result<Page, FormError> {
         device: device.clone(),
         plugin: plugin.name.clone(),
         reason,
+        resync: None,
     };
     match form.page {
         FormPage::Input => {
@@ -265,6 +274,7 @@ fn serve(files: &FileService, request: &Request) -> Result<Page, FormError> {
             let mut answered = page(body, Some(reason.to_owned()));
             // The access log shows the device as the redemption left it (its new tenant).
             if let Some(redeemed) = redeemed {
+                answered.resync = Some(redeemed.id.clone());
                 answered.device = redeemed;
             }
             Ok(answered)

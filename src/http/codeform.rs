@@ -173,11 +173,11 @@ fn serve(files: &FileService, request: &Request) -> Result<Page, FormError> {
         device: Some(device.id.clone()),
     };
     let plugins = files.plugins();
-    let plugin = device
+    let (plugin, form_spec) = device
         .plugin
         .as_deref()
         .and_then(|name| plugins.get(name))
-        .filter(|p| p.code_form.is_some())
+        .and_then(|p| Some((p, p.code_form.as_ref()?)))
         .ok_or_else(|| {
             refused_for(format!(
                 "device {} has no plugin with a code form",
@@ -206,17 +206,14 @@ fn serve(files: &FileService, request: &Request) -> Result<Page, FormError> {
             device.id
         )));
     }
-    let Some(form_spec) = plugin.code_form.as_ref() else {
-        return Err(refused_for(format!(
-            "device {} has no code form",
-            device.id
-        )));
-    };
     let render = |screen: Screen<'_>| -> Result<String, FormError> {
-        plugin
-            .render_screen(screen)
-            .unwrap_or_else(|| Err(RenderError::NotATemplate("code form".to_owned())))
-            .map_err(FormError::from)
+        match plugin.render_screen(screen) {
+            Some(rendered) => Ok(rendered?),
+            None => Err(FormError::Internal(format!(
+                "plugin {} lost its code form",
+                plugin.name
+            ))),
+        }
     };
     let page = |body: String, reason: Option<String>| Page {
         body,

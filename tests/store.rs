@@ -68,6 +68,7 @@ fn tenant(id: &str, key: Option<&str>) -> Tenant {
         parent: (id != "master").then(|| "master".to_owned()),
         provisioning_key: key.map(str::to_owned),
         default_config: None,
+        auto_token: None,
         revision: 0,
     }
 }

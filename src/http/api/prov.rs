@@ -16,21 +16,15 @@ use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, PathParam};
 use crate::manage::{self, codes, rollouts};
 use crate::model::{self, Category, Code, FirmwareTarget, Job, RawConfig, Rollout};
 
-/// `?recurse=true` of the listings.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Recurse {
-    #[serde(default)]
-    recurse: Option<String>,
-}
-
-impl Recurse {
-    fn on(&self) -> ApiResult<bool> {
-        match self.recurse.as_deref() {
-            None | Some("false") => Ok(false),
-            Some("true") => Ok(true),
-            Some(_) => Err(ApiError::field("recurse", "true or false")),
-        }
-    }
+/// `?recurse=` of the listings, read as the device and config lists read it (the same values,
+/// a repeat refused naming it); their other parameters mean nothing here and are ignored.
+fn wants_recurse(pairs: &[(String, String)]) -> ApiResult<bool> {
+    let only: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(key, _)| key == "recurse")
+        .cloned()
+        .collect();
+    Ok(super::query::ListQuery::parse(&only)?.recurse)
 }
 
 pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
@@ -103,10 +97,10 @@ impl CategoryBody {
 pub(super) async fn categories(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.categories.read")?;
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found = blocking(move || {
         Ok(manage::categories::list(
             &state.store,
@@ -229,10 +223,10 @@ pub(super) struct CodeEnvelope {
 pub(super) async fn codes(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.codes.read")?;
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found = blocking(move || {
         Ok(codes::list(
             &state.store,
@@ -434,11 +428,11 @@ pub(super) struct RolloutEnvelope {
 pub(super) async fn rollouts_list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.rollouts.read")?;
     let show = caller.require("provd.prov_mgr.codes.read").is_ok();
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found = blocking(move || Ok(rollouts::list(&state.store, &caller.scope, recurse)?)).await?;
     let now = model::now();
     let items: Vec<Value> = found.iter().map(|r| rollout_json(r, show, now)).collect();
@@ -570,10 +564,10 @@ pub(super) struct JobEnvelope {
 pub(super) async fn jobs_list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.jobs.read")?;
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found =
         blocking(move || Ok(manage::jobs::list(&state.store, &caller.scope, recurse)?)).await?;
     let items: Vec<Value> = found.iter().map(job_json).collect();

@@ -608,17 +608,12 @@ pub(super) async fn job_create(
     };
     let category = body.category;
     let st = Arc::clone(&state);
-    let created = blocking(move || {
-        Ok(manage::jobs::create(
-            &st.store,
-            &caller.scope,
-            &category,
-            new,
-            model::now(),
-        )?)
+    let (created, category) = blocking(move || {
+        let job = manage::jobs::create(&st.store, &caller.scope, &category, new, model::now())?;
+        let category = st.store.category(&job.category)?;
+        Ok((job, category))
     })
     .await?;
-    let category = state.store.category(&created.category).ok().flatten();
     if let Some(category) = category {
         resync_category(&state, category).await;
     }

@@ -146,11 +146,10 @@ pub fn parse_csv(text: &str) -> Result<Vec<NewEntry>> {
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let mut records = reader.records();
     let mut entries = Vec::new();
     let mut columns = (0usize, Some(1usize));
     let mut first = true;
-    while let Some(record) = records.next() {
+    for record in reader.records() {
         let line = record
             .as_ref()
             .ok()

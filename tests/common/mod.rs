@@ -311,6 +311,7 @@ pub fn api_token(
                 parent: Some("master".into()),
                 provisioning_key: None,
                 default_config: None,
+                auto_token: None,
                 revision: 0,
             })
             .unwrap();

@@ -82,7 +82,7 @@ fn start(strategy: HttpAuthStrategy) -> Server {
         provisiond::config::Api::default().max_body_bytes,
     );
     let api_http = InProcess::start(api_app, common::api_limits(60), None);
-    let prov_app = provisiond::http::provisioning::router(Arc::new(Provisioning { files }));
+    let prov_app = provisiond::http::provisioning::router(Arc::new(Provisioning::new(files)));
     let prov_limits = HttpLimits {
         max_request_bytes: 4096,
         request_timeout: Duration::from_secs(5),
@@ -865,6 +865,84 @@ fn ten_wrong_codes_from_one_source_then_even_the_right_one_is_refused() {
 }
 
 #[test]
+fn only_wrong_codes_cost_and_a_pbx_spends_its_phones_budgets() {
+    let _counter = hijack_counter();
+    let s = start(HttpAuthStrategy::Disabled);
+    let a = s.tenant("acme", ROOT);
+    let b = s.tenant("bravo", ROOT);
+    s.category(&a, "desk", true, None);
+    s.category(&b, "desk", true, None);
+    // A phone of bravo: acme's right codes are refused for it, a dozen times, for free.
+    let foreign = s.device(&s.root, "80:5e:c0:0a:00:01", None);
+    let code_b = s.code(&b, "desk");
+    let r = s.call(
+        &s.root,
+        "POST",
+        "/prov_mgr/redeem",
+        by_device(&code_b, &foreign),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for n in 0..12 {
+        let code = s.code(&a, "desk");
+        let r = s.call_from(
+            "127.0.0.7",
+            &s.root,
+            "POST",
+            "/prov_mgr/redeem",
+            by_device(&code, &foreign),
+        );
+        assert_eq!(r.status, 403, "hijack attempt {n}: {}", r.body);
+    }
+    let mine = s.device(&s.root, "80:5e:c0:0a:00:02", Some("10.7.0.2"));
+    let code = s.code(&a, "desk");
+    let r = s.call_from(
+        "127.0.0.7",
+        &s.root,
+        "POST",
+        "/prov_mgr/redeem",
+        by_device(&code, &mine),
+    );
+    assert_eq!(r.status, 200, "right codes cost nothing: {}", r.body);
+
+    // A PBX redeeming by `ip` for its users: the phone that mistyped pays, not its neighbour.
+    s.device(&s.root, "80:5e:c0:0a:00:03", Some("10.7.0.3"));
+    let neighbour = s.device(&s.root, "80:5e:c0:0a:00:04", Some("10.7.0.4"));
+    let wrong = |ip: &str| json!({"code": "000000000000", "ip": ip});
+    for n in 0..10 {
+        let r = s.call_from(
+            "127.0.0.8",
+            &s.root,
+            "POST",
+            "/prov_mgr/redeem",
+            Some(wrong("10.7.0.3")),
+        );
+        assert_eq!(r.status, 404, "wrong code {n}: {}", r.body);
+    }
+    let code = s.code(&a, "desk");
+    let r = s.call_from(
+        "127.0.0.8",
+        &s.root,
+        "POST",
+        "/prov_mgr/redeem",
+        Some(json!({"code": code, "ip": "10.7.0.3"})),
+    );
+    assert_eq!(r.status, 429, "the phone that failed ten times: {}", r.body);
+    let r = s.call_from(
+        "127.0.0.8",
+        &s.root,
+        "POST",
+        "/prov_mgr/redeem",
+        Some(json!({"code": code, "ip": "10.7.0.4"})),
+    );
+    assert_eq!(
+        r.status, 200,
+        "its neighbour, through the same PBX: {}",
+        r.body
+    );
+    assert_eq!(s.stored(&neighbour).tenant, "acme");
+}
+
+#[test]
 fn ten_wrong_url_keys_from_one_source_then_even_the_right_one_is_refused() {
     let s = start(HttpAuthStrategy::UrlKey);
     let mut master = s.store.tenant(ROOT).unwrap().unwrap();
@@ -981,6 +1059,9 @@ fn provisioned_phones_get_their_own_admin_password_and_reset_keeps_the_tenant() 
     assert_ne!(reset.category.as_deref(), Some(category.as_str()));
     let file = s.phone_file(mac);
     assert!(file.contains("No SIP line is assigned"), "{file}");
+    // Back in autoprov, the phone keeps its own password: never the tenant's.
+    assert!(file.contains(&password), "{file}");
+    assert!(!file.contains(TENANT_PASSWORD), "{file}");
     assert_eq!(
         s.stored(&id).tenant,
         "acme",
@@ -998,6 +1079,7 @@ fn no_log_line_holds_a_whole_code() {
         cmd.args(["serve", "--config"]).arg(&config);
         cmd
     });
+    let http = common::listening_on(&daemon.expect_line(&["HTTP provisioning on"]));
     daemon.expect_line(&["ready"]);
     let socket = dir.join("api.sock");
     let via = ["--unix-socket", socket.to_str().unwrap()];
@@ -1046,6 +1128,22 @@ fn no_log_line_holds_a_whole_code() {
     );
     assert_eq!(redeem(&revoked).status, 404);
     assert_eq!(redeem(&used).status, 200);
+    // An automatic URL's token is a secret too: the access log masks it.
+    const TOKEN: &str = "Sekr3t-auto-token";
+    let r = call(
+        "PUT",
+        "/prov_mgr/auto",
+        Some(json!({"auto": {"token": TOKEN}})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let auto = curl(
+        &["-A", &yealink("80:5e:c0:09:00:02")],
+        &format!("http://{http}/auto/master/{TOKEN}/desk/805ec0090002.cfg"),
+        "GET",
+        &[],
+        None,
+    );
+    assert_eq!(auto.status, 200, "{}", auto.body);
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(daemon.wait().success());
 
@@ -1053,6 +1151,15 @@ fn no_log_line_holds_a_whole_code() {
     assert!(
         lines.iter().any(|l| l.contains("DEBUG")),
         "debug lines are written too:\n{}",
+        lines.join("\n")
+    );
+    let leaks: Vec<&String> = lines.iter().filter(|l| l.contains(TOKEN)).collect();
+    assert!(leaks.is_empty(), "the token logged:\n{leaks:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/auto/master/…/desk/805ec0090002.cfg")),
+        "the masked access line:\n{}",
         lines.join("\n")
     );
     for code in [&used, &revoked, &wrong] {

@@ -343,10 +343,16 @@ pub(super) async fn redeem(
             ))
         }
     };
+    // A PBX redeems for its users: failures count against the phone that dialled (its
+    // address), not against the PBX, whose every user would share one budget.
+    let source = match &target {
+        codes::RedeemTarget::Ip(ip) => ip.to_canonical(),
+        _ => caller.peer,
+    };
     let req = codes::RedeemRequest {
         code: body.code,
         target,
-        source: caller.peer,
+        source,
     };
     let st = Arc::clone(&state);
     let done = blocking(move || {

@@ -420,7 +420,7 @@ impl FileService {
                         Ok(found) => found,
                         Err(e) => {
                             // Our failure, not a wrong guess.
-                            self.guard.succeeded(src, now);
+                            self.guard.succeeded(Secret::UrlKey, src, now);
                             return Err(e.into());
                         }
                     }
@@ -431,7 +431,7 @@ impl FileService {
                     self.guard.failed(Secret::UrlKey);
                     return Err(FetchError::BadKey("unknown or malformed"));
                 };
-                self.guard.succeeded(src, now);
+                self.guard.succeeded(Secret::UrlKey, src, now);
                 (file, Some(tenant.id))
             }
         };

@@ -498,6 +498,7 @@ fn under_url_key_the_provisioning_url_carries_the_pool_tenant_key() {
                     parent: Some("master".into()),
                     provisioning_key: key.map(str::to_owned),
                     default_config: None,
+                    auto_token: None,
                     revision: 0,
                 })
                 .unwrap();

@@ -291,6 +291,7 @@ fn url_key_matrix() {
             parent: Some("master".into()),
             provisioning_key: Some("OtherKey456".into()),
             default_config: None,
+            auto_token: None,
             revision: 0,
         })
         .unwrap();
@@ -578,6 +579,7 @@ fn a_key_of_another_tenant_neither_changes_nor_creates_devices() {
             parent: Some("master".into()),
             provisioning_key: Some("OtherKey456".into()),
             default_config: None,
+            auto_token: None,
             revision: 0,
         })
         .unwrap();

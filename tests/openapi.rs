@@ -308,19 +308,61 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
+/// The collections whose objects get their id from the server (and so have no id in their
+/// POST examples).
+const SERVER_CHOSEN: [&str; 4] = [
+    "/prov_mgr/categories",
+    "/prov_mgr/codes",
+    "/prov_mgr/rollouts",
+    "/prov_mgr/jobs",
+];
+
+/// What the path parameters stand for: the token to delete, and the objects of
+/// [`SERVER_CHOSEN`] that the POSTs created, by collection, read from their `Location`.
+struct Ids {
+    token: String,
+    created: BTreeMap<String, String>,
+}
+
+impl Ids {
+    fn new(token: &str) -> Ids {
+        Ids {
+            token: token.to_owned(),
+            created: BTreeMap::new(),
+        }
+    }
+
+    /// Remembers the object that a 201 names in its `Location` (`/0.2/<collection>/<id>`).
+    fn remember(&mut self, reply: &Reply) {
+        let named = reply
+            .headers
+            .get("location")
+            .and_then(|l| l.strip_prefix("/0.2"))
+            .and_then(|l| l.rsplit_once('/'));
+        if let (201, Some((collection, id))) = (reply.status, named) {
+            self.created.insert(collection.to_owned(), id.to_owned());
+        }
+    }
+}
+
 /// `template` (a path or an ACL of `path`) with the path parameters filled in, so that the
-/// successful run finds what its POSTs created.
-fn fill(template: &str, path: &str, token_id: &str) -> String {
+/// successful run finds what its POSTs created. An object of [`SERVER_CHOSEN`] that no POST
+/// created yet is named `none` (the ACL check comes before the lookup).
+fn fill(template: &str, path: &str, ids: &Ids) -> String {
     let id = match path {
         p if p.starts_with("/dev_mgr/devices/") => "dev1",
         p if p.starts_with("/cfg_mgr/configs/") => "cfg1",
         p if p.starts_with("/pg_mgr/plugins/") => "yealink",
         p if p.starts_with("/tenants/") => "t1",
-        p if p.starts_with("/tokens/") => token_id,
-        _ => "",
+        p if p.starts_with("/tokens/") => &ids.token,
+        p => SERVER_CHOSEN
+            .iter()
+            .find(|c| p.starts_with(&format!("{c}/")))
+            .map_or("", |c| ids.created.get(*c).map_or("none", String::as_str)),
     };
     template
         .replace("{id}", id)
+        .replace("{code}", id)
         .replace("{op}", "1")
         .replace("{param}", "locale")
         .replace("{tenant}", "master")
@@ -335,6 +377,66 @@ fn example_body(doc: &Value, op: &Value) -> Option<String> {
         .unwrap_or_else(|| panic!("request body without an example: {op}"));
     validate(doc, &media["schema"], example, "example").unwrap();
     Some(example.to_string())
+}
+
+/// The example body of `POST <path>`, as JSON.
+fn post_example(doc: &Value, path: &str) -> Value {
+    let op = &doc["paths"][path]["post"];
+    let text = example_body(doc, op).unwrap_or_else(|| panic!("POST {path}: no example"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The provisioning category and the code that the examples of `POST /prov_mgr/codes`,
+/// `/prov_mgr/rollouts`, `/prov_mgr/jobs` and `/prov_mgr/redeem` name, made in the store
+/// before the run: a code's digits are drawn by the server, and the category that
+/// `POST /prov_mgr/categories` creates must stay free of live codes for its DELETE to succeed
+/// (a category that codes name cannot be deleted).
+fn provisioning_fixtures(doc: &Value, store: &Store) {
+    let name = post_example(doc, "/prov_mgr/codes")["code"]["category"].clone();
+    for (path, envelope) in [("/prov_mgr/rollouts", "rollout"), ("/prov_mgr/jobs", "job")] {
+        assert_eq!(
+            post_example(doc, path)[envelope]["category"],
+            name,
+            "{path}"
+        );
+    }
+    assert_ne!(
+        post_example(doc, "/prov_mgr/categories")["category"]["name"],
+        name
+    );
+    let category = store
+        .create_category(&model::Category {
+            id: model::new_id(),
+            tenant: "master".into(),
+            name: name.as_str().unwrap().to_owned(),
+            description: None,
+            config: None,
+            firmware: BTreeMap::new(),
+            provisioning: true,
+            revision: 0,
+        })
+        .unwrap();
+    let now = model::now();
+    store
+        .create_code(&model::Code {
+            code: post_example(doc, "/prov_mgr/redeem")["code"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            tenant: "master".into(),
+            category: category.id,
+            config: None,
+            label: None,
+            rollout: None,
+            created: now,
+            expires: now + model::CODE_TTL_SECS,
+        })
+        .unwrap();
+}
+
+/// The JSON body of a reply.
+fn json_body(what: &str, reply: &Reply) -> Value {
+    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"))
 }
 
 /// Checks a reply against the documented responses of `op`.
@@ -508,12 +610,15 @@ fn document_lists_exactly_the_routes() {
             .filter(|p| p["in"] == "query")
             .map(|p| p["name"].as_str().unwrap().to_owned())
             .collect();
+        // The provisioning lists take `recurse` only: they have no selector, sort or paging.
         let want: BTreeSet<String> = if list && method == "get" {
             [
                 "q", "q64", "fields", "skip", "limit", "sort", "sort_ord", "recurse",
             ]
             .map(String::from)
             .into()
+        } else if SERVER_CHOSEN.contains(&path.as_str()) && method == "get" {
+            ["recurse".to_owned()].into()
         } else {
             BTreeSet::new()
         };
@@ -526,11 +631,12 @@ fn documented_acls_are_the_ones_checked() {
     let doc = document();
     let api = start();
     let (none, _) = api.token(&[]);
+    let ids = Ids::new("0123456789abcdef");
     for (path, method, op) in operations(&doc) {
         if path == "/api/api.yml" {
             continue;
         }
-        let url = format!("/0.2{}", fill(&path, &path, "0123456789abcdef"));
+        let url = format!("/0.2{}", fill(&path, &path, &ids));
         let what = format!("{} {url}", method.to_uppercase());
         let body = example_body(&doc, &op);
 
@@ -542,7 +648,7 @@ fn documented_acls_are_the_ones_checked() {
         assert_eq!(reply.status, 403, "{what}");
         check_reply(&doc, &what, &url, &op, &reply);
         let answer: Value = serde_json::from_slice(&reply.body).unwrap();
-        let acl = fill(op["x-acl"].as_str().unwrap(), &path, "0123456789abcdef");
+        let acl = fill(op["x-acl"].as_str().unwrap(), &path, &ids);
         assert_eq!(
             answer["error"],
             format!("the token lacks the ACL {acl}"),
@@ -558,11 +664,13 @@ fn answers_are_the_documented_ones() {
     let (all, _) = api.token(&["#"]);
     // Deleted by `DELETE /tokens/{id}`.
     let (_, spare_id) = api.token(&["provd.status.read"]);
+    provisioning_fixtures(&doc, &api.store);
+    let mut ids = Ids::new(&spare_id);
     let ops = operations(&doc);
     let mut seen = BTreeSet::new();
     for method in METHODS {
         for (path, _, op) in ops.iter().filter(|(_, m, _)| m == method) {
-            let url = format!("/api/provd/0.2{}", fill(path, path, &spare_id));
+            let url = format!("/api/provd/0.2{}", fill(path, path, &ids));
             let what = format!("{} {url}", method.to_uppercase());
             let reply = curl(
                 api.addr,
@@ -572,7 +680,12 @@ fn answers_are_the_documented_ones() {
                 example_body(&doc, op).as_deref(),
             );
             check_reply(&doc, &what, &url, op, &reply);
+            ids.remember(&reply);
             seen.insert((what, reply.status));
+            if method == "get" && path == "/prov_mgr/rollouts/{id}" {
+                let status = check_csv_export(&doc, api.addr, &all, &url, op);
+                seen.insert((format!("GET {url}.csv"), status));
+            }
         }
     }
     // The examples chain: what the POSTs create, the GETs, PUTs and DELETEs find (autocreate
@@ -582,6 +695,234 @@ fn answers_are_the_documented_ones() {
         .filter(|(_, status)| !(200..300).contains(status))
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// `GET <url>.csv` (a rollout's export): the documented media type and columns, one line per
+/// entry of the rollout that the example of `POST /prov_mgr/rollouts` made; its status.
+fn check_csv_export(doc: &Value, addr: SocketAddr, token: &str, url: &str, op: &Value) -> u16 {
+    let csv_url = format!("{url}.csv");
+    let what = format!("GET {csv_url}");
+    let reply = curl(addr, "get", &csv_url, Some(token), None);
+    check_reply(doc, &what, &csv_url, op, &reply);
+    assert_eq!(reply.status, 200, "{what}");
+    assert_eq!(reply.media_type(), Some("text/csv"), "{what}");
+    let id = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        reply.headers.get("content-disposition").map(String::as_str),
+        Some(format!("attachment; filename=\"rollout-{id}.csv\"").as_str()),
+        "{what}"
+    );
+    let documented = op["responses"]["200"]["content"]["text/csv"]["example"]
+        .as_str()
+        .unwrap();
+    let body = String::from_utf8(reply.body.clone()).unwrap();
+    assert_eq!(
+        body.lines().next(),
+        documented.lines().next(),
+        "{what}: columns"
+    );
+    assert!(body.ends_with("\r\n"), "{what}: CRLF line ends");
+    let entries = post_example(doc, "/prov_mgr/rollouts")["rollout"]["entries"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(body.lines().count(), 1 + entries, "{what}: {body}");
+    reply.status
+}
+
+#[test]
+fn every_list_takes_the_documented_recurse_values() {
+    let doc = document();
+    let api = start();
+    let (all, _) = api.token(&["#"]);
+    let values: Vec<String> = doc["components"]["parameters"]["recurse"]["schema"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let mut lists = BTreeSet::new();
+    for (path, method, op) in operations(&doc) {
+        let declares = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| resolve(&doc, p)["name"] == "recurse");
+        if !declares {
+            continue;
+        }
+        lists.insert(path.clone());
+        for value in &values {
+            let url = format!("/0.2{path}?recurse={value}");
+            let reply = curl(api.addr, &method, &url, Some(&all), None);
+            assert_eq!(reply.status, 200, "{url}");
+            check_reply(&doc, &url, &url, &op, &reply);
+        }
+        for query in ["recurse=yes", "recurse=true&recurse=false"] {
+            let url = format!("/0.2{path}?{query}");
+            let reply = curl(api.addr, &method, &url, Some(&all), None);
+            assert_eq!(reply.status, 400, "{url}");
+            check_reply(&doc, &url, &url, &op, &reply);
+            assert_eq!(
+                json_body(&url, &reply)["details"]["field"],
+                "recurse",
+                "{url}"
+            );
+        }
+    }
+    let want: BTreeSet<String> = ["/dev_mgr/devices", "/cfg_mgr/configs"]
+        .into_iter()
+        .chain(SERVER_CHOSEN)
+        .map(String::from)
+        .collect();
+    assert_eq!(lists, want);
+}
+
+#[test]
+fn provisioning_refusals_are_the_documented_ones() {
+    let doc = document();
+    let api = start();
+    let (all, _) = api.token(&["#"]);
+    let op = |path: &str, method: &str| doc["paths"][path][method].clone();
+    let call = |method: &str, path: &str, doc_path: &str, body: Option<Value>| {
+        let url = format!("/0.2{path}");
+        let what = format!("{} {url}", method.to_uppercase());
+        let body = body.map(|b| b.to_string());
+        let reply = curl(api.addr, method, &url, Some(&all), body.as_deref());
+        check_reply(&doc, &what, &url, &op(doc_path, method), &reply);
+        reply
+    };
+    let category = serde_json::json!({ "category": { "name": "Desk", "provisioning": true } });
+
+    let created = call(
+        "post",
+        "/prov_mgr/categories",
+        "/prov_mgr/categories",
+        Some(category.clone()),
+    );
+    assert_eq!(created.status, 201);
+    let category_id = json_body("category", &created)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let taken = call(
+        "post",
+        "/prov_mgr/categories",
+        "/prov_mgr/categories",
+        Some(category),
+    );
+    assert_eq!(taken.status, 400);
+    assert_eq!(json_body("taken name", &taken)["details"]["field"], "name");
+
+    let issued = call(
+        "post",
+        "/prov_mgr/codes",
+        "/prov_mgr/codes",
+        Some(serde_json::json!({ "code": { "category": "Desk" } })),
+    );
+    assert_eq!(issued.status, 201);
+    let code = json_body("code", &issued)["code"]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let in_use = call(
+        "delete",
+        &format!("/prov_mgr/categories/{category_id}"),
+        "/prov_mgr/categories/{id}",
+        None,
+    );
+    assert_eq!(in_use.status, 409, "a category that a live code names");
+
+    // Two phones behind one address: the PBX must name the device.
+    for id in ["phone-a", "phone-b"] {
+        let device = serde_json::json!({ "device": { "id": id, "ip": "10.0.0.50" } });
+        let reply = call("post", "/dev_mgr/devices", "/dev_mgr/devices", Some(device));
+        assert_eq!(reply.status, 201);
+    }
+    let ambiguous = call(
+        "post",
+        "/prov_mgr/redeem",
+        "/prov_mgr/redeem",
+        Some(serde_json::json!({ "code": code, "ip": "10.0.0.50" })),
+    );
+    assert_eq!(ambiguous.status, 409);
+    let mut candidates: Vec<Value> = json_body("ambiguous", &ambiguous)["details"]["candidates"]
+        .as_array()
+        .unwrap()
+        .clone();
+    candidates.sort_by_key(|v| v.to_string());
+    assert_eq!(candidates, ["phone-a", "phone-b"]);
+    let still = call(
+        "get",
+        &format!("/prov_mgr/codes/{code}"),
+        "/prov_mgr/codes/{code}",
+        None,
+    );
+    assert_eq!(
+        still.status, 200,
+        "a refused redemption leaves the code live"
+    );
+
+    // The 409 above was the first failure of 127.0.0.1; the budget is 10.
+    let wrong = serde_json::json!({ "code": "000000000000", "device_id": "phone-a" });
+    let mut failures = 1;
+    let limited = loop {
+        let reply = call(
+            "post",
+            "/prov_mgr/redeem",
+            "/prov_mgr/redeem",
+            Some(wrong.clone()),
+        );
+        if reply.status != 404 {
+            break reply;
+        }
+        assert_eq!(
+            json_body("wrong code", &reply)["error"],
+            "code not accepted"
+        );
+        failures += 1;
+        assert!(failures <= 10, "still answered after {failures} failures");
+    };
+    assert_eq!(limited.status, 429);
+    assert_eq!(failures, 10);
+    // Not looked at: the right code for one phone is refused too.
+    let right = serde_json::json!({ "code": code, "device_id": "phone-a" });
+    let refused = call("post", "/prov_mgr/redeem", "/prov_mgr/redeem", Some(right));
+    assert_eq!(refused.status, 429);
+
+    // The CSV hands codes out: it needs codes.read besides rollouts.read.
+    let rollout =
+        serde_json::json!({ "rollout": { "category": "Desk", "entries": [{ "label": "Ann" }] } });
+    let made = call(
+        "post",
+        "/prov_mgr/rollouts",
+        "/prov_mgr/rollouts",
+        Some(rollout),
+    );
+    assert_eq!(made.status, 201);
+    let rollout_id = json_body("rollout", &made)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (reader, _) = api.token(&["provd.prov_mgr.rollouts.read"]);
+    let get_op = op("/prov_mgr/rollouts/{id}", "get");
+    let url = format!("/0.2/prov_mgr/rollouts/{rollout_id}");
+    let shown = curl(api.addr, "get", &url, Some(&reader), None);
+    assert_eq!(shown.status, 200);
+    check_reply(&doc, &url, &url, &get_op, &shown);
+    let entry = &json_body(&url, &shown)["rollout"]["entries"][0];
+    assert!(
+        entry["code"].as_str().is_some_and(|c| c.starts_with('…')),
+        "{entry}"
+    );
+    let csv_url = format!("{url}.csv");
+    let csv = curl(api.addr, "get", &csv_url, Some(&reader), None);
+    assert_eq!(csv.status, 403);
+    check_reply(&doc, &csv_url, &csv_url, &get_op, &csv);
+    assert_eq!(
+        json_body(&csv_url, &csv)["error"],
+        "the token lacks the ACL provd.prov_mgr.codes.read"
+    );
 }
 
 #[test]

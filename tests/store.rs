@@ -5,9 +5,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use provisiond::model::{
-    Code, CodeState, Config, Device, Lease, LeaseState, Mac, RawConfig, Tenant, Token,
-};
+use provisiond::model::{Code, Config, Device, Lease, LeaseState, Mac, RawConfig, Tenant, Token};
 use provisiond::store::{Store, StoreError, SCHEMA_VERSION};
 use tempfile::TempDir;
 
@@ -68,6 +66,7 @@ fn tenant(id: &str, key: Option<&str>) -> Tenant {
         parent: (id != "master").then(|| "master".to_owned()),
         provisioning_key: key.map(str::to_owned),
         default_config: None,
+        auto_token: None,
         revision: 0,
     }
 }
@@ -87,12 +86,12 @@ fn code(digits: &str) -> Code {
     Code {
         code: digits.to_owned(),
         tenant: "master".to_owned(),
-        category: Some("desk".to_owned()),
+        category: "desk".to_owned(),
         config: Some("autoprov".to_owned()),
-        batch: None,
+        label: None,
+        rollout: None,
+        created: 1_700_000_000,
         expires: 1_800_000_000,
-        state: CodeState::Pending,
-        device: None,
     }
 }
 
@@ -866,8 +865,7 @@ fn code_crud() {
     );
 
     let mut used = c.clone();
-    used.state = CodeState::Registered;
-    used.device = Some("d1".to_owned());
+    used.label = Some("Alice".to_owned());
     store.update_code(&used).unwrap();
     assert_eq!(store.code("123456789012").unwrap(), Some(used.clone()));
     assert_eq!(store.codes().unwrap(), vec![used.clone()]);

@@ -114,7 +114,8 @@ async fn handle(
             .exact()
             .unwrap_or(0)
     };
-    let path = uri.path();
+    let path = masked(uri.path());
+    let path = path.as_ref();
     let cut = (0..=path.len().min(200))
         .rev()
         .find(|&i| path.is_char_boundary(i))
@@ -230,6 +231,20 @@ async fn answer(
         None => tokio::task::spawn_blocking(move || files.answer(&who, &path)).await,
     };
     outcome(fetched, peer, method, uri, headers)
+}
+
+/// The path as the access log shows it: an automatic URL's token is a secret.
+fn masked(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = path.strip_prefix(AUTO_PREFIX) else {
+        return path.into();
+    };
+    let mut parts = rest.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(tenant), Some(_token), rest) => {
+            format!("{AUTO_PREFIX}{tenant}/…/{}", rest.unwrap_or("")).into()
+        }
+        _ => path.into(),
+    }
 }
 
 /// Where automatic-provisioning URLs start.

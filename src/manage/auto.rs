@@ -103,7 +103,7 @@ pub fn check_url(
         .filter(|c| c.provisioning);
     match found {
         Some(category) => {
-            guard.succeeded(source, now);
+            guard.succeeded(Secret::AutoToken, source, now);
             Ok(AutoTarget {
                 tenant: category.tenant.clone(),
                 category,

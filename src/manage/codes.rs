@@ -259,9 +259,10 @@ pub fn provision(
 
 /// Redeems a code: the phone joins the code's tenant and category with its config, is marked
 /// configured and gets a fresh admin password; the code is consumed. With `scope` (an API
-/// caller), the code and the device must be in the caller's reach. Every attempt that does
-/// not redeem costs a failure of `req.source` (see [`SecretGuard`]); a wrong, expired, used
-/// or unreachable code is one answer, [`NOT_ACCEPTED`].
+/// caller), the code and the device must be in the caller's reach. A wrong, expired, used or
+/// unreachable code is one answer, [`NOT_ACCEPTED`], and costs `req.source` a failure (see
+/// [`SecretGuard`]); a right code that cannot be used (another tenant's phone, no device at
+/// the address) costs nothing.
 pub fn redeem(
     store: &Store,
     guard: &SecretGuard,
@@ -276,7 +277,7 @@ pub fn redeem(
     let result = redeem_unguarded(store, scope, req, now);
     match &result {
         Ok(done) => {
-            guard.succeeded(req.source, started);
+            guard.succeeded(Secret::Code, req.source, started);
             tracing::info!(
                 code = %code_tail(&req.code),
                 device = %done.device.id,
@@ -285,13 +286,14 @@ pub fn redeem(
                 "provisioning code redeemed"
             );
         }
-        Err(ManageError::Store(_) | ManageError::Internal(_)) => {
-            // Our failure, not the caller's guess.
-            guard.succeeded(req.source, started);
+        Err(ManageError::NotFound(message)) if message == NOT_ACCEPTED => {
+            guard.failed(Secret::Code);
+            tracing::info!(code = %code_tail(&req.code), source = %req.source, "provisioning code refused: {message}");
         }
         Err(e) => {
-            guard.failed(Secret::Code);
-            tracing::info!(code = %code_tail(&req.code), source = %req.source, "provisioning code refused: {e}");
+            // The code was right (the phone was not, or we failed): no guess was wrong.
+            guard.succeeded(Secret::Code, req.source, started);
+            tracing::info!(code = %code_tail(&req.code), source = %req.source, "provisioning code not redeemed: {e}");
         }
     }
     result

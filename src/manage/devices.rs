@@ -119,13 +119,13 @@ pub fn delete(store: &Store, scope: &Scope, id: &str) -> Result<Device> {
 
 /// Returns the device `id` of the caller's subtree to autoprov in its own tenant (seed 002:
 /// reset keeps the tenant), so that the phone shows the code form again: no config of its
-/// own, no category, not configured. Its admin password stays: the phone still has it.
+/// own, no category, not configured. Its own admin password stays, and keeps winning over the
+/// tenant's (`provisioned` stays: a phone provisioned by code never gets the tenant's).
 pub fn reset(store: &Store, scope: &Scope, id: &str) -> Result<Device> {
     retry_on_conflict("device", || {
         let mut device = get(store, scope, id)?;
         device.config = Some(crate::store::AUTOPROV_CONFIG.to_owned());
         device.category = None;
-        device.provisioned = None;
         device.configured = false;
         device.is_new = device.tenant == scope.root();
         let saved = conflict_or(store.update_device(&device))?;

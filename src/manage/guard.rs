@@ -1,14 +1,17 @@
 //! The limiter of guessable secrets in requests: provisioning codes, automatic-provisioning
 //! tokens and `url_key` provisioning keys. Every attempt takes a token from its source's
-//! bucket and from one bucket shared by all sources; a success gives them back, so only
-//! failures cost. A source (or everybody) out of tokens is refused without the secret being
-//! looked at, which bounds the guesses an attacker gets whatever they send.
+//! bucket and, for codes and automatic tokens, from a bucket of that secret shared by all
+//! sources; a success gives them back, so only failures cost. A source (or everybody) out of
+//! tokens is refused without the secret being looked at, which bounds the guesses an attacker
+//! gets whatever they send.
 //!
-//! With the defaults one address may fail 10 times at once, then once a minute (14,400 wrong
-//! guesses a day, 10 a minute), and all addresses together 100 at once, then once every 10 s
-//! (8,640 a day). Against 12-digit codes that is 8,640 × 7 = 60,480 guesses during the 7 days
-//! a rollout's codes live: with 1,000 codes live at once, a chance of 60,480 × 1,000 / 10^12 ≈
-//! 6 × 10^-5 of hitting any one of them in a week, from any number of addresses.
+//! With the defaults one address may fail 10 times at once, then once a minute (1,440 wrong
+//! guesses a day), and all addresses together 100 codes at once, then one every 10 s (8,640 a
+//! day). Against 12-digit codes that is 8,640 × 7 = 60,480 guesses during the 7 days a
+//! rollout's codes live: with 1,000 codes live at once, a chance of 60,480 × 1,000 / 10^12 ≈
+//! 6 × 10^-5 of hitting any one of them in a week, from any number of addresses. `url_key`
+//! keys (8 to 256 characters chosen by the admin, not 12 digits) have no shared bucket: a
+//! flood of wrong keys from many addresses must not stop every phone's keyed fetches.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -69,6 +72,11 @@ impl Secret {
     fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether all sources share a budget for this secret.
+    fn shared(self) -> bool {
+        self != Secret::UrlKey
+    }
 }
 
 /// The attempt was refused before looking at the secret: too many failures lately.
@@ -100,7 +108,8 @@ impl Bucket {
 
 struct Buckets {
     sources: HashMap<IpAddr, Bucket>,
-    global: Bucket,
+    /// Per secret, by [`Secret::index`]; `None` for the secrets without a shared budget.
+    global: [Option<Bucket>; 3],
 }
 
 /// Failures counted per secret, and attempts refused by the limit.
@@ -137,7 +146,8 @@ impl SecretGuard {
         SecretGuard {
             buckets: Mutex::new(Buckets {
                 sources: HashMap::new(),
-                global: Bucket::full(limits.global_burst, now),
+                global: Secret::ALL
+                    .map(|s| s.shared().then(|| Bucket::full(limits.global_burst, now))),
             }),
             limits,
             counters: Counters::default(),
@@ -151,7 +161,13 @@ impl SecretGuard {
         let l = &self.limits;
         let key = source_key(source);
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        b.global.refill(l.global_burst, l.global_refill, now);
+        let global_ok = match &mut b.global[secret.index()] {
+            Some(g) => {
+                g.refill(l.global_burst, l.global_refill, now);
+                g.tokens >= 1.0
+            }
+            None => true,
+        };
         if !b.sources.contains_key(&key) && b.sources.len() >= l.max_sources {
             // Forget the sources whose bucket refilled: they owe nothing.
             b.sources.retain(|_, s| {
@@ -167,13 +183,15 @@ impl SecretGuard {
             }
             None => true,
         };
-        if !source_ok || b.global.tokens < 1.0 {
+        if !source_ok || !global_ok {
             drop(b);
             self.counters.limited[secret.index()].fetch_add(1, Ordering::Relaxed);
             self.log_limited(secret, source, now);
             return Err(Limited);
         }
-        b.global.tokens -= 1.0;
+        if let Some(g) = &mut b.global[secret.index()] {
+            g.tokens -= 1.0;
+        }
         if tracked {
             let burst = l.source_burst;
             let s = b
@@ -185,13 +203,16 @@ impl SecretGuard {
         Ok(())
     }
 
-    /// Gives back the tokens of an attempt whose secret was right.
-    pub fn succeeded(&self, source: IpAddr, now: Instant) {
+    /// Gives back the tokens of an attempt at `secret` that was right (or that failed for
+    /// another reason than a wrong secret).
+    pub fn succeeded(&self, secret: Secret, source: IpAddr, now: Instant) {
         let l = &self.limits;
         let key = source_key(source);
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        b.global.refill(l.global_burst, l.global_refill, now);
-        b.global.tokens = (b.global.tokens + 1.0).min(f64::from(l.global_burst));
+        if let Some(g) = &mut b.global[secret.index()] {
+            g.refill(l.global_burst, l.global_refill, now);
+            g.tokens = (g.tokens + 1.0).min(f64::from(l.global_burst));
+        }
         let full = match b.sources.get_mut(&key) {
             Some(s) => {
                 s.refill(l.source_burst, l.source_refill, now);
@@ -319,7 +340,7 @@ mod tests {
         let a = ip("192.0.2.1");
         for _ in 0..20 {
             assert_eq!(g.attempt(Secret::Code, a, t0), Ok(()));
-            g.succeeded(a, t0);
+            g.succeeded(Secret::Code, a, t0);
         }
     }
 
@@ -338,6 +359,18 @@ mod tests {
             g.attempt(Secret::Code, ip("10.0.1.1"), t0 + Duration::from_secs(10)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn wrong_keys_from_everywhere_do_not_stop_other_phones() {
+        let t0 = Instant::now();
+        let g = SecretGuard::new(limits(), t0);
+        for n in 0..50 {
+            let _ = g.attempt(Secret::UrlKey, ip(&format!("10.2.0.{n}")), t0);
+        }
+        assert_eq!(g.attempt(Secret::UrlKey, ip("10.3.0.1"), t0), Ok(()));
+        // Codes keep their own shared budget.
+        assert_eq!(g.attempt(Secret::Code, ip("10.3.0.2"), t0), Ok(()));
     }
 
     #[test]

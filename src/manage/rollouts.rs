@@ -146,17 +146,15 @@ pub fn parse_csv(text: &str) -> Result<Vec<NewEntry>> {
         .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let mut records = reader.records();
     let mut entries = Vec::new();
     let mut columns = (0usize, Some(1usize));
     let mut first = true;
-    while let Some(record) = records.next() {
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map_or(entries.len() + 1, |p| p.line() as usize);
-        let record = record.map_err(|e| bad(line, e.to_string()))?;
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line() as usize);
+            bad(line, e.to_string())
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
         if first {
             first = false;
             let names: Vec<String> = record.iter().map(|f| f.to_ascii_lowercase()).collect();

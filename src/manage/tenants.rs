@@ -144,7 +144,8 @@ pub fn set_provisioning_key(store: &Store, scope: &Scope, key: Option<String>) -
 }
 
 /// Deletes the tenant `id` below the caller: never the root, never the credential's own
-/// tenant, never one that still has child tenants, devices or configs (the store says which).
+/// tenant, never one that still has child tenants, devices, configs, categories or rollouts
+/// (codes and jobs belong to its categories).
 pub fn delete(store: &Store, scope: &Scope, id: &str) -> Result<Tenant> {
     get(store, scope, id)?;
     if id == scope.root() {
@@ -158,6 +159,24 @@ pub fn delete(store: &Store, scope: &Scope, id: &str) -> Result<Tenant> {
         return Err(ManageError::Forbidden(format!(
             "a token cannot delete its own tenant {id:?}"
         )));
+    }
+    // Its provisioning records would outlive it, and a tenant created again under the same
+    // id would inherit them.
+    let categories = store
+        .categories()?
+        .iter()
+        .filter(|c| c.tenant == id)
+        .count();
+    let rollouts = store.rollouts()?.iter().filter(|r| r.tenant == id).count();
+    if categories + rollouts > 0 {
+        return Err(StoreError::InUse {
+            kind: "tenant",
+            id: id.to_owned(),
+            users: format!(
+                "{categories} category(ies) and {rollouts} rollout(s); delete them first"
+            ),
+        }
+        .into());
     }
     let gone = store.delete_tenant(id)?;
     tracing::info!(tenant = %id, "tenant deleted");

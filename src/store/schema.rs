@@ -185,6 +185,7 @@ mod tests {
             parent: None,
             provisioning_key: key.map(str::to_owned),
             default_config: None,
+            auto_token: None,
             revision: 1,
         }
     }

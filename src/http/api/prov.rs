@@ -16,21 +16,15 @@ use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, PathParam};
 use crate::manage::{self, codes, rollouts};
 use crate::model::{self, Category, Code, FirmwareTarget, Job, RawConfig, Rollout};
 
-/// `?recurse=true` of the listings.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct Recurse {
-    #[serde(default)]
-    recurse: Option<String>,
-}
-
-impl Recurse {
-    fn on(&self) -> ApiResult<bool> {
-        match self.recurse.as_deref() {
-            None | Some("false") => Ok(false),
-            Some("true") => Ok(true),
-            Some(_) => Err(ApiError::field("recurse", "true or false")),
-        }
-    }
+/// `?recurse=` of the listings, read as the device and config lists read it (the same values,
+/// a repeat refused naming it); their other parameters mean nothing here and are ignored.
+fn wants_recurse(pairs: &[(String, String)]) -> ApiResult<bool> {
+    let only: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(key, _)| key == "recurse")
+        .cloned()
+        .collect();
+    Ok(super::query::ListQuery::parse(&only)?.recurse)
 }
 
 pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiResult {
@@ -103,10 +97,10 @@ impl CategoryBody {
 pub(super) async fn categories(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.categories.read")?;
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found = blocking(move || {
         Ok(manage::categories::list(
             &state.store,
@@ -229,10 +223,10 @@ pub(super) struct CodeEnvelope {
 pub(super) async fn codes(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.codes.read")?;
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found = blocking(move || {
         Ok(codes::list(
             &state.store,
@@ -349,10 +343,16 @@ pub(super) async fn redeem(
             ))
         }
     };
+    // A PBX redeems for its users: failures count against the phone that dialled (its
+    // address), not against the PBX, whose every user would share one budget.
+    let source = match &target {
+        codes::RedeemTarget::Ip(ip) => ip.to_canonical(),
+        _ => caller.peer,
+    };
     let req = codes::RedeemRequest {
         code: body.code,
         target,
-        source: caller.peer,
+        source,
     };
     let st = Arc::clone(&state);
     let done = blocking(move || {
@@ -434,11 +434,11 @@ pub(super) struct RolloutEnvelope {
 pub(super) async fn rollouts_list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.rollouts.read")?;
     let show = caller.require("provd.prov_mgr.codes.read").is_ok();
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found = blocking(move || Ok(rollouts::list(&state.store, &caller.scope, recurse)?)).await?;
     let now = model::now();
     let items: Vec<Value> = found.iter().map(|r| rollout_json(r, show, now)).collect();
@@ -570,10 +570,10 @@ pub(super) struct JobEnvelope {
 pub(super) async fn jobs_list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Query(recurse): Query<Recurse>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     caller.require("provd.prov_mgr.jobs.read")?;
-    let recurse = recurse.on()?;
+    let recurse = wants_recurse(&pairs)?;
     let found =
         blocking(move || Ok(manage::jobs::list(&state.store, &caller.scope, recurse)?)).await?;
     let items: Vec<Value> = found.iter().map(job_json).collect();
@@ -614,17 +614,12 @@ pub(super) async fn job_create(
     };
     let category = body.category;
     let st = Arc::clone(&state);
-    let created = blocking(move || {
-        Ok(manage::jobs::create(
-            &st.store,
-            &caller.scope,
-            &category,
-            new,
-            model::now(),
-        )?)
+    let (created, category) = blocking(move || {
+        let job = manage::jobs::create(&st.store, &caller.scope, &category, new, model::now())?;
+        let category = st.store.category(&job.category)?;
+        Ok((job, category))
     })
     .await?;
-    let category = state.store.category(&created.category).ok().flatten();
     if let Some(category) = category {
         resync_category(&state, category).await;
     }

@@ -120,7 +120,7 @@ impl SipPhones {
 
 /// The daemon with its phones' HTTP address and its admin socket.
 struct Server {
-    _daemon: Daemon,
+    daemon: std::cell::RefCell<Daemon>,
     http: std::net::SocketAddr,
     socket: std::path::PathBuf,
     /// What phones put before their file names (`device/provisioning/<key>/` under url_key).
@@ -141,7 +141,7 @@ impl Server {
         let http = listening_on(&daemon.expect_line(&["HTTP provisioning on"]));
         daemon.expect_line(&["ready"]);
         Server {
-            _daemon: daemon,
+            daemon: std::cell::RefCell::new(daemon),
             http,
             socket: dir.join("api.sock"),
             files_prefix: String::new(),
@@ -585,6 +585,21 @@ fn each_vendor_redeems_a_code_from_its_own_form() {
     for (phone, other) in &phones {
         exercise(&server, phone, other, "");
     }
+    // The access log names the form by its MAC, never with its signature.
+    let line = server
+        .daemon
+        .borrow_mut()
+        .expect_line(&["code-form/805ec0aabb01/…/submit", "status=200"]);
+    let sig_shown = regex::Regex::new("code-form/[0-9a-f]{12}/[0-9a-f]{32}").unwrap();
+    assert!(
+        !server
+            .daemon
+            .borrow()
+            .seen
+            .iter()
+            .any(|l| sig_shown.is_match(l)),
+        "{line}"
+    );
     let malformed = format!("http://{}/code-form/805ec0aabb01", server.http);
     let ua = &phones[0].0.user_agent;
     assert_eq!(server.phone_get("GET", &malformed, ua).0, 404);

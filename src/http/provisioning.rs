@@ -233,8 +233,17 @@ async fn answer(
     outcome(fetched, peer, method, uri, headers)
 }
 
-/// The path as the access log shows it: an automatic URL's token is a secret.
+/// The path as the access log shows it: an automatic URL's token is a secret, and so is a
+/// code form's signature (it lets its holder redeem codes for that phone).
 fn masked(path: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(rest) = path.strip_prefix(FORM_PREFIX) {
+        let mut parts = rest.splitn(3, '/');
+        return match (parts.next(), parts.next(), parts.next()) {
+            (Some(mac), Some(_sig), None) => format!("{FORM_PREFIX}{mac}/…").into(),
+            (Some(mac), Some(_sig), Some(rest)) => format!("{FORM_PREFIX}{mac}/…/{rest}").into(),
+            _ => path.into(),
+        };
+    }
     let Some(rest) = path.strip_prefix(AUTO_PREFIX) else {
         return path.into();
     };

@@ -325,6 +325,16 @@ impl FileService {
         self.ident.identify(ctx, &self.plugins())
     }
 
+    /// The store the files are answered from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The renderer of the plugins' templates.
+    pub fn renderer(&self) -> &Renderer {
+        &self.renderer
+    }
+
     /// The loaded plugins.
     pub fn plugins(&self) -> Arc<PluginSet> {
         Arc::clone(&self.plugins.read().unwrap_or_else(|e| e.into_inner()))

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod bench;
 pub mod cli;
+pub mod codeform;
 pub mod config;
 pub mod daemon;
 pub mod dhcp;

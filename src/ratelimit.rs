@@ -48,6 +48,9 @@ pub enum Kind {
     HttpUrlKey,
     /// An HTTP file request with no file to answer (unknown device, no route…).
     HttpNotFound,
+    /// A code form request refused: malformed path, wrong signature, unknown device or no
+    /// form for it, or a phone whose User-Agent names another MAC.
+    HttpCodeForm,
     /// A datagram on the dhcpinfo socket that is not a valid lease event.
     DhcpinfoMalformed,
     /// A datagram on the DHCP port that is not a valid DHCP message.
@@ -61,7 +64,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order of `/metrics`.
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::TftpMalformed,
         Kind::TftpPath,
         Kind::TftpMethod,
@@ -72,6 +75,7 @@ impl Kind {
         Kind::HttpMethod,
         Kind::HttpUrlKey,
         Kind::HttpNotFound,
+        Kind::HttpCodeForm,
         Kind::DhcpinfoMalformed,
         Kind::DhcpMalformed,
         Kind::ApiToken,
@@ -87,7 +91,11 @@ impl Kind {
             | Kind::TftpBusy
             | Kind::TftpUrlKey
             | Kind::TftpNotFound => "tftp",
-            Kind::HttpPath | Kind::HttpMethod | Kind::HttpUrlKey | Kind::HttpNotFound => "http",
+            Kind::HttpPath
+            | Kind::HttpMethod
+            | Kind::HttpUrlKey
+            | Kind::HttpNotFound
+            | Kind::HttpCodeForm => "http",
             Kind::DhcpinfoMalformed => "dhcpinfo",
             Kind::DhcpMalformed => "dhcp",
             Kind::ApiToken => "api",
@@ -104,6 +112,7 @@ impl Kind {
             Kind::TftpBusy => "busy",
             Kind::TftpUrlKey | Kind::HttpUrlKey => "url_key",
             Kind::TftpNotFound | Kind::HttpNotFound => "not_found",
+            Kind::HttpCodeForm => "code_form",
             Kind::ApiToken => "token",
             Kind::Autocreate => "autocreate",
         }
@@ -122,6 +131,7 @@ impl Kind {
             Kind::HttpMethod => "HTTP requests with a refused method",
             Kind::HttpUrlKey => "HTTP requests without a valid url_key",
             Kind::HttpNotFound => "HTTP requests for no file",
+            Kind::HttpCodeForm => "refused code form requests",
             Kind::DhcpinfoMalformed => "malformed lease events",
             Kind::DhcpMalformed => "malformed DHCP datagrams",
             Kind::ApiToken => "API requests with an unknown or expired token",
@@ -487,9 +497,11 @@ fn emit(s: &Summary) {
         Kind::TftpMalformed | Kind::TftpPath | Kind::TftpBusy => line!(warn, "provisiond::tftp"),
         Kind::TftpMethod => line!(info, "provisiond::tftp"),
         Kind::TftpUrlKey | Kind::TftpNotFound => line!(info, "provisiond::tftp::access"),
-        Kind::HttpPath | Kind::HttpMethod | Kind::HttpUrlKey | Kind::HttpNotFound => {
-            line!(info, "provisiond::http::access")
-        }
+        Kind::HttpPath
+        | Kind::HttpMethod
+        | Kind::HttpUrlKey
+        | Kind::HttpNotFound
+        | Kind::HttpCodeForm => line!(info, "provisiond::http::access"),
         Kind::DhcpinfoMalformed => line!(warn, "provisiond::dhcpinfo::listener"),
         Kind::DhcpMalformed => line!(debug, "provisiond::dhcp"),
         Kind::ApiToken => line!(warn, "provisiond::http::api::auth"),

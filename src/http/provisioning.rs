@@ -45,21 +45,21 @@ pub fn router(state: Arc<Provisioning>) -> Router {
 }
 
 /// Outcome of one request, for the access log.
-struct Outcome {
-    status: StatusCode,
-    device: Option<String>,
-    mac: Option<String>,
-    tenant: Option<String>,
-    plugin: Option<String>,
-    reason: Option<String>,
+pub(super) struct Outcome {
+    pub(super) status: StatusCode,
+    pub(super) device: Option<String>,
+    pub(super) mac: Option<String>,
+    pub(super) tenant: Option<String>,
+    pub(super) plugin: Option<String>,
+    pub(super) reason: Option<String>,
     /// A refusal caused by the client: its lines go through the rate limiter.
-    rejection: Option<Kind>,
+    pub(super) rejection: Option<Kind>,
     /// A warning to log with the access line (same limit).
-    warning: Option<String>,
-    response: Response,
+    pub(super) warning: Option<String>,
+    pub(super) response: Response,
 }
 
-fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
+pub(super) fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
     let response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -82,7 +82,7 @@ fn plain(status: StatusCode, reason: impl Into<String>) -> Outcome {
 }
 
 /// A refusal of the client's request, counted and logged within the per-client limit.
-fn refused(status: StatusCode, kind: Kind, reason: impl Into<String>) -> Outcome {
+pub(super) fn refused(status: StatusCode, kind: Kind, reason: impl Into<String>) -> Outcome {
     Outcome {
         rejection: Some(kind),
         ..plain(status, reason)
@@ -162,12 +162,25 @@ async fn answer(
     if raw.len() > 3 * MAX_PATH_LEN + 64 {
         return refused(StatusCode::URI_TOO_LONG, Kind::HttpPath, "path too long");
     }
+    let user_agent: Option<String> = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(512).collect());
+    if raw.starts_with(FORM_PREFIX) {
+        // The form's own paths, before any url_key: its signature authenticates it.
+        let Some(decoded) = decode(raw) else {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                Kind::HttpPath,
+                "forbidden character in path",
+            );
+        };
+        let path = decoded.trim_start_matches('/').to_owned();
+        return super::codeform::answer(state, peer, method, path, uri.query(), user_agent).await;
+    }
     let who = Requester::Http {
         src: peer.ip(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(512).collect()),
+        user_agent,
     };
     let files = Arc::clone(&state.files);
     // The values of an automatic URL are decoded one by one: they may hold an encoded `/`.
@@ -220,8 +233,17 @@ async fn answer(
     outcome(fetched, peer, method, uri, headers)
 }
 
-/// The path as the access log shows it: an automatic URL's token is a secret.
+/// The path as the access log shows it: an automatic URL's token is a secret, and so is a
+/// code form's signature (it lets its holder redeem codes for that phone).
 fn masked(path: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(rest) = path.strip_prefix(FORM_PREFIX) {
+        let mut parts = rest.splitn(3, '/');
+        return match (parts.next(), parts.next(), parts.next()) {
+            (Some(mac), Some(_sig), None) => format!("{FORM_PREFIX}{mac}/…").into(),
+            (Some(mac), Some(_sig), Some(rest)) => format!("{FORM_PREFIX}{mac}/…/{rest}").into(),
+            _ => path.into(),
+        };
+    }
     let Some(rest) = path.strip_prefix(AUTO_PREFIX) else {
         return path.into();
     };
@@ -236,6 +258,9 @@ fn masked(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// Where automatic-provisioning URLs start.
 const AUTO_PREFIX: &str = "/auto/";
+
+/// Where the code form's URLs start ([`crate::codeform::PATH_PREFIX`]).
+const FORM_PREFIX: &str = "/code-form/";
 
 /// A percent-decoded path or path segment; `None` when it is not UTF-8 or holds a NUL, a
 /// backslash or a control character.

@@ -184,7 +184,17 @@ pub struct Context {
     syslog: Option<Syslog>,
     firmware: Option<Firmware>,
     funckeys: Vec<Funckey>,
+    /// Absolute URL of the device's provisioning-code form, for the key or idle screen of
+    /// an autoprov file; `None` when the device is not in autoprov or its plugin has no form.
+    code_form_url: Option<String>,
     raw: RawConfig,
+}
+
+impl Context {
+    /// Sets [`Context`]'s `code_form_url` (the renderer knows the device's state and the key).
+    pub fn set_code_form_url(&mut self, url: Option<String>) {
+        self.code_form_url = url;
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -445,22 +455,50 @@ pub fn build_context(
             }),
         firmware: params.firmware,
         funckeys,
+        code_form_url: None,
         raw,
     })
 }
 
-fn server_view(params: &Params, server: &ServerInfo, url_key: Option<&str>) -> ServerView {
+/// Where phones reach this server, without any `url_key` part: the raw config's
+/// `provisioning_url`, else `[general] base_url`, else `http://<ip>:<http_port>/` from the raw
+/// config; `None` when none is known.
+fn base_of(
+    provisioning_url: Option<&str>,
+    ip: Option<&str>,
+    http_port: Option<u16>,
+    server: &ServerInfo,
+) -> Option<Url> {
     let url_from_raw = || {
-        let host = params.ip.as_deref()?;
-        let port = params.http_port.unwrap_or(80);
+        let host = ip?;
+        let port = http_port.unwrap_or(80);
         Url::parse(&format!("http://{host}:{port}/")).ok()
     };
-    let base = params
-        .provisioning_url
-        .as_deref()
+    provisioning_url
         .and_then(|u| Url::parse(u).ok())
         .or_else(|| server.base_url.clone())
-        .or_else(url_from_raw);
+        .or_else(url_from_raw)
+}
+
+/// [`base_of`] for a merged raw config: the base of the URLs written into a device's files
+/// (its provisioning URL and its code form's). Values of the wrong type count as unset here;
+/// rendering the device's files reports them.
+pub fn server_base(raw: &RawConfig, server: &ServerInfo) -> Option<Url> {
+    let text = |key: &str| raw.get(key).and_then(Value::as_str);
+    let port = raw
+        .get("http_port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok());
+    base_of(text("provisioning_url"), text("ip"), port, server)
+}
+
+fn server_view(params: &Params, server: &ServerInfo, url_key: Option<&str>) -> ServerView {
+    let base = base_of(
+        params.provisioning_url.as_deref(),
+        params.ip.as_deref(),
+        params.http_port,
+        server,
+    );
     let base_url = base.as_ref().map(|url| {
         let mut text = url.as_str().trim_end_matches('/').to_owned();
         if let Some(key) = url_key {

@@ -30,6 +30,25 @@ pub struct Manifest {
     /// DHCP options for this vendor.
     #[serde(default)]
     pub dhcp: Option<DhcpSpec>,
+    /// The provisioning-code form in the phone's XML browser, when the vendor has one.
+    #[serde(default)]
+    pub code_form: Option<CodeFormSpec>,
+}
+
+/// `[code_form]`, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeFormSpec {
+    /// Template of the input screen.
+    pub input: String,
+    /// Template of the result screen.
+    pub result: String,
+    /// Content type of both screens; by the input template's extension when unset.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Query parameter that carries the code in the submission (`code` when unset).
+    #[serde(default)]
+    pub param: Option<String>,
 }
 
 /// What a rule looks at.

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 
-pub use context::{build_context, merged_raw_config, ContextError, ServerInfo};
+pub use context::{build_context, merged_raw_config, server_base, ContextError, ServerInfo};
 pub use embedded::{EmbeddedFile, EmbeddedPlugin, BUILT_IN};
 pub use manifest::{DhcpOptionSpec, RuleSource};
 pub use render::{RenderError, Rendered, Renderer};
@@ -84,6 +84,8 @@ pub struct Plugin {
     pub dhcp_vendor_class: Option<Regex>,
     /// DHCP options for this vendor.
     pub dhcp_options: Vec<DhcpOptionSpec>,
+    /// The provisioning-code form in the phone's XML browser, when the plugin has one.
+    pub code_form: Option<CodeForm>,
     xml: tera::Tera,
     text: tera::Tera,
 }
@@ -101,6 +103,49 @@ impl Plugin {
                 .map(|r| r.regex.as_str())
                 .collect(),
         }
+    }
+}
+
+/// A plugin's provisioning-code form (`[code_form]`): the templates of its two screens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeForm {
+    /// Template of the input screen (context: [`crate::codeform::InputScreen`]).
+    pub input: String,
+    /// Template of the result screen (context: [`crate::codeform::ResultScreen`]).
+    pub result: String,
+    /// Content type of both screens.
+    pub content_type: String,
+    /// Query parameter that carries the code in the submission.
+    pub param: String,
+}
+
+/// One screen of the code form, with its context.
+#[derive(Debug, Clone, Copy)]
+pub enum Screen<'a> {
+    /// The input screen.
+    Input(&'a crate::codeform::InputScreen),
+    /// The result screen.
+    Result(&'a crate::codeform::ResultScreen),
+}
+
+impl Plugin {
+    /// Renders a screen of this plugin's code form; `None` when the plugin has no form.
+    pub fn render_screen(&self, screen: Screen<'_>) -> Option<Result<String, RenderError>> {
+        let form = self.code_form.as_ref()?;
+        let (template, context) = match screen {
+            Screen::Input(input) => (&form.input, tera::Context::from_serialize(input)),
+            Screen::Result(result) => (&form.result, tera::Context::from_serialize(result)),
+        };
+        let failed = |e: &tera::Error| RenderError::Template {
+            plugin: self.name.clone(),
+            template: template.clone(),
+            message: error_chain(e),
+        };
+        Some(context.map_err(|e| failed(&e)).and_then(|context| {
+            self.tera_for(template)
+                .render(template, &context)
+                .map_err(|e| failed(&e))
+        }))
     }
 }
 
@@ -696,6 +741,46 @@ fn plugin_from_text(
         });
     }
 
+    let code_form = match &m.code_form {
+        None => None,
+        Some(spec) => {
+            for (field, name) in [("input", &spec.input), ("result", &spec.result)] {
+                let tera = if is_xml_template(name) { &xml } else { &text };
+                if !tera.get_template_names().any(|n| n == name) {
+                    return Err(bad(
+                        format!("code_form.{field}"),
+                        format!("no templates/{name}"),
+                    ));
+                }
+            }
+            let content_type = match &spec.content_type {
+                Some(ct) if ct.is_empty() || ct.chars().any(|c| c.is_control()) => {
+                    return Err(bad(
+                        "code_form.content_type".into(),
+                        "must be one line of text".into(),
+                    ))
+                }
+                Some(ct) => ct.clone(),
+                None => route::content_type_for(spec.input.trim_end_matches(".tera")).to_owned(),
+            };
+            let param = spec.param.clone().unwrap_or_else(|| "code".to_owned());
+            // It stands unescaped in a URL's query and in the phone's XML.
+            let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+            if param.is_empty() || param.len() > 32 || !param.chars().all(plain) {
+                return Err(bad(
+                    "code_form.param".into(),
+                    format!("{param:?}: use 1 to 32 of A-Z a-z 0-9 _ -"),
+                ));
+            }
+            Some(CodeForm {
+                input: spec.input.clone(),
+                result: spec.result.clone(),
+                content_type,
+                param,
+            })
+        }
+    };
+
     let (dhcp_vendor_class, dhcp_options) = match &m.dhcp {
         None => (None, Vec::new()),
         Some(spec) => {
@@ -737,6 +822,7 @@ fn plugin_from_text(
         routes,
         dhcp_vendor_class,
         dhcp_options,
+        code_form,
         xml,
         text,
     })

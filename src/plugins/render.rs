@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use super::context::{build_context, merged_raw_config, ContextError, ServerInfo};
+use super::context::{build_context, merged_raw_config, server_base, ContextError, ServerInfo};
 use super::{error_chain, Plugin, Resolved, Target};
+use crate::codeform::FormKey;
 use crate::model::{Config, Device};
-use crate::store::{Store, StoreError, BASE_CONFIG};
+use crate::store::{Store, StoreError, AUTOPROV_CONFIG, BASE_CONFIG};
 
 /// Entries kept before the cache is emptied; bounds memory whatever the request mix.
 const CACHE_CAPACITY: usize = 16_384;
@@ -100,6 +101,7 @@ pub struct Renderer {
     store: Store,
     server: ServerInfo,
     cache: Mutex<HashMap<CacheKey, Rendered>>,
+    form_key: std::sync::OnceLock<FormKey>,
 }
 
 impl Renderer {
@@ -109,7 +111,39 @@ impl Renderer {
             store,
             server,
             cache: Mutex::new(HashMap::new()),
+            form_key: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The key of the code form's URLs, read from the store (created there on first use).
+    /// Blocking the first time.
+    pub fn form_key(&self) -> Result<FormKey, RenderError> {
+        if let Some(key) = self.form_key.get() {
+            return Ok(key.clone());
+        }
+        let key = FormKey::new(self.store.code_form_secret()?);
+        Ok(self.form_key.get_or_init(|| key).clone())
+    }
+
+    /// True when `device` is in autoprov: `autoprov` is in its config chain (the built-in
+    /// config itself, or a config made from it such as `POST /cfg_mgr/autocreate`'s). Its
+    /// files then carry the code form's key, and the form answers for it.
+    pub fn in_autoprov(&self, device: &Device) -> Result<bool, RenderError> {
+        if device.config.is_none() {
+            return Ok(false);
+        }
+        Ok(self
+            .config_chain(device)?
+            .iter()
+            .any(|c| c.id == AUTOPROV_CONFIG))
+    }
+
+    /// Where `device` reaches this server (the base of the URLs in its files), from its
+    /// merged raw config and `[general] base_url`; `None` when unknown.
+    pub fn base_url(&self, device: &Device) -> Result<Option<url::Url>, RenderError> {
+        let chain = self.config_chain(device)?;
+        let raw = merged_raw_config(chain.iter().map(|c| &c.raw_config));
+        Ok(server_base(&raw, &self.server))
     }
 
     /// The configs whose raw configs are merged for `device`, most general first:
@@ -271,7 +305,16 @@ impl Renderer {
     ) -> Result<Rendered, RenderError> {
         let raw = merged_raw_config(chain.iter().map(|c| &c.raw_config));
         let url_key = key.url_key.clone();
-        let context = build_context(device, raw, &self.server, url_key.as_deref())?;
+        let form_base = match (&plugin.code_form, device.mac) {
+            (Some(_), Some(mac)) if chain.iter().any(|c| c.id == AUTOPROV_CONFIG) => {
+                server_base(&raw, &self.server).map(|base| (base, mac))
+            }
+            _ => None,
+        };
+        let mut context = build_context(device, raw, &self.server, url_key.as_deref())?;
+        if let Some((base, mac)) = form_base {
+            context.set_code_form_url(Some(self.form_key()?.form_url(&base, &mac)));
+        }
         let tera_context =
             tera::Context::from_serialize(&context).map_err(|e| RenderError::Template {
                 plugin: plugin.name.clone(),

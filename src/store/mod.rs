@@ -26,7 +26,7 @@ use sled::Tree;
 
 pub use check::TreeCheck;
 pub use index::{Field, Ordered, FIELDS};
-pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG};
+pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG, CODE_FORM_SECRET_LEN};
 pub use schema::SCHEMA_VERSION;
 pub use sync_state::{LastSync, Reason, SyncState, SyncStatus};
 
@@ -143,6 +143,9 @@ pub enum StoreError {
     /// An id that cannot be a store key.
     #[error(transparent)]
     InvalidId(#[from] crate::model::InvalidId),
+    /// The operating system's random source failed while a secret was being created.
+    #[error("the OS random source failed: {0}")]
+    Random(String),
 }
 
 /// Result alias of the store.

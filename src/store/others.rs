@@ -15,6 +15,10 @@ use crate::model::{
 };
 
 const DEFAULT_TENANT_KEY: &[u8] = b"default_tenant";
+/// Key in `meta` of the secret that signs the code form's per-device URLs.
+const CODE_FORM_SECRET: &[u8] = b"code_form_secret";
+/// Length of that secret, in bytes.
+pub const CODE_FORM_SECRET_LEN: usize = 32;
 /// Key in `meta` present while the lease MAC index agrees with the leases on disk.
 const LEASE_INDEX_SETTLED: &[u8] = b"lease_index_settled";
 
@@ -123,6 +127,46 @@ impl Store {
             .meta
             .get(DEFAULT_TENANT_KEY)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The secret that signs the code form's per-device URLs ([`crate::codeform`]): 32 bytes
+    /// from the OS random source, created on first use and kept in `meta`, so that URLs
+    /// already written into phones' files stay valid across restarts. Two first callers at
+    /// once agree on one secret (the second one's candidate loses the compare-and-swap).
+    pub fn code_form_secret(&self) -> Result<[u8; CODE_FORM_SECRET_LEN]> {
+        let stored = |bytes: &[u8]| -> Result<[u8; CODE_FORM_SECRET_LEN]> {
+            bytes.try_into().map_err(|_| {
+                StoreError::Invalid(format!(
+                    "meta key code_form_secret holds {} bytes, not {CODE_FORM_SECRET_LEN}",
+                    bytes.len()
+                ))
+            })
+        };
+        if let Some(bytes) = self.meta.get(CODE_FORM_SECRET)? {
+            return stored(&bytes);
+        }
+        let mut candidate = [0u8; CODE_FORM_SECRET_LEN];
+        getrandom::fill(&mut candidate).map_err(|e| StoreError::Random(e.to_string()))?;
+        match self.meta.compare_and_swap(
+            CODE_FORM_SECRET,
+            None as Option<&[u8]>,
+            Some(&candidate[..]),
+        )? {
+            Ok(()) => {
+                self.flush()?;
+                Ok(candidate)
+            }
+            Err(lost) => match lost.current {
+                // The winner may not have flushed yet; this caller hands the secret out too.
+                Some(current) => {
+                    self.flush()?;
+                    stored(&current)
+                }
+                None => Err(StoreError::Invalid(
+                    "meta key code_form_secret vanished while it was created".to_owned(),
+                )),
+            },
+        }
     }
 
     /// A global setting (REST `/configure` parameters such as `locale` or `NAT`).

@@ -410,7 +410,8 @@ impl From<StoreError> for ApiError {
             StoreError::Open { .. }
             | StoreError::Sled(_)
             | StoreError::Corrupt { .. }
-            | StoreError::SchemaTooNew { .. } => {
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Random(_) => {
                 tracing::error!("store error in the API: {e}");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -421,7 +422,8 @@ impl From<StoreError> for ApiError {
             StoreError::Open { .. }
             | StoreError::Sled(_)
             | StoreError::Corrupt { .. }
-            | StoreError::SchemaTooNew { .. } => "internal store error".to_owned(),
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Random(_) => "internal store error".to_owned(),
             _ => e.to_string(),
         };
         ApiError::new(status, message)

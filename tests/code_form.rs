@@ -2,7 +2,8 @@
 //! itself"), end to end against the daemon over real HTTP on 127.0.0.1: for each vendor with a
 //! form, a phone fetches its autoprov file, the test finds the form's URL on the key the file
 //! sets, fetches the form as the phone, submits codes the way the vendor's browser builds the
-//! URL, and checks the result screens and the device through the REST API.
+//! URL, and checks the result screens, the device through the REST API, and the NOTIFY that
+//! follows a redemption (challenged with a 401 and answered with the line's digest).
 
 mod common;
 
@@ -87,35 +88,81 @@ impl SipPhones {
         self.socket.local_addr().unwrap().port()
     }
 
-    /// Waits for the next NOTIFY (answering retransmissions of earlier ones again), answers it
-    /// 200 as a phone does, and returns its `Event` header.
-    fn expect_notify(&mut self) -> String {
+    /// Waits for the next NOTIFY, challenges it with a 401 as a phone that protects its SIP
+    /// port does, checks that the retried NOTIFY answers the challenge with the digest of
+    /// `user` and `password` (RFC 2617, MD5, qop=auth), accepts it with a 200, and returns its
+    /// `Event` header. Retransmissions of a request already answered get the same answer.
+    fn expect_notify(&mut self, user: &str, password: &str) -> String {
+        const NONCE: &str = "form-nonce";
         let mut buf = [0u8; 4096];
         loop {
             let (n, from) = self.socket.recv_from(&mut buf).expect("a NOTIFY");
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             assert!(text.starts_with("NOTIFY sip:"), "{text}");
             let header = |name: &str| {
-                text.lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.trim()
-                            .eq_ignore_ascii_case(name)
-                            .then(|| v.trim().to_owned())
-                    })
-                    .unwrap_or_else(|| panic!("no {name} in {text}"))
+                text.split("\r\n").skip(1).find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_owned())
+                })
             };
-            let mut answer = String::from("SIP/2.0 200 OK\r\n");
+            let required =
+                |name: &str| header(name).unwrap_or_else(|| panic!("no {name} in {text}"));
+            let authorization = header("Authorization");
+            let status = match &authorization {
+                None => "401 Unauthorized",
+                Some(answer) => {
+                    let p = digest_params(answer);
+                    assert_eq!(p["username"], user, "{answer}");
+                    assert_eq!(p["nonce"], NONCE, "{answer}");
+                    assert_eq!(p["qop"], "auth", "{answer}");
+                    let md5 = |t: String| {
+                        use md5::Digest;
+                        md5::Md5::digest(t.as_bytes())
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
+                    };
+                    let ha1 = md5(format!("{user}:{}:{password}", p["realm"]));
+                    let ha2 = md5(format!("NOTIFY:{}", p["uri"]));
+                    let expected = md5(format!(
+                        "{ha1}:{NONCE}:{}:{}:auth:{ha2}",
+                        p["nc"], p["cnonce"]
+                    ));
+                    assert_eq!(p["response"], expected, "a wrong digest: {answer}");
+                    "200 OK"
+                }
+            };
+            let mut answer = format!("SIP/2.0 {status}\r\n");
             for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-                answer.push_str(&format!("{name}: {}\r\n", header(name)));
+                answer.push_str(&format!("{name}: {}\r\n", required(name)));
+            }
+            if authorization.is_none() {
+                answer.push_str(&format!(
+                    "WWW-Authenticate: Digest realm=\"phone\", nonce=\"{NONCE}\", qop=\"auth\", algorithm=MD5\r\n"
+                ));
             }
             answer.push_str("Content-Length: 0\r\n\r\n");
             self.socket.send_to(answer.as_bytes(), from).unwrap();
-            if self.answered.insert(header("Call-ID")) {
-                return header("Event");
+            if authorization.is_some() && self.answered.insert(required("Call-ID")) {
+                return required("Event");
             }
         }
     }
+}
+
+/// The parameters of a Digest answer as provisiond writes them (no comma inside values).
+fn digest_params(value: &str) -> std::collections::HashMap<String, String> {
+    value
+        .strip_prefix("Digest ")
+        .unwrap_or_else(|| panic!("not a Digest answer: {value}"))
+        .split(", ")
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap();
+            (k.to_owned(), v.trim_matches('"').to_owned())
+        })
+        .collect()
 }
 
 /// The daemon with its phones' HTTP address and its admin socket.
@@ -407,7 +454,7 @@ fn provision_tenant(server: &Server, phones: &[Phone]) {
         Some(json!({"category": {"name": "Office", "provisioning": true}})),
     );
     assert_eq!(r.status, 201, "{:?}", r.body);
-    for (i, phone) in phones.iter().enumerate() {
+    for phone in phones {
         let r = server.api(
             "POST",
             "/cfg_mgr/configs",
@@ -416,14 +463,23 @@ fn provision_tenant(server: &Server, phones: &[Phone]) {
                 "id": line_config(phone),
                 "parent_ids": ["base"],
                 "raw_config": {"sip_lines": {"1": {
-                    "username": format!("10{i:02}"),
-                    "password": "secret",
+                    "username": line_user(phone),
+                    "password": line_password(phone),
                     "registrar_ip": "10.0.0.10"
                 }}}
             }})),
         );
         assert_eq!(r.status, 201, "{:?}", r.body);
     }
+}
+
+/// SIP user and password of the phone's line, which answer its NOTIFY challenge.
+fn line_user(phone: &Phone) -> String {
+    format!("u{}", phone.mac.replace(':', ""))
+}
+
+fn line_password(phone: &Phone) -> String {
+    format!("pw-{}", phone.mac.replace(':', ""))
 }
 
 fn line_config(phone: &Phone) -> String {
@@ -539,7 +595,10 @@ fn exercise(server: &Server, phone: &Phone, other: &Phone, after_prefix: &str) {
     );
     assert_eq!(after["configured"], true, "{what}: {after}");
     // And the phone is told to fetch its new files, with its vendor's event.
-    let event = server.sip.borrow_mut().expect_notify();
+    let event = server
+        .sip
+        .borrow_mut()
+        .expect_notify(&line_user(phone), &line_password(phone));
     assert_eq!(event, sync_event(phone.vendor), "{what}");
 
     // Provisioned: the form is gone, from the server and from the phone's file.

@@ -3,6 +3,8 @@
 //! expiry is checked to the second without sleeping: issue, redemption, reuse, expiry,
 //! revocation, the sweeper, uniqueness under concurrent issues, and rollout states over time.
 
+mod common;
+
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -262,29 +264,7 @@ fn concurrent_redemptions_of_one_code_make_one_phone() {
 /// The rows of a rollout's CSV at `now`, read back by a CSV reader, header checked.
 fn csv_rows(env: &Env, id: &str, now: u64) -> Vec<Vec<String>> {
     let rollout = rollouts::get(&env.store, &env.scope, id).unwrap();
-    let text = rollouts::to_csv(&rollout, &env.category.name, now).unwrap();
-    let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        header,
-        [
-            "code",
-            "label",
-            "category",
-            "state",
-            "device_mac",
-            "registered_at"
-        ]
-    );
-    reader
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
-        .collect()
+    common::csv_rows(&rollouts::to_csv(&rollout, &env.category.name, now).unwrap())
 }
 
 #[test]

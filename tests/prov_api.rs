@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{curl, ApiReply, InProcess};
+use common::{csv_rows, curl, ApiReply, InProcess};
 use provisiond::config::HttpAuthStrategy;
 use provisiond::files::FileService;
 use provisiond::http::api::ApiState;
@@ -396,32 +396,6 @@ fn redemption_by_ip_needs_one_device_there() {
     let first = shared.iter().next().unwrap();
     let r = s.call(&s.root, "POST", "/prov_mgr/redeem", by_device(&code, first));
     assert_eq!(r.status, 200, "{}", r.body);
-}
-
-/// A CSV answer's rows, header checked.
-fn csv_rows(text: &str) -> Vec<Vec<String>> {
-    let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        header,
-        [
-            "code",
-            "label",
-            "category",
-            "state",
-            "device_mac",
-            "registered_at"
-        ]
-    );
-    reader
-        .records()
-        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
-        .collect()
 }
 
 fn column(rows: &[Vec<String>], n: usize) -> Vec<String> {

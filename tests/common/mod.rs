@@ -428,3 +428,29 @@ pub fn relayed_dora(
     assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
     ack.yiaddr()
 }
+
+/// The rows of a rollout's CSV export, its header checked.
+pub fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "code",
+            "label",
+            "category",
+            "state",
+            "device_mac",
+            "registered_at"
+        ]
+    );
+    reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}

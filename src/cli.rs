@@ -796,7 +796,8 @@ pub enum JobAction {
         #[arg(long = "version", value_name = "MODEL=VERSION:FILE")]
         versions: Vec<String>,
     },
-    /// Update Config: raw-config parameters of one type (locale, timezone, ntp, params).
+    /// Update Config: raw-config parameters of one type (locale, timezone, ntp, params), or
+    /// new admin passwords for the category's provisioned phones (admin_password_rotation).
     Config {
         /// Category (id or name).
         #[arg(long)]
@@ -804,8 +805,9 @@ pub enum JobAction {
         /// The type.
         #[arg(long = "type", value_name = "TYPE")]
         kind: String,
-        /// `KEY=VALUE` (VALUE as JSON when it parses, else text); repeat the option.
-        #[arg(long = "param", value_name = "KEY=VALUE", required = true)]
+        /// `KEY=VALUE` (VALUE as JSON when it parses, else text); repeat the option; none for
+        /// admin_password_rotation.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
     },
     /// Delete a job.

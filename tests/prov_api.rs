@@ -1023,6 +1023,40 @@ fn provisioned_phones_get_their_own_admin_password_and_reset_keeps_the_tenant() 
     assert!(file.contains(&password), "{file}");
     assert!(!file.contains(TENANT_PASSWORD), "{file}");
 
+    // A rotation job takes no parameters, and gives the category's phones new passwords now.
+    let rotation = |params: Value| {
+        s.call(
+            &a,
+            "POST",
+            "/prov_mgr/jobs",
+            Some(json!({"job": {"category": "desk", "kind": "config",
+                "type": "admin_password_rotation", "params": params}})),
+        )
+    };
+    let r = rotation(json!({"admin_password": "chosen"}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        s.ok(&a, "GET", &secrets, None, 200),
+        shown,
+        "a refused job rotates nothing"
+    );
+    let r = rotation(json!({}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rotated = s.ok(&a, "GET", &secrets, None, 200)["secrets"]["admin_password"]
+        .as_str()
+        .expect("a password")
+        .to_owned();
+    assert!(rotated.chars().count() >= 16, "{rotated}");
+    assert_ne!(rotated, password);
+    let file = s.phone_file(mac);
+    assert!(
+        file.contains(&rotated) && !file.contains(&password),
+        "{file}"
+    );
+    // A phone outside the category keeps the tenant's password.
+    assert!(s.phone_file(plain).contains(TENANT_PASSWORD));
+    let password = rotated;
+
     let r = s.call(&a, "POST", &format!("/dev_mgr/devices/{id}/reset"), None);
     assert_eq!(r.status, 200, "{}", r.body);
     let reset = s.stored(&id);

@@ -8,12 +8,17 @@ use super::{categories, ManageError, Result, Scope};
 use crate::model::{Category, Device, FirmwareTarget, Job, JobKind, RawConfig, UnixTime};
 use crate::store::Store;
 
-/// Config job types and the raw-config keys each may set (`params`: any).
+/// The config job type that gives every provisioned device of the category a new admin
+/// password; it takes no parameters and adds no layer.
+pub const ROTATION: &str = "admin_password_rotation";
+
+/// Config job types and the raw-config keys each may set (`params`: any; [`ROTATION`]: none).
 pub const CONFIG_TYPES: &[(&str, &[&str])] = &[
     ("locale", &["locale"]),
     ("timezone", &["timezone"]),
     ("ntp", &["ntp_enabled", "ntp_ip"]),
     ("params", &[]),
+    (ROTATION, &[]),
 ];
 
 /// What a client asks for.
@@ -38,6 +43,15 @@ fn check_config_job(kind: &str, params: &RawConfig) -> Result<()> {
             format!("one of {}", names.join(", ")),
         ));
     };
+    if kind == ROTATION {
+        if let Some(other) = params.keys().next() {
+            return Err(ManageError::field(
+                format!("params.{other}"),
+                format!("a {ROTATION} job takes no parameters"),
+            ));
+        }
+        return Ok(());
+    }
     if params.is_empty() {
         return Err(ManageError::field("params", "at least one parameter"));
     }
@@ -88,7 +102,38 @@ pub fn create(
         kind,
     })?;
     tracing::info!(job = %job.id, tenant = %job.tenant, category = %category.name, "job created");
+    if matches!(&job.kind, JobKind::Config { kind, .. } if kind == ROTATION) {
+        // Now rather than at each phone's next fetch: the password that the secrets API shows
+        // from this moment on is the one the phone's next files carry.
+        let rotated = rotate_passwords(store, &category)?;
+        tracing::info!(job = %job.id, category = %category.name, devices = rotated, "admin passwords rotated");
+    }
     Ok(job)
+}
+
+/// Gives each provisioned device of `category` a new random admin password; returns how many.
+fn rotate_passwords(store: &Store, category: &Category) -> Result<usize> {
+    let mut rotated = 0;
+    for id in devices_of(store, category)? {
+        let done = super::retry_on_conflict("device", || {
+            let Some(mut device) = store.device(&id)? else {
+                // Deleted meanwhile: nothing to rotate.
+                return Ok(Some(false));
+            };
+            let still_there = device.tenant == category.tenant
+                && device.category.as_deref() == Some(category.id.as_str());
+            if device.provisioned.is_none() || !still_there {
+                return Ok(Some(false));
+            }
+            device.admin_password = Some(
+                crate::ident::random_password(crate::ident::ADMIN_PASSWORD_LEN)
+                    .map_err(|e| ManageError::Internal(e.to_string()))?,
+            );
+            Ok::<_, ManageError>(super::conflict_or(store.update_device(&device))?.map(|_| true))
+        })?;
+        rotated += usize::from(done);
+    }
+    Ok(rotated)
 }
 
 /// The jobs of the acting tenant (or its subtree), oldest first.
@@ -146,7 +191,7 @@ pub fn layers(store: &Store, device: &Device) -> crate::store::Result<Vec<(Job, 
     let mut configs = Vec::new();
     for job in jobs.iter().rev() {
         if let JobKind::Config { kind, params } = &job.kind {
-            if !seen.contains(&kind.as_str()) {
+            if kind != ROTATION && !seen.contains(&kind.as_str()) {
                 seen.push(kind);
                 configs.push((job.clone(), params.clone()));
             }

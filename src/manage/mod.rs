@@ -14,6 +14,7 @@ pub mod configs;
 pub mod devices;
 pub mod guard;
 pub mod jobs;
+pub mod oip;
 pub mod rollouts;
 pub mod tenants;
 

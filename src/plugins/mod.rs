@@ -3,6 +3,7 @@
 
 mod context;
 mod embedded;
+pub mod fetch;
 mod manifest;
 mod render;
 mod route;

@@ -758,3 +758,45 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>, caller: Caller) 
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
+
+/// The operation number of a path (1 and up).
+fn oip_number(text: &str) -> ApiResult<u64> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::field("op", "an operation number"))
+}
+
+/// `GET /pg_mgr/operations/{op}`: `{"status": …}` in wazo-provd's grammar, and `error` once
+/// it failed. Plugin operations are the server's, so only the master tenant follows them.
+pub(super) async fn oip_get(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    PathParam(op): PathParam,
+) -> ApiResult {
+    caller.require("provd.operation.read")?;
+    caller.require_master()?;
+    let oip = state
+        .oips
+        .get(oip_number(&op)?)
+        .ok_or_else(|| ApiError::not_found("no such operation"))?;
+    let mut body = json!({ "status": oip.status() });
+    if let Some(error) = &oip.error {
+        body["error"] = json!(error);
+    }
+    Ok(reply(StatusCode::OK, body))
+}
+
+/// `DELETE /pg_mgr/operations/{op}`: forgets it (the work itself goes on).
+pub(super) async fn oip_delete(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    PathParam(op): PathParam,
+) -> ApiResult {
+    caller.require("provd.operation.delete")?;
+    caller.require_master()?;
+    if !state.oips.delete(oip_number(&op)?) {
+        return Err(ApiError::not_found("no such operation"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

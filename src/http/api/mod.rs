@@ -51,6 +51,8 @@ pub struct ApiState {
     pub plugin_roots: Vec<(PathBuf, Origin)>,
     /// Synchronisation operations in progress.
     pub ops: Mutex<devices::Operations>,
+    /// Plugin and package operations in progress (`/pg_mgr/operations/{op}`).
+    pub oips: crate::manage::oip::Oips,
     /// Request counters for `/metrics`.
     pub metrics: misc::Metrics,
     /// The resync queue (SIP NOTIFY), with its `[sync]` settings.
@@ -74,6 +76,7 @@ impl ApiState {
             default_tenant,
             plugin_roots,
             ops: Mutex::new(devices::Operations::default()),
+            oips: crate::manage::oip::Oips::default(),
             metrics: misc::Metrics::default(),
             sync: crate::sync::SyncQueue::disabled(),
             base_url: None,
@@ -129,6 +132,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/pg_mgr/plugins/{id}", &["get"]),
     ("/pg_mgr/plugins/{id}/info", &["get"]),
     ("/pg_mgr/reload", &["post"]),
+    ("/pg_mgr/operations/{op}", &["get", "delete"]),
     ("/dev_mgr/devices/{id}/reset", &["post"]),
     ("/dev_mgr/devices/{id}/secrets", &["get"]),
     ("/prov_mgr", &["get"]),
@@ -189,6 +193,10 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/pg_mgr/plugins/{id}", get(misc::plugin_links))
         .route("/pg_mgr/plugins/{id}/info", get(misc::plugin_info))
         .route("/pg_mgr/reload", post(misc::reload))
+        .route(
+            "/pg_mgr/operations/{op}",
+            get(misc::oip_get).delete(misc::oip_delete),
+        )
         .route("/dev_mgr/devices/{id}/reset", post(prov::device_reset))
         .route("/dev_mgr/devices/{id}/secrets", get(prov::device_secrets))
         .route("/prov_mgr", get(prov::links))
@@ -506,6 +514,21 @@ pub fn created(path: &str, id: &str) -> Response {
         StatusCode::CREATED,
         [(header::LOCATION, location(path))],
         reply(StatusCode::CREATED, json!({ "id": id })),
+    )
+        .into_response()
+}
+
+/// 201 for a started plugin or package operation, with its `Location`
+/// (`/0.2/pg_mgr/operations/<n>`: wazo-provd-client appends what follows `/0.2/pg_mgr` to its
+/// `pg_mgr` base).
+pub fn oip_started(handle: &crate::manage::oip::OipHandle) -> Response {
+    (
+        StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            location(&format!("pg_mgr/operations/{}", handle.id())),
+        )],
+        reply(StatusCode::CREATED, json!({})),
     )
         .into_response()
 }

@@ -213,7 +213,8 @@ async fn run(
             crate::admin::plugin_roots(&settings),
         )
         .with_sync_queue(sync)
-        .with_base_url(settings.general.base_url.clone()),
+        .with_base_url(settings.general.base_url.clone())
+        .with_plugin_settings(settings.plugins.clone()),
     );
     let api_app = api::router(api_state, settings.api.max_body_bytes);
     // The API's own refusals (oversized heads) are JSON errors like the rest of its answers.

@@ -15,8 +15,46 @@ pub fn plugin_roots(settings: &Settings) -> Vec<(std::path::PathBuf, Origin)> {
     ]
 }
 
+/// `provisiond repo …`: builds a plugin repository (docs/plugin-repository.md).
+pub fn repo(args: &crate::cli::RepoArgs) -> ExitCode {
+    use crate::cli::RepoAction;
+    use crate::plugins::repo;
+    let done = match &args.action {
+        RepoAction::Keygen { prefix } => repo::keygen(prefix).map(|(secret, public)| {
+            println!("secret key: {} (keep it private)", secret.display());
+            println!(
+                "public key: {} (copy it into [plugins] trusted_keys_dir)",
+                public.display()
+            );
+        }),
+        RepoAction::Pack { plugin_dir, out } => repo::pack(plugin_dir, out).map(|e| {
+            println!("{} {} {} bytes sha256 {}", e.archive, e.version, e.size, e.sha256);
+        }),
+        RepoAction::Index { dir, sign } => repo::write_index(dir, sign.as_deref()).map(|index| {
+            for e in &index.plugins {
+                println!("{:<14} {:<10} {}", e.name, e.version, e.archive);
+            }
+            println!(
+                "{} written{}",
+                dir.join(repo::INDEX_FILE).display(),
+                if sign.is_some() { ", signed" } else { ", NOT signed" }
+            );
+        }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("repo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `provisiond plugin …`.
 pub fn plugin(args: &PluginArgs) -> ExitCode {
+    if !matches!(args.action, PluginAction::List | PluginAction::Show { .. }) {
+        return crate::admin_client::plugin_remote(args);
+    }
     let loaded = match config::load(args.source.config.as_deref(), &args.source.default_config) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -100,6 +138,7 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        _ => crate::admin_client::plugin_remote(args),
     }
 }
 

@@ -68,6 +68,8 @@ pub enum Command {
     /// Print the configuration that makes ISC dhcpd, Kea or dnsmasq hand phones the same
     /// per-vendor options (66, 160, 150…) as the built-in DHCP server.
     DhcpSnippet(DhcpSnippetArgs),
+    /// Build a plugin repository: key pairs, plugin archives, the signed index.
+    Repo(RepoArgs),
     /// Print the man page (provisiond.8, roff) on standard output.
     Man,
     /// Print a shell completion script on standard output.
@@ -135,6 +137,10 @@ pub struct PluginArgs {
     /// Configuration sources (for the plugin directories).
     #[command(flatten)]
     pub source: ConfigArgs,
+    /// The daemon's admin socket (update, search, install, upgrade, remove), instead of the
+    /// configuration's `[api] socket`.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
 }
 
 /// `plugin` subcommands.
@@ -146,6 +152,66 @@ pub enum PluginAction {
     Show {
         /// Plugin name.
         name: String,
+    },
+    /// Fetch the plugin repository's index from `plugin_server` (through the daemon).
+    Update,
+    /// The plugins the repository offers, whose name or description contains TEXT.
+    Search {
+        /// Text to look for (none: every plugin).
+        text: Option<String>,
+    },
+    /// Install a plugin from the repository; waits for the download to finish.
+    Install {
+        /// Plugin name.
+        name: String,
+    },
+    /// Upgrade an installed plugin to the repository's version.
+    Upgrade {
+        /// Plugin name.
+        name: String,
+    },
+    /// Remove a plugin installed from the repository.
+    Remove {
+        /// Plugin name.
+        name: String,
+        /// Remove it even though devices use it.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Arguments of `repo`.
+#[derive(Debug, Clone, Args)]
+pub struct RepoArgs {
+    /// What to build.
+    #[command(subcommand)]
+    pub action: RepoAction,
+}
+
+/// `repo` subcommands (docs/plugin-repository.md).
+#[derive(Debug, Clone, Subcommand)]
+pub enum RepoAction {
+    /// A new signing key pair: PREFIX.key (secret, keep it off the servers) and PREFIX.pub
+    /// (for /etc/provisiond/trusted-keys/).
+    Keygen {
+        /// Path of the files without extension.
+        prefix: PathBuf,
+    },
+    /// Check a plugin directory and write its archive NAME-VERSION.tar.gz into --out.
+    Pack {
+        /// The plugin directory (holding plugin.toml).
+        plugin_dir: PathBuf,
+        /// Where to write the archive.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// Check the archives of DIR and write DIR/index.json, signed with --sign.
+    Index {
+        /// The repository directory (the archives).
+        dir: PathBuf,
+        /// Secret key (unencrypted minisign) that signs the index.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
     },
 }
 

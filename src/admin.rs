@@ -40,6 +40,22 @@ pub fn repo(args: &crate::cli::RepoArgs) -> ExitCode {
                 if sign.is_some() { ", signed" } else { ", NOT signed" }
             );
         }),
+        RepoAction::Sign { file, key } => std::fs::read(file)
+            .map_err(|source| repo::RepoError::Io {
+                path: file.display().to_string(),
+                source,
+            })
+            .and_then(|data| repo::sign(&data, key))
+            .and_then(|signature| {
+                let mut out = file.clone().into_os_string();
+                out.push(".minisig");
+                std::fs::write(&out, signature).map_err(|source| repo::RepoError::Io {
+                    path: out.to_string_lossy().into_owned(),
+                    source,
+                })?;
+                println!("{} written", std::path::Path::new(&out).display());
+                Ok(())
+            }),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

@@ -213,6 +213,14 @@ pub enum RepoAction {
         #[arg(long, value_name = "KEY")]
         sign: Option<PathBuf>,
     },
+    /// Sign FILE (an index edited by hand) as FILE.minisig.
+    Sign {
+        /// The file to sign.
+        file: PathBuf,
+        /// Secret key (unencrypted minisign).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
 }
 
 /// Arguments of `bench`.

@@ -28,7 +28,10 @@ pub fn repo(args: &crate::cli::RepoArgs) -> ExitCode {
             );
         }),
         RepoAction::Pack { plugin_dir, out } => repo::pack(plugin_dir, out).map(|e| {
-            println!("{} {} {} bytes sha256 {}", e.archive, e.version, e.size, e.sha256);
+            println!(
+                "{} {} {} bytes sha256 {}",
+                e.archive, e.version, e.size, e.sha256
+            );
         }),
         RepoAction::Index { dir, sign } => repo::write_index(dir, sign.as_deref()).map(|index| {
             for e in &index.plugins {
@@ -37,7 +40,11 @@ pub fn repo(args: &crate::cli::RepoArgs) -> ExitCode {
             println!(
                 "{} written{}",
                 dir.join(repo::INDEX_FILE).display(),
-                if sign.is_some() { ", signed" } else { ", NOT signed" }
+                if sign.is_some() {
+                    ", signed"
+                } else {
+                    ", NOT signed"
+                }
             );
         }),
         RepoAction::Sign { file, key } => std::fs::read(file)

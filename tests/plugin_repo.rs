@@ -197,7 +197,9 @@ fn walk(dir: &Path) -> Vec<String> {
 /// A copy of the repository's plugin `name` in `dest`, at `version`, with `marker` on top of
 /// its common template when given.
 fn plugin_copy(name: &str, dest: &Path, version: &str) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins").join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins")
+        .join(name);
     let target = dest.join(name);
     copy_dir(&source, &target);
     let manifest = target.join("plugin.toml");
@@ -308,7 +310,10 @@ fn setup() -> Setup {
     });
     let http = listening_on(&daemon.expect_line(&["HTTP provisioning on"]));
     daemon.expect_line(&["ready"]);
-    assert!(!leftover.exists(), "leftovers of a killed install are removed");
+    assert!(
+        !leftover.exists(),
+        "leftovers of a killed install are removed"
+    );
     let setup = Setup {
         dir,
         repo,
@@ -394,7 +399,10 @@ fn install_upgrade_and_remove_live() {
     // Install through the API: the operation ends in success, the plugin is used at once.
     let done = s.operation("/pg_mgr/install/install", json!({"id": "yealink"}));
     assert!(
-        done["status"].as_str().unwrap().starts_with("download|success;"),
+        done["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("download|success;"),
         "{done}"
     );
     let installed = s.installed();
@@ -529,12 +537,17 @@ fn bad_downloads_leave_the_plugins_as_they_were() {
     let done = s.operation("/pg_mgr/install/update", json!({}));
     assert_eq!(done["status"], "update|success", "{done}");
     let before = s.state();
-    let archive = s.repo.join(format!("fanvil-{}.tar.gz", built_in_version("fanvil")));
+    let archive = s
+        .repo
+        .join(format!("fanvil-{}.tar.gz", built_in_version("fanvil")));
     let original = std::fs::read(&archive).unwrap();
     let install = |why: &str| {
         let done = s.operation("/pg_mgr/install/install", json!({"id": "fanvil"}));
         assert!(
-            done["status"].as_str().unwrap().starts_with("download|fail"),
+            done["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("download|fail"),
             "{why}: {done}"
         );
         let error = done["error"].as_str().unwrap().to_owned();
@@ -553,13 +566,20 @@ fn bad_downloads_leave_the_plugins_as_they_were() {
     longer.extend_from_slice(b"more");
     std::fs::write(&archive, &longer).unwrap();
     let error = install("other archive");
-    assert!(error.contains("larger than") || error.contains("bytes"), "{error}");
+    assert!(
+        error.contains("larger than") || error.contains("bytes"),
+        "{error}"
+    );
     // Truncated by the server.
     std::fs::write(&archive, &original).unwrap();
-    s.server.set(archive.file_name().unwrap().to_str().unwrap(), Mode::Truncated);
+    s.server.set(
+        archive.file_name().unwrap().to_str().unwrap(),
+        Mode::Truncated,
+    );
     let error = install("truncated");
     assert!(error.contains("truncated"), "{error}");
-    s.server.set(archive.file_name().unwrap().to_str().unwrap(), Mode::Whole);
+    s.server
+        .set(archive.file_name().unwrap().to_str().unwrap(), Mode::Whole);
 
     // A path-traversal archive, listed with its true hash in a signed index.
     let evil = raw_tar_gz(&[

@@ -160,9 +160,9 @@ impl Repository {
 
     fn fetcher(&self, store: &Store) -> std::result::Result<Fetcher, String> {
         let proxy = match store.param("http_proxy").map_err(|e| e.to_string())? {
-            Some(serde_json::Value::String(p)) => Some(
-                Url::parse(&p).map_err(|e| format!("http_proxy {p:?}: {e}"))?,
-            ),
+            Some(serde_json::Value::String(p)) => {
+                Some(Url::parse(&p).map_err(|e| format!("http_proxy {p:?}: {e}"))?)
+            }
             _ => None,
         };
         Fetcher::new(
@@ -213,7 +213,9 @@ impl Repository {
         op.progress(None, None);
         let server = match store.param("plugin_server").map_err(|e| e.to_string())? {
             Some(serde_json::Value::String(s)) => s,
-            _ => return Err("no plugin_server is configured (PUT /configure/plugin_server)".into()),
+            _ => {
+                return Err("no plugin_server is configured (PUT /configure/plugin_server)".into())
+            }
         };
         let mut base = Url::parse(&server).map_err(|e| format!("plugin_server {server:?}: {e}"))?;
         if !base.path().ends_with('/') {
@@ -393,7 +395,10 @@ impl Repository {
         .await
         .map_err(|e| e.to_string())??;
         files.set_plugins(Arc::new(set));
-        tracing::info!(plugin = name, "plugin installed from the repository; plugins reloaded");
+        tracing::info!(
+            plugin = name,
+            "plugin installed from the repository; plugins reloaded"
+        );
         Ok(())
     }
 
@@ -425,7 +430,9 @@ impl Repository {
         if users > 0 && !force {
             return Err(ManageError::field(
                 "id",
-                format!("{users} device(s) use plugin {name}: remove it with force to do it anyway"),
+                format!(
+                    "{users} device(s) use plugin {name}: remove it with force to do it anyway"
+                ),
             ));
         }
         let scratch = self.scratch().map_err(ManageError::Internal)?;
@@ -437,7 +444,11 @@ impl Repository {
             .await
             .map_err(|e| ManageError::Internal(e.to_string()))?;
         files.set_plugins(Arc::new(set));
-        tracing::info!(plugin = name, devices = users, "plugin removed; plugins reloaded");
+        tracing::info!(
+            plugin = name,
+            devices = users,
+            "plugin removed; plugins reloaded"
+        );
         // The removed files go once no request may still read them: the scratch directory
         // is dropped after the swap.
         drop(scratch);
@@ -446,7 +457,11 @@ impl Repository {
 }
 
 /// Writes `value` as `dir/file` through a temporary file renamed over it.
-fn write_atomically(dir: &Path, file: &str, value: &impl Serialize) -> std::result::Result<(), String> {
+fn write_atomically(
+    dir: &Path,
+    file: &str,
+    value: &impl Serialize,
+) -> std::result::Result<(), String> {
     use std::io::Write as _;
     fs::create_dir_all(dir).map_err(|e| internal("cannot create", dir, e))?;
     let mut temp =
@@ -472,7 +487,8 @@ fn place(
 ) -> std::result::Result<(), String> {
     let unpacked = scratch.0.join(&entry.version);
     fs::create_dir(&unpacked).map_err(|e| internal("cannot create", &unpacked, e))?;
-    repo::unpack(bytes, &unpacked, &entry.archive, &entry.name, limits).map_err(|e| e.to_string())?;
+    repo::unpack(bytes, &unpacked, &entry.archive, &entry.name, limits)
+        .map_err(|e| e.to_string())?;
     let plugin = crate::plugins::load_dir(&unpacked.join(&entry.name))
         .map_err(|e| format!("{}: the plugin does not load: {e}", entry.archive))?;
     if plugin.version != entry.version {

@@ -524,10 +524,7 @@ fn version_key(v: &str) -> Vec<(u64, String)> {
             parts.push((rest[..digits].parse().unwrap_or(u64::MAX), String::new()));
             rest = &rest[digits..];
         } else {
-            let text = rest.len()
-                - rest
-                    .trim_start_matches(|c: char| !c.is_ascii_digit())
-                    .len();
+            let text = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
             let word = rest[..text].trim_matches(|c: char| c == '.' || c == '-' || c == '_');
             if !word.is_empty() {
                 parts.push((0, word.to_owned()));

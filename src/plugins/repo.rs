@@ -302,7 +302,11 @@ pub fn sign(data: &[u8], key_file: &Path) -> Result<String> {
     let text = fs::read_to_string(key_file).map_err(io_err(key_file))?;
     let secret = minisign::SecretKeyBox::from_string(&text)
         .and_then(|b| b.into_unencrypted_secret_key())
-        .map_err(|e| fail(format!("{e} (an unencrypted minisign secret key is needed)")))?;
+        .map_err(|e| {
+            fail(format!(
+                "{e} (an unencrypted minisign secret key is needed)"
+            ))
+        })?;
     let signature = minisign::sign(
         None,
         &secret,
@@ -467,12 +471,11 @@ pub fn write_index(dir: &Path, key: Option<&Path>) -> Result<Index> {
         let bytes = fs::read(&path).map_err(io_err(&path))?;
         let scratch = tempfile::tempdir_in(dir).map_err(io_err(dir))?;
         let name = unpack_any(&bytes, scratch.path(), &archive, Limits::default())?;
-        let plugin = super::load_dir(&scratch.path().join(&name)).map_err(|e| {
-            RepoError::Archive {
+        let plugin =
+            super::load_dir(&scratch.path().join(&name)).map_err(|e| RepoError::Archive {
                 archive: archive.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         let entry = entry_of(&plugin, archive.clone(), bytes.len() as u64, &sha256);
         // Two archives of one plugin: the newest version is listed.
@@ -489,7 +492,8 @@ pub fn write_index(dir: &Path, key: Option<&Path>) -> Result<Index> {
         format: FORMAT,
         plugins,
     };
-    let mut text = serde_json::to_vec_pretty(&index).map_err(|e| RepoError::Index(e.to_string()))?;
+    let mut text =
+        serde_json::to_vec_pretty(&index).map_err(|e| RepoError::Index(e.to_string()))?;
     text.push(b'\n');
     let index_path = dir.join(INDEX_FILE);
     let signature = key.map(|key| sign(&text, key)).transpose()?;
@@ -498,9 +502,7 @@ pub fn write_index(dir: &Path, key: Option<&Path>) -> Result<Index> {
     match signature {
         Some(sig) => fs::write(&sig_path, sig).map_err(io_err(&sig_path))?,
         None => match fs::remove_file(&sig_path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_err(&sig_path)(e))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&sig_path)(e)),
             _ => {}
         },
     }
@@ -571,7 +573,9 @@ fn unpack_any(bytes: &[u8], dest: &Path, archive: &str, limits: Limits) -> Resul
         if !valid_name(first) {
             return Err(refuse(format!("{shown}: {first:?} is not a plugin name")));
         }
-        let target = parts.iter().fold(dest.to_path_buf(), |p, part| p.join(part));
+        let target = parts
+            .iter()
+            .fold(dest.to_path_buf(), |p, part| p.join(part));
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
                 fs::create_dir_all(&target).map_err(io_err(&target))?;
@@ -694,7 +698,10 @@ mod tests {
         assert!(!crate::plugins::version_newer("0.9", "1.0"));
     }
 
-    fn tar_gz(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    /// An archive entry of the tests: path, type, content.
+    type TestEntry<'a> = (&'a str, tar::EntryType, &'a [u8]);
+
+    fn tar_gz(entries: &[TestEntry<'_>]) -> Vec<u8> {
         let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let mut tar = tar::Builder::new(gz);
         for (path, kind, body) in entries {
@@ -717,7 +724,7 @@ mod tests {
     #[test]
     fn unsafe_archives_are_refused() {
         use tar::EntryType::{Regular, Symlink};
-        let cases: [(&[(&str, tar::EntryType, &[u8])], &str); 5] = [
+        let cases: [(&[TestEntry<'_>], &str); 5] = [
             (&[("p/../../evil", Regular, b"x")], ".. are refused"),
             (&[("/etc/evil", Regular, b"x")], ".. are refused"),
             (&[("p/link", Symlink, b"")], "refused"),

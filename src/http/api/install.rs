@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
-use crate::manage::oip::OipHandle;
 use super::{reply, ApiResult, ApiState, Body};
+use crate::manage::oip::OipHandle;
 
 /// `{"id": …}` of install, upgrade and uninstall; `force` for uninstall (provisiond only).
 #[derive(Debug, Deserialize)]

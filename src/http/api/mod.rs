@@ -93,7 +93,11 @@ impl ApiState {
 
     /// The same state with the plugin repository's `[plugins]` settings.
     pub fn with_plugin_settings(mut self, settings: crate::config::Plugins) -> ApiState {
-        let data_dir = self.store.path().parent().unwrap_or(std::path::Path::new("."));
+        let data_dir = self
+            .store
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
         self.repo = Arc::new(crate::manage::plugins::Repository::new(data_dir, settings));
         self
     }

@@ -691,6 +691,51 @@ mod tests {
     }
 
     #[test]
+    fn an_installed_plugin_wins_only_when_newer() {
+        use crate::plugins::{Origin, PluginSet};
+        let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+        let source = builtin.join("snom");
+        let version = crate::plugins::load_dir(&source).unwrap().version;
+        let packed = tempfile::tempdir().unwrap();
+        let entry = pack(&source, packed.path()).unwrap();
+        let bytes = fs::read(packed.path().join(&entry.archive)).unwrap();
+        for (installed, expected) in [
+            (version.clone(), Origin::Builtin),
+            (format!("{version}.1"), Origin::Installed),
+        ] {
+            let admin = tempfile::tempdir().unwrap();
+            let version_dir = admin.path().join("snom").join(&installed);
+            fs::create_dir_all(&version_dir).unwrap();
+            unpack(&bytes, &version_dir, "a", "snom", Limits::default()).unwrap();
+            let manifest = version_dir.join("snom/plugin.toml");
+            let text = fs::read_to_string(&manifest).unwrap().replacen(
+                &format!("version = \"{version}\""),
+                &format!("version = \"{installed}\""),
+                1,
+            );
+            fs::write(&manifest, text).unwrap();
+            std::os::unix::fs::symlink(&installed, admin.path().join("snom/current")).unwrap();
+            let set = PluginSet::load(&[
+                (builtin.clone(), Origin::Builtin),
+                (admin.path().to_path_buf(), Origin::Admin),
+            ]);
+            assert!(set.errors.is_empty(), "{:?}", set.errors);
+            let snom = set.get("snom").unwrap();
+            assert_eq!(snom.origin, expected, "installed {installed}");
+            if expected == Origin::Installed {
+                assert_eq!(snom.version, installed);
+                assert_eq!(snom.replaces, Some(Origin::Builtin));
+                // The real directory of the version, not the link: a later switch does not
+                // move the files under this loaded plugin.
+                assert_eq!(
+                    snom.dir.as_deref(),
+                    Some(version_dir.canonicalize().unwrap().join("snom").as_path())
+                );
+            }
+        }
+    }
+
+    #[test]
     fn versions_compare_by_number() {
         assert!(crate::plugins::version_newer("1.10", "1.9"));
         assert!(crate::plugins::version_newer("2.0.1", "2.0"));

@@ -155,7 +155,10 @@ async fn run(
     let package_root = settings.general.data_dir.join("packages");
     let package_store = Arc::new(
         crate::plugins::packages::PackageStore::open(package_root.clone()).with_context(|| {
-            format!("cannot open the package directory {}", package_root.display())
+            format!(
+                "cannot open the package directory {}",
+                package_root.display()
+            )
         })?,
     );
     let _ = files.packages.set(Arc::clone(&package_store));

@@ -65,7 +65,10 @@ fn follow(client: &Client, path: &str) -> Result<Value> {
     let mut shown = String::new();
     loop {
         let answer = client.get(path)?;
-        let status = answer.json["status"].as_str().unwrap_or_default().to_owned();
+        let status = answer.json["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if status != shown {
             eprintln!("{status}");
             shown = status.clone();
@@ -129,7 +132,14 @@ fn list(client: &Client, api: &ApiArgs, base: &str) -> Result<()> {
         })
         .collect();
     table(
-        &["PACKAGE", "VERSION", "INSTALLED", "SIZE", "LICENCE", "DESCRIPTION"],
+        &[
+            "PACKAGE",
+            "VERSION",
+            "INSTALLED",
+            "SIZE",
+            "LICENCE",
+            "DESCRIPTION",
+        ],
         rows,
     );
     Ok(())

@@ -50,11 +50,7 @@ impl Packages {
 
     fn lock_of(&self, plugin: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(
-            locks
-                .entry((plugin.to_owned(), id.to_owned()))
-                .or_default(),
-        )
+        Arc::clone(locks.entry((plugin.to_owned(), id.to_owned())).or_default())
     }
 }
 
@@ -150,7 +146,10 @@ pub fn start(
     if mode == Mode::Upgrade && packages.store.get(&plugin.name, id).is_none() {
         return Err(ManageError::field(
             "id",
-            format!("package {id} of plugin {} is not installed: install it", plugin.name),
+            format!(
+                "package {id} of plugin {} is not installed: install it",
+                plugin.name
+            ),
         ));
     }
     let proxy = proxy(store)?;
@@ -190,7 +189,9 @@ async fn run(
     let lock = packages.lock_of(plugin, &package.id);
     let _one_at_a_time = lock.lock().await;
     let current = packages.store.get(plugin, &package.id);
-    if current.is_some_and(|c| c.version == package.version && c.sha256 == fetch::hex(&package.sha256)) {
+    if current
+        .is_some_and(|c| c.version == package.version && c.sha256 == fetch::hex(&package.sha256))
+    {
         return Ok(None);
     }
     oip.progress(Some(0), Some(package.size));

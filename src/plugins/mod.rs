@@ -790,7 +790,10 @@ fn plugin_from_text(
     for (i, spec) in m.packages.iter().enumerate() {
         let package = packages::validate(spec)
             .map_err(|(field, message)| bad(format!("packages[{i}].{field}"), message))?;
-        if packages.iter().any(|p: &packages::Package| p.id == package.id) {
+        if packages
+            .iter()
+            .any(|p: &packages::Package| p.id == package.id)
+        {
             return Err(bad(
                 format!("packages[{i}].id"),
                 format!("{:?} is declared twice", package.id),

@@ -92,7 +92,11 @@ impl FileMap {
             return Some(self.to.clone());
         }
         let base = member.rsplit('/').next().unwrap_or(member);
-        Some(format!("{}{base}", self.to).trim_start_matches('/').to_owned())
+        Some(
+            format!("{}{base}", self.to)
+                .trim_start_matches('/')
+                .to_owned(),
+        )
     }
 }
 
@@ -144,7 +148,10 @@ pub(super) fn validate(spec: &PackageSpec) -> Result<Package, (String, String)> 
     if !version_ok {
         return Err(bad(
             "version",
-            format!("{:?}: use 1 to 64 of A-Z, a-z, 0-9, ., _, +, ~, -", spec.version),
+            format!(
+                "{:?}: use 1 to 64 of A-Z, a-z, 0-9, ., _, +, ~, -",
+                spec.version
+            ),
         ));
     }
     if spec.description.chars().any(|c| c.is_control()) {
@@ -158,8 +165,8 @@ pub(super) fn validate(spec: &PackageSpec) -> Result<Package, (String, String)> 
         Ok(url)
     };
     let url = web_url("url", &spec.url)?;
-    let sha256 = parse_sha256(&spec.sha256)
-        .ok_or_else(|| bad("sha256", "must be 64 hex digits".into()))?;
+    let sha256 =
+        parse_sha256(&spec.sha256).ok_or_else(|| bad("sha256", "must be 64 hex digits".into()))?;
     if spec.size == 0 || spec.size > MAX_PACKAGE_BYTES {
         return Err(bad(
             "size",
@@ -221,9 +228,10 @@ fn file_map(format: PackageFormat, spec: &PackageFileSpec) -> Result<FileMap, St
             return Err("from: a raw package is the file itself; set only `to`".into())
         }
         (_, None) => return Err("from: which archive members (a path or a glob)".into()),
-        (_, Some(pattern)) => {
-            Some((pattern.clone(), glob(pattern).map_err(|e| format!("from: {e}"))?))
-        }
+        (_, Some(pattern)) => Some((
+            pattern.clone(),
+            glob(pattern).map_err(|e| format!("from: {e}"))?,
+        )),
     };
     Ok(FileMap {
         from,
@@ -715,7 +723,11 @@ impl<'a> Placer<'a> {
     /// Every mapping matched as it must; the served names.
     fn finish(self) -> Result<Vec<String>, PackageError> {
         for (map, count) in self.package.files.iter().zip(&self.matched) {
-            let from = map.from.as_ref().map(|(f, _)| f.clone()).unwrap_or_default();
+            let from = map
+                .from
+                .as_ref()
+                .map(|(f, _)| f.clone())
+                .unwrap_or_default();
             if *count == 0 {
                 return Err(PackageError::NoMatch(from));
             }
@@ -849,7 +861,10 @@ mod tests {
             from: Some(("fw/*.rom".into(), glob("fw/*.rom").unwrap())),
             to: "firmware/".into(),
         };
-        assert_eq!(dir.place("fw/T54W.rom").as_deref(), Some("firmware/T54W.rom"));
+        assert_eq!(
+            dir.place("fw/T54W.rom").as_deref(),
+            Some("firmware/T54W.rom")
+        );
         assert_eq!(dir.place("fw/sub/T54W.rom"), None);
         assert_eq!(dir.place("T54W.rom"), None);
         let top = FileMap {

@@ -472,7 +472,9 @@ pub fn plugin_copy(root: &Path, name: &str, extra: &str) -> PathBuf {
     }
     let dir = root.join(name);
     copy(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins").join(name),
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("plugins")
+            .join(name),
         &dir,
     );
     let manifest = dir.join("plugin.toml");

@@ -225,8 +225,14 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
             "/pg_mgr/plugins/{id}/install/installed",
             get(packages::installed),
         )
-        .route("/pg_mgr/plugins/{id}/install/install", post(packages::install))
-        .route("/pg_mgr/plugins/{id}/install/upgrade", post(packages::upgrade))
+        .route(
+            "/pg_mgr/plugins/{id}/install/install",
+            post(packages::install),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/upgrade",
+            post(packages::upgrade),
+        )
         .route(
             "/pg_mgr/plugins/{id}/install/uninstall",
             post(packages::uninstall),

@@ -69,7 +69,9 @@ pub(super) async fn installable(
     caller: Caller,
     PathParam(id): PathParam,
 ) -> ApiResult {
-    caller.require(&format!("provd.pg_mgr.plugins.{id}.install.installable.read"))?;
+    caller.require(&format!(
+        "provd.pg_mgr.plugins.{id}.install.installable.read"
+    ))?;
     caller.require_master()?;
     let plugin = plugin(&state, &id)?;
     Ok(reply(
@@ -140,7 +142,9 @@ pub(super) async fn uninstall(
     PathParam(id): PathParam,
     Body(body): Body<PackageBody>,
 ) -> ApiResult {
-    caller.require(&format!("provd.pg_mgr.plugins.{id}.install.uninstall.create"))?;
+    caller.require(&format!(
+        "provd.pg_mgr.plugins.{id}.install.uninstall.create"
+    ))?;
     caller.require_master()?;
     let service = service(&state)?;
     let removed = packages::uninstall(service, &id, &body.id).await?;

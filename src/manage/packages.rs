@@ -240,3 +240,27 @@ pub async fn uninstall(packages: &Arc<Packages>, plugin: &str, id: &str) -> Resu
         Err(e) => Err(ManageError::Internal(e.to_string())),
     }
 }
+
+/// The firmware files of a job (`MODEL → {version, file}`) that no plugin serves: neither an
+/// installed package's file nor a file of a plugin's `static/`. URLs are not looked at. Such
+/// a job is kept (the file may come later) but deserves a warning.
+pub fn unserved_firmware<'a>(
+    packages: &Packages,
+    plugins: &crate::plugins::PluginSet,
+    files: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    files
+        .into_iter()
+        .filter(|file| !file.contains("://"))
+        .filter(|file| {
+            !plugins.iter().any(|p| {
+                packages.store.has_file(&p.name, file)
+                    || p.dir.as_ref().is_some_and(|d| {
+                        crate::plugins::safe_relative(file)
+                            .is_some_and(|rel| d.join("static").join(rel).is_file())
+                    })
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}

@@ -27,8 +27,11 @@ pub const ACCEPT_FIELD: &str = "accept_licence";
 pub struct Packages {
     /// Files and records.
     pub store: Arc<PackageStore>,
-    locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<(String, String), OneAtATime>>,
 }
+
+/// Held while a package (plugin, id) is installed, upgraded or removed.
+type OneAtATime = Arc<tokio::sync::Mutex<()>>;
 
 /// Install, or upgrade (which needs the package installed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +51,7 @@ impl Packages {
         }
     }
 
-    fn lock_of(&self, plugin: &str, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock_of(&self, plugin: &str, id: &str) -> OneAtATime {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(locks.entry((plugin.to_owned(), id.to_owned())).or_default())
     }

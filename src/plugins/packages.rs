@@ -750,7 +750,7 @@ fn unpack(package: &Package, download: &Path, out: &Path) -> Result<Vec<String>,
         PackageFormat::Raw => {
             let to = package.files[0].to.clone();
             placer.placed.insert(to.clone(), ());
-            placer.write(&mut file, &[to.clone()])?;
+            placer.write(&mut file, std::slice::from_ref(&to))?;
             Ok(vec![to])
         }
         PackageFormat::Zip => {
@@ -845,6 +845,39 @@ fn unpack(package: &Package, download: &Path, out: &Path) -> Result<Vec<String>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_install_leaves_the_previous_version_and_no_leftovers() {
+        let root = tempfile::tempdir().unwrap();
+        let body = b"firmware";
+        let spec: PackageSpec = toml::from_str(&format!(
+            "id = \"fw\"\nversion = \"1\"\nurl = \"http://127.0.0.1:9/fw\"\nsha256 = \"{}\"\n\
+             size = 8\nformat = \"raw\"\nfiles = [{{ to = \"fw.rom\" }}]\n",
+            hex(&<sha2::Sha256 as sha2::Digest>::digest(body))
+        ))
+        .unwrap();
+        let package = validate(&spec).unwrap();
+        let download = root.path().join("download");
+        fs::write(&download, body).unwrap();
+        let store = PackageStore::open(root.path().join("packages")).unwrap();
+        let record = store.install("yealink", &package, &download).unwrap();
+        assert!(store.has_file("yealink", "fw.rom"));
+        // What a killed install leaves: staging work, an unrecorded version, a record draft.
+        let package_dir = root.path().join("packages/yealink/fw");
+        fs::create_dir_all(root.path().join("packages/.staging/unpack-x/files")).unwrap();
+        fs::create_dir_all(package_dir.join("2-abc")).unwrap();
+        fs::write(package_dir.join("installed.json.tmp"), b"{").unwrap();
+        drop(store);
+        let store = PackageStore::open(root.path().join("packages")).unwrap();
+        assert_eq!(store.get("yealink", "fw"), Some(record.clone()));
+        let (dir, file) = store.find("yealink", "fw.rom").unwrap();
+        assert_eq!(fs::read(file).unwrap(), body);
+        assert!(dir.ends_with(&record.dir));
+        assert!(!package_dir.join("2-abc").exists());
+        assert!(!package_dir.join("installed.json.tmp").exists());
+        assert_eq!(fs::read_dir(store.staging()).unwrap().count(), 0);
+        assert!(store.find("yealink", "../fw/installed.json").is_none());
+    }
 
     #[test]
     fn member_paths() {

@@ -75,6 +75,12 @@ pub fn repo(args: &crate::cli::RepoArgs) -> ExitCode {
 
 /// `provisiond plugin …`.
 pub fn plugin(args: &PluginArgs) -> ExitCode {
+    if let PluginAction::Packages(packages) = &args.action {
+        // Through the daemon: its plugins and packages are the ones that count.
+        let mut packages = packages.clone();
+        packages.socket = args.socket.clone();
+        return crate::admin_client::packages(&args.source, &packages);
+    }
     if !matches!(args.action, PluginAction::List | PluginAction::Show { .. }) {
         return crate::admin_client::plugin_remote(args);
     }

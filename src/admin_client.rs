@@ -4,8 +4,10 @@
 //! admits root, its own user and members of group `provisiond` (SO_PEERCRED) without a
 //! token; requests act as the default tenant unless `--tenant` sends `Wazo-Tenant`.
 
+mod packages;
 mod plugins;
 mod prov;
+pub use packages::packages;
 pub use plugins::plugin_remote;
 pub use prov::{auto, category, code, job, rollout};
 
@@ -60,7 +62,7 @@ struct Client {
 struct Answer {
     text: String,
     json: Value,
-    /// The `Location` header (an operation started, an object created).
+    /// `Location` of a 201 (an operation to follow).
     location: Option<String>,
 }
 

@@ -1,6 +1,6 @@
 //! Built-in plugins: every plugin loads, identifies its vendor's real strings, renders files
 //! whose parameters sit at the vendor's names, escapes hostile values, and matches its
-//! golden files. Vectors live in tests/plugins/<plugin>.toml (format in docs/plugins.md).
+//! golden files. Vectors live in tests/vectors/<plugin>.toml (format in docs/plugins.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -80,8 +80,8 @@ struct Expect {
 
 fn vectors() -> Vec<(String, Vectors)> {
     let mut out = Vec::new();
-    let mut entries: Vec<PathBuf> = fs::read_dir(root().join("tests/plugins"))
-        .expect("tests/plugins")
+    let mut entries: Vec<PathBuf> = fs::read_dir(root().join("tests/vectors"))
+        .expect("tests/vectors")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
@@ -118,7 +118,7 @@ fn every_builtin_plugin_loads_and_has_vectors() {
     for plugin in set.iter() {
         assert!(
             tested.contains(&plugin.name),
-            "plugin {} has no tests/plugins/{}.toml",
+            "plugin {} has no tests/vectors/{}.toml",
             plugin.name,
             plugin.name
         );

@@ -76,7 +76,7 @@ fn run(args: &PluginArgs) -> Result<()> {
             )?;
             println!("{name} removed");
         }
-        PluginAction::List | PluginAction::Show { .. } => {
+        PluginAction::List | PluginAction::Show { .. } | PluginAction::Packages(_) => {
             return Err("list and show read the plugin directories themselves".into())
         }
     }

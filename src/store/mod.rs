@@ -257,10 +257,12 @@ impl GroupCommit {
     /// waiting for the thread that does; the error of the flush this call needed otherwise.
     fn sync(&self, flush: impl Fn() -> sled::Result<()>) -> sled::Result<()> {
         use std::sync::atomic::Ordering::Relaxed;
-        self.requests.fetch_add(1, Relaxed);
         let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = lock();
         let needed = state.started + 1;
+        // Counted under the lock, once `needed` is known: a request that `requests` shows has
+        // chosen its flush (the group-commit test relies on it to make its grouping exact).
+        self.requests.fetch_add(1, Relaxed);
         loop {
             if state.finished >= needed {
                 // A later flush that succeeded covers a failed one: it started after it.

@@ -13,6 +13,7 @@ mod devices;
 pub mod fields;
 mod install;
 mod misc;
+mod packages;
 mod prov;
 pub mod query;
 
@@ -63,6 +64,9 @@ pub struct ApiState {
     /// `[general] base_url`: how phones reach the provisioning server, for the URLs the API
     /// shows (automatic provisioning).
     pub base_url: Option<url::Url>,
+    /// Vendor packages of plugins (`/pg_mgr/plugins/{id}/install/…`), when the server has a
+    /// data directory for them.
+    pub packages: Option<Arc<crate::manage::packages::Packages>>,
 }
 
 impl ApiState {
@@ -88,6 +92,7 @@ impl ApiState {
             metrics: misc::Metrics::default(),
             sync: crate::sync::SyncQueue::disabled(),
             base_url: None,
+            packages: None,
         }
     }
 
@@ -99,6 +104,14 @@ impl ApiState {
             .parent()
             .unwrap_or(std::path::Path::new("."));
         self.repo = Arc::new(crate::manage::plugins::Repository::new(data_dir, settings));
+        self
+    }
+
+    /// The same state with vendor packages in `store`, also served by its file service.
+    pub fn with_packages(mut self, store: Arc<crate::plugins::packages::PackageStore>) -> ApiState {
+        // Set once per file service; a second state over the same service shares the first.
+        let _ = self.files.packages.set(Arc::clone(&store));
+        self.packages = Some(Arc::new(crate::manage::packages::Packages::new(store)));
         self
     }
 
@@ -159,6 +172,12 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/pg_mgr/install/install", &["post"]),
     ("/pg_mgr/install/upgrade", &["post"]),
     ("/pg_mgr/install/uninstall", &["post"]),
+    ("/pg_mgr/plugins/{id}/install", &["get"]),
+    ("/pg_mgr/plugins/{id}/install/installable", &["get"]),
+    ("/pg_mgr/plugins/{id}/install/installed", &["get"]),
+    ("/pg_mgr/plugins/{id}/install/install", &["post"]),
+    ("/pg_mgr/plugins/{id}/install/upgrade", &["post"]),
+    ("/pg_mgr/plugins/{id}/install/uninstall", &["post"]),
     ("/dev_mgr/devices/{id}/reset", &["post"]),
     ("/dev_mgr/devices/{id}/secrets", &["get"]),
     ("/prov_mgr", &["get"]),
@@ -230,6 +249,27 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/pg_mgr/install/install", post(install::install))
         .route("/pg_mgr/install/upgrade", post(install::upgrade))
         .route("/pg_mgr/install/uninstall", post(install::uninstall))
+        .route("/pg_mgr/plugins/{id}/install", get(packages::links))
+        .route(
+            "/pg_mgr/plugins/{id}/install/installable",
+            get(packages::installable),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/installed",
+            get(packages::installed),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/install",
+            post(packages::install),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/upgrade",
+            post(packages::upgrade),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/uninstall",
+            post(packages::uninstall),
+        )
         .route("/dev_mgr/devices/{id}/reset", post(prov::device_reset))
         .route("/dev_mgr/devices/{id}/secrets", get(prov::device_secrets))
         .route("/prov_mgr", get(prov::links))

@@ -101,7 +101,7 @@ struct Setup {
     dir: tempfile::TempDir,
     repo: PathBuf,
     server: FileServer,
-    _daemon: Daemon,
+    daemon: Daemon,
     http: SocketAddr,
 }
 
@@ -260,6 +260,11 @@ fn built_in_version(name: &str) -> String {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// [`setup`] with `extra` lines in `[plugins]` (`{server}`: the repository's URL).
+fn setup_with(extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repository");
     let sources = dir.path().join("sources");
@@ -299,8 +304,9 @@ fn setup() -> Setup {
     let config = write_config(
         dir.path(),
         &format!(
-            "[plugins]\ntrusted_keys_dir = \"{}\"\nmax_archive_bytes = 1048576\n",
-            keys.display()
+            "[plugins]\ntrusted_keys_dir = \"{}\"\nmax_archive_bytes = 1048576\n{}\n",
+            keys.display(),
+            extra.replace("{server}", &server.url())
         ),
     );
     let mut daemon = Daemon::start({
@@ -318,7 +324,7 @@ fn setup() -> Setup {
         dir,
         repo,
         server,
-        _daemon: daemon,
+        daemon,
         http,
     };
     let reply = setup.api(
@@ -632,4 +638,26 @@ fn bad_downloads_leave_the_plugins_as_they_were() {
         .filter(|p| p.contains(".tmp-") || p.contains(".download-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn allow_unsigned_takes_an_unsigned_index_with_a_warning() {
+    let mut s = setup_with("allow_unsigned = [\"{server}\"]");
+    s.repo_cmd(&["index", s.repo.to_str().unwrap()]);
+    assert!(!s.repo.join("index.json.minisig").exists());
+    let done = s.operation("/pg_mgr/install/update", json!({}));
+    assert_eq!(done["status"], "update|success", "{done}");
+    s.daemon
+        .expect_line(&["WARN", "accepted anyway (allow_unsigned)", "not signed"]);
+    let done = s.operation("/pg_mgr/install/install", json!({"id": "yealink"}));
+    assert!(
+        done["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("download|success"),
+        "{done}"
+    );
+    // Every use of the unsigned index says so again.
+    s.daemon
+        .expect_line(&["WARN", "not signed by a trusted key (allow_unsigned)"]);
 }

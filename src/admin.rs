@@ -47,6 +47,13 @@ pub fn repo(args: &crate::cli::RepoArgs) -> ExitCode {
                 }
             );
         }),
+        RepoAction::Verify { dir, key } => repo::verify_dir(dir, key).map(|index| {
+            println!(
+                "{}: signature and {} archive(s) verified",
+                dir.display(),
+                index.plugins.len()
+            );
+        }),
         RepoAction::Sign { file, key } => std::fs::read(file)
             .map_err(|source| repo::RepoError::Io {
                 path: file.display().to_string(),

@@ -216,6 +216,15 @@ pub enum RepoAction {
         #[arg(long, value_name = "KEY")]
         sign: Option<PathBuf>,
     },
+    /// Check DIR as the daemon would: the index's signature with the public KEY, then every
+    /// archive's size, hash and content.
+    Verify {
+        /// The repository directory.
+        dir: PathBuf,
+        /// Public key (minisign .pub).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
     /// Sign FILE (an index edited by hand) as FILE.minisig.
     Sign {
         /// The file to sign.

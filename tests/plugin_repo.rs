@@ -380,8 +380,15 @@ fn the_index_must_be_signed_by_a_trusted_key() {
         .as_str()
         .unwrap()
         .contains("update it first"));
-    // Signed as it is: taken, through the CLI too.
+    // Signed as it is: `repo verify` agrees, the daemon takes it (through the CLI too).
     s.index("signer.key");
+    let out = s.repo_cmd(&[
+        "verify",
+        s.repo.to_str().unwrap(),
+        "--key",
+        s.dir.path().join("signer.pub").to_str().unwrap(),
+    ]);
+    assert!(out.contains("6 archive(s) verified"), "{out}");
     let (code, out, err) = s.cli(&["plugin", "update"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("6 plugin(s) available"), "{out}");

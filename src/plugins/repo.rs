@@ -509,6 +509,56 @@ pub fn write_index(dir: &Path, key: Option<&Path>) -> Result<Index> {
     Ok(index)
 }
 
+/// `provisiond repo verify`: checks `dir` as the daemon would use it with the public key
+/// `key`: the signature of `index.json`, the index itself, and each archive's size, hash and
+/// content (unpacked and loaded as its plugin and version).
+pub fn verify_dir(dir: &Path, key: &Path) -> Result<Index> {
+    let index_path = dir.join(INDEX_FILE);
+    let data = fs::read(&index_path).map_err(io_err(&index_path))?;
+    let sig_path = dir.join(SIGNATURE_FILE);
+    let signature = fs::read_to_string(&sig_path).map_err(io_err(&sig_path))?;
+    let text = fs::read_to_string(key).map_err(io_err(key))?;
+    let public = minisign_verify::PublicKey::decode(text.trim()).map_err(|e| RepoError::Key {
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let trusted = [TrustedKey {
+        file: key.display().to_string(),
+        key: public,
+    }];
+    verify(&data, &signature, &trusted)?;
+    let index = Index::parse(&data)?;
+    for entry in &index.plugins {
+        let path = dir.join(&entry.archive);
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let refuse = |reason: String| RepoError::Archive {
+            archive: entry.archive.clone(),
+            reason,
+        };
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        if bytes.len() as u64 != entry.size || hex(&sha256) != entry.sha256.to_ascii_lowercase() {
+            return Err(refuse("size or SHA-256 differs from the index".into()));
+        }
+        let scratch = tempfile::tempdir_in(dir).map_err(io_err(dir))?;
+        unpack(
+            &bytes,
+            scratch.path(),
+            &entry.archive,
+            &entry.name,
+            Limits::default(),
+        )?;
+        let plugin = super::load_dir(&scratch.path().join(&entry.name))
+            .map_err(|e| refuse(e.to_string()))?;
+        if plugin.version != entry.version {
+            return Err(refuse(format!(
+                "holds version {}, the index says {}",
+                plugin.version, entry.version
+            )));
+        }
+    }
+    Ok(index)
+}
+
 /// Unpacks a plugin archive into `dest` (an empty directory): every entry under one top
 /// directory, which must be `name`. See [`unpack_any`] for the checks.
 pub fn unpack(bytes: &[u8], dest: &Path, archive: &str, name: &str, limits: Limits) -> Result<()> {

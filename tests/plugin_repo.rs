@@ -454,11 +454,16 @@ fn install_upgrade_and_remove_live() {
         std::thread::spawn(move || {
             let mut seen_v2 = false;
             let mut fetches = 0;
-            while !stop.load(Ordering::SeqCst) || fetches < 5 {
+            loop {
+                // Read before the fetch: once set, this fetch starts after the upgrade ended.
+                let stopping = stop.load(Ordering::SeqCst);
                 let (status, body) = fetch(http, "y000000000028.cfg");
                 assert_eq!(status, 200, "fetch {fetches} during the upgrade: {body}");
-                seen_v2 |= body.contains("repository v2");
+                seen_v2 = body.contains("repository v2");
                 fetches += 1;
+                if stopping && fetches >= 5 {
+                    break;
+                }
             }
             seen_v2
         })
@@ -470,7 +475,10 @@ fn install_upgrade_and_remove_live() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("in use {next} (installed)")), "{out}");
     stop.store(true, Ordering::SeqCst);
-    assert!(loader.join().unwrap(), "the last fetches see version 2");
+    assert!(
+        loader.join().unwrap(),
+        "the fetch after the upgrade sees version 2"
+    );
     // Both versions on disk, the switch names the new one.
     let dir = s.data().join("plugins/yealink");
     assert!(dir.join(&ahead).is_dir() && dir.join(&next).is_dir());

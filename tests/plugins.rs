@@ -126,6 +126,7 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "grandstream",
         "fanvil",
         "innovaphone",
+        "mitel-aastra",
     ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");
     }

@@ -127,6 +127,7 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "fanvil",
         "innovaphone",
         "mitel-aastra",
+        "htek",
     ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");
     }

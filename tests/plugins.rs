@@ -128,6 +128,7 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "innovaphone",
         "mitel-aastra",
         "htek",
+        "audiocodes",
     ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");
     }

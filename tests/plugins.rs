@@ -264,7 +264,9 @@ fn request_of(v: &IdentifyVector) -> (RequestContext, Option<Mac>) {
 fn corpus_identification_accuracy() {
     const FIELDS: [&str; 5] = ["vendor", "model", "version", "mac", "plugin"];
     let set = builtin();
-    let mut rows: Vec<(String, [(usize, usize); 5], (usize, usize))> = Vec::new();
+    // (right, total) per field, and for the negatives, per plugin.
+    type Counts = ([(usize, usize); 5], (usize, usize));
+    let mut rows: Vec<(String, Counts)> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     for (name, vectors) in vectors() {
         let mut fields = [(0usize, 0usize); 5];
@@ -310,7 +312,7 @@ fn corpus_identification_accuracy() {
                 }
             }
         }
-        rows.push((name, fields, negatives));
+        rows.push((name, (fields, negatives)));
     }
     let percent = |(right, total): (usize, usize)| {
         if total == 0 {
@@ -326,7 +328,7 @@ fn corpus_identification_accuracy() {
     }
     table.push('\n');
     let (mut all, mut all_negatives) = ([(0usize, 0usize); 5], (0usize, 0usize));
-    for (name, fields, negatives) in &rows {
+    for (name, (fields, negatives)) in &rows {
         table.push_str(&format!("{name:<14}"));
         for (i, f) in fields.iter().enumerate() {
             table.push_str(&format!(" {:>10}", cell(*f)));
@@ -829,13 +831,13 @@ fn hostile_values_cannot_break_the_file_structure() {
                     "{what}: template syntax in a value was evaluated"
                 );
             }
-            let keyed: Option<fn(&str, &str) -> BTreeMap<String, Vec<String>>> =
-                match v.format.as_str() {
-                    "cfg" => Some(parse_cfg),
-                    "colon" => Some(parse_colon),
-                    "quoted" => Some(parse_quoted),
-                    _ => None,
-                };
+            type Parser = fn(&str, &str) -> BTreeMap<String, Vec<String>>;
+            let keyed: Option<Parser> = match v.format.as_str() {
+                "cfg" => Some(parse_cfg),
+                "colon" => Some(parse_colon),
+                "quoted" => Some(parse_quoted),
+                _ => None,
+            };
             match v.format.as_str() {
                 "cfg" | "colon" | "quoted" => {
                     let parse = keyed.expect("a key/value format");

@@ -57,6 +57,8 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        // Through the daemon: its plugins and packages are the ones that count.
+        PluginAction::Packages(packages) => crate::admin_client::packages(&args.source, packages),
         PluginAction::Show { name } => {
             let Some(p) = set.get(name) else {
                 for e in set.errors.iter().filter(|e| e.dir.ends_with(name)) {

@@ -4,7 +4,9 @@
 //! admits root, its own user and members of group `provisiond` (SO_PEERCRED) without a
 //! token; requests act as the default tenant unless `--tenant` sends `Wazo-Tenant`.
 
+mod packages;
 mod prov;
+pub use packages::packages;
 pub use prov::{auto, category, code, job, rollout};
 
 use std::path::{Path, PathBuf};
@@ -58,6 +60,8 @@ struct Client {
 struct Answer {
     text: String,
     json: Value,
+    /// `Location` of a 201 (an operation to follow).
+    location: Option<String>,
 }
 
 impl Client {
@@ -127,7 +131,7 @@ impl Client {
     ) -> Result<(StatusCode, Answer)> {
         let request = request(method, path, body, tenant)?;
         let exchange = async { tokio::time::timeout(TIMEOUT, self.exchange(request)).await };
-        let (status, bytes) = self.runtime.block_on(exchange).map_err(|_| {
+        let (status, location, bytes) = self.runtime.block_on(exchange).map_err(|_| {
             format!(
                 "no answer from provisiond on {} within {} s",
                 self.socket.display(),
@@ -140,7 +144,14 @@ impl Client {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::Null)
         };
-        Ok((status, Answer { text, json }))
+        Ok((
+            status,
+            Answer {
+                text,
+                json,
+                location,
+            },
+        ))
     }
 
     /// An HTTP/1 connection to the admin socket, and the task that drives it.
@@ -167,7 +178,10 @@ impl Client {
         Ok((sender, driver))
     }
 
-    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+    async fn exchange(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Option<String>, Bytes)> {
         let shown = self.socket.display();
         let (mut sender, driver) = self.connect().await?;
         let response = sender
@@ -175,6 +189,11 @@ impl Client {
             .await
             .map_err(|e| unanswered(&self.socket, &e))?;
         let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = response
             .into_body()
             .collect()
@@ -183,7 +202,7 @@ impl Client {
             .to_bytes();
         drop(sender);
         let _ = driver.await;
-        Ok((status, bytes))
+        Ok((status, location, bytes))
     }
 }
 
@@ -245,7 +264,14 @@ impl Client {
                 .to_bytes();
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(failure(status, &Answer { text, json }));
+            return Err(failure(
+                status,
+                &Answer {
+                    text,
+                    json,
+                    location: None,
+                },
+            ));
         }
         loop {
             let frame = tokio::time::timeout(TIMEOUT, body.frame())

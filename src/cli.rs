@@ -147,6 +147,35 @@ pub enum PluginAction {
         /// Plugin name.
         name: String,
     },
+    /// A plugin's vendor packages (firmware, language files), through the running daemon's
+    /// local admin socket: lists them, or installs, upgrades or removes one.
+    Packages(PackagesArgs),
+}
+
+/// Arguments of `plugin packages`.
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("change").args(["install", "upgrade", "remove"]))]
+pub struct PackagesArgs {
+    /// Plugin name.
+    pub plugin: String,
+    /// Install this package (downloaded by the daemon); waits for the end of the operation.
+    #[arg(long, value_name = "PACKAGE")]
+    pub install: Option<String>,
+    /// Upgrade this installed package to the version the plugin declares.
+    #[arg(long, value_name = "PACKAGE")]
+    pub upgrade: Option<String>,
+    /// Remove this installed package: its files are no longer served.
+    #[arg(long, value_name = "PACKAGE")]
+    pub remove: Option<String>,
+    /// Accept the package's licence (required when the plugin says so).
+    #[arg(long)]
+    pub accept_licence: bool,
+    /// The daemon's admin socket, instead of the configuration's `[api] socket`.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the API's JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `bench`.

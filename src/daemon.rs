@@ -150,6 +150,18 @@ async fn run(
         settings.general.autocreate_burst,
         settings.general.max_devices,
     ));
+    // Installed vendor packages: opened (and what an interrupted install left, removed)
+    // before anything serves their files.
+    let package_root = settings.general.data_dir.join("packages");
+    let package_store = Arc::new(
+        crate::plugins::packages::PackageStore::open(package_root.clone()).with_context(|| {
+            format!(
+                "cannot open the package directory {}",
+                package_root.display()
+            )
+        })?,
+    );
+    let _ = files.packages.set(Arc::clone(&package_store));
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut servers = Vec::new();
     // One queue for the REST API and the provisioning server: a device is coalesced and
@@ -213,7 +225,8 @@ async fn run(
             crate::admin::plugin_roots(&settings),
         )
         .with_sync_queue(sync)
-        .with_base_url(settings.general.base_url.clone()),
+        .with_base_url(settings.general.base_url.clone())
+        .with_packages(Arc::clone(&package_store)),
     );
     let api_app = api::router(api_state, settings.api.max_body_bytes);
     // The API's own refusals (oversized heads) are JSON errors like the rest of its answers.

@@ -250,6 +250,8 @@ pub struct FileService {
     pub dhcpinfo: crate::dhcpinfo::Counters,
     /// The DHCP server's counters, once it runs.
     pub dhcp: std::sync::OnceLock<Arc<crate::dhcp::Counters>>,
+    /// Installed vendor packages, served as their plugins' static files (once opened).
+    pub packages: std::sync::OnceLock<Arc<crate::plugins::packages::PackageStore>>,
     /// What strangers sent, counted, and their log lines bounded; shared by every transport.
     pub rejected: Arc<crate::ratelimit::Rejections>,
     /// Failure budgets of guessable secrets (url_key keys, automatic URLs, codes), shared
@@ -277,6 +279,7 @@ impl FileService {
             statics: StaticCache::default(),
             dhcpinfo: crate::dhcpinfo::Counters::default(),
             dhcp: std::sync::OnceLock::new(),
+            packages: std::sync::OnceLock::new(),
             ident: Identifier::new(store.clone(), default_tenant)
                 .reporting_to(Arc::clone(&rejected)),
             rejected,
@@ -592,7 +595,12 @@ impl FileService {
                 let found = match &plugin.dir {
                     Some(dir) => self.statics.read(&dir.join("static"), file),
                     None => plugin.embedded_static(file),
-                };
+                }
+                // The plugin's own static/ first (an admin's copy wins), then its packages.
+                .or_else(|| {
+                    let (root, file) = self.packages.get()?.find(&plugin.name, path)?;
+                    self.statics.read(&root, &file)
+                });
                 let (body, modified, etag) =
                     found.ok_or_else(|| FetchError::NoStatic(path.to_owned()))?;
                 Ok(Served {

@@ -43,7 +43,9 @@ fn start() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("data")).unwrap();
     store.ensure_defaults("master").unwrap();
-    let state = Arc::new(common::api_state(&store));
+    let mut state = common::api_state(&store);
+    let packages = package_fixture(&mut state, dir.path());
+    let state = Arc::new(state.with_packages(packages));
     let app = router(Arc::clone(&state), 1 << 20);
     let limits = common::api_limits(60);
     let http = InProcess::start(app, limits, None);
@@ -54,6 +56,39 @@ fn start() -> Api {
         _http: http,
         _dir: dir,
     }
+}
+
+/// The examples' vendor package: an admin copy of yealink declaring `fixture-fw` (the id of
+/// the examples), installed already, so that installing it again does nothing (no download)
+/// and upgrading and uninstalling find it.
+fn package_fixture(
+    state: &mut provisiond::http::api::ApiState,
+    dir: &std::path::Path,
+) -> Arc<provisiond::plugins::packages::PackageStore> {
+    use provisiond::plugins::packages::PackageStore;
+    use provisiond::plugins::{Origin, PluginSet};
+    let body = b"fixture firmware";
+    let admin = dir.join("admin-plugins");
+    common::plugin_copy(
+        &admin,
+        "yealink",
+        &format!(
+            "[[packages]]\nid = \"fixture-fw\"\nversion = \"1\"\nurl = \"http://127.0.0.1:9/fixture.rom\"\n\
+             sha256 = \"{}\"\nsize = {}\nformat = \"raw\"\nfiles = [{{ to = \"fixture.rom\" }}]\n",
+            common::sha256_hex(body),
+            body.len()
+        ),
+    );
+    state.plugin_roots.push((admin, Origin::Admin));
+    let set = PluginSet::load(&state.plugin_roots);
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    let package = set.get("yealink").unwrap().packages[0].clone();
+    state.files.set_plugins(Arc::new(set));
+    let packages = Arc::new(PackageStore::open(dir.join("packages")).unwrap());
+    let download = dir.join("fixture.rom");
+    fs::write(&download, body).unwrap();
+    packages.install("yealink", &package, &download).unwrap();
+    packages
 }
 
 impl Api {
@@ -469,8 +504,11 @@ fn check_reply(doc: &Value, what: &str, url: &str, op: &Value, reply: &Reply) {
             .iter()
             .find_map(|base| url.strip_prefix(base))
             .unwrap_or_else(|| panic!("{what}: no base in {url}"));
+        // Plugin and package operations are all followed under `/pg_mgr/operations`.
         let path = if path == "/cfg_mgr/autocreate" {
             "/cfg_mgr/configs"
+        } else if path.starts_with("/pg_mgr/") {
+            "/pg_mgr/operations"
         } else {
             path
         };

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod guard;
 pub mod jobs;
 pub mod oip;
+pub mod packages;
 pub mod rollouts;
 pub mod tenants;
 

@@ -33,6 +33,61 @@ pub struct Manifest {
     /// The provisioning-code form in the phone's XML browser, when the vendor has one.
     #[serde(default)]
     pub code_form: Option<CodeFormSpec>,
+    /// Vendor packages (firmware, language files) that the admin may install.
+    #[serde(default)]
+    pub packages: Vec<PackageSpec>,
+}
+
+/// One `[[packages]]`, as written (docs/plugins.md, "Vendor packages").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSpec {
+    /// Unique within the plugin: a-z, 0-9, `.`, `-`, `_`.
+    pub id: String,
+    /// The package's version.
+    pub version: String,
+    /// One line for listings.
+    #[serde(default)]
+    pub description: String,
+    /// Where it is downloaded from (http or https).
+    pub url: String,
+    /// SHA-256 of the download, 64 hex digits.
+    pub sha256: String,
+    /// Exact size of the download in bytes.
+    pub size: u64,
+    /// The vendor's licence.
+    #[serde(default)]
+    pub licence_url: Option<String>,
+    /// Installing needs the admin's explicit acceptance of the licence.
+    #[serde(default)]
+    pub licence_acceptance_required: bool,
+    /// How the download is unpacked.
+    pub format: PackageFormatSpec,
+    /// Which files land where in the plugin's served files.
+    pub files: Vec<PackageFileSpec>,
+}
+
+/// `format` of a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageFormatSpec {
+    /// The download is the file itself.
+    Raw,
+    /// A zip archive.
+    Zip,
+    /// A tar archive, gzip-compressed or not.
+    Tar,
+}
+
+/// One `[[packages.files]]`: archive members (a glob) to a served name or directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageFileSpec {
+    /// Member path or glob (`*`, `?` within one path component); absent for `raw`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Served path; ending with `/`, a directory that keeps the members' base names.
+    pub to: String,
 }
 
 /// `[code_form]`, as written.

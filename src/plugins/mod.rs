@@ -5,6 +5,7 @@ mod context;
 mod embedded;
 pub mod fetch;
 mod manifest;
+pub mod packages;
 mod render;
 mod route;
 pub mod tz;
@@ -87,6 +88,9 @@ pub struct Plugin {
     pub dhcp_options: Vec<DhcpOptionSpec>,
     /// The provisioning-code form in the phone's XML browser, when the plugin has one.
     pub code_form: Option<CodeForm>,
+    /// Vendor packages (firmware, language files) the admin may install, by id order of the
+    /// manifest.
+    pub packages: Vec<packages::Package>,
     xml: tera::Tera,
     text: tera::Tera,
 }
@@ -794,6 +798,22 @@ fn plugin_from_text(
         }
     };
 
+    let mut packages = Vec::new();
+    for (i, spec) in m.packages.iter().enumerate() {
+        let package = packages::validate(spec)
+            .map_err(|(field, message)| bad(format!("packages[{i}].{field}"), message))?;
+        if packages
+            .iter()
+            .any(|p: &packages::Package| p.id == package.id)
+        {
+            return Err(bad(
+                format!("packages[{i}].id"),
+                format!("{:?} is declared twice", package.id),
+            ));
+        }
+        packages.push(package);
+    }
+
     let (dhcp_vendor_class, dhcp_options) = match &m.dhcp {
         None => (None, Vec::new()),
         Some(spec) => {
@@ -836,6 +856,7 @@ fn plugin_from_text(
         dhcp_vendor_class,
         dhcp_options,
         code_form,
+        packages,
         xml,
         text,
     })

@@ -454,3 +454,42 @@ pub fn csv_rows(text: &str) -> Vec<Vec<String>> {
         .map(|r| r.unwrap().iter().map(str::to_owned).collect())
         .collect()
 }
+
+/// A copy of the repository's plugin `name` in `root/<name>` with `extra` (TOML, e.g.
+/// `[[packages]]` tables) appended to its `plugin.toml`; the copy's directory.
+pub fn plugin_copy(root: &Path, name: &str, extra: &str) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let dir = root.join(name);
+    copy(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("plugins")
+            .join(name),
+        &dir,
+    );
+    let manifest = dir.join("plugin.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push('\n');
+    text.push_str(extra);
+    std::fs::write(&manifest, text).unwrap();
+    dir
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

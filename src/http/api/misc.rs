@@ -296,7 +296,10 @@ pub(super) async fn plugin_links(
         .plugins()
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("no plugin {id:?}")))?;
-    Ok(super::links(uri.path(), &[("pg.info", "info")]))
+    Ok(super::links(
+        uri.path(),
+        &[("pg.info", "info"), ("srv.install", "install")],
+    ))
 }
 
 pub(super) async fn plugin_info(

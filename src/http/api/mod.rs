@@ -12,6 +12,7 @@ mod configs;
 mod devices;
 pub mod fields;
 mod misc;
+mod packages;
 mod prov;
 pub mod query;
 
@@ -60,6 +61,9 @@ pub struct ApiState {
     /// `[general] base_url`: how phones reach the provisioning server, for the URLs the API
     /// shows (automatic provisioning).
     pub base_url: Option<url::Url>,
+    /// Vendor packages of plugins (`/pg_mgr/plugins/{id}/install/…`), when the server has a
+    /// data directory for them.
+    pub packages: Option<Arc<crate::manage::packages::Packages>>,
 }
 
 impl ApiState {
@@ -80,7 +84,16 @@ impl ApiState {
             metrics: misc::Metrics::default(),
             sync: crate::sync::SyncQueue::disabled(),
             base_url: None,
+            packages: None,
         }
+    }
+
+    /// The same state with vendor packages in `store`, also served by its file service.
+    pub fn with_packages(mut self, store: Arc<crate::plugins::packages::PackageStore>) -> ApiState {
+        // Set once per file service; a second state over the same service shares the first.
+        let _ = self.files.packages.set(Arc::clone(&store));
+        self.packages = Some(Arc::new(crate::manage::packages::Packages::new(store)));
+        self
     }
 
     /// The same state with this provisioning base URL.
@@ -133,6 +146,12 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/pg_mgr/plugins/{id}/info", &["get"]),
     ("/pg_mgr/reload", &["post"]),
     ("/pg_mgr/operations/{op}", &["get", "delete"]),
+    ("/pg_mgr/plugins/{id}/install", &["get"]),
+    ("/pg_mgr/plugins/{id}/install/installable", &["get"]),
+    ("/pg_mgr/plugins/{id}/install/installed", &["get"]),
+    ("/pg_mgr/plugins/{id}/install/install", &["post"]),
+    ("/pg_mgr/plugins/{id}/install/upgrade", &["post"]),
+    ("/pg_mgr/plugins/{id}/install/uninstall", &["post"]),
     ("/dev_mgr/devices/{id}/reset", &["post"]),
     ("/dev_mgr/devices/{id}/secrets", &["get"]),
     ("/prov_mgr", &["get"]),
@@ -196,6 +215,27 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route(
             "/pg_mgr/operations/{op}",
             get(misc::oip_get).delete(misc::oip_delete),
+        )
+        .route("/pg_mgr/plugins/{id}/install", get(packages::links))
+        .route(
+            "/pg_mgr/plugins/{id}/install/installable",
+            get(packages::installable),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/installed",
+            get(packages::installed),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/install",
+            post(packages::install),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/upgrade",
+            post(packages::upgrade),
+        )
+        .route(
+            "/pg_mgr/plugins/{id}/install/uninstall",
+            post(packages::uninstall),
         )
         .route("/dev_mgr/devices/{id}/reset", post(prov::device_reset))
         .route("/dev_mgr/devices/{id}/secrets", get(prov::device_secrets))

@@ -587,6 +587,12 @@ pub(super) async fn job_create(
 ) -> ApiResult {
     caller.require("provd.prov_mgr.jobs.create")?;
     let body = body.job;
+    let firmware_files: Vec<String> = body
+        .versions
+        .iter()
+        .flatten()
+        .map(|(_, target)| target.file.clone())
+        .collect();
     let new = match body.kind.as_str() {
         "firmware" => {
             if body.config_type.is_some() || body.params.is_some() {
@@ -620,6 +626,13 @@ pub(super) async fn job_create(
         Ok((job, category))
     })
     .await?;
+    if let Some(packages) = &state.packages {
+        let plugins = state.files.plugins();
+        let files = firmware_files.iter().map(String::as_str);
+        for file in manage::packages::unserved_firmware(packages, &plugins, files) {
+            tracing::warn!(job = %created.id, %file, "firmware job names a file that no plugin serves (install its package?)");
+        }
+    }
     if let Some(category) = category {
         resync_category(&state, category).await;
     }

@@ -24,6 +24,7 @@ enum Vendor {
     Cisco,
     Snom,
     Polycom,
+    Mitel,
 }
 
 /// A phone: its vendor, MAC, User-Agent and autoprov file.
@@ -56,6 +57,13 @@ impl Phone {
             Vendor::Polycom => (
                 format!("FileTransport PolycomVVX-VVX_450-UA/6.4.0.1234 (SN:{bare})"),
                 format!("{bare}-user.cfg"),
+            ),
+            Vendor::Mitel => (
+                format!(
+                    "Aastra6867i MAC:{} V:5.1.0.2051-SIP",
+                    mac.replace(':', "-").to_uppercase()
+                ),
+                format!("{}.cfg", bare.to_uppercase()),
             ),
         };
         Phone {
@@ -314,6 +322,21 @@ fn form_url_in_file(vendor: Vendor, file: &str) -> String {
                 .unwrap_or_else(|| panic!("fkey 0 is not an Action URL key: {key:?}"))
                 .to_owned()
         }
+        Vendor::Mitel => {
+            let keys: BTreeMap<&str, &str> = file
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .collect();
+            assert_eq!(
+                keys.get("softkey1 type"),
+                Some(&"xml"),
+                "XML soft key:\n{file}"
+            );
+            assert_eq!(keys.get("softkey1 label"), Some(&"Code"));
+            keys["softkey1 value"].to_owned()
+        }
         Vendor::Polycom => {
             let doc = roxmltree::Document::parse(file).unwrap();
             doc.descendants()
@@ -330,7 +353,7 @@ fn sync_event(vendor: Vendor) -> &'static str {
     match vendor {
         Vendor::Yealink | Vendor::Snom => "check-sync;reboot=false",
         Vendor::Cisco => "resync",
-        Vendor::Polycom => "check-sync",
+        Vendor::Polycom | Vendor::Mitel => "check-sync",
     }
 }
 
@@ -340,6 +363,7 @@ fn has_no_form_key(vendor: Vendor, file: &str) -> bool {
         && match vendor {
             Vendor::Yealink => !file.contains("linekey.1.type = 27"),
             Vendor::Cisco => file.contains("<Programmable_Softkey_Enable ua=\"na\">No<"),
+            Vendor::Mitel => !file.contains("softkey1 type: xml"),
             Vendor::Snom | Vendor::Polycom => true,
         }
 }
@@ -396,6 +420,11 @@ fn submission(vendor: Vendor, screen: &str, code: &str) -> String {
             assert!(url.contains(&token), "{url} lacks {token}");
             url.replace(&token, code)
         }
+        Vendor::Mitel => {
+            assert_eq!(root.tag_name().name(), "AastraIPPhoneInputScreen");
+            assert_eq!(root.attribute("type"), Some("number"));
+            append(&child_text(root, "URL"), &child_text(root, "Parameter"))
+        }
         Vendor::Polycom => {
             let form = doc
                 .descendants()
@@ -423,6 +452,7 @@ fn result_text(vendor: Vendor, screen: &str) -> String {
         Vendor::Cisco => ("CiscoIPPhoneText", "Text"),
         Vendor::Snom => ("SnomIPPhoneText", "Text"),
         Vendor::Polycom => ("html", "p"),
+        Vendor::Mitel => ("AastraIPPhoneTextScreen", "Text"),
     };
     assert_eq!(doc.root_element().tag_name().name(), root, "{screen}");
     doc.descendants()
@@ -633,6 +663,10 @@ fn each_vendor_redeems_a_code_from_its_own_form() {
         (
             Phone::new(Vendor::Polycom, "00:04:f2:aa:bb:04"),
             Phone::new(Vendor::Polycom, "00:04:f2:aa:bb:14"),
+        ),
+        (
+            Phone::new(Vendor::Mitel, "00:08:5d:aa:bb:06"),
+            Phone::new(Vendor::Mitel, "00:08:5d:aa:bb:16"),
         ),
     ];
     let owned: Vec<Phone> = phones

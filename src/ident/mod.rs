@@ -329,18 +329,25 @@ pub fn extract(ctx: &RequestContext, plugins: &PluginSet) -> (DeviceInfo, Option
             RequestContext::Dhcp { .. } => None,
         };
         if let Some(path) = path {
+            // The all-zero MAC is a placeholder name (Polycom's 000000000000.cfg, asked for
+            // by every phone), never a device.
             let claims: Vec<(Mac, &Arc<Plugin>)> = plugins
                 .iter()
                 .filter_map(|pl| pl.resolve(path).and_then(|r| r.mac).map(|m| (m, pl)))
+                .filter(|(m, _)| m.octets() != [0; 6])
                 .collect();
             if let Some((mac, _)) = claims.first() {
                 info.mac = Some(*mac);
             }
             // Several vendors use `{mac}.cfg`: the route chooses the plugin only when it is
             // the only one to claim the path; otherwise a later request (User-Agent, DHCP)
-            // will.
+            // will. A plugin with file-name rules has said which names are its phones' (here
+            // none matched, or it would be `best` already): its route alone does not claim
+            // another vendor's file.
             if let [(_, only)] = claims.as_slice() {
-                best = best.or_else(|| Some(Arc::clone(only)));
+                if !only.has_rules_for(RuleSource::Filename) {
+                    best = best.or_else(|| Some(Arc::clone(only)));
+                }
             }
         }
     }

@@ -311,6 +311,18 @@ impl Plugin {
             .map(|r| (r.source, r.regex.as_str(), r.score))
     }
 
+    /// The request attributes (transports) some rule of this plugin identifies devices by,
+    /// each once, in rule order.
+    pub fn identify_sources(&self) -> Vec<RuleSource> {
+        let mut sources: Vec<RuleSource> = Vec::new();
+        for rule in &self.rules {
+            if !sources.contains(&rule.source) {
+                sources.push(rule.source);
+            }
+        }
+        sources
+    }
+
     fn tera_for(&self, template: &str) -> &tera::Tera {
         if is_xml_template(template) {
             &self.xml
@@ -357,6 +369,29 @@ fn escape_line(input: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// The `percent` template filter: RFC 3986 percent-encoding of every byte but the unreserved
+/// characters, for formats whose values are URL-encoded tokens (innovaphone's config
+/// commands), so that a value can hold no space, no line break and no `/` switch.
+fn percent_filter(
+    value: &tera::Value,
+    _: &std::collections::HashMap<String, tera::Value>,
+) -> tera::Result<tera::Value> {
+    let text = match value {
+        tera::Value::String(s) => s.clone(),
+        tera::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(tera::Value::String(out))
 }
 
 /// A plugin that could not be loaded.
@@ -960,6 +995,7 @@ fn load_templates(
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![".tera"]);
         tera.set_escape_fn(escape);
+        tera.register_filter("percent", percent_filter);
         let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
         tera.add_raw_templates(sources).map_err(|e| {
             // Tera names the template in its error chain; point at the file when we can.

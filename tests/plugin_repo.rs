@@ -466,20 +466,17 @@ fn install_upgrade_and_remove_live() {
         let stop = Arc::clone(&stop);
         let http = s.http;
         std::thread::spawn(move || {
-            let mut seen_v2 = false;
             let mut fetches = 0;
             loop {
                 // Read before the fetch: once set, this fetch starts after the upgrade ended.
                 let stopping = stop.load(Ordering::SeqCst);
                 let (status, body) = fetch(http, "y000000000028.cfg");
                 assert_eq!(status, 200, "fetch {fetches} during the upgrade: {body}");
-                seen_v2 = body.contains("repository v2");
                 fetches += 1;
                 if stopping && fetches >= 5 {
-                    break;
+                    break body.contains("repository v2");
                 }
             }
-            seen_v2
         })
     };
     let (code, out, err) = s.cli(&["plugin", "update"]);

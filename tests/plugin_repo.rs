@@ -687,3 +687,116 @@ fn allow_unsigned_takes_an_unsigned_index_with_a_warning() {
     s.daemon
         .expect_line(&["WARN", "not signed by a trusted key (allow_unsigned)"]);
 }
+
+/// The TFTP fetch of `file` by tftp-hpa from the daemon's TFTP listener.
+fn tftp_get(s: &Setup, file: &str) -> Vec<u8> {
+    let addr = s
+        .daemon
+        .seen
+        .iter()
+        .find(|l| l.contains("TFTP provisioning on"))
+        .map(|l| listening_on(l))
+        .expect("a TFTP listener");
+    let out = s.dir.path().join("phone-tftp");
+    let _ = std::fs::remove_file(&out);
+    let output = std::process::Command::new("tftp")
+        .args([
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            "-m",
+            "octet",
+            "-c",
+            "get",
+            file,
+        ])
+        .arg(&out)
+        .output()
+        .expect("tftp (apt-get install tftp-hpa)");
+    let printed = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !printed.to_lowercase().contains("error"),
+        "tftp get {file}: {printed}"
+    );
+    std::fs::read(&out).unwrap_or_default()
+}
+
+/// Issue 16's "done when": on a fresh daemon, `plugin update` and `plugin install yealink` from
+/// a repository built by `provisiond repo`, then a firmware package of that plugin from a
+/// local HTTP server; the phone then gets the firmware by HTTP and by TFTP.
+#[test]
+fn a_fresh_install_gets_a_plugin_and_its_firmware_from_the_repository() {
+    let s = setup();
+    const FIRMWARE: &str = "T46S-66.86.0.160.rom";
+    let firmware: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::create_dir_all(s.repo.join("vendor")).unwrap();
+    std::fs::write(s.repo.join("vendor/t46s.rom"), &firmware).unwrap();
+    // yealink two versions ahead of the built-in one, declaring the firmware as a package.
+    let version = format!("{}.2", built_in_version("yealink"));
+    let yealink = plugin_copy("yealink", &s.dir.path().join("sources/v2"), &version);
+    let manifest = yealink.join("plugin.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(&format!(
+        "\n[[packages]]\nid = \"t46s-fw\"\nversion = \"66.86.0.160\"\n\
+         description = \"T46S firmware\"\nurl = \"{}/vendor/t46s.rom\"\nsha256 = \"{}\"\n\
+         size = {}\nformat = \"raw\"\nfiles = [{{ to = \"{FIRMWARE}\" }}]\n",
+        s.server.url().trim_end_matches('/'),
+        common::sha256_hex(&firmware),
+        firmware.len()
+    ));
+    std::fs::write(&manifest, text).unwrap();
+    s.repo_cmd(&[
+        "pack",
+        yealink.to_str().unwrap(),
+        "--out",
+        s.repo.to_str().unwrap(),
+    ]);
+    s.index("signer.key");
+
+    // Before: the built-in plugin, no firmware.
+    assert_eq!(fetch(s.http, FIRMWARE).0, 404);
+    for args in [
+        &["plugin", "update"][..],
+        &["plugin", "install", "yealink"],
+        &["plugin", "packages", "yealink", "--install", "t46s-fw"],
+    ] {
+        let (code, out, err) = s.cli(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let installed = s.installed();
+    assert_eq!(
+        installed["yealink"]["version"],
+        version.as_str(),
+        "{installed}"
+    );
+
+    // The phone's HTTP fetch of its config makes it known by its address (TFTP needs it),
+    // then the firmware comes by both transports, byte for byte.
+    let (status, config) = fetch(s.http, "001565aabbcc.cfg");
+    assert_eq!(status, 200, "{config}");
+    let mut stream = TcpStream::connect(s.http).unwrap();
+    write!(
+        stream,
+        "GET /{FIRMWARE} HTTP/1.1\r\nHost: x\r\nUser-Agent: Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &answer[..split]
+    );
+    assert!(
+        answer[split + 4..] == firmware[..],
+        "HTTP: the firmware as published"
+    );
+    assert!(
+        tftp_get(&s, FIRMWARE) == firmware,
+        "TFTP: the firmware as published"
+    );
+}

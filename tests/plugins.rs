@@ -130,6 +130,7 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "htek",
         "audiocodes",
         "panasonic",
+        "gigaset",
     ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");
     }

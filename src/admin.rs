@@ -28,17 +28,23 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
     match &args.action {
         PluginAction::List => {
             println!(
-                "{:<14} {:<10} {:<8} {:<12} {:<24} MODELS",
-                "NAME", "VERSION", "ORIGIN", "VENDOR", "FROM"
+                "{:<16} {:<10} {:<8} {:<12} {:<24} {:<40} MODELS",
+                "NAME", "VERSION", "ORIGIN", "VENDOR", "FROM", "IDENTIFIED BY"
             );
             for p in set.iter() {
+                let sources: Vec<&str> = p.identify_sources().iter().map(|s| s.as_str()).collect();
                 println!(
-                    "{:<14} {:<10} {:<8} {:<12} {:<24} {}",
+                    "{:<16} {:<10} {:<8} {:<12} {:<24} {:<40} {}",
                     p.name,
                     p.version,
                     p.origin.as_str(),
                     p.vendor,
                     p.location().display(),
+                    if sources.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        sources.join(",")
+                    },
                     p.models.join(" ")
                 );
             }

@@ -426,6 +426,10 @@ fn wazo_provd_client_shaped_requests_work() {
     let info = api.call("GET", "/0.2/pg_mgr/plugins/yealink/info", tk, None, None);
     assert_eq!(info.body["plugin_info"]["vendor"], "Yealink");
     assert_eq!(
+        info.body["plugin_info"]["identify"],
+        json!(["user_agent", "dhcp_vendor_class", "filename"])
+    );
+    assert_eq!(
         api.call(
             "POST",
             "/0.2/pg_mgr/reload",

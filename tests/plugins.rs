@@ -696,6 +696,41 @@ fn check_keys(keys: &BTreeMap<String, Vec<String>>, v: &RenderVector, what: &str
     }
 }
 
+/// Avaya settings scripts: `SET NAME value` lines (a value in double quotes is unquoted), `GET
+/// file`, `IF … GOTO …` and `#` comments/labels; anything else is an error.
+fn parse_set(text: &str, what: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with("GET ") || t.starts_with("IF ") {
+            continue;
+        }
+        let rest = t
+            .strip_prefix("SET ")
+            .unwrap_or_else(|| panic!("{what}: not a SET line: {line:?}"));
+        let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        assert!(
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{what}: malformed name in {line:?}"
+        );
+        let value = value.trim();
+        let value = match value.strip_prefix('"') {
+            Some(quoted) => {
+                let inner = quoted
+                    .strip_suffix('"')
+                    .unwrap_or_else(|| panic!("{what}: unclosed quote in {line:?}"));
+                assert!(!inner.contains('"'), "{what}: a quote inside {line:?}");
+                inner
+            }
+            None => value,
+        };
+        out.entry(name.to_owned())
+            .or_default()
+            .push(value.to_owned());
+    }
+    out
+}
+
 fn check_xml(text: &str, v: &RenderVector, what: &str) {
     let doc = roxmltree::Document::parse(text)
         .unwrap_or_else(|e| panic!("{what}: invalid XML: {e}\n{text}"));
@@ -802,6 +837,7 @@ fn render_vectors_and_golden_files() {
                 "colon" => check_keys(&parse_colon(&text, &what), v, &what),
                 "quoted" => check_keys(&parse_quoted(&text, &what), v, &what),
                 "script" => check_script(&text, v, &what),
+                "set" => check_keys(&parse_set(&text, &what), v, &what),
                 "xml" => check_xml(&text, v, &what),
                 other => panic!("{what}: unknown format {other}"),
             }
@@ -838,10 +874,11 @@ fn hostile_values_cannot_break_the_file_structure() {
                 "cfg" => Some(parse_cfg),
                 "colon" => Some(parse_colon),
                 "quoted" => Some(parse_quoted),
+                "set" => Some(parse_set),
                 _ => None,
             };
             match v.format.as_str() {
-                "cfg" | "colon" | "quoted" => {
+                "cfg" | "colon" | "quoted" | "set" => {
                     let parse = keyed.expect("a key/value format");
                     let a: BTreeSet<String> = parse(&benign, &what).into_keys().collect();
                     let b: BTreeSet<String> = parse(&hostile, &what).into_keys().collect();

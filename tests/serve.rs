@@ -431,6 +431,7 @@ fn plugin_list_and_show_report_what_loaded_and_why_not() {
         stdout.lines().any(|l| l.starts_with("acme")
             && l.contains("2.0")
             && l.contains("builtin")
+            && l.contains(" user_agent ")
             && l.contains("A1 A2")),
         "{stdout}"
     );

@@ -120,6 +120,18 @@ pub enum RuleSource {
     Filename,
 }
 
+impl RuleSource {
+    /// The name written in plugin.toml, listings and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleSource::UserAgent => "user_agent",
+            RuleSource::DhcpVendorClass => "dhcp_vendor_class",
+            RuleSource::DhcpUserClass => "dhcp_user_class",
+            RuleSource::Filename => "filename",
+        }
+    }
+}
+
 /// One `[[identify]]` rule, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

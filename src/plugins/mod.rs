@@ -306,6 +306,18 @@ impl Plugin {
             .map(|r| (r.source, r.regex.as_str(), r.score))
     }
 
+    /// The request attributes (transports) some rule of this plugin identifies devices by,
+    /// each once, in rule order.
+    pub fn identify_sources(&self) -> Vec<RuleSource> {
+        let mut sources: Vec<RuleSource> = Vec::new();
+        for rule in &self.rules {
+            if !sources.contains(&rule.source) {
+                sources.push(rule.source);
+            }
+        }
+        sources
+    }
+
     fn tera_for(&self, template: &str) -> &tera::Tera {
         if is_xml_template(template) {
             &self.xml

@@ -327,6 +327,7 @@ pub(super) async fn plugin_info(
             "capabilities": capabilities,
             "origin": p.origin,
             "sync_event": p.sync_event,
+            "identify": p.identify_sources(),
         }}),
     ))
 }

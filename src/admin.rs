@@ -15,8 +15,82 @@ pub fn plugin_roots(settings: &Settings) -> Vec<(std::path::PathBuf, Origin)> {
     ]
 }
 
+/// `provisiond repo …`: builds a plugin repository (docs/plugin-repository.md).
+pub fn repo(args: &crate::cli::RepoArgs) -> ExitCode {
+    use crate::cli::RepoAction;
+    use crate::plugins::repo;
+    let done = match &args.action {
+        RepoAction::Keygen { prefix } => repo::keygen(prefix).map(|(secret, public)| {
+            println!("secret key: {} (keep it private)", secret.display());
+            println!(
+                "public key: {} (copy it into [plugins] trusted_keys_dir)",
+                public.display()
+            );
+        }),
+        RepoAction::Pack { plugin_dir, out } => repo::pack(plugin_dir, out).map(|e| {
+            println!(
+                "{} {} {} bytes sha256 {}",
+                e.archive, e.version, e.size, e.sha256
+            );
+        }),
+        RepoAction::Index { dir, sign } => repo::write_index(dir, sign.as_deref()).map(|index| {
+            for e in &index.plugins {
+                println!("{:<14} {:<10} {}", e.name, e.version, e.archive);
+            }
+            println!(
+                "{} written{}",
+                dir.join(repo::INDEX_FILE).display(),
+                if sign.is_some() {
+                    ", signed"
+                } else {
+                    ", NOT signed"
+                }
+            );
+        }),
+        RepoAction::Verify { dir, key } => repo::verify_dir(dir, key).map(|index| {
+            println!(
+                "{}: signature and {} archive(s) verified",
+                dir.display(),
+                index.plugins.len()
+            );
+        }),
+        RepoAction::Sign { file, key } => std::fs::read(file)
+            .map_err(|source| repo::RepoError::Io {
+                path: file.display().to_string(),
+                source,
+            })
+            .and_then(|data| repo::sign(&data, key))
+            .and_then(|signature| {
+                let mut out = file.clone().into_os_string();
+                out.push(".minisig");
+                std::fs::write(&out, signature).map_err(|source| repo::RepoError::Io {
+                    path: out.to_string_lossy().into_owned(),
+                    source,
+                })?;
+                println!("{} written", std::path::Path::new(&out).display());
+                Ok(())
+            }),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("repo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `provisiond plugin …`.
 pub fn plugin(args: &PluginArgs) -> ExitCode {
+    if let PluginAction::Packages(packages) = &args.action {
+        // Through the daemon: its plugins and packages are the ones that count.
+        let mut packages = packages.clone();
+        packages.socket = args.socket.clone();
+        return crate::admin_client::packages(&args.source, &packages);
+    }
+    if !matches!(args.action, PluginAction::List | PluginAction::Show { .. }) {
+        return crate::admin_client::plugin_remote(args);
+    }
     let loaded = match config::load(args.source.config.as_deref(), &args.source.default_config) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -57,8 +131,6 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        // Through the daemon: its plugins and packages are the ones that count.
-        PluginAction::Packages(packages) => crate::admin_client::packages(&args.source, packages),
         PluginAction::Show { name } => {
             let Some(p) = set.get(name) else {
                 for e in set.errors.iter().filter(|e| e.dir.ends_with(name)) {
@@ -108,6 +180,7 @@ pub fn plugin(args: &PluginArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        _ => crate::admin_client::plugin_remote(args),
     }
 }
 

@@ -5,8 +5,10 @@
 //! token; requests act as the default tenant unless `--tenant` sends `Wazo-Tenant`.
 
 mod packages;
+mod plugins;
 mod prov;
 pub use packages::packages;
+pub use plugins::plugin_remote;
 pub use prov::{auto, category, code, job, rollout};
 
 use std::path::{Path, PathBuf};

@@ -68,6 +68,8 @@ pub enum Command {
     /// Print the configuration that makes ISC dhcpd, Kea or dnsmasq hand phones the same
     /// per-vendor options (66, 160, 150…) as the built-in DHCP server.
     DhcpSnippet(DhcpSnippetArgs),
+    /// Build a plugin repository: key pairs, plugin archives, the signed index.
+    Repo(RepoArgs),
     /// Print the man page (provisiond.8, roff) on standard output.
     Man,
     /// Print a shell completion script on standard output.
@@ -135,6 +137,10 @@ pub struct PluginArgs {
     /// Configuration sources (for the plugin directories).
     #[command(flatten)]
     pub source: ConfigArgs,
+    /// The daemon's admin socket (update, search, install, upgrade, remove), instead of the
+    /// configuration's `[api] socket`.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
 }
 
 /// `plugin` subcommands.
@@ -147,9 +153,86 @@ pub enum PluginAction {
         /// Plugin name.
         name: String,
     },
+    /// Fetch the plugin repository's index from `plugin_server` (through the daemon).
+    Update,
+    /// The plugins the repository offers, whose name or description contains TEXT.
+    Search {
+        /// Text to look for (none: every plugin).
+        text: Option<String>,
+    },
+    /// Install a plugin from the repository; waits for the download to finish.
+    Install {
+        /// Plugin name.
+        name: String,
+    },
+    /// Upgrade an installed plugin to the repository's version.
+    Upgrade {
+        /// Plugin name.
+        name: String,
+    },
+    /// Remove a plugin installed from the repository.
+    Remove {
+        /// Plugin name.
+        name: String,
+        /// Remove it even though devices use it.
+        #[arg(long)]
+        force: bool,
+    },
     /// A plugin's vendor packages (firmware, language files), through the running daemon's
     /// local admin socket: lists them, or installs, upgrades or removes one.
     Packages(PackagesArgs),
+}
+
+/// Arguments of `repo`.
+#[derive(Debug, Clone, Args)]
+pub struct RepoArgs {
+    /// What to build.
+    #[command(subcommand)]
+    pub action: RepoAction,
+}
+
+/// `repo` subcommands (docs/plugin-repository.md).
+#[derive(Debug, Clone, Subcommand)]
+pub enum RepoAction {
+    /// A new signing key pair: PREFIX.key (secret, keep it off the servers) and PREFIX.pub
+    /// (for /etc/provisiond/trusted-keys/).
+    Keygen {
+        /// Path of the files without extension.
+        prefix: PathBuf,
+    },
+    /// Check a plugin directory and write its archive NAME-VERSION.tar.gz into --out.
+    Pack {
+        /// The plugin directory (holding plugin.toml).
+        plugin_dir: PathBuf,
+        /// Where to write the archive.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+    /// Check the archives of DIR and write DIR/index.json, signed with --sign.
+    Index {
+        /// The repository directory (the archives).
+        dir: PathBuf,
+        /// Secret key (unencrypted minisign) that signs the index.
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
+    /// Check DIR as the daemon would: the index's signature with the public KEY, then every
+    /// archive's size, hash and content.
+    Verify {
+        /// The repository directory.
+        dir: PathBuf,
+        /// Public key (minisign .pub).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
+    /// Sign FILE (an index edited by hand) as FILE.minisig.
+    Sign {
+        /// The file to sign.
+        file: PathBuf,
+        /// Secret key (unencrypted minisign).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
 }
 
 /// Arguments of `plugin packages`.
@@ -170,8 +253,8 @@ pub struct PackagesArgs {
     /// Accept the package's licence (required when the plugin says so).
     #[arg(long)]
     pub accept_licence: bool,
-    /// The daemon's admin socket, instead of the configuration's `[api] socket`.
-    #[arg(long, value_name = "PATH")]
+    /// The daemon's admin socket: `plugin --socket PATH`, set by the dispatch.
+    #[arg(skip)]
     pub socket: Option<PathBuf>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long)]

@@ -44,6 +44,8 @@ pub struct Settings {
     pub auth: Auth,
     /// SIP NOTIFY resynchronisation of phones.
     pub sync: Sync,
+    /// The plugin repository: trusted keys, limits (docs/plugin-repository.md).
+    pub plugins: Plugins,
     /// Logging.
     pub log: Log,
 }
@@ -375,6 +377,34 @@ impl Default for Sync {
             queue_max: 100_000,
             rate: 20,
             concurrency: 8,
+        }
+    }
+}
+
+/// `[plugins]`: the plugin repository (`/configure` `plugin_server`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Plugins {
+    /// Directory of the public keys (minisign `*.pub`) that may sign a repository's index.
+    pub trusted_keys_dir: PathBuf,
+    /// Plugin servers whose index is used unsigned or wrongly signed (a warning at every use).
+    pub allow_unsigned: Vec<Url>,
+    /// Largest plugin archive downloaded, in bytes.
+    pub max_archive_bytes: u64,
+    /// Largest content an archive may unpack to, in bytes.
+    pub max_unpacked_bytes: u64,
+    /// Time allowed for one download, in seconds.
+    pub download_timeout_secs: u64,
+}
+
+impl Default for Plugins {
+    fn default() -> Self {
+        Plugins {
+            trusted_keys_dir: "/etc/provisiond/trusted-keys".into(),
+            allow_unsigned: Vec::new(),
+            max_archive_bytes: 64 << 20,
+            max_unpacked_bytes: 256 << 20,
+            download_timeout_secs: 300,
         }
     }
 }

@@ -226,6 +226,7 @@ async fn run(
         )
         .with_sync_queue(sync)
         .with_base_url(settings.general.base_url.clone())
+        .with_plugin_settings(settings.plugins.clone())
         .with_packages(Arc::clone(&package_store)),
     );
     let api_app = api::router(api_state, settings.api.max_body_bytes);

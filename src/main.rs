@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => daemon::serve(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Plugin(args) => admin::plugin(&args),
+        Command::Repo(args) => admin::repo(&args),
         Command::Bench(args) => bench::run(&args.what),
         Command::Device(args) => admin_client::device(&args),
         Command::Config(args) => admin_client::config(&args),

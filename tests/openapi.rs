@@ -508,6 +508,7 @@ fn check_reply(doc: &Value, what: &str, url: &str, op: &Value, reply: &Reply) {
         let path = if path == "/cfg_mgr/autocreate" {
             "/cfg_mgr/configs"
         } else if path.starts_with("/pg_mgr/") {
+            // Plugin operations are followed at one place (`oip_started`).
             "/pg_mgr/operations"
         } else {
             path
@@ -712,6 +713,7 @@ fn answers_are_the_documented_ones() {
     assert_eq!(oip.id(), 1);
     oip.progress(Some(10), Some(10));
     oip.succeed();
+    repository_fixture(&api.store);
     let mut ids = Ids::new(&spare_id);
     let ops = operations(&doc);
     let mut seen = BTreeSet::new();
@@ -742,6 +744,34 @@ fn answers_are_the_documented_ones() {
         .filter(|(_, status)| !(200..300).contains(status))
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// A cached plugin index naming the plugins of the install examples, with the upgrade's and
+/// the uninstall's plugins installed from it: the install and upgrade operations start (and
+/// fail later, the server being unreachable); the uninstall succeeds.
+fn repository_fixture(store: &Store) {
+    let data = store.path().parent().unwrap().to_path_buf();
+    let doc = document();
+    let name = |path: &str| post_example(&doc, path)["id"].as_str().unwrap().to_owned();
+    let (install, upgrade, uninstall) = (
+        name("/pg_mgr/install/install"),
+        name("/pg_mgr/install/upgrade"),
+        name("/pg_mgr/install/uninstall"),
+    );
+    let entry = |plugin: &str| {
+        serde_json::json!({"name": plugin, "version": "99.0", "archive": format!("{plugin}-99.0.tar.gz"),
+            "size": 10, "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"})
+    };
+    let cache = serde_json::json!({"server": "http://127.0.0.1:9/", "verified_by": null,
+        "index": {"format": 1, "plugins": [entry(&install), entry(&upgrade), entry(&uninstall)]}});
+    std::fs::create_dir_all(data.join("repository")).unwrap();
+    std::fs::write(data.join("repository/index.json"), cache.to_string()).unwrap();
+    for plugin in [&upgrade, &uninstall] {
+        let dir = data.join("plugins").join(plugin);
+        std::fs::create_dir_all(dir.join("1.0")).unwrap();
+        std::fs::write(dir.join(".repository"), "").unwrap();
+        std::os::unix::fs::symlink("1.0", dir.join("current")).unwrap();
+    }
 }
 
 /// `GET <url>.csv` (a rollout's export): the documented media type and columns, one line per

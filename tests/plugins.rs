@@ -129,6 +129,8 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "mitel-aastra",
         "htek",
         "audiocodes",
+        "panasonic",
+        "gigaset",
         "alcatel",
     ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");

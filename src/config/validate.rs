@@ -171,6 +171,15 @@ fn limits(s: &Settings, p: &mut Problems) {
             format!("must be between 1 and {MAX_SYNC_CONCURRENCY}"),
         );
     }
+    if s.plugins.max_archive_bytes == 0 || s.plugins.max_unpacked_bytes == 0 {
+        p.add("plugins.max_archive_bytes", "sizes must be at least 1");
+    }
+    if !(1..=86_400).contains(&s.plugins.download_timeout_secs) {
+        p.add(
+            "plugins.download_timeout_secs",
+            "must be between 1 and 86400",
+        );
+    }
 }
 
 fn usable(net: &Ipv4Net, ip: Ipv4Addr) -> bool {

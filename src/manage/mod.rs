@@ -16,6 +16,7 @@ pub mod guard;
 pub mod jobs;
 pub mod oip;
 pub mod packages;
+pub mod plugins;
 pub mod rollouts;
 pub mod tenants;
 

@@ -225,9 +225,17 @@ impl Fetcher {
         let mut got: u64 = 0;
         progress(0, announced);
         loop {
-            let chunk = response.chunk().await.map_err(|e| FetchError::Request {
-                url: shown(url),
-                reason: chain(&e),
+            let chunk = response.chunk().await.map_err(|e| match announced {
+                // The connection ended before the announced length: say so plainly.
+                Some(expected) if e.is_body() || e.is_decode() => FetchError::Truncated {
+                    url: shown(url),
+                    got,
+                    expected,
+                },
+                _ => FetchError::Request {
+                    url: shown(url),
+                    reason: chain(&e),
+                },
             })?;
             let Some(chunk) = chunk else { break };
             got += chunk.len() as u64;

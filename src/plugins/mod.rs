@@ -7,6 +7,7 @@ pub mod fetch;
 mod manifest;
 pub mod packages;
 mod render;
+pub mod repo;
 mod route;
 pub mod tz;
 
@@ -42,6 +43,9 @@ pub enum Origin {
     Builtin,
     /// Installed by the administrator in `<data_dir>/plugins`.
     Admin,
+    /// Installed from a plugin repository into `<data_dir>/plugins/<name>/current`; it
+    /// replaces a plugin of the same name only when its version is newer.
+    Installed,
 }
 
 impl Origin {
@@ -51,6 +55,7 @@ impl Origin {
             Origin::Embedded => "embedded",
             Origin::Builtin => "builtin",
             Origin::Admin => "admin",
+            Origin::Installed => "installed",
         }
     }
 }
@@ -461,6 +466,23 @@ impl PluginSet {
                 .collect();
             dirs.sort();
             for dir in dirs {
+                if *origin == Origin::Admin && !dir.join("plugin.toml").exists() {
+                    // A repository install (docs/plugin-repository.md): the version that
+                    // `current` names, by its real path so that a later switch does not
+                    // change the files under a plugin already loaded.
+                    if let Some(version_dir) = repo::current_version_dir(&dir) {
+                        let name = dir.file_name().unwrap_or_default();
+                        set.add(load_plugin(
+                            Files::Dir(&version_dir.join(name)),
+                            Origin::Installed,
+                        ));
+                        continue;
+                    }
+                    if repo::is_repository_dir(&dir) {
+                        // An install that never reached its switch: no plugin yet.
+                        continue;
+                    }
+                }
                 set.add(load_plugin(Files::Dir(&dir), *origin));
             }
         }
@@ -470,6 +492,20 @@ impl PluginSet {
     fn add(&mut self, loaded: Result<Plugin, LoadError>) {
         match loaded {
             Ok(mut plugin) => {
+                if let Some(kept) = self.plugins.get(&plugin.name).filter(|p| {
+                    plugin.origin == Origin::Installed
+                        && !version_newer(&plugin.version, &p.version)
+                }) {
+                    tracing::info!(
+                        plugin = %plugin.name,
+                        "installed version {} is not newer than the {} one ({}): kept the {} one",
+                        plugin.version,
+                        kept.origin.as_str(),
+                        kept.version,
+                        kept.origin.as_str()
+                    );
+                    return;
+                }
                 let previous = self.plugins.get(&plugin.name).map(|p| p.origin);
                 if let Some(previous) = previous {
                     tracing::info!(
@@ -509,6 +545,39 @@ impl PluginSet {
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
     }
+}
+
+/// True when version `a` is newer than `b`: their runs of digits compared as numbers, other
+/// runs as text, left to right (`1.10` > `1.9`, `2.0.1` > `2.0`).
+pub fn version_newer(a: &str, b: &str) -> bool {
+    version_key(a) > version_key(b)
+}
+
+/// The comparable parts of a version.
+fn version_key(v: &str) -> Vec<(u64, String)> {
+    let mut parts = Vec::new();
+    let mut rest = v;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            parts.push((rest[..digits].parse().unwrap_or(u64::MAX), String::new()));
+            rest = &rest[digits..];
+        } else {
+            let text = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+            let word = rest[..text].trim_matches(|c: char| c == '.' || c == '-' || c == '_');
+            if !word.is_empty() {
+                parts.push((0, word.to_owned()));
+            }
+            rest = &rest[text..];
+        }
+    }
+    parts
+}
+
+/// Loads the plugin directory `dir` alone (whose name is the plugin's), as an admin plugin:
+/// what `provisiond repo` checks before it packs a plugin or indexes an archive.
+pub fn load_dir(dir: &Path) -> Result<Plugin, LoadError> {
+    load_plugin(Files::Dir(dir), Origin::Admin)
 }
 
 /// Where a plugin's files are read from.

@@ -260,7 +260,11 @@ pub(super) async fn pg_links(OriginalUri(uri): OriginalUri, caller: Caller) -> A
     caller.require("provd.pg_mgr.read")?;
     Ok(super::links(
         uri.path(),
-        &[("pg.plugins", "plugins"), ("pg.reload", "reload")],
+        &[
+            ("pg.plugins", "plugins"),
+            ("pg.reload", "reload"),
+            ("srv.install", "install"),
+        ],
     ))
 }
 

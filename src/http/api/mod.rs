@@ -11,6 +11,7 @@ mod auth;
 mod configs;
 mod devices;
 pub mod fields;
+mod install;
 mod misc;
 mod packages;
 mod prov;
@@ -54,6 +55,8 @@ pub struct ApiState {
     pub ops: Mutex<devices::Operations>,
     /// Plugin and package operations in progress (`/pg_mgr/operations/{op}`).
     pub oips: crate::manage::oip::Oips,
+    /// The plugin repository (`/pg_mgr/install/…`).
+    pub repo: Arc<crate::manage::plugins::Repository>,
     /// Request counters for `/metrics`.
     pub metrics: misc::Metrics,
     /// The resync queue (SIP NOTIFY), with its `[sync]` settings.
@@ -74,6 +77,10 @@ impl ApiState {
         default_tenant: String,
         plugin_roots: Vec<(PathBuf, Origin)>,
     ) -> ApiState {
+        let repo = Arc::new(crate::manage::plugins::Repository::new(
+            store.path().parent().unwrap_or(std::path::Path::new(".")),
+            crate::config::Plugins::default(),
+        ));
         ApiState {
             store,
             files,
@@ -81,11 +88,23 @@ impl ApiState {
             plugin_roots,
             ops: Mutex::new(devices::Operations::default()),
             oips: crate::manage::oip::Oips::default(),
+            repo,
             metrics: misc::Metrics::default(),
             sync: crate::sync::SyncQueue::disabled(),
             base_url: None,
             packages: None,
         }
+    }
+
+    /// The same state with the plugin repository's `[plugins]` settings.
+    pub fn with_plugin_settings(mut self, settings: crate::config::Plugins) -> ApiState {
+        let data_dir = self
+            .store
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        self.repo = Arc::new(crate::manage::plugins::Repository::new(data_dir, settings));
+        self
     }
 
     /// The same state with vendor packages in `store`, also served by its file service.
@@ -146,6 +165,13 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/pg_mgr/plugins/{id}/info", &["get"]),
     ("/pg_mgr/reload", &["post"]),
     ("/pg_mgr/operations/{op}", &["get", "delete"]),
+    ("/pg_mgr/install", &["get"]),
+    ("/pg_mgr/install/update", &["post"]),
+    ("/pg_mgr/install/installable", &["get"]),
+    ("/pg_mgr/install/installed", &["get"]),
+    ("/pg_mgr/install/install", &["post"]),
+    ("/pg_mgr/install/upgrade", &["post"]),
+    ("/pg_mgr/install/uninstall", &["post"]),
     ("/pg_mgr/plugins/{id}/install", &["get"]),
     ("/pg_mgr/plugins/{id}/install/installable", &["get"]),
     ("/pg_mgr/plugins/{id}/install/installed", &["get"]),
@@ -216,6 +242,13 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
             "/pg_mgr/operations/{op}",
             get(misc::oip_get).delete(misc::oip_delete),
         )
+        .route("/pg_mgr/install", get(install::links))
+        .route("/pg_mgr/install/update", post(install::update))
+        .route("/pg_mgr/install/installable", get(install::installable))
+        .route("/pg_mgr/install/installed", get(install::installed))
+        .route("/pg_mgr/install/install", post(install::install))
+        .route("/pg_mgr/install/upgrade", post(install::upgrade))
+        .route("/pg_mgr/install/uninstall", post(install::uninstall))
         .route("/pg_mgr/plugins/{id}/install", get(packages::links))
         .route(
             "/pg_mgr/plugins/{id}/install/installable",

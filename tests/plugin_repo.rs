@@ -30,6 +30,8 @@ enum Mode {
 struct FileServer {
     addr: SocketAddr,
     modes: Arc<Mutex<BTreeMap<String, Mode>>>,
+    /// The request lines received, in order.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl FileServer {
@@ -37,15 +39,16 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let modes: Arc<Mutex<BTreeMap<String, Mode>>> = Arc::default();
-        let shared = Arc::clone(&modes);
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (shared, seen) = (Arc::clone(&modes), Arc::clone(&lines));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
-                let modes = Arc::clone(&shared);
-                std::thread::spawn(move || serve(stream, &root, &modes));
+                let (modes, seen) = (Arc::clone(&shared), Arc::clone(&seen));
+                std::thread::spawn(move || serve(stream, &root, &modes, &seen));
             }
         });
-        FileServer { addr, modes }
+        FileServer { addr, modes, lines }
     }
 
     fn set(&self, file: &str, mode: Mode) {
@@ -57,7 +60,14 @@ impl FileServer {
     }
 }
 
-fn serve(mut stream: TcpStream, root: &Path, modes: &Mutex<BTreeMap<String, Mode>>) {
+/// Serves one request; an absolute-form target (`GET http://host/repo/…`, as sent to a proxy)
+/// is answered as its path, so that the server also plays an HTTP proxy.
+fn serve(
+    mut stream: TcpStream,
+    root: &Path,
+    modes: &Mutex<BTreeMap<String, Mode>>,
+    lines: &Mutex<Vec<String>>,
+) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -67,7 +77,15 @@ fn serve(mut stream: TcpStream, root: &Path, modes: &Mutex<BTreeMap<String, Mode
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
-    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+    lines
+        .lock()
+        .unwrap()
+        .push(head.lines().next().unwrap_or("").to_owned());
+    let target = head.split(' ').nth(1).unwrap_or("/");
+    let path = match target.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
+        None => target.to_owned(),
+    };
     let file = path.strip_prefix("/repo/").unwrap_or("").to_owned();
     let mode = modes
         .lock()
@@ -798,5 +816,71 @@ fn a_fresh_install_gets_a_plugin_and_its_firmware_from_the_repository() {
     assert!(
         tftp_get(&s, FIRMWARE) == firmware,
         "TFTP: the firmware as published"
+    );
+}
+
+/// The index and the archives come through `/configure` `http_proxy` when it is set: the
+/// repository's URL names a closed port of this machine (`localhost:9`, resolved from
+/// /etc/hosts, so no query leaves it), only the proxy (the test's server) answers.
+#[test]
+fn downloads_go_through_the_configured_proxy() {
+    let s = setup();
+    s.index("signer.key");
+    for (param, value) in [
+        ("plugin_server", "http://localhost:9/repo/".to_owned()),
+        ("http_proxy", format!("http://{}", s.server.addr)),
+    ] {
+        let reply = s.api(
+            "PUT",
+            &format!("/configure/{param}"),
+            Some(json!({"param": {"value": value}})),
+        );
+        assert_eq!(reply.status, 204, "{param}: {:?}", reply.body);
+    }
+    s.server.lines.lock().unwrap().clear();
+    let done = s.operation("/pg_mgr/install/update", json!({}));
+    assert!(
+        done["status"].as_str().unwrap().contains("success"),
+        "{done}"
+    );
+    let done = s.operation("/pg_mgr/install/install", json!({"id": "fanvil"}));
+    assert!(
+        done["status"].as_str().unwrap().contains("success"),
+        "{done}"
+    );
+    let lines = s.server.lines.lock().unwrap().clone();
+    for file in ["index.json ", "index.json.minisig ", "fanvil-"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("GET http://localhost:9/repo/{file}"))),
+            "{file} through the proxy: {lines:?}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("GET http://localhost:9/")),
+        "nothing fetched around the proxy: {lines:?}"
+    );
+
+    // Without the proxy, nothing answers at that URL: the update fails, naming it.
+    let reply = s.api(
+        "PUT",
+        "/configure/http_proxy",
+        Some(json!({"param": {"value": null}})),
+    );
+    assert_eq!(reply.status, 204);
+    let failed = s.operation("/pg_mgr/install/update", json!({}));
+    assert!(
+        failed["status"].as_str().unwrap().contains("fail"),
+        "{failed}"
+    );
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("localhost:9"),
+        "{failed}"
     );
 }

@@ -132,6 +132,7 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "panasonic",
         "gigaset",
         "alcatel",
+        "digium",
     ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");
     }

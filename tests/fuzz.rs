@@ -29,6 +29,8 @@ use provisiond::ident::{extract, DhcpOp, RequestContext};
 use provisiond::model::Mac;
 use provisiond::plugins::fuzz_api::ManifestChecker;
 use provisiond::plugins::{safe_relative, Origin, Plugin, PluginSet, RuleSource, MAX_PATH_LEN};
+use provisiond::sync::digest::{self, Credentials};
+use provisiond::sync::sip::fuzz_api as sip;
 use provisiond::tftp::fuzz_api as tftp;
 
 #[global_allocator]
@@ -1629,5 +1631,92 @@ fn manifest_fuzz() {
             default_iters: 1_500,
         },
         &|data| manifest(&checkers, data),
+    );
+}
+
+/// A phone's answer to our NOTIFY (`sync::sip`'s parser), then the Digest challenge chosen
+/// among its headers and our answer to it.
+fn sip_response(data: &[u8]) -> Outcome {
+    let Some((code, reason, challenges)) = sip::response(data, "c0ffee", 1) else {
+        return Ok(0);
+    };
+    if !(100..700).contains(&code) {
+        return Err(format!("status {code} accepted"));
+    }
+    if reason.chars().count() > 100 || reason.chars().any(char::is_control) {
+        return Err(format!("reason {reason:?} kept as sent"));
+    }
+    if !matches!(code, 401 | 407) && !challenges.is_empty() {
+        return Err(format!("challenges kept for a {code}"));
+    }
+    let challenge = match digest::choose(&challenges) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(sig((
+                code,
+                format!("{e:?}").split('(').next().map(str::to_owned),
+            )))
+        }
+    };
+    let credentials = Credentials {
+        username: "auth1001".into(),
+        password: "pw-1001".into(),
+    };
+    let answer = digest::authorization(
+        &challenge,
+        &credentials,
+        "NOTIFY",
+        "sip:10.0.0.5:5060",
+        "0a4f113b",
+    )
+    .map_err(|e| format!("no answer to a chosen challenge: {e}"))?;
+    // It goes into a header line of ours: an ASCII control character (CR, LF, NUL…) would
+    // end or forge the line; a tab is allowed in a quoted string.
+    if answer.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!("control character in our answer {answer:?}"));
+    }
+    // Our answer reads back, through the same grammar, as the challenge it answers.
+    let back = digest::choose(&[answer.as_str()]).map_err(|e| format!("{answer:?}: {e}"))?;
+    if back != challenge {
+        return Err(format!("{answer:?} reads as {back:?}, not {challenge:?}"));
+    }
+    Ok(sig((
+        code,
+        format!("{:?}/{:?}", challenge.algorithm, challenge.qop),
+    )))
+}
+
+#[test]
+fn sip_response_fuzz() {
+    const DICT: &[&[u8]] = &[
+        b"SIP/2.0 ",
+        b"401 Unauthorized\r\n",
+        b"407 Proxy Authentication Required\r\n",
+        b"200 OK\r\n",
+        b"\r\n",
+        b"Call-ID: c0ffee@provisiond\r\n",
+        b"CSeq: 1 NOTIFY\r\n",
+        b"WWW-Authenticate: ",
+        b"Proxy-Authenticate: ",
+        b"Digest ",
+        b"realm=\"",
+        b"nonce=\"",
+        b"opaque=\"",
+        b"algorithm=",
+        b"SHA-256-sess",
+        b"MD5",
+        b"qop=\"auth,auth-int\"",
+        b"\\\"",
+        b", ",
+        b"\r\n ",
+    ];
+    fuzz(
+        &Target {
+            name: "sip_response",
+            max_len: 2048,
+            dict: DICT,
+            default_iters: 40_000,
+        },
+        &sip_response,
     );
 }

@@ -281,20 +281,54 @@ fn parse_response(data: &[u8], dialog: &Dialog, cseq: u32) -> Option<Response> {
                         .next()
                         .is_some_and(|m| m.eq_ignore_ascii_case("NOTIFY"));
             }
-            name if name == wanted_challenge => challenges.push(value.to_owned()),
+            // A header with no name must not pass for the challenge header of a code that
+            // has none (found by tests/fuzz.rs: `: x` in a 200).
+            name if !wanted_challenge.is_empty() && name == wanted_challenge => {
+                challenges.push(value.to_owned())
+            }
             _ => {}
         }
     }
     (call_id_ok && cseq_ok).then(|| Response {
         code,
-        reason: reason.trim().chars().take(100).collect(),
+        // The phone's words reach logs and the API: control characters (a lone LF, terminal
+        // escapes) would forge log lines, so they are shown as `?`.
+        reason: reason
+            .trim()
+            .chars()
+            .take(100)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
         challenges,
     })
+}
+
+/// Entry points for `tests/fuzz.rs`: the response parser with a fixed dialog.
+#[doc(hidden)]
+pub mod fuzz_api {
+    /// What [`super::parse_response`] keeps of `data` for the request `cseq` of the dialog
+    /// whose Call-ID is `call_id@provisiond`: (code, reason, challenge header values).
+    pub fn response(data: &[u8], call_id: &str, cseq: u32) -> Option<(u16, String, Vec<String>)> {
+        let dialog = super::Dialog {
+            tag: "fuzz".into(),
+            call_id: call_id.to_owned(),
+        };
+        super::parse_response(data, &dialog, cseq).map(|r| (r.code, r.reason, r.challenges))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_of_a_reason_phrase_never_reach_the_log() {
+        let d = dialog();
+        let data = b"SIP/2.0 486 Busy\nForged: line\x1b[31m\r\nCall-ID: c0ffee@provisiond\r\nCSeq: 1 NOTIFY\r\n\r\n";
+        let r = parse_response(data, &d, 1).expect("our response");
+        assert_eq!(r.code, 486);
+        assert_eq!(r.reason, "Busy?Forged: line?[31m");
+    }
 
     fn dialog() -> Dialog {
         Dialog {

@@ -1,6 +1,7 @@
 //! HTTP(S) servers: the connection loop with its limits, and the provisioning router.
 
 pub mod api;
+pub mod console;
 mod codeform;
 pub mod provisioning;
 mod server;

@@ -1,8 +1,8 @@
 //! HTTP(S) servers: the connection loop with its limits, and the provisioning router.
 
 pub mod api;
-pub mod console;
 mod codeform;
+pub mod console;
 pub mod provisioning;
 mod server;
 

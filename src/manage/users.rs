@@ -284,14 +284,22 @@ mod tests {
         limiter.failed("alice", a, t0);
         limiter.failed("alice", b, t0);
         // alice's budget is spent, from any address; bob from a third address is fine.
-        assert!(limiter.check("alice", "10.0.0.3".parse().unwrap(), t0).is_err());
-        assert!(limiter.check("bob", "10.0.0.3".parse().unwrap(), t0).is_ok());
+        assert!(limiter
+            .check("alice", "10.0.0.3".parse().unwrap(), t0)
+            .is_err());
+        assert!(limiter
+            .check("bob", "10.0.0.3".parse().unwrap(), t0)
+            .is_ok());
         limiter.failed("bob", a, t0);
         // Address a has failed twice (alice, bob): carol from it is refused.
         assert!(limiter.check("carol", a, t0).is_err());
         // A minute later one more attempt is allowed.
         assert!(limiter
-            .check("alice", "10.0.0.3".parse().unwrap(), t0 + Duration::from_secs(61))
+            .check(
+                "alice",
+                "10.0.0.3".parse().unwrap(),
+                t0 + Duration::from_secs(61)
+            )
             .is_ok());
     }
 

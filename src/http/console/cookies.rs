@@ -9,7 +9,9 @@ pub const SESSION: &str = "provisiond_session";
 /// `Set-Cookie` value carrying session `id`, valid for the whole console.
 pub fn set(id: &str, secure: bool, max_age_secs: u64) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    format!("{SESSION}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}")
+    format!(
+        "{SESSION}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+    )
 }
 
 /// `Set-Cookie` value that removes the session cookie.

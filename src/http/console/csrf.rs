@@ -34,7 +34,9 @@ mod tests {
     #[test]
     fn checks_the_field() {
         let form = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         assert!(valid("t", &form(&[("csrf", "t")])));
         assert!(!valid("t", &form(&[("csrf", "u")])));

@@ -67,8 +67,7 @@ pub(super) async fn overview(
                 .entry(d.vendor.clone().unwrap_or_else(|| "unknown".into()))
                 .or_default() += 1;
         }
-        let codes =
-            manage::codes::list(&st.api.store, &scope, true, crate::model::now())?.len();
+        let codes = manage::codes::list(&st.api.store, &scope, true, crate::model::now())?.len();
         Ok((by_state, by_vendor, total, codes))
     })
     .await?;
@@ -145,7 +144,11 @@ pub(super) async fn show(
     let st = Arc::clone(&state);
     let scope = me.scope.clone();
     let device = blocking(move || Ok(manage::devices::get(&st.api.store, &scope, &id)?)).await?;
-    state.render("device.html", Some(&me), json!({ "device": device_json(&device) }))
+    state.render(
+        "device.html",
+        Some(&me),
+        json!({ "device": device_json(&device) }),
+    )
 }
 
 pub(super) async fn action(

@@ -36,7 +36,10 @@ impl ConsoleError {
     /// 500 for a failure of this machine (logged, not detailed to the browser).
     pub fn internal(what: impl std::fmt::Display) -> ConsoleError {
         tracing::error!("console request failed: {what}");
-        ConsoleError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; see the server log.")
+        ConsoleError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error; see the server log.",
+        )
     }
 }
 

@@ -103,13 +103,16 @@ impl ConsoleState {
         mut context: Value,
     ) -> Result<Response, ConsoleError> {
         if let (Some(me), Some(obj)) = (me, context.as_object_mut()) {
-            obj.insert("me".into(), serde_json::json!({
-                "name": me.session.display_name(),
-                "tenant": me.session.tenant,
-                "role": me.session.role.as_str(),
-                "operator": me.session.role >= Role::Operator,
-                "admin": me.session.role >= Role::Admin,
-            }));
+            obj.insert(
+                "me".into(),
+                serde_json::json!({
+                    "name": me.session.display_name(),
+                    "tenant": me.session.tenant,
+                    "role": me.session.role.as_str(),
+                    "operator": me.session.role >= Role::Operator,
+                    "admin": me.session.role >= Role::Admin,
+                }),
+            );
             obj.insert("csrf".into(), Value::String(me.session.csrf.clone()));
         }
         let ctx = tera::Context::from_value(context).map_err(ConsoleError::internal)?;
@@ -142,7 +145,10 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/assets/console.js", get(js))
         .route("/console/signin", get(signin::form).post(signin::submit))
         .route("/console/signout", post(signin::signout))
-        .route("/console/signout-everywhere", post(signin::signout_everywhere))
+        .route(
+            "/console/signout-everywhere",
+            post(signin::signout_everywhere),
+        )
         .route("/console/devices", get(devices::list))
         .route("/console/devices/{id}", get(devices::show))
         .route("/console/devices/{id}/{action}", post(devices::action))
@@ -220,8 +226,7 @@ impl FromRequestParts<Arc<ConsoleState>> for SignedIn {
         parts: &mut Parts,
         state: &Arc<ConsoleState>,
     ) -> Result<Self, Self::Rejection> {
-        let id = cookies::session_id(&parts.headers)
-            .ok_or_else(|| SignInFirst.into_response())?;
+        let id = cookies::session_id(&parts.headers).ok_or_else(|| SignInFirst.into_response())?;
         let session = state
             .sessions
             .touch(&id, Instant::now())
@@ -293,10 +298,12 @@ impl FromRequest<Arc<ConsoleState>> for Form {
     ) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = request.into_parts();
         let me = SignedIn::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
-            ConsoleError::new(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
-                .into_response()
-        })?;
+        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| {
+                ConsoleError::new(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
+                    .into_response()
+            })?;
         let fields: Vec<(String, String)> = url::form_urlencoded::parse(&bytes)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
@@ -306,7 +313,10 @@ impl FromRequest<Arc<ConsoleState>> for Form {
             )
             .into_response());
         }
-        let fields = fields.into_iter().filter(|(k, _)| k != csrf::FIELD).collect();
+        let fields = fields
+            .into_iter()
+            .filter(|(k, _)| k != csrf::FIELD)
+            .collect();
         Ok(Form { me, fields })
     }
 }

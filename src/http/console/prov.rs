@@ -75,7 +75,11 @@ pub(super) async fn category_create(
         Ok(_) => Ok(see_other("/console/categories")),
         Err(e) => {
             let message = e.message.clone();
-            refused(&state, categories_page(&state, &form.me, Some(message)).await, e)
+            refused(
+                &state,
+                categories_page(&state, &form.me, Some(message)).await,
+                e,
+            )
         }
     }
 }
@@ -100,9 +104,11 @@ async fn codes_page(
         .collect();
     let items: Vec<_> = codes
         .iter()
-        .map(|c| json!({ "code": c.code, "tail": c.tail(), "label": c.label,
+        .map(|c| {
+            json!({ "code": c.code, "tail": c.tail(), "label": c.label,
             "category": names.get(c.category.as_str()).copied().unwrap_or(&c.category),
-            "rollout": c.rollout, "expires": manage::rollouts::rfc3339(c.expires) }))
+            "rollout": c.rollout, "expires": manage::rollouts::rfc3339(c.expires) })
+        })
         .collect();
     let provisioning: Vec<_> = categories
         .iter()
@@ -136,7 +142,12 @@ pub(super) async fn code_create(
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
     let created = blocking(move || {
-        Ok(manage::codes::create(&st.api.store, &scope, new, model::now())?)
+        Ok(manage::codes::create(
+            &st.api.store,
+            &scope,
+            new,
+            model::now(),
+        )?)
     })
     .await;
     match created {
@@ -144,7 +155,11 @@ pub(super) async fn code_create(
         Ok(code) => codes_page(&state, &form.me, Some(code.code), None).await,
         Err(e) => {
             let message = e.message.clone();
-            refused(&state, codes_page(&state, &form.me, None, Some(message)).await, e)
+            refused(
+                &state,
+                codes_page(&state, &form.me, None, Some(message)).await,
+                e,
+            )
         }
     }
 }
@@ -157,7 +172,15 @@ pub(super) async fn code_revoke(
     form.me.require(Role::Operator)?;
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
-    blocking(move || Ok(manage::codes::revoke(&st.api.store, &scope, &code, model::now())?)).await?;
+    blocking(move || {
+        Ok(manage::codes::revoke(
+            &st.api.store,
+            &scope,
+            &code,
+            model::now(),
+        )?)
+    })
+    .await?;
     Ok(see_other("/console/codes"))
 }
 
@@ -238,7 +261,11 @@ pub(super) async fn rollout_create(
         Ok(r) => Ok(see_other(&format!("/console/rollouts/{}", seg(&r.id)))),
         Err(e) => {
             let message = e.message.clone();
-            refused(&state, rollouts_page(&state, &form.me, Some(message), text).await, e)
+            refused(
+                &state,
+                rollouts_page(&state, &form.me, Some(message), text).await,
+                e,
+            )
         }
     }
 }
@@ -287,7 +314,12 @@ pub(super) async fn rollout_csv(
 ) -> Result<Response, ConsoleError> {
     let st = Arc::clone(&state);
     let scope = me.scope.clone();
-    let name = format!("rollout-{}.csv", id.chars().filter(char::is_ascii_alphanumeric).collect::<String>());
+    let name = format!(
+        "rollout-{}.csv",
+        id.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+    );
     let csv = blocking(move || {
         let r = manage::rollouts::get(&st.api.store, &scope, &id)?;
         let c = manage::categories::get(&st.api.store, &scope, &r.category)?;
@@ -297,7 +329,10 @@ pub(super) async fn rollout_csv(
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
         csv,

@@ -147,19 +147,47 @@ mod tests {
         let t0 = Instant::now();
         let s = Sessions::new(Duration::from_secs(10), Duration::from_secs(25));
         let who = Who::User("a".into());
-        s.start("1".into(), "c".into(), who.clone(), "master".into(), Role::Admin, t0)
-            .unwrap();
+        s.start(
+            "1".into(),
+            "c".into(),
+            who.clone(),
+            "master".into(),
+            Role::Admin,
+            t0,
+        )
+        .unwrap();
         assert!(s.touch("1", t0 + Duration::from_secs(9)).is_some());
         assert!(s.touch("1", t0 + Duration::from_secs(18)).is_some());
         // Used every 9 s, it still ends 25 s after sign-in.
         assert!(s.touch("1", t0 + Duration::from_secs(26)).is_none());
-        s.start("2".into(), "c".into(), who.clone(), "master".into(), Role::Admin, t0)
-            .unwrap();
+        s.start(
+            "2".into(),
+            "c".into(),
+            who.clone(),
+            "master".into(),
+            Role::Admin,
+            t0,
+        )
+        .unwrap();
         assert!(s.touch("2", t0 + Duration::from_secs(11)).is_none());
-        s.start("3".into(), "c".into(), who.clone(), "master".into(), Role::Admin, t0)
-            .unwrap();
-        s.start("4".into(), "c".into(), who.clone(), "master".into(), Role::Admin, t0)
-            .unwrap();
+        s.start(
+            "3".into(),
+            "c".into(),
+            who.clone(),
+            "master".into(),
+            Role::Admin,
+            t0,
+        )
+        .unwrap();
+        s.start(
+            "4".into(),
+            "c".into(),
+            who.clone(),
+            "master".into(),
+            Role::Admin,
+            t0,
+        )
+        .unwrap();
         assert_eq!(s.end_all(&who), 2);
         assert!(s.touch("3", t0).is_none());
     }

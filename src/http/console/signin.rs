@@ -118,7 +118,10 @@ pub(super) async fn submit(
     let cookie = cookies::set(&id, state.secure, state.sessions.max_age().as_secs());
     Ok((
         StatusCode::SEE_OTHER,
-        [(header::LOCATION, "/console/".to_owned()), (header::SET_COOKIE, cookie)],
+        [
+            (header::LOCATION, "/console/".to_owned()),
+            (header::SET_COOKIE, cookie),
+        ],
     )
         .into_response())
 }

@@ -197,7 +197,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/tokens", &["get", "post"]),
     ("/tokens/{id}", &["delete"]),
     ("/users", &["get", "post"]),
-    ("/users/{name}", &["delete"]),
+    ("/users/{id}", &["delete"]),
     ("/api/api.yml", &["get"]),
 ];
 
@@ -319,7 +319,7 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         .route("/tokens", get(misc::tokens).post(misc::token_create))
         .route("/tokens/{id}", delete(misc::token_delete))
         .route("/users", get(users::list).post(users::create))
-        .route("/users/{name}", delete(users::delete))
+        .route("/users/{id}", delete(users::delete))
         .route("/api/api.yml", get(misc::openapi));
     let routes: Router = Router::new()
         .nest("/api/provd/0.2", api.clone())

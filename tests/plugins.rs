@@ -131,6 +131,8 @@ fn every_builtin_plugin_loads_and_has_vectors() {
         "audiocodes",
         "panasonic",
         "gigaset",
+        "alcatel",
+        "digium",
     ] {
         assert!(set.get(name).is_some(), "built-in plugin {name} is missing");
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
@@ -57,7 +57,14 @@ pub(super) async fn create(
         )?)
     })
     .await?;
-    Ok(reply(StatusCode::CREATED, json!({ "user": user_json(&created) })).into_response())
+    // Names are letters, digits and `.`, `_`, `-`, `@` only (`check_name`): a path segment as is.
+    let location = super::location(&format!("users/{}", created.name));
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        reply(StatusCode::CREATED, json!({ "user": user_json(&created) })),
+    )
+        .into_response())
 }
 
 pub(super) async fn delete(

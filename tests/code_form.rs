@@ -121,7 +121,7 @@ impl SipPhones {
             let status = match &authorization {
                 None => "401 Unauthorized",
                 Some(answer) => {
-                    let p = digest_params(answer);
+                    let p = common::digest_params(answer);
                     assert_eq!(p["username"], user, "{answer}");
                     assert_eq!(p["nonce"], NONCE, "{answer}");
                     assert_eq!(p["qop"], "auth", "{answer}");
@@ -158,19 +158,6 @@ impl SipPhones {
             }
         }
     }
-}
-
-/// The parameters of a Digest answer as provisiond writes them (no comma inside values).
-fn digest_params(value: &str) -> std::collections::HashMap<String, String> {
-    value
-        .strip_prefix("Digest ")
-        .unwrap_or_else(|| panic!("not a Digest answer: {value}"))
-        .split(", ")
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap();
-            (k.to_owned(), v.trim_matches('"').to_owned())
-        })
-        .collect()
 }
 
 /// The daemon with its phones' HTTP address and its admin socket.

@@ -146,28 +146,11 @@ impl Setup {
 
     /// The phone's TFTP fetch of `file` (tftp-hpa), once the phone is known by its address.
     fn phone_tftp(&self, file: &str) -> Vec<u8> {
-        let out = self.dir.path().join("phone-tftp");
-        let _ = std::fs::remove_file(&out);
-        let output = Command::new("tftp")
-            .args([
-                "127.0.0.1",
-                &self.tftp.port().to_string(),
-                "-m",
-                "octet",
-                "-c",
-                "get",
-                file,
-            ])
-            .arg(&out)
-            .output()
-            .expect("tftp (apt-get install tftp-hpa)");
-        let printed = String::from_utf8_lossy(&output.stdout).to_string()
-            + &String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !printed.to_lowercase().contains("error"),
-            "tftp get {file}: {printed}"
-        );
-        std::fs::read(&out).unwrap()
+        common::tftp_get(
+            SocketAddr::from(([127, 0, 0, 1], self.tftp.port())),
+            file,
+            &self.dir.path().join("phone-tftp"),
+        )
     }
 
     fn cli(&self, args: &[&str]) -> (i32, String, String) {

@@ -715,28 +715,7 @@ fn tftp_get(s: &Setup, file: &str) -> Vec<u8> {
         .find(|l| l.contains("TFTP provisioning on"))
         .map(|l| listening_on(l))
         .expect("a TFTP listener");
-    let out = s.dir.path().join("phone-tftp");
-    let _ = std::fs::remove_file(&out);
-    let output = std::process::Command::new("tftp")
-        .args([
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            "-m",
-            "octet",
-            "-c",
-            "get",
-            file,
-        ])
-        .arg(&out)
-        .output()
-        .expect("tftp (apt-get install tftp-hpa)");
-    let printed = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !printed.to_lowercase().contains("error"),
-        "tftp get {file}: {printed}"
-    );
-    std::fs::read(&out).unwrap_or_default()
+    common::tftp_get(addr, file, &s.dir.path().join("phone-tftp"))
 }
 
 /// Issue 16's "done when": on a fresh daemon, `plugin update` and `plugin install yealink` from

@@ -435,19 +435,6 @@ fn pending(phone: &UdpSocket) -> Vec<Received> {
     out
 }
 
-/// The parameters of a Digest answer as provisiond writes them (no comma inside values here).
-fn digest_params(value: &str) -> HashMap<String, String> {
-    value
-        .strip_prefix("Digest ")
-        .unwrap_or_else(|| panic!("not a Digest answer: {value}"))
-        .split(", ")
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap();
-            (k.to_owned(), v.trim_matches('"').to_owned())
-        })
-        .collect()
-}
-
 /// Hex hash of `text` with RFC 7616's `algorithm` (MD5 or SHA-256).
 fn h(algorithm: &str, text: &str) -> String {
     use sha2::Digest;
@@ -547,7 +534,7 @@ fn a_challenging_phone_gets_a_digest_answer_with_line_one_credentials() {
         let answer = second
             .header(header)
             .unwrap_or_else(|| panic!("no {header} in {}", second.text));
-        let p = digest_params(answer);
+        let p = common::digest_params(answer);
         assert_eq!(p["username"], "auth1001", "auth_username wins");
         assert_eq!(p["algorithm"], algorithm, "{answer}");
         assert_eq!(p["nonce"], nonce, "{answer}");
@@ -598,7 +585,7 @@ fn a_refused_password_fails_the_sync_with_the_reason() {
         r#"WWW-Authenticate: Digest realm="phone", nonce="n-1", qop="auth", algorithm=SHA-256"#;
     first.answer(&phone, "401 Unauthorized", &[challenge.into()]);
     let second = next_notify(&phone, &mut seen);
-    let p = digest_params(second.header("Authorization").expect("an answer"));
+    let p = common::digest_params(second.header("Authorization").expect("an answer"));
     // What the phone checks: the answer is not the one of its password...
     assert_ne!(p["response"], expected_response(&p, "auth1001", "right"));
     // ...it is the one of the config's.

@@ -493,3 +493,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// A TFTP download of `file` from `server` by tftp-hpa into `out` (octet mode); the bytes.
+pub fn tftp_get(server: std::net::SocketAddr, file: &str, out: &Path) -> Vec<u8> {
+    let _ = std::fs::remove_file(out);
+    let output = Command::new("tftp")
+        .args([
+            &server.ip().to_string(),
+            &server.port().to_string(),
+            "-m",
+            "octet",
+            "-c",
+            "get",
+            file,
+        ])
+        .arg(out)
+        .output()
+        .expect("tftp (apt-get install tftp-hpa)");
+    let printed = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !printed.to_lowercase().contains("error"),
+        "tftp get {file}: {printed}"
+    );
+    std::fs::read(out).unwrap_or_default()
+}
+
+/// The parameters of a Digest answer as provisiond writes them (no comma inside values).
+pub fn digest_params(value: &str) -> std::collections::HashMap<String, String> {
+    value
+        .strip_prefix("Digest ")
+        .unwrap_or_else(|| panic!("not a Digest answer: {value}"))
+        .split(", ")
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap();
+            (k.to_owned(), v.trim_matches('"').to_owned())
+        })
+        .collect()
+}

@@ -879,6 +879,95 @@ fn tenant_inner(args: &TenantArgs) -> Result<()> {
 }
 
 /// `provisiond token …`.
+/// `provisiond user`.
+pub fn user(args: &crate::cli::UserArgs) -> ExitCode {
+    finish(user_inner(args))
+}
+
+/// The first line of `path` (`-`: standard input), or of the terminal without echo.
+fn read_password(path: Option<&std::path::Path>) -> Result<String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    match path {
+        Some(p) if p == std::path::Path::new("-") => {
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password: {e}"))?;
+        }
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            line = text.lines().next().unwrap_or("").to_owned();
+        }
+        None => {
+            use nix::sys::termios;
+            let stdin = std::io::stdin();
+            let saved = termios::tcgetattr(&stdin).ok();
+            if let Some(saved) = &saved {
+                let mut quiet = saved.clone();
+                quiet.local_flags.remove(termios::LocalFlags::ECHO);
+                let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &quiet);
+            }
+            eprint!("Password: ");
+            let read = stdin.lock().read_line(&mut line);
+            if let Some(saved) = &saved {
+                let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, saved);
+                eprintln!();
+            }
+            read.map_err(|e| format!("cannot read the password: {e}"))?;
+        }
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn user_inner(args: &crate::cli::UserArgs) -> Result<()> {
+    use crate::cli::UserAction;
+    let api = &args.api;
+    match &args.action {
+        UserAction::Create {
+            name,
+            tenant,
+            role,
+            password_file,
+        } => {
+            let password = read_password(password_file.as_deref())?;
+            let client = Client::new(api, None)?;
+            let answer = client.post(
+                "/users",
+                json!({ "user": { "name": name, "tenant": tenant, "role": role, "password": password } }),
+            )?;
+            output(api, &answer, |_| {
+                println!("user {name} created ({role} of tenant {tenant}); sign in at /console/")
+            });
+        }
+        UserAction::List => {
+            let client = Client::new(api, None)?;
+            let answer = client.get("/users")?;
+            output(api, &answer, |json| {
+                let rows = list(json, "users")
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            cell(u.get("name")),
+                            cell(u.get("tenant")),
+                            cell(u.get("role")),
+                            cell(Some(&time(&u["created"]))),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "TENANT", "ROLE", "CREATED"], rows);
+            });
+        }
+        UserAction::Delete { name } => {
+            let client = Client::new(api, None)?;
+            let answer = client.delete(&format!("/users/{}", seg(name)))?;
+            output(api, &answer, |_| println!("user {name} deleted"));
+        }
+    }
+    Ok(())
+}
+
 pub fn token(args: &TokenArgs) -> ExitCode {
     finish(token_inner(args))
 }

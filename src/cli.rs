@@ -34,6 +34,8 @@ pub enum Command {
     Tenant(TenantArgs),
     /// REST API tokens, through the running daemon's local admin socket.
     Token(TokenArgs),
+    /// Web console users, through the running daemon's local admin socket.
+    User(UserArgs),
     /// Provisioning categories of a tenant, through the running daemon's local admin socket.
     Category(ProvArgs<CategoryAction>),
     /// Provisioning codes: issue, list, revoke, redeem for a phone.
@@ -718,6 +720,43 @@ pub enum TenantAction {
     ClearKey {
         /// Tenant id.
         id: String,
+    },
+}
+
+/// Arguments of `user`.
+#[derive(Debug, Clone, Args)]
+pub struct UserArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: UserAction,
+    /// Socket, configuration and output.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `user` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserAction {
+    /// Create a console user; the password is asked for (or read from --password-file).
+    Create {
+        /// Sign-in name.
+        name: String,
+        /// Tenant whose subtree the user sees.
+        #[arg(long)]
+        tenant: String,
+        /// admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// Read the password from this file (`-` for standard input), first line.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<std::path::PathBuf>,
+    },
+    /// One line per user (never the passwords).
+    List,
+    /// Delete a user (their console sessions end).
+    Delete {
+        /// Sign-in name.
+        name: String,
     },
 }
 

@@ -34,6 +34,8 @@ pub struct Settings {
     pub https: Https,
     /// REST API (administrators, PBX).
     pub api: Api,
+    /// The web console on the API listener.
+    pub console: Console,
     /// TFTP provisioning server (phones).
     pub tftp: Tftp,
     /// DHCPv4 responder.
@@ -158,6 +160,32 @@ impl Default for Api {
             listen: SocketAddr::from(([127, 0, 0, 1], 8666)),
             socket: "/run/provisiond/api.sock".into(),
             max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[console]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Console {
+    /// Serve the web console under `/console/` on the API's TCP listener.
+    pub enabled: bool,
+    /// A session unused this long ends, in seconds.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after sign-in whatever its use, in seconds.
+    pub max_session_secs: u64,
+    /// Mark the session cookie `Secure`: set it when people reach the console over HTTPS
+    /// (through a reverse proxy; the API listener itself speaks plain HTTP).
+    pub secure_cookies: bool,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            enabled: true,
+            idle_timeout_secs: 30 * 60,
+            max_session_secs: 12 * 3600,
+            secure_cookies: false,
         }
     }
 }

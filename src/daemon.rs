@@ -229,7 +229,14 @@ async fn run(
         .with_plugin_settings(settings.plugins.clone())
         .with_packages(Arc::clone(&package_store)),
     );
-    let api_app = api::router(api_state, settings.api.max_body_bytes);
+    let api_app = api::router(Arc::clone(&api_state), settings.api.max_body_bytes);
+    // The console shares the TCP listener; what it does not route goes to the API.
+    let tcp_app = if settings.console.enabled {
+        let console = crate::http::console::ConsoleState::new(api_state, &settings.console)?;
+        crate::http::console::router(Arc::new(console)).fallback_service(api_app.clone())
+    } else {
+        api_app.clone()
+    };
     // The API's own refusals (oversized heads) are JSON errors like the rest of its answers.
     let api_limits = HttpLimits {
         refusal: api::refusal,
@@ -246,7 +253,7 @@ async fn run(
         servers.push(tokio::spawn(http::serve(
             listener,
             None,
-            api_app.clone(),
+            tcp_app,
             api_limits,
             shutdown.clone(),
         )));

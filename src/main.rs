@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Job(args) => admin_client::job(&args),
         Command::Auto(args) => admin_client::auto(&args),
         Command::Token(args) => admin_client::token(&args),
+        Command::User(args) => admin_client::user(&args),
         Command::Store(args) => admin::store(&args),
         Command::DhcpNotify(args) => notify::run(&args),
         Command::DhcpSnippet(args) => admin::dhcp_snippet(&args),

@@ -393,6 +393,8 @@ fn fill(template: &str, path: &str, ids: &Ids) -> String {
         p if p.starts_with("/pg_mgr/plugins/") => "yealink",
         p if p.starts_with("/tenants/") => "t1",
         p if p.starts_with("/tokens/") => &ids.token,
+        // The user that `POST /users` created (its `Location`); `none` before it.
+        p if p.starts_with("/users/") => ids.created.get("/users").map_or("none", String::as_str),
         p => SERVER_CHOSEN
             .iter()
             .find(|c| p.starts_with(&format!("{c}/")))

@@ -136,6 +136,15 @@ fn limits(s: &Settings, p: &mut Problems) {
     if s.http.request_timeout_secs == 0 {
         p.add("http.request_timeout_secs", "must be at least 1");
     }
+    if s.console.idle_timeout_secs == 0 {
+        p.add("console.idle_timeout_secs", "must be at least 1");
+    }
+    if s.console.max_session_secs < s.console.idle_timeout_secs {
+        p.add(
+            "console.max_session_secs",
+            "must be at least console.idle_timeout_secs",
+        );
+    }
     if s.api.max_body_bytes < 1024 {
         p.add("api.max_body_bytes", "must be at least 1024");
     }

@@ -2,6 +2,7 @@
 
 pub mod api;
 mod codeform;
+pub mod console;
 pub mod provisioning;
 mod server;
 

@@ -19,6 +19,7 @@ pub mod packages;
 pub mod plugins;
 pub mod rollouts;
 pub mod tenants;
+pub mod users;
 
 use std::sync::Arc;
 

@@ -258,3 +258,56 @@ pub struct Lease {
     /// Lease state.
     pub state: LeaseState,
 }
+
+/// What a console user may do in their tenant's subtree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads every page, changes nothing.
+    Viewer,
+    /// Also issues and revokes codes, creates rollouts, resynchronises devices.
+    Operator,
+    /// Everything the console offers.
+    Admin,
+}
+
+impl Role {
+    /// The role's name, as written on the command line and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "no role {other:?}: expected admin, operator or viewer"
+            )),
+        }
+    }
+}
+
+/// A person who signs in to the web console; only an argon2id hash of the password is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleUser {
+    /// Sign-in name, the store key.
+    pub name: String,
+    /// Tenant whose subtree the user sees.
+    pub tenant: String,
+    /// What the user may change.
+    pub role: Role,
+    /// The password's argon2id hash in PHC string form (salt and parameters included).
+    pub password_hash: String,
+    /// Creation time.
+    pub created: UnixTime,
+}

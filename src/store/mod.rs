@@ -13,6 +13,7 @@ mod others;
 mod prov;
 mod schema;
 mod sync_state;
+mod users;
 
 use std::path::{Path, PathBuf};
 
@@ -170,6 +171,7 @@ pub struct Store {
     tenants: Tree,
     idx_tenant_key: Tree,
     tokens: Tree,
+    users: Tree,
     codes: Tree,
     categories: Tree,
     idx_category_name: Tree,
@@ -331,6 +333,7 @@ impl Store {
             tenants: tree("tenants")?,
             idx_tenant_key: tree("idx_tenant_key")?,
             tokens: tree("tokens")?,
+            users: tree("users")?,
             codes: tree("codes")?,
             categories: tree("categories")?,
             idx_category_name: tree("idx_category_name")?,

@@ -230,6 +230,10 @@ impl Store {
         for token in self.tokens()?.into_iter().filter(|t| t.tenant == id) {
             self.tokens.remove(token.hash.as_bytes())?;
         }
+        // Its console users likewise.
+        for user in self.users()?.into_iter().filter(|u| u.tenant == id) {
+            self.users.remove(user.name.as_bytes())?;
+        }
         self.flush()?;
         Ok(old)
     }
@@ -588,7 +592,7 @@ impl Store {
         self.flush()
     }
 
-    fn remove_one<T: serde::de::DeserializeOwned>(
+    pub(super) fn remove_one<T: serde::de::DeserializeOwned>(
         &self,
         tree: &sled::Tree,
         name: &'static str,

@@ -110,7 +110,7 @@ pub struct Caller {
 }
 
 /// wazo-auth ACL matching: dot-separated; `*` is one segment, `#` the rest (also none).
-fn acl_matches(pattern: &str, required: &str) -> bool {
+pub(crate) fn acl_matches(pattern: &str, required: &str) -> bool {
     let mut want = required.split('.');
     for part in pattern.split('.') {
         match part {

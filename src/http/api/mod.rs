@@ -7,7 +7,7 @@
 //! sent, within bounds); ACL failures and tenant refusals are 403 (401 stays for a missing or
 //! invalid token); configs belong to tenants. docs/wazo-compat.md has the full table.
 
-mod auth;
+pub(crate) mod auth;
 mod configs;
 mod devices;
 pub mod fields;
@@ -16,6 +16,7 @@ mod misc;
 mod packages;
 mod prov;
 pub mod query;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -195,6 +196,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/tenants/{id}", &["get", "put", "delete"]),
     ("/tokens", &["get", "post"]),
     ("/tokens/{id}", &["delete"]),
+    ("/users", &["get", "post"]),
+    ("/users/{id}", &["delete"]),
     ("/api/api.yml", &["get"]),
 ];
 
@@ -315,6 +318,8 @@ pub fn router(state: Arc<ApiState>, max_body: usize) -> Router {
         )
         .route("/tokens", get(misc::tokens).post(misc::token_create))
         .route("/tokens/{id}", delete(misc::token_delete))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", delete(users::delete))
         .route("/api/api.yml", get(misc::openapi));
     let routes: Router = Router::new()
         .nest("/api/provd/0.2", api.clone())

@@ -1,0 +1,336 @@
+//! The web console: server-rendered pages under `/console/` on the API listener, for people.
+//! Every page works without JavaScript. Handlers parse, authorize by the session's role, call
+//! the same `manage` functions as the REST API, and render a template; rules live in
+//! `src/manage/`. Cookies, CSRF, sessions and error pages have modules of their own.
+
+mod cookies;
+mod csrf;
+mod devices;
+mod errors;
+mod prov;
+mod session;
+mod signin;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+
+pub use errors::ConsoleError;
+
+use super::api::ApiState;
+use crate::manage::users::{SignInLimiter, SignInLimits};
+use crate::manage::Scope;
+use crate::model::Role;
+use session::{Session, Sessions, Who};
+
+/// Everything the console's handlers share.
+pub struct ConsoleState {
+    /// The REST API's state: store, file service, resync queue, default tenant.
+    pub api: Arc<ApiState>,
+    sessions: Sessions,
+    limiter: SignInLimiter,
+    templates: tera::Tera,
+    secure: bool,
+}
+
+/// The templates, compiled into the binary.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("templates/base.html")),
+    ("signin.html", include_str!("templates/signin.html")),
+    ("overview.html", include_str!("templates/overview.html")),
+    ("devices.html", include_str!("templates/devices.html")),
+    ("device.html", include_str!("templates/device.html")),
+    ("confirm.html", include_str!("templates/confirm.html")),
+    ("categories.html", include_str!("templates/categories.html")),
+    ("codes.html", include_str!("templates/codes.html")),
+    ("rollouts.html", include_str!("templates/rollouts.html")),
+    ("rollout.html", include_str!("templates/rollout.html")),
+];
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+/// The templates could not be compiled (a bug of this build: tests compile them).
+#[derive(Debug, thiserror::Error)]
+#[error("console templates: {0}")]
+pub struct TemplateError(String);
+
+impl ConsoleState {
+    /// The console's state over the API's, with `[console]` settings.
+    pub fn new(
+        api: Arc<ApiState>,
+        settings: &crate::config::Console,
+    ) -> Result<ConsoleState, TemplateError> {
+        ConsoleState::with_limits(api, settings, SignInLimits::default())
+    }
+
+    /// The same with these sign-in budgets.
+    pub fn with_limits(
+        api: Arc<ApiState>,
+        settings: &crate::config::Console,
+        limits: SignInLimits,
+    ) -> Result<ConsoleState, TemplateError> {
+        let mut templates = tera::Tera::default();
+        templates
+            .add_raw_templates(TEMPLATES.iter().copied())
+            .map_err(|e| TemplateError(format!("{e:?}")))?;
+        // Names ending in .html are escaped by default: nothing a user typed becomes markup.
+        templates.autoescape_on(vec![".html"]);
+        Ok(ConsoleState {
+            api,
+            sessions: Sessions::new(
+                Duration::from_secs(settings.idle_timeout_secs),
+                Duration::from_secs(settings.max_session_secs),
+            ),
+            limiter: SignInLimiter::new(limits),
+            templates,
+            secure: settings.secure_cookies,
+        })
+    }
+
+    /// Renders `template` with `context` (the session's name, role and CSRF token added).
+    fn render(
+        &self,
+        template: &str,
+        me: Option<&SignedIn>,
+        mut context: Value,
+    ) -> Result<Response, ConsoleError> {
+        if let (Some(me), Some(obj)) = (me, context.as_object_mut()) {
+            obj.insert(
+                "me".into(),
+                serde_json::json!({
+                    "name": me.session.display_name(),
+                    "tenant": me.session.tenant,
+                    "role": me.session.role.as_str(),
+                    "operator": me.session.role >= Role::Operator,
+                    "admin": me.session.role >= Role::Admin,
+                }),
+            );
+            obj.insert("csrf".into(), Value::String(me.session.csrf.clone()));
+        }
+        let ctx = tera::Context::from_value(context).map_err(ConsoleError::internal)?;
+        let page = self
+            .templates
+            .render(template, &ctx)
+            .map_err(|e| ConsoleError::internal(format!("{e:?}")))?;
+        let mut response = Html(page).into_response();
+        // Pages show tenant data: not kept by shared caches, not framed by other sites.
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+        headers.insert("x-frame-options", "DENY".parse().expect("static"));
+        headers.insert(
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'"
+                .parse()
+                .expect("static"),
+        );
+        Ok(response)
+    }
+}
+
+/// The console's routes, and `/` redirecting to it.
+pub fn router(state: Arc<ConsoleState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/console/") }))
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route("/console/", get(devices::overview))
+        .route("/console/assets/console.css", get(css))
+        .route("/console/assets/console.js", get(js))
+        .route("/console/signin", get(signin::form).post(signin::submit))
+        .route("/console/signout", post(signin::signout))
+        .route(
+            "/console/signout-everywhere",
+            post(signin::signout_everywhere),
+        )
+        .route("/console/devices", get(devices::list))
+        .route("/console/devices/{id}", get(devices::show))
+        .route("/console/devices/{id}/{action}", post(devices::action))
+        .route(
+            "/console/categories",
+            get(prov::categories).post(prov::category_create),
+        )
+        .route("/console/codes", get(prov::codes).post(prov::code_create))
+        .route("/console/codes/{code}/revoke", post(prov::code_revoke))
+        .route(
+            "/console/rollouts",
+            get(prov::rollouts).post(prov::rollout_create),
+        )
+        .route("/console/rollouts/{id}", get(prov::rollout))
+        .route("/console/rollouts/{id}/csv", get(prov::rollout_csv))
+        .route("/console/{*rest}", get(not_found).post(not_found))
+        .with_state(state)
+}
+
+async fn not_found() -> ConsoleError {
+    ConsoleError::not_found()
+}
+
+async fn css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+}
+
+async fn js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        JS,
+    )
+        .into_response()
+}
+
+/// A request of a signed-in session: who, as which scope and role. Without a live session
+/// the request is sent to the sign-in page (303, so that a POST becomes a GET there).
+pub struct SignedIn {
+    /// The session's id (its cookie).
+    pub id: String,
+    /// The session.
+    pub session: Session,
+    /// Where it stands in the tenant tree.
+    pub scope: Scope,
+}
+
+impl SignedIn {
+    /// Fails with 403 unless the session's role is `role` or above.
+    pub fn require(&self, role: Role) -> Result<(), ConsoleError> {
+        if self.session.role >= role {
+            Ok(())
+        } else {
+            Err(ConsoleError::forbidden(format!(
+                "This needs the {} role; you are {}.",
+                role.as_str(),
+                self.session.role.as_str()
+            )))
+        }
+    }
+}
+
+/// The answer to a request without a live session.
+pub struct SignInFirst;
+
+impl IntoResponse for SignInFirst {
+    fn into_response(self) -> Response {
+        Redirect::to("/console/signin").into_response()
+    }
+}
+
+impl FromRequestParts<Arc<ConsoleState>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ConsoleState>,
+    ) -> Result<Self, Self::Rejection> {
+        let id = cookies::session_id(&parts.headers).ok_or_else(|| SignInFirst.into_response())?;
+        let session = state
+            .sessions
+            .touch(&id, Instant::now())
+            .ok_or_else(|| SignInFirst.into_response())?;
+        // The user or token may have gone since sign-in: then so has the session.
+        let st = Arc::clone(state);
+        let who = session.who.clone();
+        let tenant = session.tenant.clone();
+        let scope = tokio::task::spawn_blocking(move || -> Result<Option<Scope>, ConsoleError> {
+            let store = &st.api.store;
+            let valid = match &who {
+                Who::User(name) => store
+                    .user(name)
+                    .map_err(ConsoleError::internal)?
+                    .is_some_and(|u| u.tenant == tenant),
+                Who::Token(hash) => store
+                    .token(hash)
+                    .map_err(ConsoleError::internal)?
+                    .is_some_and(|t| t.expires.is_none_or(|at| at > crate::model::now())),
+            };
+            if !valid {
+                return Ok(None);
+            }
+            match Scope::new(store, &tenant, None, &st.api.default_tenant) {
+                Ok(scope) => Ok(Some(scope)),
+                Err(crate::manage::ManageError::Unauthorized(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+        .map_err(|e| ConsoleError::internal(e).into_response())?
+        .map_err(IntoResponse::into_response)?;
+        let Some(scope) = scope else {
+            state.sessions.end(&id);
+            return Err(SignInFirst.into_response());
+        };
+        Ok(SignedIn { id, session, scope })
+    }
+}
+
+/// Largest form body read.
+const MAX_FORM_BYTES: usize = 1024 * 1024;
+
+/// A urlencoded form whose CSRF token is the session's (403 otherwise), with the session.
+pub struct Form {
+    /// The session.
+    pub me: SignedIn,
+    /// The fields, in order, the CSRF token left out.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Form {
+    /// The first value of field `name`, trimmed; `None` when absent or empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+impl FromRequest<Arc<ConsoleState>> for Form {
+    type Rejection = Response;
+
+    async fn from_request(
+        request: Request,
+        state: &Arc<ConsoleState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let me = SignedIn::from_request_parts(&mut parts, state).await?;
+        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| {
+                ConsoleError::new(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
+                    .into_response()
+            })?;
+        let fields: Vec<(String, String)> = url::form_urlencoded::parse(&bytes)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if !csrf::valid(&me.session.csrf, &fields) {
+            return Err(ConsoleError::forbidden(
+                "The form's security token is missing or stale; reload the page and try again.",
+            )
+            .into_response());
+        }
+        let fields = fields
+            .into_iter()
+            .filter(|(k, _)| k != csrf::FIELD)
+            .collect();
+        Ok(Form { me, fields })
+    }
+}
+
+/// Runs store work (and argon2) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ConsoleError> + Send + 'static,
+) -> Result<T, ConsoleError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ConsoleError::internal)?
+}
+
+/// 303 to `to` after a successful POST.
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}

@@ -1,0 +1,172 @@
+//! Sign-in (console user and password, or an API token), sign-out and sign-out everywhere.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::session::Who;
+use super::{blocking, cookies, csrf, ConsoleError, ConsoleState, Form};
+use crate::http::api::auth::acl_matches;
+use crate::manage::{users, ManageError};
+use crate::model::Role;
+
+pub(super) async fn form(State(state): State<Arc<ConsoleState>>) -> Result<Response, ConsoleError> {
+    state.render("signin.html", None, json!({}))
+}
+
+/// The role an API token signs in with: what its ACL grants, as the API would check it.
+fn token_role(acl: &[String]) -> Option<Role> {
+    let grants = |required: &str| acl.iter().any(|p| acl_matches(p, required));
+    if grants("provd.dev_mgr.devices.any.delete") && grants("provd.prov_mgr.categories.create") {
+        Some(Role::Admin)
+    } else if grants("provd.prov_mgr.rollouts.create") && grants("provd.prov_mgr.codes.create") {
+        Some(Role::Operator)
+    } else if grants("provd.dev_mgr.devices.read") {
+        Some(Role::Viewer)
+    } else {
+        None
+    }
+}
+
+pub(super) async fn submit(
+    State(state): State<Arc<ConsoleState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    body: axum::body::Bytes,
+) -> Result<Response, ConsoleError> {
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.trim().is_empty())
+    };
+    let peer = peer.ip().to_canonical();
+    let (user, password, token) = (field("user"), field("password"), field("token"));
+    // A token sign-in is limited under a name of its own: token guesses share one budget.
+    let limit_name = user.clone().unwrap_or_else(|| "(API token)".to_owned());
+    let st = Arc::clone(&state);
+    let outcome = blocking(move || {
+        let now = Instant::now();
+        st.limiter.check(&limit_name, peer, now)?;
+        let found = match (user, password, token) {
+            (Some(user), Some(password), _) => users::verify(&st.api.store, user.trim(), &password)
+                .map(|u| (Who::User(u.name), u.tenant, u.role)),
+            (None, None, Some(token)) => {
+                let hash = crate::http::api::hash_token(token.trim());
+                match st.api.store.token(&hash).map_err(ConsoleError::internal)? {
+                    Some(t) if t.expires.is_none_or(|at| at > crate::model::now()) => {
+                        match token_role(&t.acl) {
+                            Some(role) => Ok((Who::Token(hash), t.tenant, role)),
+                            None => Err(ManageError::Unauthorized(
+                                "this token's ACL does not allow reading devices".into(),
+                            )),
+                        }
+                    }
+                    _ => Err(ManageError::Unauthorized("invalid or expired token".into())),
+                }
+            }
+            _ => {
+                return Err(ConsoleError::new(
+                    StatusCode::BAD_REQUEST,
+                    "Give a user name and a password, or an API token.",
+                ))
+            }
+        };
+        match found {
+            Ok(found) => Ok(Ok(found)),
+            Err(ManageError::Unauthorized(why)) => {
+                st.limiter.failed(&limit_name, peer, now);
+                tracing::warn!(%peer, user = %limit_name, "console sign-in refused: {why}");
+                Ok(Err(why))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await;
+    let (who, tenant, role) = match outcome {
+        Ok(Ok(found)) => found,
+        Ok(Err(why)) => {
+            let mut page = state.render("signin.html", None, json!({ "error": why }))?;
+            *page.status_mut() = StatusCode::UNAUTHORIZED;
+            return Ok(page);
+        }
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
+            let mut page = state.render(
+                "signin.html",
+                None,
+                json!({ "error": "Too many failed sign-ins; wait a minute and try again." }),
+            )?;
+            *page.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            return Ok(page);
+        }
+        Err(e) => return Err(e),
+    };
+    let id = csrf::random_token().map_err(ConsoleError::internal)?;
+    let token = csrf::random_token().map_err(ConsoleError::internal)?;
+    tracing::info!(%peer, tenant = %tenant, role = role.as_str(), "console sign-in");
+    state
+        .sessions
+        .start(id.clone(), token, who, tenant, role, Instant::now())
+        .map_err(|e| ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let cookie = cookies::set(&id, state.secure, state.sessions.max_age().as_secs());
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/console/".to_owned()),
+            (header::SET_COOKIE, cookie),
+        ],
+    )
+        .into_response())
+}
+
+fn to_signin(state: &ConsoleState) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/console/signin".to_owned()),
+            (header::SET_COOKIE, cookies::clear(state.secure)),
+        ],
+    )
+        .into_response()
+}
+
+pub(super) async fn signout(State(state): State<Arc<ConsoleState>>, form: Form) -> Response {
+    state.sessions.end(&form.me.id);
+    to_signin(&state)
+}
+
+pub(super) async fn signout_everywhere(
+    State(state): State<Arc<ConsoleState>>,
+    form: Form,
+) -> Response {
+    let n = state.sessions.end_all(&form.me.session.who);
+    tracing::info!(who = %form.me.session.display_name(), sessions = n, "console sign-out everywhere");
+    to_signin(&state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_roles() {
+        let acl = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(token_role(&acl(&["provd.#"])), Some(Role::Admin));
+        assert_eq!(
+            token_role(&acl(&["provd.prov_mgr.#", "provd.dev_mgr.devices.read"])),
+            Some(Role::Operator)
+        );
+        assert_eq!(
+            token_role(&acl(&["provd.dev_mgr.devices.read"])),
+            Some(Role::Viewer)
+        );
+        assert_eq!(token_role(&acl(&["provd.tokens.read"])), None);
+    }
+}

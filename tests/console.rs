@@ -1,0 +1,260 @@
+//! The web console over HTTP (curl against the real daemon): users made with the CLI, sign-in,
+//! cookie flags, CSRF refusals, roles, tenant isolation, rate-limited sign-in, idle expiry,
+//! sign-out, and a rollout's CSV.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn cli(dir: &Path, args: &[&str], password: &str) {
+    let pw = dir.join("pw");
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    let (code, _, stderr) = run(command(dir)
+        .args(args)
+        .arg("--password-file")
+        .arg(&pw)
+        .arg("--config")
+        .arg(dir.join("provisiond.toml")));
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+}
+
+/// One curl request with a cookie jar; (status, headers text, body).
+fn req(jar: &Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (head, body) = (tmp.path().join("h"), tmp.path().join("b"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30", "-X", method, "-b"])
+        .arg(jar)
+        .arg("-c")
+        .arg(jar)
+        .arg("-D")
+        .arg(&head)
+        .arg("-o")
+        .arg(&body)
+        .args(["-w", "%{http_code}"]);
+    for (k, v) in form {
+        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (
+        status,
+        std::fs::read_to_string(head).unwrap_or_default(),
+        std::fs::read_to_string(body).unwrap_or_default(),
+    )
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect(page) + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+struct Console {
+    _daemon: Daemon,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+fn start(extra: &str) -> Console {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), extra);
+    let mut daemon = Daemon::start({
+        let mut cmd = command(dir.path());
+        cmd.args(["serve", "--config"]).arg(&config);
+        cmd
+    });
+    let api = listening_on(&daemon.expect_line(&["REST API on"]));
+    daemon.expect_line(&["ready"]);
+    Console {
+        _daemon: daemon,
+        base: format!("http://{api}"),
+        dir,
+    }
+}
+
+fn sign_in(c: &Console, jar: &Path, user: &str, password: &str) -> (u16, String) {
+    let (status, head, _) = req(
+        jar,
+        "POST",
+        &format!("{}/console/signin", c.base),
+        &[("user", user), ("password", password)],
+    );
+    (status, head)
+}
+
+#[test]
+fn sign_in_roles_csrf_tenants_and_sign_out() {
+    let c = start("");
+    let dir = c.dir.path();
+    let (code, _, stderr) = run(command(dir)
+        .args(["tenant", "create", "acme", "--config"])
+        .arg(dir.join("provisiond.toml")));
+    assert_eq!(code, 0, "{stderr}");
+    cli(
+        dir,
+        &[
+            "user", "create", "admin", "--tenant", "master", "--role", "admin",
+        ],
+        "admin-password",
+    );
+    cli(
+        dir,
+        &[
+            "user", "create", "eve", "--tenant", "acme", "--role", "viewer",
+        ],
+        "viewer-password",
+    );
+    let jar = dir.join("admin.jar");
+    let base = &c.base;
+
+    // `/` leads to the console, which asks for a sign-in.
+    let (status, head, _) = req(&jar, "GET", &format!("{base}/"), &[]);
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /console/"), "{head}");
+    let (status, head, _) = req(&jar, "GET", &format!("{base}/console/"), &[]);
+    assert_eq!(status, 303);
+    assert!(head.contains("location: /console/signin"), "{head}");
+
+    let (status, head) = sign_in(&c, &jar, "admin", "wrong-password");
+    assert_eq!(status, 401, "{head}");
+    let (status, head) = sign_in(&c, &jar, "admin", "admin-password");
+    assert_eq!(status, 303, "{head}");
+    let cookie = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: provisiond_session=")
+        })
+        .expect(&head);
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+
+    // A category and a rollout of 3 entries, through the forms.
+    let (status, _, page) = req(&jar, "GET", &format!("{base}/console/categories"), &[]);
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/categories"),
+        &[("csrf", &csrf), ("name", "desk"), ("provisioning", "on")],
+    );
+    assert_eq!(status, 303);
+    // Without its token the same form is refused.
+    let (status, _, page) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/categories"),
+        &[("name", "other"), ("provisioning", "on")],
+    );
+    assert_eq!(status, 403, "{page}");
+    let (status, head, page) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/rollouts"),
+        &[
+            ("csrf", &csrf),
+            ("category", "desk"),
+            ("entries", "Alice\nBob\nCarol\n"),
+        ],
+    );
+    assert_eq!(status, 303, "{page}");
+    let location = head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect(&head)
+        .trim()
+        .to_owned();
+    let (status, _, csv) = req(&jar, "GET", &format!("{base}{location}/csv"), &[]);
+    assert_eq!(status, 200);
+    let rows = csv_rows(&csv);
+    assert!(csv.starts_with("code,label,category,state"), "{csv}");
+    // Data rows (csv_rows leaves the header out).
+    assert_eq!(rows.len(), 3, "{csv}");
+    let labels: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(labels, ["Alice", "Bob", "Carol"]);
+    assert!(rows.iter().all(|r| r[3] == "pending" && r[0].len() == 12));
+
+    // A viewer of tenant acme: no action buttons, 403 on the action URL, and master's
+    // rollout is not theirs (404).
+    let vjar = dir.join("viewer.jar");
+    assert_eq!(sign_in(&c, &vjar, "eve", "viewer-password").0, 303);
+    let (status, _, page) = req(&vjar, "GET", &format!("{base}/console/rollouts"), &[]);
+    assert_eq!(status, 200);
+    assert!(!page.contains("create-rollout"), "{page}");
+    let vcsrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &format!("{base}/console/rollouts"),
+        &[
+            ("csrf", &vcsrf),
+            ("category", "desk"),
+            ("entries", "Mallory"),
+        ],
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = req(&vjar, "GET", &format!("{base}{location}"), &[]);
+    assert_eq!(status, 404);
+    let (status, _, _) = req(&vjar, "GET", &format!("{base}{location}/csv"), &[]);
+    assert_eq!(status, 404);
+
+    // Sign-out ends the session: the old cookie leads to the sign-in page.
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/signout"),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(status, 303);
+    let old = dir.join("old.jar");
+    std::fs::copy(dir.join("viewer.jar"), &old).unwrap();
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &format!("{base}/console/signout"),
+        &[("csrf", &vcsrf)],
+    );
+    assert_eq!(status, 303);
+    let (status, head, _) = req(&old, "GET", &format!("{base}/console/rollouts"), &[]);
+    assert_eq!(status, 303);
+    assert!(head.contains("location: /console/signin"), "{head}");
+}
+
+#[test]
+fn sign_in_is_rate_limited_and_sessions_expire_when_idle() {
+    let c = start("[console]\nidle_timeout_secs = 3\n");
+    let dir = c.dir.path();
+    cli(
+        dir,
+        &[
+            "user", "create", "op", "--tenant", "master", "--role", "operator",
+        ],
+        "op-password",
+    );
+    let jar = dir.join("op.jar");
+
+    // Idle expiry: a session left alone longer than the timeout sends to the sign-in page.
+    assert_eq!(sign_in(&c, &jar, "op", "op-password").0, 303);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        std::thread::sleep(Duration::from_secs(4));
+        let (status, head, _) = req(&jar, "GET", &format!("{}/console/", c.base), &[]);
+        if status == 303 && head.contains("location: /console/signin") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the session never expired");
+    }
+
+    // Five failures spend the user's budget: the right password is then refused too.
+    for _ in 0..5 {
+        assert_eq!(sign_in(&c, &jar, "op", "not-the-password").0, 401);
+    }
+    assert_eq!(sign_in(&c, &jar, "op", "op-password").0, 429);
+}

@@ -1672,7 +1672,10 @@ fn sip_response(data: &[u8]) -> Outcome {
     .map_err(|e| format!("no answer to a chosen challenge: {e}"))?;
     // It goes into a header line of ours: an ASCII control character (CR, LF, NUL…) would
     // end or forge the line; a tab is allowed in a quoted string.
-    if answer.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if answer
+        .bytes()
+        .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
         return Err(format!("control character in our answer {answer:?}"));
     }
     // Our answer reads back, through the same grammar, as the challenge it answers.

@@ -171,6 +171,13 @@ fn sign_in_roles_csrf_tenants_and_sign_out() {
         .expect(&head)
         .trim()
         .to_owned();
+    // The rollout's page renders (its links use the console's own urlencode_strict filter).
+    let (status, _, page) = req(&jar, "GET", &format!("{base}{location}"), &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Carol"), "{page}");
+    let (status, _, page) = req(&jar, "GET", &format!("{base}/console/rollouts"), &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(location.as_str()), "{page}");
     let (status, _, csv) = req(&jar, "GET", &format!("{base}{location}/csv"), &[]);
     assert_eq!(status, 200);
     let rows = csv_rows(&csv);

@@ -77,6 +77,14 @@ impl Daemon {
         }
     }
 
+    /// Every line logged so far (waits for none): for a failing test's message.
+    pub fn log_so_far(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.child.id() as i32), signal).expect("kill");
     }

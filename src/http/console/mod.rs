@@ -81,6 +81,17 @@ impl ConsoleState {
         templates
             .add_raw_templates(TEMPLATES.iter().copied())
             .map_err(|e| TemplateError(format!("{e:?}")))?;
+        // Tera's own `urlencode_strict` needs its "builtins" feature, which this build leaves
+        // out: the same encoding (every byte but ASCII letters and digits) from here.
+        templates.register_filter(
+            "urlencode_strict",
+            |value: &tera::Value, _: &std::collections::HashMap<String, tera::Value>| {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| tera::Error::msg("urlencode_strict: not a string"))?;
+                Ok(tera::Value::String(devices::seg(text)))
+            },
+        );
         // Names ending in .html are escaped by default: nothing a user typed becomes markup.
         templates.autoescape_on(vec![".html"]);
         Ok(ConsoleState {

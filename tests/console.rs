@@ -265,3 +265,113 @@ fn sign_in_is_rate_limited_and_sessions_expire_when_idle() {
     }
     assert_eq!(sign_in(&c, &jar, "op", "op-password").0, 429);
 }
+
+/// Signs in a fresh admin and a viewer of tenant master; their cookie jars.
+fn admin_and_viewer(c: &Console) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = c.dir.path();
+    cli(
+        dir,
+        &[
+            "user", "create", "admin", "--tenant", "master", "--role", "admin",
+        ],
+        "admin-password",
+    );
+    cli(
+        dir,
+        &[
+            "user", "create", "vera", "--tenant", "master", "--role", "viewer",
+        ],
+        "viewer-password",
+    );
+    let (jar, vjar) = (dir.join("admin.jar"), dir.join("viewer.jar"));
+    assert_eq!(sign_in(c, &jar, "admin", "admin-password").0, 303);
+    assert_eq!(sign_in(c, &vjar, "vera", "viewer-password").0, 303);
+    (jar, vjar)
+}
+
+#[test]
+fn configs_list_edit_validate_and_roles() {
+    let c = start("");
+    let (jar, vjar) = admin_and_viewer(&c);
+    let base = &c.base;
+
+    // The list shows the built-in configs with their parents.
+    let (status, _, page) = req(&jar, "GET", &format!("{base}/console/configs"), &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("href=\"/console/configs\""),
+        "nav link: {page}"
+    );
+    assert!(page.contains("/console/configs/autoprov"), "{page}");
+    assert!(page.contains("/console/configs/base"), "{page}");
+
+    let url = format!("{base}/console/configs/autoprov");
+    let (status, _, page) = req(&jar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<textarea id=\"raw_config\""), "{page}");
+    assert!(page.contains("save-config"), "{page}");
+    let csrf = csrf_of(&page);
+
+    // A valid object is saved and shown again.
+    let valid = r#"{"X_console_test": "kept", "sip_lines": {"1": {"username": "alice"}}}"#;
+    let (status, _, page) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("raw_config", valid)],
+    );
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(page.contains("X_console_test"), "{page}");
+    assert!(page.contains("alice"), "{page}");
+
+    // Too deep a value: 400, the form again with the text as typed and the key named.
+    let deep = format!(
+        r#"{{"ok": 1, "too_deep": {}{}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let (status, _, page) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("raw_config", &deep)],
+    );
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("raw_config-error"), "{page}");
+    assert!(page.contains("raw_config.too_deep"), "{page}");
+    assert!(page.contains("[[[[[[[[[["), "the text as typed: {page}");
+    // Not JSON, or not an object: 400 too; the stored config is unchanged.
+    for bad in ["{not json", "[1, 2]"] {
+        let (status, _, page) = req(&jar, "POST", &url, &[("csrf", &csrf), ("raw_config", bad)]);
+        assert_eq!(status, 400, "{bad}: {page}");
+        assert!(page.contains("raw_config-error"), "{page}");
+    }
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("X_console_test") && !page.contains("too_deep"),
+        "{page}"
+    );
+    // Without the CSRF token: 403.
+    let (status, _, _) = req(&jar, "POST", &url, &[("raw_config", "{}")]);
+    assert_eq!(status, 403);
+    // An unknown config: 404.
+    let (status, _, _) = req(&jar, "GET", &format!("{base}/console/configs/nope"), &[]);
+    assert_eq!(status, 404);
+
+    // A viewer reads the config but has no save button, and a POST is 403.
+    let (status, _, page) = req(&vjar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("X_console_test"), "{page}");
+    assert!(!page.contains("save-config"), "{page}");
+    let vcsrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &url,
+        &[("csrf", &vcsrf), ("raw_config", "{}")],
+    );
+    assert_eq!(status, 403);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(page.contains("X_console_test"), "{page}");
+}

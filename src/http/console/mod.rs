@@ -3,6 +3,7 @@
 //! the same `manage` functions as the REST API, and render a template; rules live in
 //! `src/manage/`. Cookies, CSRF, sessions and error pages have modules of their own.
 
+mod configs;
 mod cookies;
 mod csrf;
 mod devices;
@@ -52,6 +53,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("codes.html", include_str!("templates/codes.html")),
     ("rollouts.html", include_str!("templates/rollouts.html")),
     ("rollout.html", include_str!("templates/rollout.html")),
+    ("configs.html", include_str!("templates/configs.html")),
+    ("config.html", include_str!("templates/config.html")),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
@@ -175,6 +178,11 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         )
         .route("/console/rollouts/{id}", get(prov::rollout))
         .route("/console/rollouts/{id}/csv", get(prov::rollout_csv))
+        .route("/console/configs", get(configs::list))
+        .route(
+            "/console/configs/{id}",
+            get(configs::show).post(configs::save),
+        )
         .route("/console/{*rest}", get(not_found).post(not_found))
         .with_state(state)
 }

@@ -375,3 +375,91 @@ fn configs_list_edit_validate_and_roles() {
     let (_, _, page) = req(&jar, "GET", &url, &[]);
     assert!(page.contains("X_console_test"), "{page}");
 }
+
+#[test]
+fn automatic_provisioning_token_urls_and_roles() {
+    let c = start("");
+    let (jar, vjar) = admin_and_viewer(&c);
+    let base = &c.base;
+    let url = format!("{base}/console/auto");
+
+    let (status, _, page) = req(&jar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/console/auto\""), "nav link: {page}");
+    assert!(page.contains("Disabled"), "{page}");
+    assert!(page.contains("auto-generate"), "{page}");
+    let csrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/categories"),
+        &[
+            ("csrf", &csrf),
+            ("name", "front desk"),
+            ("provisioning", "on"),
+        ],
+    );
+    assert_eq!(status, 303);
+
+    // Without the CSRF token: 403, nothing changes.
+    let (status, _, _) = req(&jar, "POST", &url, &[("action", "generate")]);
+    assert_eq!(status, 403);
+    let (status, _, page) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("action", "generate")],
+    );
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    // Tera escapes `/` and `"` in text; the test reads the text as a browser shows it.
+    let page = page.replace("&#x2F;", "/").replace("&quot;", "\"");
+    let at = page.find("id=\"auto-token\">").expect(&page) + 16;
+    let token = page[at..].split('<').next().unwrap().to_owned();
+    assert!(token.len() >= 8, "{page}");
+    // The category's URL (percent-encoded name) and its DHCP settings, as the API gives them.
+    let path = format!("/auto/master/{token}/front%20desk/");
+    assert!(page.contains(&format!("<code>{path}</code>")), "{page}");
+    assert!(
+        page.contains(&format!("option tftp-server-name \"{path}\";")),
+        "{page}"
+    );
+    assert!(
+        page.contains("option option-160 code 160 = text;"),
+        "{page}"
+    );
+    assert!(page.contains("auto-disable"), "{page}");
+
+    // A viewer sees the URLs but no buttons, and a POST is 403.
+    let (status, _, vpage) = req(&vjar, "GET", &url, &[]);
+    assert_eq!(status, 200);
+    assert!(vpage.contains("front%20desk"), "{vpage}");
+    assert!(!vpage.contains("auto-generate") && !vpage.contains("auto-disable"));
+    let vcsrf = csrf_of(&vpage);
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &url,
+        &[("csrf", &vcsrf), ("action", "disable")],
+    );
+    assert_eq!(status, 403);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(page.contains(&token), "{page}");
+
+    // An unknown action is 400; disabling removes the token and the URLs.
+    let (status, _, _) = req(&jar, "POST", &url, &[("csrf", &csrf), ("action", "x")]);
+    assert_eq!(status, 400);
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("action", "disable")],
+    );
+    assert_eq!(status, 303);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("Disabled") && !page.contains(&token),
+        "{page}"
+    );
+    assert!(!page.contains("front%20desk"), "{page}");
+}

@@ -3,6 +3,7 @@
 //! the same `manage` functions as the REST API, and render a template; rules live in
 //! `src/manage/`. Cookies, CSRF, sessions and error pages have modules of their own.
 
+mod auto;
 mod configs;
 mod cookies;
 mod csrf;
@@ -55,6 +56,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("rollout.html", include_str!("templates/rollout.html")),
     ("configs.html", include_str!("templates/configs.html")),
     ("config.html", include_str!("templates/config.html")),
+    ("auto.html", include_str!("templates/auto.html")),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
@@ -183,6 +185,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
             "/console/configs/{id}",
             get(configs::show).post(configs::save),
         )
+        .route("/console/auto", get(auto::show).post(auto::update))
         .route("/console/{*rest}", get(not_found).post(not_found))
         .with_state(state)
 }

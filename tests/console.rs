@@ -463,3 +463,112 @@ fn automatic_provisioning_token_urls_and_roles() {
     );
     assert!(!page.contains("front%20desk"), "{page}");
 }
+
+#[test]
+fn jobs_list_create_confirmed_delete_and_roles() {
+    let c = start("");
+    let (jar, vjar) = admin_and_viewer(&c);
+    let base = &c.base;
+    let url = format!("{base}/console/jobs");
+
+    let (status, _, page) = req(&jar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/console/jobs\""), "nav link: {page}");
+    assert!(page.contains("create-job"), "{page}");
+    let csrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/categories"),
+        &[("csrf", &csrf), ("name", "desk"), ("provisioning", "on")],
+    );
+    assert_eq!(status, 303);
+
+    // Refusals re-render the form (400) with the error and what was typed.
+    for (kind, params, named) in [
+        ("nope", r#"{"locale": "fr_FR"}"#, "type: one of"),
+        ("locale", r#"{"oops": 1}"#, "params.oops"),
+        ("locale", "{not json", "params: not JSON"),
+    ] {
+        let (status, _, page) = req(
+            &jar,
+            "POST",
+            &url,
+            &[
+                ("csrf", &csrf),
+                ("category", "desk"),
+                ("type", kind),
+                ("params", params),
+            ],
+        );
+        assert_eq!(status, 400, "{kind} {params}: {page}");
+        assert!(page.contains("params-error"), "{page}");
+        assert!(page.contains(named), "{page}");
+    }
+    // Without the CSRF token: 403.
+    let form = [
+        ("category", "desk"),
+        ("type", "locale"),
+        ("params", r#"{"locale": "fr_FR"}"#),
+    ];
+    let (status, _, _) = req(&jar, "POST", &url, &form);
+    assert_eq!(status, 403);
+    let mut with_csrf = vec![("csrf", csrf.as_str())];
+    with_csrf.extend(form);
+    let (status, _, page) = req(&jar, "POST", &url, &with_csrf);
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("config: locale") && page.contains("fr_FR"),
+        "{page}"
+    );
+    let at = page.find("action=\"/console/jobs/").expect(&page) + 22;
+    let delete = format!(
+        "{base}/console/jobs/{}",
+        page[at..].split('"').next().unwrap()
+    );
+    assert!(delete.ends_with("/delete"), "{delete}");
+
+    // A viewer sees the job but no form or delete button; both POSTs are 403.
+    let (status, _, vpage) = req(&vjar, "GET", &url, &[]);
+    assert_eq!(status, 200);
+    assert!(vpage.contains("fr_FR"), "{vpage}");
+    assert!(!vpage.contains("create-job") && !vpage.contains("delete-job"));
+    let vcsrf = csrf_of(&vpage);
+    let mut viewer_form = vec![("csrf", vcsrf.as_str())];
+    viewer_form.extend(form);
+    assert_eq!(req(&vjar, "POST", &url, &viewer_form).0, 403);
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &delete,
+        &[("csrf", &vcsrf), ("confirm", "yes")],
+    );
+    assert_eq!(status, 403);
+
+    // Delete asks first; confirmed, the job is gone.
+    let (status, _, page) = req(&jar, "POST", &delete, &[("csrf", &csrf)]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Yes, delete it"), "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("fr_FR"),
+        "not deleted before confirmation: {page}"
+    );
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &delete,
+        &[("csrf", &csrf), ("confirm", "yes")],
+    );
+    assert_eq!(status, 303);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(!page.contains("fr_FR"), "{page}");
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &delete,
+        &[("csrf", &csrf), ("confirm", "yes")],
+    );
+    assert_eq!(status, 404);
+}

@@ -9,6 +9,7 @@ mod cookies;
 mod csrf;
 mod devices;
 mod errors;
+mod jobs;
 mod prov;
 mod session;
 mod signin;
@@ -57,6 +58,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("configs.html", include_str!("templates/configs.html")),
     ("config.html", include_str!("templates/config.html")),
     ("auto.html", include_str!("templates/auto.html")),
+    ("jobs.html", include_str!("templates/jobs.html")),
+    (
+        "job_confirm.html",
+        include_str!("templates/job_confirm.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
@@ -186,6 +192,8 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
             get(configs::show).post(configs::save),
         )
         .route("/console/auto", get(auto::show).post(auto::update))
+        .route("/console/jobs", get(jobs::list).post(jobs::create))
+        .route("/console/jobs/{id}/delete", post(jobs::delete))
         .route("/console/{*rest}", get(not_found).post(not_found))
         .with_state(state)
 }

@@ -265,3 +265,310 @@ fn sign_in_is_rate_limited_and_sessions_expire_when_idle() {
     }
     assert_eq!(sign_in(&c, &jar, "op", "op-password").0, 429);
 }
+
+/// Signs in a fresh admin and a viewer of tenant master; their cookie jars.
+fn admin_and_viewer(c: &Console) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = c.dir.path();
+    cli(
+        dir,
+        &[
+            "user", "create", "admin", "--tenant", "master", "--role", "admin",
+        ],
+        "admin-password",
+    );
+    cli(
+        dir,
+        &[
+            "user", "create", "vera", "--tenant", "master", "--role", "viewer",
+        ],
+        "viewer-password",
+    );
+    let (jar, vjar) = (dir.join("admin.jar"), dir.join("viewer.jar"));
+    assert_eq!(sign_in(c, &jar, "admin", "admin-password").0, 303);
+    assert_eq!(sign_in(c, &vjar, "vera", "viewer-password").0, 303);
+    (jar, vjar)
+}
+
+#[test]
+fn configs_list_edit_validate_and_roles() {
+    let c = start("");
+    let (jar, vjar) = admin_and_viewer(&c);
+    let base = &c.base;
+
+    // The list shows the built-in configs with their parents.
+    let (status, _, page) = req(&jar, "GET", &format!("{base}/console/configs"), &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("href=\"/console/configs\""),
+        "nav link: {page}"
+    );
+    assert!(page.contains("/console/configs/autoprov"), "{page}");
+    assert!(page.contains("/console/configs/base"), "{page}");
+
+    let url = format!("{base}/console/configs/autoprov");
+    let (status, _, page) = req(&jar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<textarea id=\"raw_config\""), "{page}");
+    assert!(page.contains("save-config"), "{page}");
+    let csrf = csrf_of(&page);
+
+    // A valid object is saved and shown again.
+    let valid = r#"{"X_console_test": "kept", "sip_lines": {"1": {"username": "alice"}}}"#;
+    let (status, _, page) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("raw_config", valid)],
+    );
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(page.contains("X_console_test"), "{page}");
+    assert!(page.contains("alice"), "{page}");
+
+    // Too deep a value: 400, the form again with the text as typed and the key named.
+    let deep = format!(
+        r#"{{"ok": 1, "too_deep": {}{}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let (status, _, page) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("raw_config", &deep)],
+    );
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("raw_config-error"), "{page}");
+    assert!(page.contains("raw_config.too_deep"), "{page}");
+    assert!(page.contains("[[[[[[[[[["), "the text as typed: {page}");
+    // Not JSON, or not an object: 400 too; the stored config is unchanged.
+    for bad in ["{not json", "[1, 2]"] {
+        let (status, _, page) = req(&jar, "POST", &url, &[("csrf", &csrf), ("raw_config", bad)]);
+        assert_eq!(status, 400, "{bad}: {page}");
+        assert!(page.contains("raw_config-error"), "{page}");
+    }
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("X_console_test") && !page.contains("too_deep"),
+        "{page}"
+    );
+    // Without the CSRF token: 403.
+    let (status, _, _) = req(&jar, "POST", &url, &[("raw_config", "{}")]);
+    assert_eq!(status, 403);
+    // An unknown config: 404.
+    let (status, _, _) = req(&jar, "GET", &format!("{base}/console/configs/nope"), &[]);
+    assert_eq!(status, 404);
+
+    // A viewer reads the config but has no save button, and a POST is 403.
+    let (status, _, page) = req(&vjar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("X_console_test"), "{page}");
+    assert!(!page.contains("save-config"), "{page}");
+    let vcsrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &url,
+        &[("csrf", &vcsrf), ("raw_config", "{}")],
+    );
+    assert_eq!(status, 403);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(page.contains("X_console_test"), "{page}");
+}
+
+#[test]
+fn automatic_provisioning_token_urls_and_roles() {
+    let c = start("");
+    let (jar, vjar) = admin_and_viewer(&c);
+    let base = &c.base;
+    let url = format!("{base}/console/auto");
+
+    let (status, _, page) = req(&jar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/console/auto\""), "nav link: {page}");
+    assert!(page.contains("Disabled"), "{page}");
+    assert!(page.contains("auto-generate"), "{page}");
+    let csrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/categories"),
+        &[
+            ("csrf", &csrf),
+            ("name", "front desk"),
+            ("provisioning", "on"),
+        ],
+    );
+    assert_eq!(status, 303);
+
+    // Without the CSRF token: 403, nothing changes.
+    let (status, _, _) = req(&jar, "POST", &url, &[("action", "generate")]);
+    assert_eq!(status, 403);
+    let (status, _, page) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("action", "generate")],
+    );
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    // Tera escapes `/` and `"` in text; the test reads the text as a browser shows it.
+    let page = page.replace("&#x2F;", "/").replace("&quot;", "\"");
+    let at = page.find("id=\"auto-token\">").expect(&page) + 16;
+    let token = page[at..].split('<').next().unwrap().to_owned();
+    assert!(token.len() >= 8, "{page}");
+    // The category's URL (percent-encoded name) and its DHCP settings, as the API gives them.
+    let path = format!("/auto/master/{token}/front%20desk/");
+    assert!(page.contains(&format!("<code>{path}</code>")), "{page}");
+    assert!(
+        page.contains(&format!("option tftp-server-name \"{path}\";")),
+        "{page}"
+    );
+    assert!(
+        page.contains("option option-160 code 160 = text;"),
+        "{page}"
+    );
+    assert!(page.contains("auto-disable"), "{page}");
+
+    // A viewer sees the URLs but no buttons, and a POST is 403.
+    let (status, _, vpage) = req(&vjar, "GET", &url, &[]);
+    assert_eq!(status, 200);
+    assert!(vpage.contains("front%20desk"), "{vpage}");
+    assert!(!vpage.contains("auto-generate") && !vpage.contains("auto-disable"));
+    let vcsrf = csrf_of(&vpage);
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &url,
+        &[("csrf", &vcsrf), ("action", "disable")],
+    );
+    assert_eq!(status, 403);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(page.contains(&token), "{page}");
+
+    // An unknown action is 400; disabling removes the token and the URLs.
+    let (status, _, _) = req(&jar, "POST", &url, &[("csrf", &csrf), ("action", "x")]);
+    assert_eq!(status, 400);
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &url,
+        &[("csrf", &csrf), ("action", "disable")],
+    );
+    assert_eq!(status, 303);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("Disabled") && !page.contains(&token),
+        "{page}"
+    );
+    assert!(!page.contains("front%20desk"), "{page}");
+}
+
+#[test]
+fn jobs_list_create_confirmed_delete_and_roles() {
+    let c = start("");
+    let (jar, vjar) = admin_and_viewer(&c);
+    let base = &c.base;
+    let url = format!("{base}/console/jobs");
+
+    let (status, _, page) = req(&jar, "GET", &url, &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("href=\"/console/jobs\""), "nav link: {page}");
+    assert!(page.contains("create-job"), "{page}");
+    let csrf = csrf_of(&page);
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &format!("{base}/console/categories"),
+        &[("csrf", &csrf), ("name", "desk"), ("provisioning", "on")],
+    );
+    assert_eq!(status, 303);
+
+    // Refusals re-render the form (400) with the error and what was typed.
+    for (kind, params, named) in [
+        ("nope", r#"{"locale": "fr_FR"}"#, "type: one of"),
+        ("locale", r#"{"oops": 1}"#, "params.oops"),
+        ("locale", "{not json", "params: not JSON"),
+    ] {
+        let (status, _, page) = req(
+            &jar,
+            "POST",
+            &url,
+            &[
+                ("csrf", &csrf),
+                ("category", "desk"),
+                ("type", kind),
+                ("params", params),
+            ],
+        );
+        assert_eq!(status, 400, "{kind} {params}: {page}");
+        assert!(page.contains("params-error"), "{page}");
+        assert!(page.contains(named), "{page}");
+    }
+    // Without the CSRF token: 403.
+    let form = [
+        ("category", "desk"),
+        ("type", "locale"),
+        ("params", r#"{"locale": "fr_FR"}"#),
+    ];
+    let (status, _, _) = req(&jar, "POST", &url, &form);
+    assert_eq!(status, 403);
+    let mut with_csrf = vec![("csrf", csrf.as_str())];
+    with_csrf.extend(form);
+    let (status, _, page) = req(&jar, "POST", &url, &with_csrf);
+    assert_eq!(status, 303, "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("config: locale") && page.contains("fr_FR"),
+        "{page}"
+    );
+    let at = page.find("action=\"/console/jobs/").expect(&page) + 22;
+    let delete = format!(
+        "{base}/console/jobs/{}",
+        page[at..].split('"').next().unwrap()
+    );
+    assert!(delete.ends_with("/delete"), "{delete}");
+
+    // A viewer sees the job but no form or delete button; both POSTs are 403.
+    let (status, _, vpage) = req(&vjar, "GET", &url, &[]);
+    assert_eq!(status, 200);
+    assert!(vpage.contains("fr_FR"), "{vpage}");
+    assert!(!vpage.contains("create-job") && !vpage.contains("delete-job"));
+    let vcsrf = csrf_of(&vpage);
+    let mut viewer_form = vec![("csrf", vcsrf.as_str())];
+    viewer_form.extend(form);
+    assert_eq!(req(&vjar, "POST", &url, &viewer_form).0, 403);
+    let (status, _, _) = req(
+        &vjar,
+        "POST",
+        &delete,
+        &[("csrf", &vcsrf), ("confirm", "yes")],
+    );
+    assert_eq!(status, 403);
+
+    // Delete asks first; confirmed, the job is gone.
+    let (status, _, page) = req(&jar, "POST", &delete, &[("csrf", &csrf)]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Yes, delete it"), "{page}");
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(
+        page.contains("fr_FR"),
+        "not deleted before confirmation: {page}"
+    );
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &delete,
+        &[("csrf", &csrf), ("confirm", "yes")],
+    );
+    assert_eq!(status, 303);
+    let (_, _, page) = req(&jar, "GET", &url, &[]);
+    assert!(!page.contains("fr_FR"), "{page}");
+    let (status, _, _) = req(
+        &jar,
+        "POST",
+        &delete,
+        &[("csrf", &csrf), ("confirm", "yes")],
+    );
+    assert_eq!(status, 404);
+}

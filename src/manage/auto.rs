@@ -74,6 +74,51 @@ pub fn path(tenant: &str, token: &str, category: &str) -> String {
     )
 }
 
+/// One provisioning category's automatic URL, and the DHCP settings that hand it to phones.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AutoUrl {
+    /// The category's name.
+    pub category: String,
+    /// The URL's path on the provisioning server.
+    pub path: String,
+    /// The whole URL (just the path when no `base_url` is set).
+    pub url: String,
+    /// ISC dhcpd's setting of option 66.
+    pub dhcp_option_66: String,
+    /// ISC dhcpd's setting of option 160.
+    pub dhcp_option_160: String,
+}
+
+/// The tenant's automatic URLs, one per provisioning category of `categories`; none while
+/// it has no token. `base_url` is `[general] base_url`.
+pub fn urls(base_url: Option<&url::Url>, tenant: &Tenant, categories: &[Category]) -> Vec<AutoUrl> {
+    let Some(token) = &tenant.auto_token else {
+        return Vec::new();
+    };
+    let base = base_url
+        .map(|u| u.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    categories
+        .iter()
+        .filter(|c| c.provisioning)
+        .map(|c| {
+            let path = path(&tenant.id, token, &c.name);
+            let url = format!("{base}{path}");
+            AutoUrl {
+                category: c.name.clone(),
+                // Option 66 is a server name or URL, 160 (Polycom, Yealink) a URL; both as
+                // ISC dhcpd would set them for one class of phones.
+                dhcp_option_66: format!("option tftp-server-name \"{url}\";"),
+                dhcp_option_160: format!(
+                    "option option-160 code 160 = text; option option-160 \"{url}\";"
+                ),
+                path,
+                url,
+            }
+        })
+        .collect()
+}
+
 fn equal(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))

@@ -438,6 +438,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// What the error says (for the console, which shows it on a page).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// An error with no details.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {

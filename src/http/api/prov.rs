@@ -687,31 +687,7 @@ pub(super) struct AutoEnvelope {
 }
 
 fn auto_json(state: &ApiState, tenant: &model::Tenant, categories: &[Category]) -> Value {
-    let base = state
-        .base_url
-        .as_ref()
-        .map(|u| u.as_str().trim_end_matches('/').to_owned())
-        .unwrap_or_default();
-    let urls: Vec<Value> = match &tenant.auto_token {
-        None => Vec::new(),
-        Some(token) => categories
-            .iter()
-            .filter(|c| c.provisioning)
-            .map(|c| {
-                let path = manage::auto::path(&tenant.id, token, &c.name);
-                let url = format!("{base}{path}");
-                json!({
-                    "category": c.name,
-                    "path": path,
-                    "url": url,
-                    // Option 66 is a server name or URL, 160 (Polycom, Yealink) a URL; both as
-                    // ISC dhcpd would set them for one class of phones.
-                    "dhcp_option_66": format!("option tftp-server-name \"{url}\";"),
-                    "dhcp_option_160": format!("option option-160 code 160 = text; option option-160 \"{url}\";"),
-                })
-            })
-            .collect(),
-    };
+    let urls = manage::auto::urls(state.base_url.as_ref(), tenant, categories);
     json!({
         "tenant_uuid": tenant.id,
         "enabled": tenant.auto_token.is_some(),

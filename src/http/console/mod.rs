@@ -3,10 +3,13 @@
 //! the same `manage` functions as the REST API, and render a template; rules live in
 //! `src/manage/`. Cookies, CSRF, sessions and error pages have modules of their own.
 
+mod auto;
+mod configs;
 mod cookies;
 mod csrf;
 mod devices;
 mod errors;
+mod jobs;
 mod prov;
 mod session;
 mod signin;
@@ -52,6 +55,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("codes.html", include_str!("templates/codes.html")),
     ("rollouts.html", include_str!("templates/rollouts.html")),
     ("rollout.html", include_str!("templates/rollout.html")),
+    ("configs.html", include_str!("templates/configs.html")),
+    ("config.html", include_str!("templates/config.html")),
+    ("auto.html", include_str!("templates/auto.html")),
+    ("jobs.html", include_str!("templates/jobs.html")),
+    (
+        "job_confirm.html",
+        include_str!("templates/job_confirm.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
@@ -175,6 +186,14 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         )
         .route("/console/rollouts/{id}", get(prov::rollout))
         .route("/console/rollouts/{id}/csv", get(prov::rollout_csv))
+        .route("/console/configs", get(configs::list))
+        .route(
+            "/console/configs/{id}",
+            get(configs::show).post(configs::save),
+        )
+        .route("/console/auto", get(auto::show).post(auto::update))
+        .route("/console/jobs", get(jobs::list).post(jobs::create))
+        .route("/console/jobs/{id}/delete", post(jobs::delete))
         .route("/console/{*rest}", get(not_found).post(not_found))
         .with_state(state)
 }

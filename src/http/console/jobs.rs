@@ -1,7 +1,6 @@
 //! Jobs: the tenant's jobs, a config job made from a type and its parameters, and deletion
 //! after a confirmation page (operators and admins).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -37,10 +36,7 @@ async fn jobs_page(
         ))
     })
     .await?;
-    let names: HashMap<&str, &str> = categories
-        .iter()
-        .map(|c| (c.id.as_str(), c.name.as_str()))
-        .collect();
+    let names = super::prov::category_names(&categories);
     let items: Vec<Value> = jobs
         .iter()
         .map(|j| {

@@ -19,6 +19,23 @@ fn category_json(c: &Category) -> serde_json::Value {
             "config": c.config, "provisioning": c.provisioning })
 }
 
+/// Category names by id, for the pages that show a code's, rollout's or job's category.
+pub(super) fn category_names(categories: &[Category]) -> HashMap<&str, &str> {
+    categories
+        .iter()
+        .map(|c| (c.id.as_str(), c.name.as_str()))
+        .collect()
+}
+
+/// The categories that codes and rollouts may name, for the pages' forms.
+fn provisioning_json(categories: &[Category]) -> Vec<serde_json::Value> {
+    categories
+        .iter()
+        .filter(|c| c.provisioning)
+        .map(category_json)
+        .collect()
+}
+
 /// A form refused by a rule: the page again, with the message (400).
 fn refused(
     state: &ConsoleState,
@@ -98,10 +115,7 @@ async fn codes_page(
         Ok((codes, categories))
     })
     .await?;
-    let names: HashMap<&str, &str> = categories
-        .iter()
-        .map(|c| (c.id.as_str(), c.name.as_str()))
-        .collect();
+    let names = category_names(&categories);
     let items: Vec<_> = codes
         .iter()
         .map(|c| {
@@ -110,11 +124,7 @@ async fn codes_page(
             "rollout": c.rollout, "expires": manage::rollouts::rfc3339(c.expires) })
         })
         .collect();
-    let provisioning: Vec<_> = categories
-        .iter()
-        .filter(|c| c.provisioning)
-        .map(category_json)
-        .collect();
+    let provisioning = provisioning_json(&categories);
     state.render(
         "codes.html",
         Some(me),
@@ -199,10 +209,7 @@ async fn rollouts_page(
         ))
     })
     .await?;
-    let names: HashMap<&str, &str> = categories
-        .iter()
-        .map(|c| (c.id.as_str(), c.name.as_str()))
-        .collect();
+    let names = category_names(&categories);
     let now = model::now();
     let items: Vec<_> = rollouts
         .iter()
@@ -217,11 +224,7 @@ async fn rollouts_page(
                 "registered": registered })
         })
         .collect();
-    let provisioning: Vec<_> = categories
-        .iter()
-        .filter(|c| c.provisioning)
-        .map(category_json)
-        .collect();
+    let provisioning = provisioning_json(&categories);
     state.render(
         "rollouts.html",
         Some(me),

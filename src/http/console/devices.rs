@@ -74,7 +74,9 @@ pub(super) async fn overview(
     state.render(
         "overview.html",
         Some(&me),
-        json!({ "by_state": by_state, "by_vendor": by_vendor, "total": total, "codes": codes }),
+        json!({ "by_state": by_state, "by_vendor": by_vendor, "total": total, "codes": codes,
+                "boots": super::live::recent_boots(&state, &me),
+                "boots_max": super::live::RECENT_SHOWN }),
     )
 }
 

@@ -10,6 +10,7 @@ mod csrf;
 mod devices;
 mod errors;
 mod jobs;
+mod live;
 mod prov;
 mod session;
 mod signin;
@@ -166,6 +167,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .route("/console/signin", get(signin::form).post(signin::submit))
+        .route("/console/events", get(live::events))
         .route("/console/signout", post(signin::signout))
         .route(
             "/console/signout-everywhere",

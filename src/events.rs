@@ -277,7 +277,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         drop(a);
-        assert!(events.subscribe().is_some(), "a dropped place is free again");
+        assert!(
+            events.subscribe().is_some(),
+            "a dropped place is free again"
+        );
         let recent = events.recent_boots(3, |t| t == "t");
         assert_eq!(recent.len(), 3);
         assert_eq!(recent[0].seq, 10);

@@ -744,9 +744,7 @@ fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
     for (name, tenant, role) in users {
         cli(
             dir,
-            &[
-                "user", "create", name, "--tenant", tenant, "--role", role,
-            ],
+            &["user", "create", name, "--tenant", tenant, "--role", role],
             "some-password",
         );
         let jar = dir.join(format!("{name}.jar"));
@@ -777,7 +775,9 @@ fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
     let acme_dev = create_device(dir, "acme", "00:11:22:00:00:0a");
     let seen = ann.until(&acme_dev);
     assert!(
-        !seen.iter().any(|l| l.contains(&beta_dev) || l.contains("beta")),
+        !seen
+            .iter()
+            .any(|l| l.contains(&beta_dev) || l.contains("beta")),
         "{seen:?}"
     );
     assert!(

@@ -412,9 +412,12 @@ async fn still_marked(client: &Client) -> bool {
 
 /// Waits until the page's live updates are connected (console.js sets `data-live`).
 async fn wait_live(client: &Client) {
-    wait_texts(client, "body[data-live=on]", "live updates connected", |t| {
-        t.len() == 1
-    })
+    wait_texts(
+        client,
+        "body[data-live=on]",
+        "live updates connected",
+        |t| t.len() == 1,
+    )
     .await;
 }
 
@@ -454,9 +457,17 @@ async fn session_cookie(client: &Client) -> String {
 /// A urlencoded POST with only the given session cookie; its status.
 fn post_with_cookie(url: &str, cookie: &str, fields: &[(&str, &str)]) -> u16 {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg("-H")
-        .arg(format!("Cookie: {cookie}"));
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .arg("-H")
+    .arg(format!("Cookie: {cookie}"));
     for (k, v) in fields {
         cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
     }
@@ -763,7 +774,11 @@ async fn scenario(driver: &Driver, chromium: &Path, base: &str, phones: &Phones)
         let status = post_with_cookie(
             &format!("{base}/console/rollouts"),
             &viewer,
-            &[("csrf", &token), ("category", "desk"), ("entries", "Mallory")],
+            &[
+                ("csrf", &token),
+                ("category", "desk"),
+                ("entries", "Mallory"),
+            ],
         );
         assert_eq!(status, 403);
         client

@@ -127,9 +127,22 @@ pub fn update(store: &Store, scope: &Scope, id: &str, change: &TenantChange) -> 
     })
 }
 
-/// Sets or (with `None`) removes the acting tenant's provisioning key; a key another tenant
-/// has is refused without saying which tenant has it.
+/// Sets or (with `None`) removes the acting tenant's provisioning key: a key follows
+/// wazo-provd's rule ([`crate::files::valid_provisioning_key`]); a key another tenant has is
+/// refused without saying which tenant has it.
 pub fn set_provisioning_key(store: &Store, scope: &Scope, key: Option<String>) -> Result<()> {
+    if key
+        .as_deref()
+        .is_some_and(|k| !crate::files::valid_provisioning_key(k))
+    {
+        return Err(ManageError::field(
+            "param.value",
+            format!(
+                "a provisioning key has {}",
+                crate::files::PROVISIONING_KEY_RULE
+            ),
+        ));
+    }
     retry_on_conflict("tenant", || {
         let mut tenant = get(store, scope, scope.tenant())?;
         tenant.provisioning_key = key.clone();

@@ -19,12 +19,6 @@ pub const MAX_ROLE_CHARS: usize = 64;
 /// Characters in a tenant's name and in a token's description.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 
-/// ACL entries of one token: every request of the token is checked against each of them.
-pub const MAX_ACLS: usize = 256;
-
-/// Characters in one ACL entry.
-pub const MAX_ACL_CHARS: usize = 256;
-
 /// Nesting levels of a raw config or of an extra key's value, the outer object or array being
 /// level 1: merging and rendering walk these trees recursively.
 pub const MAX_JSON_DEPTH: usize = 32;

@@ -416,7 +416,7 @@ struct TenantIn {
 
 fn check_tenant_fields(t: &TenantIn) -> ApiResult<()> {
     if let Some(name) = &t.name {
-        fields::check_text("tenant.name", name, fields::MAX_DESCRIPTION_CHARS)?;
+        manage::tenants::check_name(name)?;
     }
     if let Some(parent) = &t.parent {
         model::validate_id(parent).map_err(|e| ApiError::field("tenant.parent", e.to_string()))?;

@@ -546,7 +546,10 @@ fn plugins_install_from_a_repository_through_the_pages() {
     assert_eq!(status, 303, "{page}");
     let done = c.follow(&admin, &location_of(&head));
     assert!(done.contains("class=\"state success\""), "{done}");
-    assert!(done.contains("href=\"/console/plugins\""), "{done}");
+    assert!(
+        done.contains("href=\"&#x2F;console&#x2F;plugins\" id=\"back\""),
+        "{done}"
+    );
     let (_, page) = c.get(&admin, "/console/plugins");
     assert!(page.contains("id=\"offer-yealink\""), "{page}");
     assert!(page.contains(&ahead), "{page}");
@@ -679,4 +682,81 @@ fn dhcp_pools_and_leases() {
     assert!(!page.contains("00:15:65:44:55:66"));
     let (_, page) = c.get(&alice, "/console/");
     assert!(!page.contains("href=\"/console/dhcp\""), "{page}");
+}
+
+#[test]
+fn plugin_packages_with_a_licence_through_the_pages() {
+    // An admin copy of yealink that declares one raw firmware package under a licence that
+    // must be accepted, served by this test on loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let firmware: &[u8] = b"T54W firmware version 1";
+    std::fs::write(files.join("fw-1.rom"), firmware).unwrap();
+    let server = serve_dir(files);
+    plugin_copy(
+        &dir.path().join("data/plugins"),
+        "yealink",
+        &format!(
+            "[[packages]]\nid = \"fw\"\nversion = \"1\"\ndescription = \"T54W firmware\"\n\
+             url = \"http://{server}/repo/fw-1.rom\"\nsha256 = \"{}\"\nsize = {}\nformat = \"raw\"\n\
+             files = [{{ to = \"fw.rom\" }}]\nlicence_url = \"http://vendor.example/licence.html\"\n\
+             licence_acceptance_required = true\n",
+            sha256_hex(firmware),
+            firmware.len()
+        ),
+    );
+    let mut c = Console::start_in(dir, "");
+    c.user("root", "master", "admin");
+    let admin = c.sign_in("root");
+
+    let (status, page) = c.get(&admin, "/console/plugins/yealink");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("id=\"package-fw\""), "{page}");
+    assert!(page.contains("id=\"accept-fw\""), "a licence checkbox: {page}");
+    assert!(page.contains("install-package"), "{page}");
+    // Without the licence accepted: refused on the page, naming the licence.
+    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/packages/fw/install", &[]);
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("vendor.example"), "{page}");
+    // Accepted: the operation runs to success, back to the plugin's page.
+    let (status, head, page) = c.post(
+        &admin,
+        "/console/plugins/yealink/packages/fw/install",
+        &[("accept_licence", "on")],
+    );
+    assert_eq!(status, 303, "{page}");
+    let done = c.follow(&admin, &location_of(&head));
+    assert!(done.contains("class=\"state success\""), "{done}");
+    // The way back (Tera escapes "/" in attributes; browsers read it as "/").
+    assert!(
+        done.contains("href=\"&#x2F;console&#x2F;plugins&#x2F;yealink\" id=\"back\""),
+        "{done}"
+    );
+    let (_, page) = c.get(&admin, "/console/plugins/yealink");
+    let row = page
+        .split("id=\"package-fw\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect(&page)
+        .to_owned();
+    assert!(row.contains("uninstall-package"), "{row}");
+    assert!(!row.contains("class=\"install-package"), "installed at the declared version: {row}");
+    let reply = c.api("GET", "/pg_mgr/plugins/yealink/install/installed", None, None);
+    assert_eq!(reply.body["pkgs"]["fw"]["version"], "1", "{:?}", reply.body);
+
+    // Uninstalled after a confirmation page.
+    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/packages/fw/uninstall", &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Uninstall package fw of yealink?"), "{page}");
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/plugins/yealink/packages/fw/uninstall",
+        &[("confirm", "yes")],
+    );
+    assert_eq!(status, 303, "{page}");
+    let reply = c.api("GET", "/pg_mgr/plugins/yealink/install/installed", None, None);
+    assert_eq!(reply.body, json!({"pkgs": {}}));
+    let (_, page) = c.get(&admin, "/console/plugins/yealink");
+    assert!(page.contains("class=\"install-package"), "{page}");
 }

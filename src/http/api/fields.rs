@@ -19,6 +19,9 @@ pub const MAX_ROLE_CHARS: usize = 64;
 /// Characters in a tenant's name and in a token's description.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 
+/// Bounds of a token's ACL, whose rules are `manage::tokens`'.
+pub use crate::manage::tokens::{MAX_ACLS, MAX_ACL_CHARS};
+
 /// Nesting levels of a raw config or of an extra key's value, the outer object or array being
 /// level 1: merging and rendering walk these trees recursively.
 pub const MAX_JSON_DEPTH: usize = 32;

@@ -137,7 +137,13 @@ impl Console {
     }
 
     /// One API request over the admin socket (the default tenant, every ACL).
-    fn api(&self, method: &str, path: &str, tenant: Option<&str>, body: Option<serde_json::Value>) -> ApiReply {
+    fn api(
+        &self,
+        method: &str,
+        path: &str,
+        tenant: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> ApiReply {
         let sock = self.dir().join("api.sock");
         let mut headers = vec![format!("Accept: {MEDIA}")];
         if let Some(t) = tenant {
@@ -211,7 +217,13 @@ fn tenants_keys_users_and_tokens() {
         assert!(page.contains(mark), "{path}: {page}");
     }
     let (_, page) = c.get(&admin, "/console/");
-    for link in ["/console/tenants", "/console/users", "/console/tokens", "/console/plugins", "/console/dhcp"] {
+    for link in [
+        "/console/tenants",
+        "/console/users",
+        "/console/tokens",
+        "/console/plugins",
+        "/console/dhcp",
+    ] {
         assert!(page.contains(&format!("href=\"{link}\"")), "{link}: {page}");
     }
 
@@ -219,40 +231,73 @@ fn tenants_keys_users_and_tokens() {
     let (status, head, page) = c.post(
         &admin,
         "/console/tenants",
-        &[("parent", "acme"), ("id", "acme-east"), ("name", "Acme East")],
+        &[
+            ("parent", "acme"),
+            ("id", "acme-east"),
+            ("name", "Acme East"),
+        ],
     );
     assert_eq!(status, 303, "{page}");
     assert_eq!(location_of(&head), "/console/tenants");
     let (_, page) = c.get(&admin, "/console/tenants");
     assert!(page.contains("id=\"tenant-acme-east\""), "{page}");
     assert!(page.contains("Acme East"), "{page}");
-    let (status, _, page) = c.post(&admin, "/console/tenants", &[("id", "bad id"), ("name", "Bad")]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/tenants",
+        &[("id", "bad id"), ("name", "Bad")],
+    );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("tenant.id"), "{page}");
-    assert!(page.contains("value=\"bad id\""), "the form keeps what was typed: {page}");
+    assert!(
+        page.contains("value=\"bad id\""),
+        "the form keeps what was typed: {page}"
+    );
 
     // Provisioning keys: set, refused when malformed, generated, removed.
-    let (status, _, page) = c.post(&admin, "/console/tenants/acme/key", &[("key", "acme-key-0001"), ("do", "set")]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/tenants/acme/key",
+        &[("key", "acme-key-0001"), ("do", "set")],
+    );
     assert_eq!(status, 303, "{page}");
     let (_, page) = c.get(&admin, "/console/tenants");
     assert!(page.contains("value=\"acme-key-0001\""), "{page}");
     let reply = c.api("GET", "/configure/provisioning_key", Some("acme"), None);
-    assert_eq!(reply.body["param"]["value"], "acme-key-0001", "the API sees it");
-    let (status, _, page) = c.post(&admin, "/console/tenants/acme/key", &[("key", "short"), ("do", "set")]);
+    assert_eq!(
+        reply.body["param"]["value"], "acme-key-0001",
+        "the API sees it"
+    );
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/tenants/acme/key",
+        &[("key", "short"), ("do", "set")],
+    );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("8 to 256 characters"), "{page}");
     let (status, _, _) = c.post(&admin, "/console/tenants/globex/key", &[("do", "generate")]);
     assert_eq!(status, 303);
-    let globex_key = c.api("GET", "/configure/provisioning_key", Some("globex"), None).body["param"]["value"]
+    let globex_key = c
+        .api("GET", "/configure/provisioning_key", Some("globex"), None)
+        .body["param"]["value"]
         .as_str()
         .expect("a generated key")
         .to_owned();
     assert!(globex_key.len() >= 8);
-    let (status, _, _) = c.post(&admin, "/console/tenants/acme-east/key", &[("key", "east-key-0001"), ("do", "set")]);
+    let (status, _, _) = c.post(
+        &admin,
+        "/console/tenants/acme-east/key",
+        &[("key", "east-key-0001"), ("do", "set")],
+    );
     assert_eq!(status, 303);
     let (status, _, _) = c.post(&admin, "/console/tenants/acme-east/key", &[("do", "clear")]);
     assert_eq!(status, 303);
-    let reply = c.api("GET", "/configure/provisioning_key", Some("acme-east"), None);
+    let reply = c.api(
+        "GET",
+        "/configure/provisioning_key",
+        Some("acme-east"),
+        None,
+    );
     assert_eq!(reply.body["param"]["value"], serde_json::Value::Null);
 
     // A tenant with a device is not deleted: the confirmation page, then the store's reason.
@@ -266,12 +311,23 @@ fn tenants_keys_users_and_tokens() {
     let (status, _, page) = c.post(&admin, "/console/tenants/globex/delete", &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Delete tenant globex?"), "{page}");
-    let (status, _, page) = c.post(&admin, "/console/tenants/globex/delete", &[("confirm", "yes")]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/tenants/globex/delete",
+        &[("confirm", "yes")],
+    );
     assert_eq!(status, 409, "{page}");
     assert!(page.contains("1 device(s)"), "{page}");
-    assert!(page.contains("id=\"tenant-globex\""), "the list is shown again: {page}");
+    assert!(
+        page.contains("id=\"tenant-globex\""),
+        "the list is shown again: {page}"
+    );
     // An empty one is.
-    let (status, _, page) = c.post(&admin, "/console/tenants/acme-east/delete", &[("confirm", "yes")]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/tenants/acme-east/delete",
+        &[("confirm", "yes")],
+    );
     assert_eq!(status, 303, "{page}");
     let (_, page) = c.get(&admin, "/console/tenants");
     assert!(!page.contains("tenant-acme-east"), "{page}");
@@ -281,7 +337,12 @@ fn tenants_keys_users_and_tokens() {
     let (status, _, page) = c.post(
         &admin,
         "/console/users",
-        &[("name", "carol"), ("tenant", "acme"), ("role", "operator"), ("password", "carol-password")],
+        &[
+            ("name", "carol"),
+            ("tenant", "acme"),
+            ("role", "operator"),
+            ("password", "carol-password"),
+        ],
     );
     assert_eq!(status, 303, "{page}");
     let (_, page) = c.get(&admin, "/console/users");
@@ -290,7 +351,12 @@ fn tenants_keys_users_and_tokens() {
     let (status, _, page) = c.post(
         &admin,
         "/console/users",
-        &[("name", "dave"), ("tenant", "acme"), ("role", "viewer"), ("password", "short")],
+        &[
+            ("name", "dave"),
+            ("tenant", "acme"),
+            ("role", "viewer"),
+            ("password", "short"),
+        ],
     );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("password: 8 to 1024 characters"), "{page}");
@@ -298,7 +364,12 @@ fn tenants_keys_users_and_tokens() {
     let (status, _, page) = c.post(
         &admin,
         "/console/users",
-        &[("name", "carol"), ("tenant", "acme"), ("role", "viewer"), ("password", "carol-password")],
+        &[
+            ("name", "carol"),
+            ("tenant", "acme"),
+            ("role", "viewer"),
+            ("password", "carol-password"),
+        ],
     );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("already exists"), "{page}");
@@ -308,13 +379,21 @@ fn tenants_keys_users_and_tokens() {
     let (status, _, _) = c.post(&admin, "/console/users/carol/delete", &[("confirm", "yes")]);
     assert_eq!(status, 303);
     let reply = c.api("GET", "/users", None, None);
-    assert!(!reply.body.to_string().contains("carol"), "{:?}", reply.body);
+    assert!(
+        !reply.body.to_string().contains("carol"),
+        "{:?}",
+        reply.body
+    );
 
     // API tokens: the secret is shown once and works on the API; deleted after a confirmation.
     let (status, _, page) = c.post(
         &admin,
         "/console/tokens",
-        &[("tenant", "acme"), ("acl", "provd.dev_mgr.#\nprovd.read"), ("description", "ci robot")],
+        &[
+            ("tenant", "acme"),
+            ("acl", "provd.dev_mgr.#\nprovd.read"),
+            ("description", "ci robot"),
+        ],
     );
     assert_eq!(status, 200, "{page}");
     let secret = page
@@ -329,7 +408,10 @@ fn tenants_keys_users_and_tokens() {
             &[],
             &format!("{}/0.2/dev_mgr/devices", c.base),
             "GET",
-            &[format!("Accept: {MEDIA}"), format!("X-Auth-Token: {secret}")],
+            &[
+                format!("Accept: {MEDIA}"),
+                format!("X-Auth-Token: {secret}"),
+            ],
             None,
         )
         .status
@@ -341,31 +423,58 @@ fn tenants_keys_users_and_tokens() {
     let listed = c.api("GET", "/tokens", None, None);
     let id = listed.body["tokens"][0]["id"].as_str().unwrap().to_owned();
     assert!(page.contains(&format!("id=\"token-{id}\"")), "{page}");
-    let (status, _, page) = c.post(&admin, "/console/tokens", &[("tenant", "acme"), ("expires_in", "soon")]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/tokens",
+        &[("tenant", "acme"), ("expires_in", "soon")],
+    );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("expires_in"), "{page}");
     let (status, _, page) = c.post(&admin, &format!("/console/tokens/{id}/delete"), &[]);
     assert_eq!(status, 200);
     assert!(page.contains("Delete token"), "{page}");
-    let (status, _, _) = c.post(&admin, &format!("/console/tokens/{id}/delete"), &[("confirm", "yes")]);
+    let (status, _, _) = c.post(
+        &admin,
+        &format!("/console/tokens/{id}/delete"),
+        &[("confirm", "yes")],
+    );
     assert_eq!(status, 303);
     assert_eq!(token_api(&secret), 401);
 
     // A viewer of the default tenant reads the pages but sees no action, and gets 403 by URL.
     let viewer = c.sign_in("vic");
-    for path in ["/console/tenants", "/console/users", "/console/tokens", "/console/plugins"] {
+    for path in [
+        "/console/tenants",
+        "/console/users",
+        "/console/tokens",
+        "/console/plugins",
+    ] {
         let (status, page) = c.get(&viewer, path);
         assert_eq!(status, 200, "{path}: {page}");
         for mark in ACTION_MARKS {
-            assert!(!page.contains(mark), "{path} shows {mark} to a viewer: {page}");
+            assert!(
+                !page.contains(mark),
+                "{path} shows {mark} to a viewer: {page}"
+            );
         }
-        assert!(!page.contains("acme-key-0001"), "keys are for admins: {page}");
+        assert!(
+            !page.contains("acme-key-0001"),
+            "keys are for admins: {page}"
+        );
     }
     for (path, form) in [
         ("/console/tenants", vec![("id", "x1")]),
         ("/console/tenants/acme/delete", vec![("confirm", "yes")]),
         ("/console/tenants/acme/key", vec![("do", "clear")]),
-        ("/console/users", vec![("name", "x1"), ("tenant", "acme"), ("role", "admin"), ("password", "long-enough-1")]),
+        (
+            "/console/users",
+            vec![
+                ("name", "x1"),
+                ("tenant", "acme"),
+                ("role", "admin"),
+                ("password", "long-enough-1"),
+            ],
+        ),
         ("/console/users/alice/delete", vec![("confirm", "yes")]),
         ("/console/tokens", vec![("tenant", "master")]),
         ("/console/tokens/abc/delete", vec![("confirm", "yes")]),
@@ -378,7 +487,10 @@ fn tenants_keys_users_and_tokens() {
         assert_eq!(status, 403, "{path}: {page}");
     }
     let reply = c.api("GET", "/configure/provisioning_key", Some("acme"), None);
-    assert_eq!(reply.body["param"]["value"], "acme-key-0001", "nothing changed");
+    assert_eq!(
+        reply.body["param"]["value"], "acme-key-0001",
+        "nothing changed"
+    );
 
     // Tenant acme's admin: its subtree only. Globex, master and their users are 404 by URL;
     // the server's tokens, plugins and DHCP are the default tenant's (403).
@@ -392,18 +504,39 @@ fn tenants_keys_users_and_tokens() {
     }
     let (_, page) = c.get(&alice, "/console/users");
     assert!(page.contains("id=\"user-alice\""), "{page}");
-    assert!(!page.contains("user-vic") && !page.contains("user-root"), "{page}");
+    assert!(
+        !page.contains("user-vic") && !page.contains("user-root"),
+        "{page}"
+    );
     assert!(!page.contains("href=\"/console/tokens\""), "{page}");
-    for path in ["/console/tokens", "/console/plugins", "/console/plugins/yealink", "/console/dhcp", "/console/operations/1"] {
+    for path in [
+        "/console/tokens",
+        "/console/plugins",
+        "/console/plugins/yealink",
+        "/console/dhcp",
+        "/console/operations/1",
+    ] {
         let (status, page) = c.get(&alice, path);
         assert_eq!(status, 403, "{path}: {page}");
     }
     for (path, form, expected) in [
         ("/console/tenants/globex/delete", vec![], 404),
-        ("/console/tenants/globex/delete", vec![("confirm", "yes")], 404),
-        ("/console/tenants/master/delete", vec![("confirm", "yes")], 404),
+        (
+            "/console/tenants/globex/delete",
+            vec![("confirm", "yes")],
+            404,
+        ),
+        (
+            "/console/tenants/master/delete",
+            vec![("confirm", "yes")],
+            404,
+        ),
         ("/console/tenants/globex/key", vec![("do", "clear")], 404),
-        ("/console/tenants/nonexistent/key", vec![("key", "abcdefgh12"), ("do", "set")], 404),
+        (
+            "/console/tenants/nonexistent/key",
+            vec![("key", "abcdefgh12"), ("do", "set")],
+            404,
+        ),
         ("/console/users/vic/delete", vec![], 404),
         ("/console/users/root/delete", vec![("confirm", "yes")], 404),
         ("/console/tokens", vec![("tenant", "acme")], 403),
@@ -415,22 +548,47 @@ fn tenants_keys_users_and_tokens() {
         assert!(!page.contains(&globex_key), "{path}: {page}");
     }
     // A child under another tenant, a user there: refused, nothing made.
-    let (status, _, page) = c.post(&alice, "/console/tenants", &[("parent", "globex"), ("id", "sneaky")]);
+    let (status, _, page) = c.post(
+        &alice,
+        "/console/tenants",
+        &[("parent", "globex"), ("id", "sneaky")],
+    );
     assert_eq!(status, 400, "{page}");
     let (status, _, page) = c.post(
         &alice,
         "/console/users",
-        &[("name", "mallory"), ("tenant", "globex"), ("role", "admin"), ("password", "mallory-password")],
+        &[
+            ("name", "mallory"),
+            ("tenant", "globex"),
+            ("role", "admin"),
+            ("password", "mallory-password"),
+        ],
     );
     assert_eq!(status, 400, "{page}");
     let reply = c.api("GET", "/users", None, None);
-    assert!(!reply.body.to_string().contains("mallory"), "{:?}", reply.body);
+    assert!(
+        !reply.body.to_string().contains("mallory"),
+        "{:?}",
+        reply.body
+    );
     let reply = c.api("GET", "/tenants", None, None);
-    assert!(!reply.body.to_string().contains("sneaky"), "{:?}", reply.body);
+    assert!(
+        !reply.body.to_string().contains("sneaky"),
+        "{:?}",
+        reply.body
+    );
     let reply = c.api("GET", "/configure/provisioning_key", Some("globex"), None);
-    assert_eq!(reply.body["param"]["value"], globex_key.as_str(), "untouched");
+    assert_eq!(
+        reply.body["param"]["value"],
+        globex_key.as_str(),
+        "untouched"
+    );
     // Its own tenant is not deleted from below (the API's rule), and no button offers it.
-    let (status, _, page) = c.post(&alice, "/console/tenants/acme/delete", &[("confirm", "yes")]);
+    let (status, _, page) = c.post(
+        &alice,
+        "/console/tenants/acme/delete",
+        &[("confirm", "yes")],
+    );
     assert_eq!(status, 403, "{page}");
 }
 
@@ -504,10 +662,18 @@ fn plugins_install_from_a_repository_through_the_pages() {
     let ahead = format!("{built_in}.1");
     std::fs::write(
         &manifest,
-        text.replacen(&format!("version = \"{built_in}\""), &format!("version = \"{ahead}\""), 1),
+        text.replacen(
+            &format!("version = \"{built_in}\""),
+            &format!("version = \"{ahead}\""),
+            1,
+        ),
     )
     .unwrap();
-    let (code, _, err) = run(command(d).args(["repo", "pack"]).arg(&yealink).arg("--out").arg(&repo));
+    let (code, _, err) = run(command(d)
+        .args(["repo", "pack"])
+        .arg(&yealink)
+        .arg("--out")
+        .arg(&repo));
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(command(d)
         .args(["repo", "index"])
@@ -535,7 +701,10 @@ fn plugins_install_from_a_repository_through_the_pages() {
     let (status, page) = c.get(&admin, "/console/plugins");
     assert_eq!(status, 200);
     assert!(page.contains("No plugin index yet"), "{page}");
-    assert!(page.contains("id=\"plugin-yealink\""), "the built-in one is listed: {page}");
+    assert!(
+        page.contains("id=\"plugin-yealink\""),
+        "the built-in one is listed: {page}"
+    );
     // Installing before an update: refused, said on the page.
     let (status, _, page) = c.post(&admin, "/console/plugins/yealink/install", &[]);
     assert_eq!(status, 400, "{page}");
@@ -579,7 +748,11 @@ fn plugins_install_from_a_repository_through_the_pages() {
     let (status, page) = c.get(&admin, "/console/plugins/yealink");
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Plugin yealink"), "{page}");
-    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/packages/no-such/install", &[]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/plugins/yealink/packages/no-such/install",
+        &[],
+    );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("declares no package"), "{page}");
     let (status, _) = c.get(&admin, "/console/plugins/no-such-plugin");
@@ -592,7 +765,12 @@ fn plugins_install_from_a_repository_through_the_pages() {
     let (status, page) = c.get(&viewer, "/console/plugins");
     assert_eq!(status, 200);
     assert!(page.contains(&ahead), "{page}");
-    for mark in ["update-index", "install-plugin", "upgrade-plugin", "remove-plugin"] {
+    for mark in [
+        "update-index",
+        "install-plugin",
+        "upgrade-plugin",
+        "remove-plugin",
+    ] {
         assert!(!page.contains(mark), "{mark}: {page}");
     }
 
@@ -609,7 +787,11 @@ fn plugins_install_from_a_repository_through_the_pages() {
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("1 device(s) use this plugin"), "{page}");
     assert!(page.contains("id=\"force\""), "{page}");
-    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/remove", &[("confirm", "yes")]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/plugins/yealink/remove",
+        &[("confirm", "yes")],
+    );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("1 device(s) use plugin yealink"), "{page}");
     let (status, _, page) = c.post(
@@ -713,7 +895,10 @@ fn plugin_packages_with_a_licence_through_the_pages() {
     let (status, page) = c.get(&admin, "/console/plugins/yealink");
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("id=\"package-fw\""), "{page}");
-    assert!(page.contains("id=\"accept-fw\""), "a licence checkbox: {page}");
+    assert!(
+        page.contains("id=\"accept-fw\""),
+        "a licence checkbox: {page}"
+    );
     assert!(page.contains("install-package"), "{page}");
     // Without the licence accepted: refused on the page, naming the licence.
     let (status, _, page) = c.post(&admin, "/console/plugins/yealink/packages/fw/install", &[]);
@@ -741,12 +926,24 @@ fn plugin_packages_with_a_licence_through_the_pages() {
         .expect(&page)
         .to_owned();
     assert!(row.contains("uninstall-package"), "{row}");
-    assert!(!row.contains("class=\"install-package"), "installed at the declared version: {row}");
-    let reply = c.api("GET", "/pg_mgr/plugins/yealink/install/installed", None, None);
+    assert!(
+        !row.contains("class=\"install-package"),
+        "installed at the declared version: {row}"
+    );
+    let reply = c.api(
+        "GET",
+        "/pg_mgr/plugins/yealink/install/installed",
+        None,
+        None,
+    );
     assert_eq!(reply.body["pkgs"]["fw"]["version"], "1", "{:?}", reply.body);
 
     // Uninstalled after a confirmation page.
-    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/packages/fw/uninstall", &[]);
+    let (status, _, page) = c.post(
+        &admin,
+        "/console/plugins/yealink/packages/fw/uninstall",
+        &[],
+    );
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Uninstall package fw of yealink?"), "{page}");
     let (status, _, page) = c.post(
@@ -755,7 +952,12 @@ fn plugin_packages_with_a_licence_through_the_pages() {
         &[("confirm", "yes")],
     );
     assert_eq!(status, 303, "{page}");
-    let reply = c.api("GET", "/pg_mgr/plugins/yealink/install/installed", None, None);
+    let reply = c.api(
+        "GET",
+        "/pg_mgr/plugins/yealink/install/installed",
+        None,
+        None,
+    );
     assert_eq!(reply.body, json!({"pkgs": {}}));
     let (_, page) = c.get(&admin, "/console/plugins/yealink");
     assert!(page.contains("class=\"install-package"), "{page}");

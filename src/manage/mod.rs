@@ -10,9 +10,9 @@
 pub mod auto;
 pub mod categories;
 pub mod codes;
-pub mod dhcp;
 pub mod configs;
 pub mod devices;
+pub mod dhcp;
 pub mod guard;
 pub mod jobs;
 pub mod oip;

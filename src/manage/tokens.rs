@@ -90,9 +90,9 @@ pub fn create(
             ));
         }
     }
-    store.tenant(&new.tenant)?.ok_or_else(|| {
-        ManageError::field("token.tenant", format!("no tenant {:?}", new.tenant))
-    })?;
+    store
+        .tenant(&new.tenant)?
+        .ok_or_else(|| ManageError::field("token.tenant", format!("no tenant {:?}", new.tenant)))?;
     let secret = crate::ident::random_password(SECRET_CHARS)
         .map_err(|e| ManageError::Internal(e.to_string()))?;
     let now = model::now();

@@ -219,14 +219,8 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/auto", get(auto::show).post(auto::update))
         .route("/console/jobs", get(jobs::list).post(jobs::create))
         .route("/console/jobs/{id}/delete", post(jobs::delete))
-        .route(
-            "/console/plugins",
-            get(plugins::list).post(plugins::update),
-        )
-        .route(
-            "/console/plugins/{name}",
-            get(plugins::show),
-        )
+        .route("/console/plugins", get(plugins::list).post(plugins::update))
+        .route("/console/plugins/{name}", get(plugins::show))
         .route("/console/plugins/{name}/{action}", post(plugins::action))
         .route(
             "/console/plugins/{name}/packages/{id}/{action}",
@@ -234,12 +228,12 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         )
         .route("/console/operations/{op}", get(plugins::operation))
         .route("/console/dhcp", get(dhcp::show))
-        .route(
-            "/console/tenants",
-            get(tenants::list).post(tenants::create),
-        )
+        .route("/console/tenants", get(tenants::list).post(tenants::create))
         .route("/console/tenants/{id}/{action}", post(tenants::action))
-        .route("/console/users", get(access::users).post(access::user_create))
+        .route(
+            "/console/users",
+            get(access::users).post(access::user_create),
+        )
         .route("/console/users/{name}/delete", post(access::user_delete))
         .route(
             "/console/tokens",

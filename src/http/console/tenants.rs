@@ -99,8 +99,7 @@ pub(super) async fn create(
     };
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
-    let created =
-        blocking(move || Ok(manage::tenants::create(&st.api.store, &scope, new)?)).await;
+    let created = blocking(move || Ok(manage::tenants::create(&st.api.store, &scope, new)?)).await;
     match created {
         Ok(_) => Ok(see_other("/console/tenants")),
         Err(e) if e.status.is_client_error() => page(&state, &form.me, typed, Some(e)).await,
@@ -122,8 +121,7 @@ pub(super) async fn action(
             if form.get("confirm") != Some("yes") {
                 // Nothing is said of a tenant outside the subtree, not even that it exists.
                 let (st, scope, tenant) = (Arc::clone(&state), form.me.scope.clone(), id.clone());
-                blocking(move || Ok(manage::tenants::get(&st.api.store, &scope, &tenant)?))
-                    .await?;
+                blocking(move || Ok(manage::tenants::get(&st.api.store, &scope, &tenant)?)).await?;
                 return state.render(
                     "admin_confirm.html",
                     Some(&form.me),
@@ -157,9 +155,8 @@ pub(super) async fn action(
             blocking(move || {
                 // The tenant's own scope, as the API's Wazo-Tenant header makes it: outside
                 // the subtree, the same refusal whether the tenant exists or not.
-                let scope = Scope::new(&st.api.store, &home, Some(&id), &root).map_err(|_| {
-                    manage::ManageError::NotFound(format!("no tenant {id:?}"))
-                })?;
+                let scope = Scope::new(&st.api.store, &home, Some(&id), &root)
+                    .map_err(|_| manage::ManageError::NotFound(format!("no tenant {id:?}")))?;
                 manage::tenants::set_provisioning_key(&st.api.store, &scope, key)?;
                 Ok(())
             })

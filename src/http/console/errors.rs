@@ -64,7 +64,8 @@ impl From<ManageError> for ConsoleError {
                 if api.status().is_server_error() {
                     ConsoleError::internal("store error")
                 } else {
-                    ConsoleError::new(api.status(), "The store refused the change.")
+                    // The API's wording: it names no other tenant's objects.
+                    ConsoleError::new(api.status(), api.message())
                 }
             }
         }

@@ -170,7 +170,11 @@ fn link(page: &str, id: &str) -> Option<String> {
     let at = page.find(&format!("id=\"{id}\""))?;
     let start = page[..at].rfind("href=\"")? + 6;
     let end = start + page[start..].find('"')?;
-    Some(page[start..end].replace("&amp;", "&").replace("&#x2F;", "/"))
+    Some(
+        page[start..end]
+            .replace("&amp;", "&")
+            .replace("&#x2F;", "/"),
+    )
 }
 
 fn ids(reply: &ApiReply) -> Vec<String> {
@@ -290,11 +294,17 @@ fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
     // A MAC that is not one: 400 with the error; no match: the empty state.
     let (status, html) = c.get(&admin, "/console/devices?mac=00:15:zz");
     assert_eq!(status, 400);
-    assert!(html.contains("search-error") && html.contains("not a MAC"), "{html}");
+    assert!(
+        html.contains("search-error") && html.contains("not a MAC"),
+        "{html}"
+    );
     let (status, html) = c.get(&admin, "/console/devices?vendor=Nobody");
     assert_eq!(status, 200);
     assert!(html.contains("id=\"no-devices\""), "{html}");
-    assert!(html.contains("<label for=\"f-vendor\">"), "labelled fields: {html}");
+    assert!(
+        html.contains("<label for=\"f-vendor\">"),
+        "labelled fields: {html}"
+    );
 
     // The overview's counts, from the store's counts.
     let (status, html) = c.get(&admin, "/console/");
@@ -306,7 +316,10 @@ fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
     );
     assert!(html.contains("<td>autoprov</td><td>44<"), "{html}");
     assert!(html.contains("<td>not configured</td><td>86<"), "{html}");
-    assert!(html.contains("plugin=yealink\">yealink</a></td><td>78<"), "{html}");
+    assert!(
+        html.contains("plugin=yealink\">yealink</a></td><td>78<"),
+        "{html}"
+    );
 
     // A user of acme sees acme's devices only, and beta's not even by URL.
     let acme = c.user("ann", "acme", "admin");
@@ -325,7 +338,10 @@ fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
     let (status, html) = c.get(&acme, "/console/devices?tenant=beta");
     assert!(status == 200 && listed(&html).is_empty(), "{html}");
     let (_, html) = c.get(&acme, "/console/");
-    assert!(html.contains("id=\"total\">65<") && !html.contains(">beta<"), "{html}");
+    assert!(
+        html.contains("id=\"total\">65<") && !html.contains(">beta<"),
+        "{html}"
+    );
     let beta_device = &by_tenant["beta"][0];
     let (status, _) = c.get(&acme, &format!("/console/devices/{beta_device}"));
     assert_eq!(status, 404);
@@ -338,8 +354,13 @@ fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
     );
     assert_eq!(status, 404);
     assert_eq!(
-        c.api("GET", &format!("/dev_mgr/devices/{beta_device}"), None, None)
-            .status,
+        c.api(
+            "GET",
+            &format!("/dev_mgr/devices/{beta_device}"),
+            None,
+            None
+        )
+        .status,
         200,
         "still there"
     );
@@ -381,7 +402,10 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
     let file = "805ec0112233.cfg";
     let (status, first) = c.phone_get(file, &format!("Yealink SIP-T54W 96.86.0.70 {mac}"));
     assert_eq!(status, 200, "{first}");
-    assert!(first.contains("LinePw9f3k2"), "the phone gets its password: {first}");
+    assert!(
+        first.contains("LinePw9f3k2"),
+        "the phone gets its password: {first}"
+    );
     let (status, _) = c.phone_get(file, &format!("Yealink SIP-T54W 96.86.0.80 {mac}"));
     assert_eq!(status, 200);
     let secrets = c.api("GET", &format!("/dev_mgr/devices/{id}/secrets"), None, None);
@@ -397,7 +421,10 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
     // History: newest first, through HTTP, the version change and the first facts.
     let history = &page[page.find("id=\"history-table\"").expect(&page)..];
     assert!(history.contains("<td>http</td>"), "{history}");
-    assert!(history.contains("version 96.86.0.70 → 96.86.0.80"), "{history}");
+    assert!(
+        history.contains("version 96.86.0.70 → 96.86.0.80"),
+        "{history}"
+    );
     assert!(history.contains("model — → T54W"), "{history}");
     assert!(
         history.find("96.86.0.80").unwrap() < history.find("model — →").unwrap(),
@@ -412,7 +439,12 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
     assert!(page.contains(&format!("<code>{file}</code>")), "{page}");
     assert!(page.contains("alice"), "{page}");
     assert!(page.contains("••••••••"), "{page}");
-    for secret in ["LinePw9f3k2", "480711", "tok77319zz", admin_password.as_str()] {
+    for secret in [
+        "LinePw9f3k2",
+        "480711",
+        "tok77319zz",
+        admin_password.as_str(),
+    ] {
         assert!(!page.contains(secret), "{secret} shown: {page}");
     }
     assert!(page.contains("id=\"resync\"") && page.contains("id=\"delete\""));
@@ -486,7 +518,10 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
         .lines()
         .find(|l| l.starts_with("dev_history"))
         .unwrap_or_else(|| panic!("{out}"));
-    assert!(line.contains("ok") && line.contains("1 entries expected, 1 found"), "{line}");
+    assert!(
+        line.contains("ok") && line.contains("1 entries expected, 1 found"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -516,7 +551,12 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
     let (status, _, page) = create("desk-2", "base, desk", "{}");
     assert_eq!(status, 303, "{page}");
     let r = c.api("GET", "/cfg_mgr/configs/desk-2", None, None);
-    assert_eq!(r.body["config"]["parent_ids"], json!(["base", "desk"]), "{:?}", r.body);
+    assert_eq!(
+        r.body["config"]["parent_ids"],
+        json!(["base", "desk"]),
+        "{:?}",
+        r.body
+    );
     assert_eq!(
         c.api("GET", "/cfg_mgr/configs/desk", None, None).body["config"]["raw_config"]["X_site"],
         "hq"
@@ -532,8 +572,14 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
     assert!(page.contains("already exists"), "{page}");
     let (status, _, page) = create("desk-3", "base", "{not json");
     assert_eq!(status, 400);
-    assert!(page.contains("raw_config: not JSON") && page.contains("{not json"), "{page}");
-    assert_eq!(c.api("GET", "/cfg_mgr/configs/desk-3", None, None).status, 404);
+    assert!(
+        page.contains("raw_config: not JSON") && page.contains("{not json"),
+        "{page}"
+    );
+    assert_eq!(
+        c.api("GET", "/cfg_mgr/configs/desk-3", None, None).status,
+        404
+    );
 
     // Parents: a cycle is refused at the field; a valid list is saved.
     let (status, _, page) = c.post(
@@ -544,11 +590,7 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("parent_ids-error"), "{page}");
     // Deleting a config another config inherits from is refused, with why.
-    let (status, _, page) = c.post(
-        &admin,
-        "/console/configs/desk/delete",
-        &[("csrf", &csrf)],
-    );
+    let (status, _, page) = c.post(&admin, "/console/configs/desk/delete", &[("csrf", &csrf)]);
     assert_eq!(status, 200, "a confirmation page first: {page}");
     assert!(page.contains("id=\"confirm\""));
     let (status, _, page) = c.post(
@@ -557,7 +599,10 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
         &[("csrf", &csrf), ("confirm", "yes")],
     );
     assert_eq!(status, 409, "{page}");
-    assert!(page.contains("id=\"refusal\"") && page.contains("still used by"), "{page}");
+    assert!(
+        page.contains("id=\"refusal\"") && page.contains("still used by"),
+        "{page}"
+    );
     let (status, _, page) = c.post(
         &admin,
         "/console/configs/desk-2/parents",
@@ -583,7 +628,10 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
         &[("csrf", &csrf), ("confirm", "yes")],
     );
     assert_eq!(status, 303);
-    assert_eq!(c.api("GET", "/cfg_mgr/configs/desk", None, None).status, 404);
+    assert_eq!(
+        c.api("GET", "/cfg_mgr/configs/desk", None, None).status,
+        404
+    );
 
     // A viewer: no forms, and 403 on each of them by URL.
     let (_, vpage) = c.get(&viewer, "/console/configs");
@@ -592,7 +640,10 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
     assert!(!vpage.contains("save-parents") && !vpage.contains("delete-config"));
     let vcsrf = csrf_of(&vpage);
     for (path, form) in [
-        ("/console/configs", vec![("id", "v"), ("parent_ids", "base")]),
+        (
+            "/console/configs",
+            vec![("id", "v"), ("parent_ids", "base")],
+        ),
         ("/console/configs/desk-2/parents", vec![("parent_ids", "")]),
         ("/console/configs/desk-2/delete", vec![("confirm", "yes")]),
     ] {
@@ -601,7 +652,10 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
         let (status, _, _) = c.post(&viewer, path, &form);
         assert_eq!(status, 403, "{path}");
     }
-    assert_eq!(c.api("GET", "/cfg_mgr/configs/desk-2", None, None).status, 200);
+    assert_eq!(
+        c.api("GET", "/cfg_mgr/configs/desk-2", None, None).status,
+        200
+    );
 
     // A firmware job from the jobs page, as POST /prov_mgr/jobs makes it.
     let (status, _, _) = c.post(
@@ -638,7 +692,10 @@ fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
         ],
     );
     assert_eq!(status, 400, "{page}");
-    assert!(page.contains("params-error") && page.contains("firmware policy"), "{page}");
+    assert!(
+        page.contains("params-error") && page.contains("firmware policy"),
+        "{page}"
+    );
     let (_, page) = c.get(&admin, "/console/jobs");
     assert!(page.contains("<td>firmware</td>"), "{page}");
 }

@@ -542,7 +542,14 @@ impl Identifier {
             }
             let (device, created) = match existing {
                 Some(device) => {
-                    match self.update(device, &info, best.as_deref(), releasing, now, writes, via)? {
+                    match self.update(
+                        device,
+                        &info,
+                        best.as_deref(),
+                        releasing,
+                        (now, via),
+                        writes,
+                    )? {
                         Some(device) => (device, false),
                         None => continue,
                     }
@@ -627,9 +634,8 @@ impl Identifier {
         info: &DeviceInfo,
         best: Option<&Plugin>,
         releasing: bool,
-        now: u64,
+        (now, via): (u64, Via),
         writes: bool,
-        via: Via,
     ) -> Result<Option<Device>, IdentError> {
         let mut new = device.clone();
         if releasing {

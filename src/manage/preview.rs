@@ -209,7 +209,13 @@ mod tests {
         ] {
             assert!(secret_key(key), "{key}");
         }
-        for key in ["username", "display_name", "ping_interval", "spin", "passive"] {
+        for key in [
+            "username",
+            "display_name",
+            "ping_interval",
+            "spin",
+            "passive",
+        ] {
             assert!(!secret_key(key), "{key}");
         }
     }

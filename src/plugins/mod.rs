@@ -307,11 +307,9 @@ impl Plugin {
     /// Template routes, in order: (pattern, template, content type), for previews.
     pub fn template_routes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         self.routes.iter().filter_map(|r| match &r.target {
-            Target::Template(name) => Some((
-                r.pattern.as_str(),
-                name.as_str(),
-                r.content_type.as_str(),
-            )),
+            Target::Template(name) => {
+                Some((r.pattern.as_str(), name.as_str(), r.content_type.as_str()))
+            }
             Target::Static(_) => None,
         })
     }

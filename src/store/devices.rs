@@ -7,8 +7,8 @@ use sled::Transactional;
 use sled::transaction::TransactionalTree;
 
 use super::{
-    abort, encode, finish, history, index, multi_add, multi_remove, next_revision, tx_get, Result, Store,
-    StoreError, TxResult,
+    abort, encode, finish, history, index, multi_add, multi_remove, next_revision, tx_get, Result,
+    Store, StoreError, TxResult,
 };
 use crate::model::{validate_id, Device, Mac};
 
@@ -70,38 +70,49 @@ impl Store {
         let mut new = device.clone();
         new.revision = 1;
         let trees = self.device_trees();
-        let stored = finish((trees.0, trees.1, trees.2, trees.3, trees.4, trees.5, &self.dev_history).transaction(
-            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
-                if devices.get(new.id.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::AlreadyExists {
-                        kind: KIND,
-                        id: new.id.clone(),
-                    }));
-                }
-                devices.insert(new.id.as_bytes(), encode(&new))?;
-                if let Some(mac) = &new.mac {
-                    claim_mac(idx_mac, mac, &new.id)?;
-                }
-                if let Some(ip) = &new.ip {
-                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                }
-                if let Some(config) = &new.config {
-                    multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-                }
-                index::reindex(idx_dev, counts, None, Some(&new))?;
-                if let Some((via, at)) = note {
-                    let entry = history::Identification {
-                        at,
-                        via,
-                        ip: new.ip.map(|ip| ip.to_string()),
-                        created: true,
-                        changes: history::changes(None, &new),
-                    };
-                    history::append(dev_history, &new.id, entry)?;
-                }
-                Ok(new.clone())
-            },
-        ))?;
+        let stored = finish(
+            (
+                trees.0,
+                trees.1,
+                trees.2,
+                trees.3,
+                trees.4,
+                trees.5,
+                &self.dev_history,
+            )
+                .transaction(
+                    |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
+                        if devices.get(new.id.as_bytes())?.is_some() {
+                            return Err(abort(StoreError::AlreadyExists {
+                                kind: KIND,
+                                id: new.id.clone(),
+                            }));
+                        }
+                        devices.insert(new.id.as_bytes(), encode(&new))?;
+                        if let Some(mac) = &new.mac {
+                            claim_mac(idx_mac, mac, &new.id)?;
+                        }
+                        if let Some(ip) = &new.ip {
+                            multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                        }
+                        if let Some(config) = &new.config {
+                            multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                        }
+                        index::reindex(idx_dev, counts, None, Some(&new))?;
+                        if let Some((via, at)) = note {
+                            let entry = history::Identification {
+                                at,
+                                via,
+                                ip: new.ip.map(|ip| ip.to_string()),
+                                created: true,
+                                changes: history::changes(None, &new),
+                            };
+                            history::append(dev_history, &new.id, entry)?;
+                        }
+                        Ok(new.clone())
+                    },
+                ),
+        )?;
         self.flush()?;
         Ok(stored)
     }
@@ -139,7 +150,15 @@ impl Store {
     ) -> Result<Device> {
         let default_tenant = self.default_tenant()?;
         let trees = self.device_trees();
-        let all = (trees.0, trees.1, trees.2, trees.3, trees.4, trees.5, &self.dev_history);
+        let all = (
+            trees.0,
+            trees.1,
+            trees.2,
+            trees.3,
+            trees.4,
+            trees.5,
+            &self.dev_history,
+        );
         let stored = finish(all.transaction(
             |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
                 let old: Option<Device> = tx_get(devices, "devices", device.id.as_bytes())?;
@@ -173,7 +192,15 @@ impl Store {
     /// Deletes a device and its index entries; returns what was deleted.
     pub fn delete_device(&self, id: &str) -> Result<Device> {
         let trees = self.device_trees();
-        let all = (trees.0, trees.1, trees.2, trees.3, trees.4, trees.5, &self.dev_history);
+        let all = (
+            trees.0,
+            trees.1,
+            trees.2,
+            trees.3,
+            trees.4,
+            trees.5,
+            &self.dev_history,
+        );
         let old = finish(all.transaction(
             |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
                 let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {

@@ -172,10 +172,14 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let mut device = Device::new("d1", "master");
         device.mac = Some("00:15:65:00:00:01".parse::<Mac>().unwrap());
-        let mut stored = store.create_device_identified(&device, Via::Dhcp, 1).unwrap();
+        let mut stored = store
+            .create_device_identified(&device, Via::Dhcp, 1)
+            .unwrap();
         // Only a change of facts is recorded: a last_seen alone is not.
         stored.last_seen = Some(5);
-        stored = store.update_device_identified(&stored, Via::Http, 5).unwrap();
+        stored = store
+            .update_device_identified(&stored, Via::Http, 5)
+            .unwrap();
         assert_eq!(store.device_history("d1").unwrap().len(), 1);
         for n in 0..30 {
             stored.version = Some(format!("1.{n}"));
@@ -199,7 +203,9 @@ mod tests {
         // An orphan (left by a hand-edited store) is found and repaired away.
         store.dev_history.insert("ghost", b"[]".to_vec()).unwrap();
         let found = store.check_indexes().unwrap();
-        assert!(found.iter().any(|c| c.tree == "dev_history" && !c.consistent));
+        assert!(found
+            .iter()
+            .any(|c| c.tree == "dev_history" && !c.consistent));
         store.repair_indexes().unwrap();
         assert!(store.check_indexes().unwrap().iter().all(|c| c.consistent));
         store.delete_device("d1").unwrap();

@@ -33,10 +33,7 @@ struct Typed {
 
 /// The field an error message names first (`parent_ids: …`), for the form's markers.
 fn field_of(message: &str) -> &str {
-    message
-        .split(|c: char| c == ':' || c == '.')
-        .next()
-        .unwrap_or_default()
+    message.split([':', '.']).next().unwrap_or_default()
 }
 
 async fn list_page(
@@ -56,7 +53,11 @@ async fn list_page(
                 "deletable": c.deletable })
         })
         .collect();
-    let field = error.as_deref().map(field_of).unwrap_or_default().to_owned();
+    let field = error
+        .as_deref()
+        .map(field_of)
+        .unwrap_or_default()
+        .to_owned();
     let mut page = state.render(
         "configs.html",
         Some(me),
@@ -88,7 +89,11 @@ pub(super) async fn create(
         parents: form.get("parent_ids").unwrap_or("").to_owned(),
         raw_config: form.get("raw_config").unwrap_or("").to_owned(),
     };
-    let raw = match parse_raw(if typed.raw_config.is_empty() { "{}" } else { &typed.raw_config }) {
+    let raw = match parse_raw(if typed.raw_config.is_empty() {
+        "{}"
+    } else {
+        &typed.raw_config
+    }) {
         Ok(raw) => raw,
         Err(message) => return list_page(&state, &form.me, typed, Some(message)).await,
     };
@@ -104,17 +109,15 @@ pub(super) async fn create(
     } else {
         typed.id.clone()
     };
-    let config = match crate::http::api::configs::parse_config(
-        &body,
-        id,
-        form.me.scope.tenant().to_owned(),
-    ) {
-        Ok(config) => config,
-        Err(e) => {
-            let message = e.message().to_owned();
-            return list_page(&state, &form.me, typed, Some(message)).await;
-        }
-    };
+    let config =
+        match crate::http::api::configs::parse_config(&body, id, form.me.scope.tenant().to_owned())
+        {
+            Ok(config) => config,
+            Err(e) => {
+                let message = e.message().to_owned();
+                return list_page(&state, &form.me, typed, Some(message)).await;
+            }
+        };
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
     let created =
@@ -235,7 +238,8 @@ async fn parents_refused(
     let st = Arc::clone(state);
     let scope = me.scope.clone();
     let target = id.to_owned();
-    let config = blocking(move || Ok(manage::configs::get(&st.api.store, &scope, &target)?)).await?;
+    let config =
+        blocking(move || Ok(manage::configs::get(&st.api.store, &scope, &target)?)).await?;
     let text = serde_json::to_string_pretty(&config.raw_config).map_err(ConsoleError::internal)?;
     let mut page = state.render(
         "config.html",

@@ -235,7 +235,13 @@ pub(super) async fn list(
     let (tenants, plugins) = blocking(move || {
         let mut tenants: Vec<String> = scope.tree().subtree(scope.tenant()).into_iter().collect();
         tenants.sort();
-        let mut plugins: Vec<String> = st.api.files.plugins().iter().map(|p| p.name.clone()).collect();
+        let mut plugins: Vec<String> = st
+            .api
+            .files
+            .plugins()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
         plugins.sort();
         Ok((tenants, plugins))
     })

@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod oip;
 pub mod packages;
 pub mod plugins;
+pub mod preview;
 pub mod rollouts;
 pub mod tenants;
 pub mod tokens;

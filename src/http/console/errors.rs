@@ -43,6 +43,12 @@ impl ConsoleError {
     }
 }
 
+impl From<crate::http::api::query::QueryError> for ConsoleError {
+    fn from(e: crate::http::api::query::QueryError) -> ConsoleError {
+        ConsoleError::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
 impl From<ManageError> for ConsoleError {
     fn from(e: ManageError) -> ConsoleError {
         match e {

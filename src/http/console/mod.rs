@@ -63,6 +63,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("rollout.html", include_str!("templates/rollout.html")),
     ("configs.html", include_str!("templates/configs.html")),
     ("config.html", include_str!("templates/config.html")),
+    (
+        "config_confirm.html",
+        include_str!("templates/config_confirm.html"),
+    ),
     ("auto.html", include_str!("templates/auto.html")),
     ("jobs.html", include_str!("templates/jobs.html")),
     (
@@ -211,7 +215,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         )
         .route("/console/rollouts/{id}", get(prov::rollout))
         .route("/console/rollouts/{id}/csv", get(prov::rollout_csv))
-        .route("/console/configs", get(configs::list))
+        .route("/console/configs", get(configs::list).post(configs::create))
+        .route("/console/configs/{id}/delete", post(configs::delete))
+        .route("/console/configs/{id}/parents", post(configs::parents))
         .route(
             "/console/configs/{id}",
             get(configs::show).post(configs::save),

@@ -232,7 +232,8 @@ async fn run(
     let api_app = api::router(Arc::clone(&api_state), settings.api.max_body_bytes);
     // The console shares the TCP listener; what it does not route goes to the API.
     let tcp_app = if settings.console.enabled {
-        let console = crate::http::console::ConsoleState::new(api_state, &settings.console)?;
+        let console = crate::http::console::ConsoleState::new(api_state, &settings.console)?
+            .with_dhcp(&settings.dhcp);
         crate::http::console::router(Arc::new(console)).fallback_service(api_app.clone())
     } else {
         api_app.clone()

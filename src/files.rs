@@ -333,6 +333,16 @@ impl FileService {
         self.ident.identify(ctx, &self.plugins())
     }
 
+    /// [`FileService::identify`] of an event that came through `via` (a foreign DHCP
+    /// server's lease events: [`crate::store::Via::Dhcpinfo`]).
+    pub fn identify_via(
+        &self,
+        ctx: &RequestContext,
+        via: crate::store::Via,
+    ) -> Result<Option<crate::ident::Identified>, IdentError> {
+        self.ident.identify_via(ctx, &self.plugins(), via)
+    }
+
     /// The store the files are answered from.
     pub fn store(&self) -> &Store {
         &self.store

@@ -66,7 +66,9 @@ pub async fn serve(
             for event in events {
                 let counters = &worker_files.dhcpinfo;
                 let result = match &event {
-                    Event::Lease(ctx) => worker_files.identify(ctx).map(|_| ()),
+                    Event::Lease(ctx) => worker_files
+                        .identify_via(ctx, crate::store::Via::Dhcpinfo)
+                        .map(|_| ()),
                     Event::Gone(ip) => worker_files.forget_ip(*ip).map(|_| ()),
                 };
                 match result {

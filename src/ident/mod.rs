@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::model::{self, Added, Device, Mac};
 use crate::plugins::{Extracted, Plugin, PluginSet, RuleSource};
 use crate::ratelimit::{Kind, Rejections, Source};
-use crate::store::{Store, StoreError, AUTOPROV_CONFIG};
+use crate::store::{Store, StoreError, Via, AUTOPROV_CONFIG};
 
 /// `last_seen` is rewritten at most this often, so that a phone polling its files does not
 /// cost a disk flush per request.
@@ -474,7 +474,18 @@ impl Identifier {
         ctx: &RequestContext,
         plugins: &PluginSet,
     ) -> Result<Option<Identified>, IdentError> {
-        self.identify_with(ctx, plugins, true, None)
+        self.identify_with(ctx, plugins, true, None, None)
+    }
+
+    /// [`Identifier::identify`] of a request that came through `via` (a DHCP lease event
+    /// of a foreign server looks like the built-in responder's): the device's history names it.
+    pub fn identify_via(
+        &self,
+        ctx: &RequestContext,
+        plugins: &PluginSet,
+        via: Via,
+    ) -> Result<Option<Identified>, IdentError> {
+        self.identify_with(ctx, plugins, true, None, Some(via))
     }
 
     /// Identification for a request that may only reach devices of `tenant` (a URL key's):
@@ -488,7 +499,7 @@ impl Identifier {
         writes: bool,
         tenant: Option<&str>,
     ) -> Result<Option<Identified>, IdentError> {
-        self.identify_with(ctx, plugins, writes, tenant)
+        self.identify_with(ctx, plugins, writes, tenant, None)
     }
 
     /// Like [`Identifier::identify`] but never writes: fails with
@@ -499,7 +510,7 @@ impl Identifier {
         ctx: &RequestContext,
         plugins: &PluginSet,
     ) -> Result<Option<Identified>, IdentError> {
-        self.identify_with(ctx, plugins, false, None)
+        self.identify_with(ctx, plugins, false, None, None)
     }
 
     fn identify_with(
@@ -508,8 +519,14 @@ impl Identifier {
         plugins: &PluginSet,
         writes: bool,
         tenant: Option<&str>,
+        via: Option<Via>,
     ) -> Result<Option<Identified>, IdentError> {
         let (info, best) = extract(ctx, plugins);
+        let via = via.unwrap_or(match ctx {
+            RequestContext::Dhcp { .. } => Via::Dhcp,
+            RequestContext::Http { .. } => Via::Http,
+            RequestContext::Tftp { .. } => Via::Tftp,
+        });
         let releasing = matches!(
             ctx,
             RequestContext::Dhcp {
@@ -533,7 +550,14 @@ impl Identifier {
             }
             let (device, created) = match existing {
                 Some(device) => {
-                    match self.update(device, &info, best.as_deref(), releasing, now, writes)? {
+                    match self.update(
+                        device,
+                        &info,
+                        best.as_deref(),
+                        releasing,
+                        (now, via),
+                        writes,
+                    )? {
                         Some(device) => (device, false),
                         None => continue,
                     }
@@ -543,7 +567,7 @@ impl Identifier {
                     None => return Ok(None),
                     Some(_) if !writes => return Err(IdentError::WouldWrite),
                     Some(mac) if !self.may_create(mac, info.ip) => return Ok(None),
-                    Some(mac) => match self.autocreate(mac, &info, best.as_deref(), now) {
+                    Some(mac) => match self.autocreate(mac, &info, best.as_deref(), now, via) {
                         Ok(device) => {
                             self.counters.created.fetch_add(1, Ordering::Relaxed);
                             (device, true)
@@ -618,7 +642,7 @@ impl Identifier {
         info: &DeviceInfo,
         best: Option<&Plugin>,
         releasing: bool,
-        now: u64,
+        (now, via): (u64, Via),
         writes: bool,
     ) -> Result<Option<Device>, IdentError> {
         let mut new = device.clone();
@@ -662,13 +686,13 @@ impl Identifier {
         if !writes {
             return Err(IdentError::WouldWrite);
         }
-        match self.store.update_device(&new) {
+        match self.store.update_device_identified(&new, via, now) {
             Ok(stored) => Ok(Some(stored)),
             Err(StoreError::Conflict { .. }) => Ok(None),
             Err(StoreError::Taken { .. }) => {
                 // The identified MAC belongs to another record: keep this one's.
                 new.mac = device.mac;
-                match self.store.update_device(&new) {
+                match self.store.update_device_identified(&new, via, now) {
                     Ok(stored) => Ok(Some(stored)),
                     Err(StoreError::Conflict { .. }) => Ok(None),
                     Err(e) => Err(e.into()),
@@ -684,6 +708,7 @@ impl Identifier {
         info: &DeviceInfo,
         best: Option<&Plugin>,
         now: u64,
+        via: Via,
     ) -> Result<Device, IdentError> {
         let mut device = Device::new(model::new_id(), self.default_tenant.clone());
         device.mac = Some(mac);
@@ -698,7 +723,7 @@ impl Identifier {
         device.is_new = true;
         device.last_seen = Some(now);
         device.admin_password = Some(random_password(ADMIN_PASSWORD_LEN)?);
-        let stored = self.store.create_device(&device)?;
+        let stored = self.store.create_device_identified(&device, via, now)?;
         tracing::info!(device = %stored.id, device_mac = %mac, tenant = %stored.tenant, vendor = ?stored.vendor, model = ?stored.model, plugin = ?stored.plugin, "new device created in autoprov");
         self.events.publish_at(
             stored.tenant.clone(),

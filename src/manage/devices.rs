@@ -384,3 +384,55 @@ pub fn plan(store: &Store, scope: &Scope, spec: &ListSpec) -> Result<Planned> {
     let sorted = matches!(&spec.sort, Some((key, false)) if key == "id");
     planned(Box::new(merge(streams)), sorted, "tenant scan".to_owned())
 }
+
+/// Device counts of a subtree, read from the store's counts (no device is read).
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Devices in all.
+    pub total: u64,
+    /// Per state, in [`crate::store::DEVICE_STATES`] order.
+    pub by_state: Vec<(&'static str, u64)>,
+    /// Per plugin (`""` for none), by plugin name.
+    pub by_plugin: std::collections::BTreeMap<String, u64>,
+    /// Per tenant with devices, by tenant id.
+    pub by_tenant: std::collections::BTreeMap<String, u64>,
+}
+
+/// Devices of the acting tenant's subtree by state, plugin and tenant: a few reads of the
+/// store's counts per tenant, whatever the number of devices.
+pub fn counts(store: &Store, scope: &Scope) -> Result<Counts> {
+    let mut counts = Counts {
+        by_state: crate::store::DEVICE_STATES
+            .iter()
+            .map(|s| (s.name(), 0))
+            .collect(),
+        ..Counts::default()
+    };
+    for tenant in scope.tree().subtree(scope.tenant()) {
+        let n = store.tenant_device_count(&tenant)?;
+        if n == 0 {
+            continue;
+        }
+        counts.total += n;
+        counts.by_tenant.insert(tenant.clone(), n);
+        for (state, n) in store.tenant_state_counts(&tenant)? {
+            if let Some(slot) = counts.by_state.iter_mut().find(|(s, _)| *s == state.name()) {
+                slot.1 += n;
+            }
+        }
+        for (plugin, n) in store.tenant_plugin_counts(&tenant)? {
+            *counts.by_plugin.entry(plugin).or_default() += n;
+        }
+    }
+    Ok(counts)
+}
+
+/// The identification history of the device `id` of the caller's subtree, oldest first.
+pub fn history(
+    store: &Store,
+    scope: &Scope,
+    id: &str,
+) -> Result<Vec<crate::store::Identification>> {
+    get(store, scope, id)?;
+    Ok(store.device_history(id)?)
+}

@@ -12,13 +12,16 @@ pub mod categories;
 pub mod codes;
 pub mod configs;
 pub mod devices;
+pub mod dhcp;
 pub mod guard;
 pub mod jobs;
 pub mod oip;
 pub mod packages;
 pub mod plugins;
+pub mod preview;
 pub mod rollouts;
 pub mod tenants;
+pub mod tokens;
 pub mod users;
 
 use std::sync::Arc;
@@ -136,6 +139,18 @@ impl Scope {
     /// True when the acting tenant is the root.
     pub fn is_root(&self) -> bool {
         self.tenant == self.root
+    }
+
+    /// Refuses (403) unless the acting tenant is the root: the server's own things (plugins,
+    /// tokens, DHCP leases) are the default tenant's to handle.
+    pub fn require_master(&self) -> Result<()> {
+        if self.is_root() {
+            Ok(())
+        } else {
+            Err(ManageError::Forbidden(
+                "only the default tenant may do this".into(),
+            ))
+        }
     }
 
     /// True when `tenant` is the acting tenant or below it: its objects are the caller's to

@@ -12,6 +12,7 @@
 //!
 //! One repository operation runs at a time; the others wait for it.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::oip::OipHandle;
+use super::oip::{OipHandle, Oips};
 use super::{ManageError, Result};
 use crate::config;
 use crate::files::FileService;
@@ -421,12 +422,7 @@ impl Repository {
                 format!("{name:?} is not installed from the repository"),
             ));
         }
-        let users: u64 = store
-            .plugin_counts()?
-            .into_iter()
-            .filter(|(_, plugin, _)| plugin == name)
-            .map(|(_, _, n)| n)
-            .sum();
+        let users = device_counts(store)?.get(name).copied().unwrap_or(0);
         if users > 0 && !force {
             return Err(ManageError::field(
                 "id",
@@ -454,6 +450,66 @@ impl Repository {
         drop(scratch);
         Ok(())
     }
+}
+
+/// Devices by plugin name, over every tenant (kept with the data: no device is read).
+pub fn device_counts(store: &Store) -> Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for (_, plugin, n) in store.plugin_counts()? {
+        *counts.entry(plugin).or_default() += n;
+    }
+    Ok(counts)
+}
+
+/// Runs `work` in a task of its own as an operation in progress labelled `label`; the
+/// operation ends in success or in failure with the work's error. Must run inside the async
+/// runtime.
+pub fn run_operation<F, Fut>(oips: &Oips, label: &'static str, work: F) -> OipHandle
+where
+    F: FnOnce(OipHandle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::result::Result<(), String>> + Send + 'static,
+{
+    let op = oips.start(Some(label));
+    let handle = op.clone();
+    tokio::spawn(async move {
+        match work(handle.clone()).await {
+            Ok(()) => handle.succeed(),
+            Err(e) => {
+                tracing::warn!(operation = handle.id(), "plugin {label} failed: {e}");
+                handle.fail(e);
+            }
+        }
+    });
+    op
+}
+
+/// Starts fetching and verifying the repository's index (`install/update`).
+pub fn start_update(repo: &Arc<Repository>, store: &Store, oips: &Oips) -> OipHandle {
+    let (repo, store) = (Arc::clone(repo), store.clone());
+    run_operation(oips, "update", move |op| async move {
+        repo.update(&store, &op).await
+    })
+}
+
+/// Checks that `name` can be installed (`upgrade`: upgraded) and starts the download and
+/// install (`install/install`, `install/upgrade`). Reads the cached index: run it off the
+/// async runtime's threads, inside the runtime.
+pub fn start_install(
+    repo: &Arc<Repository>,
+    store: &Store,
+    files: &Arc<FileService>,
+    roots: &[(PathBuf, Origin)],
+    oips: &Oips,
+    name: &str,
+    upgrade: bool,
+) -> Result<OipHandle> {
+    repo.check_install(name, upgrade)?;
+    let (repo, store, files) = (Arc::clone(repo), store.clone(), Arc::clone(files));
+    let (roots, name) = (roots.to_vec(), name.to_owned());
+    Ok(run_operation(oips, "download", move |op| async move {
+        repo.install(&store, &files, &roots, &name, upgrade, &op)
+            .await
+    }))
 }
 
 /// Writes `value` as `dir/file` through a temporary file renamed over it.

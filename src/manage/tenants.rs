@@ -67,8 +67,29 @@ pub struct NewTenant {
     pub default_config: Option<String>,
 }
 
+/// Checks a tenant's name: the API's bound on free text, no control characters.
+pub fn check_name(name: &str) -> Result<()> {
+    let max = crate::http::api::fields::MAX_DESCRIPTION_CHARS;
+    if name.chars().count() > max || name.chars().any(char::is_control) {
+        return Err(ManageError::field(
+            "tenant.name",
+            format!("at most {max} characters, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a tenant below the acting tenant or one of its descendants.
 pub fn create(store: &Store, scope: &Scope, new: NewTenant) -> Result<Tenant> {
+    crate::model::validate_id(&new.id)
+        .map_err(|e| ManageError::field("tenant.id", e.to_string()))?;
+    if let Some(name) = &new.name {
+        check_name(name)?;
+    }
+    if let Some(parent) = &new.parent {
+        crate::model::validate_id(parent)
+            .map_err(|e| ManageError::field("tenant.parent", e.to_string()))?;
+    }
     let parent = new.parent.unwrap_or_else(|| scope.tenant().to_owned());
     if !scope.reaches(&parent) {
         return Err(ManageError::field(
@@ -127,9 +148,22 @@ pub fn update(store: &Store, scope: &Scope, id: &str, change: &TenantChange) -> 
     })
 }
 
-/// Sets or (with `None`) removes the acting tenant's provisioning key; a key another tenant
-/// has is refused without saying which tenant has it.
+/// Sets or (with `None`) removes the acting tenant's provisioning key: a key follows
+/// wazo-provd's rule ([`crate::files::valid_provisioning_key`]); a key another tenant has is
+/// refused without saying which tenant has it.
 pub fn set_provisioning_key(store: &Store, scope: &Scope, key: Option<String>) -> Result<()> {
+    if key
+        .as_deref()
+        .is_some_and(|k| !crate::files::valid_provisioning_key(k))
+    {
+        return Err(ManageError::field(
+            "param.value",
+            format!(
+                "a provisioning key has {}",
+                crate::files::PROVISIONING_KEY_RULE
+            ),
+        ));
+    }
     retry_on_conflict("tenant", || {
         let mut tenant = get(store, scope, scope.tenant())?;
         tenant.provisioning_key = key.clone();

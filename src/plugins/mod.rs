@@ -304,6 +304,16 @@ impl Plugin {
         self.routes.iter().map(|r| (r.pattern.as_str(), &r.target))
     }
 
+    /// Template routes, in order: (pattern, template, content type), for previews.
+    pub fn template_routes(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.routes.iter().filter_map(|r| match &r.target {
+            Target::Template(name) => {
+                Some((r.pattern.as_str(), name.as_str(), r.content_type.as_str()))
+            }
+            Target::Static(_) => None,
+        })
+    }
+
     /// Identification rules (source, pattern, score), for listings.
     pub fn rules(&self) -> impl Iterator<Item = (RuleSource, &str, u32)> {
         self.rules

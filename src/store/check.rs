@@ -5,7 +5,8 @@
 //! in one pass over the records and one over the tree: memory stays small whatever the number
 //! of devices, except for the per-key link counts of the shared indexes (one number per IP
 //! address, config or parent). A mismatch names the tree; `--repair` rebuilds every derived
-//! tree from the records, as a schema migration does.
+//! tree from the records, as a schema migration does. The identification histories are
+//! checked too: one per existing device, at most [`super::HISTORY_LEN`] entries.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -134,6 +135,14 @@ impl Store {
                     consistent: found == expected,
                 })
             };
+        // Histories are records, not derived: each must belong to a device and be bounded.
+        let (histories, right) = self.check_history()?;
+        let history = TreeCheck {
+            tree: "dev_history",
+            expected: right,
+            found: histories,
+            consistent: right == histories,
+        };
         Ok(vec![
             report("idx_mac", mac, &self.idx_mac)?,
             report("idx_ip", ip_digest, &self.idx_ip)?,
@@ -142,12 +151,15 @@ impl Store {
             report("counts", counts_digest, &self.counts)?,
             report("cfg_children", children_digest, &self.cfg_children)?,
             report("idx_tenant_key", keys, &self.idx_tenant_key)?,
+            history,
         ])
     }
 
-    /// Rebuilds every derived tree from the records and flushes.
+    /// Rebuilds every derived tree from the records, drops the histories of devices that
+    /// are gone (and those that do not decode), and flushes.
     pub fn repair_indexes(&self) -> Result<()> {
         super::schema::rebuild_all_indexes(self)?;
+        self.prune_history()?;
         self.flush()
     }
 }

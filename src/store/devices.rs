@@ -7,8 +7,8 @@ use sled::Transactional;
 use sled::transaction::TransactionalTree;
 
 use super::{
-    abort, encode, finish, index, multi_add, multi_remove, next_revision, tx_get, Result, Store,
-    StoreError, TxResult,
+    abort, encode, finish, history, index, multi_add, multi_remove, next_revision, tx_get, Result,
+    Store, StoreError, TxResult,
 };
 use crate::model::{validate_id, Device, Mac};
 
@@ -47,32 +47,72 @@ impl Store {
 
     /// Stores a new device (revision 1); its MAC must not belong to another device.
     pub fn create_device(&self, device: &Device) -> Result<Device> {
+        self.create_device_noted(device, None)
+    }
+
+    /// [`Store::create_device`] for a phone identified through `via` at `at`: its history
+    /// starts with this identification.
+    pub fn create_device_identified(
+        &self,
+        device: &Device,
+        via: history::Via,
+        at: crate::model::UnixTime,
+    ) -> Result<Device> {
+        self.create_device_noted(device, Some((via, at)))
+    }
+
+    fn create_device_noted(
+        &self,
+        device: &Device,
+        note: Option<(history::Via, crate::model::UnixTime)>,
+    ) -> Result<Device> {
         validate_id(&device.id)?;
         let mut new = device.clone();
         new.revision = 1;
         let trees = self.device_trees();
-        let stored = finish(trees.transaction(
-            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts)| {
-                if devices.get(new.id.as_bytes())?.is_some() {
-                    return Err(abort(StoreError::AlreadyExists {
-                        kind: KIND,
-                        id: new.id.clone(),
-                    }));
-                }
-                devices.insert(new.id.as_bytes(), encode(&new))?;
-                if let Some(mac) = &new.mac {
-                    claim_mac(idx_mac, mac, &new.id)?;
-                }
-                if let Some(ip) = &new.ip {
-                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                }
-                if let Some(config) = &new.config {
-                    multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-                }
-                index::reindex(idx_dev, counts, None, Some(&new))?;
-                Ok(new.clone())
-            },
-        ))?;
+        let stored = finish(
+            (
+                trees.0,
+                trees.1,
+                trees.2,
+                trees.3,
+                trees.4,
+                trees.5,
+                &self.dev_history,
+            )
+                .transaction(
+                    |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
+                        if devices.get(new.id.as_bytes())?.is_some() {
+                            return Err(abort(StoreError::AlreadyExists {
+                                kind: KIND,
+                                id: new.id.clone(),
+                            }));
+                        }
+                        devices.insert(new.id.as_bytes(), encode(&new))?;
+                        if let Some(mac) = &new.mac {
+                            claim_mac(idx_mac, mac, &new.id)?;
+                        }
+                        if let Some(ip) = &new.ip {
+                            multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                        }
+                        if let Some(config) = &new.config {
+                            multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                        }
+                        index::reindex(idx_dev, counts, None, Some(&new))?;
+                        if let Some((via, at)) = note {
+                            let entry = history::Identification {
+                                at,
+                                via,
+                                ip: new.ip.map(|ip| ip.to_string()),
+                                created: true,
+                                changes: history::changes(None, &new),
+                            };
+                            history::append(dev_history, &new.id, entry)?;
+                        }
+                        Ok(new.clone())
+                    },
+                ),
+        )?;
         self.flush()?;
         Ok(stored)
     }
@@ -99,11 +139,70 @@ impl Store {
         Ok(stored)
     }
 
+    /// [`Store::update_device`] after an identification through `via` at `at`: when the
+    /// identified facts changed (not for `last_seen` alone), the change joins the device's
+    /// history in the same transaction.
+    pub fn update_device_identified(
+        &self,
+        device: &Device,
+        via: history::Via,
+        at: crate::model::UnixTime,
+    ) -> Result<Device> {
+        let default_tenant = self.default_tenant()?;
+        let trees = self.device_trees();
+        let all = (
+            trees.0,
+            trees.1,
+            trees.2,
+            trees.3,
+            trees.4,
+            trees.5,
+            &self.dev_history,
+        );
+        let stored = finish(all.transaction(
+            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
+                let old: Option<Device> = tx_get(devices, "devices", device.id.as_bytes())?;
+                let trees = DeviceTx {
+                    devices,
+                    idx_mac,
+                    idx_ip,
+                    idx_cfg,
+                    idx_dev,
+                    counts,
+                };
+                let new = trees.update(device, default_tenant.as_deref())?;
+                let changes = history::changes(old.as_ref(), &new);
+                if !changes.is_empty() {
+                    let entry = history::Identification {
+                        at,
+                        via,
+                        ip: new.ip.map(|ip| ip.to_string()),
+                        created: false,
+                        changes,
+                    };
+                    history::append(dev_history, &new.id, entry)?;
+                }
+                Ok(new)
+            },
+        ))?;
+        self.flush()?;
+        Ok(stored)
+    }
+
     /// Deletes a device and its index entries; returns what was deleted.
     pub fn delete_device(&self, id: &str) -> Result<Device> {
         let trees = self.device_trees();
-        let old = finish(trees.transaction(
-            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts)| {
+        let all = (
+            trees.0,
+            trees.1,
+            trees.2,
+            trees.3,
+            trees.4,
+            trees.5,
+            &self.dev_history,
+        );
+        let old = finish(all.transaction(
+            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
                 let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
                     abort(StoreError::NotFound {
                         kind: KIND,
@@ -111,6 +210,7 @@ impl Store {
                     })
                 })?;
                 devices.remove(id.as_bytes())?;
+                dev_history.remove(id.as_bytes())?;
                 if let Some(mac) = &old.mac {
                     idx_mac.remove(mac_key(mac))?;
                 }

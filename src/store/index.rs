@@ -5,7 +5,8 @@
 //! when the device has none). Keys sort by tenant, then value, then id, so that a tenant's
 //! devices with one value, or all of a tenant's devices in the order of a field, are one
 //! prefix or range scan: the cost of a listing is the size of its answer, not the number of
-//! devices. `counts` holds the number of devices in all, per tenant and per tenant and plugin.
+//! devices. `counts` holds the number of devices in all, per tenant, per tenant and plugin, and
+//! per tenant and [`DeviceState`].
 //!
 //! Values may contain any character: NUL and 0x01 are escaped (`01 01`, `01 02`), which keeps
 //! byte order equal to the order of the unescaped strings, and NUL stays a separator that
@@ -214,12 +215,69 @@ fn plugin_count_key(tenant: &str, plugin: &str) -> Vec<u8> {
     key
 }
 
+/// Where a device stands in provisioning, as the counts tell it apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceState {
+    /// It received its configuration (a code, an automatic URL).
+    Configured,
+    /// Its config is `autoprov`: it waits for a code.
+    Autoprov,
+    /// Anything else (a config set by hand, no config).
+    NotConfigured,
+}
+
+/// Every device state, in the order pages show them.
+pub const DEVICE_STATES: [DeviceState; 3] = [
+    DeviceState::Configured,
+    DeviceState::Autoprov,
+    DeviceState::NotConfigured,
+];
+
+impl DeviceState {
+    /// The state of `device`.
+    pub fn of(device: &Device) -> DeviceState {
+        if device.configured {
+            DeviceState::Configured
+        } else if device.config.as_deref() == Some(super::AUTOPROV_CONFIG) {
+            DeviceState::Autoprov
+        } else {
+            DeviceState::NotConfigured
+        }
+    }
+
+    /// The name pages and metrics show.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceState::Configured => "configured",
+            DeviceState::Autoprov => "autoprov",
+            DeviceState::NotConfigured => "not configured",
+        }
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            DeviceState::Configured => b'c',
+            DeviceState::Autoprov => b'a',
+            DeviceState::NotConfigured => b'n',
+        }
+    }
+}
+
+fn state_count_key(tenant: &str, state: DeviceState) -> Vec<u8> {
+    let mut key = b"C\0".to_vec();
+    key.extend_from_slice(tenant.as_bytes());
+    key.push(0);
+    key.push(state.tag());
+    key
+}
+
 /// The count keys a device adds 1 to.
-pub(super) fn count_keys(device: &Device) -> [Vec<u8>; 3] {
+pub(super) fn count_keys(device: &Device) -> [Vec<u8>; 4] {
     [
         ALL.to_vec(),
         tenant_count_key(&device.tenant),
         plugin_count_key(&device.tenant, device.plugin.as_deref().unwrap_or("")),
+        state_count_key(&device.tenant, DeviceState::of(device)),
     ]
 }
 
@@ -421,6 +479,31 @@ impl Store {
             ));
         }
         Ok(out)
+    }
+
+    /// `tenant`'s devices per plugin (`""` for none), from the counts: one read per plugin.
+    pub fn tenant_plugin_counts(&self, tenant: &str) -> Result<Vec<(String, u64)>> {
+        let mut prefix = b"P\0".to_vec();
+        prefix.extend_from_slice(tenant.as_bytes());
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.counts.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let plugin = unescape(&key[prefix.len()..]);
+            out.push((
+                String::from_utf8_lossy(&plugin).into_owned(),
+                decode_count("counts", &key, &value)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `tenant`'s devices in each state, from the counts (three reads).
+    pub fn tenant_state_counts(&self, tenant: &str) -> Result<Vec<(DeviceState, u64)>> {
+        DEVICE_STATES
+            .into_iter()
+            .map(|state| Ok((state, self.count(&state_count_key(tenant, state))?)))
+            .collect()
     }
 
     fn count(&self, key: &[u8]) -> Result<u64> {

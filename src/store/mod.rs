@@ -8,6 +8,7 @@
 mod check;
 mod configs;
 mod devices;
+mod history;
 mod index;
 mod others;
 mod prov;
@@ -26,7 +27,8 @@ use sled::transaction::{
 use sled::Tree;
 
 pub use check::TreeCheck;
-pub use index::{Field, Ordered, FIELDS};
+pub use history::{FactChange, Identification, Via, HISTORY_LEN};
+pub use index::{DeviceState, Field, Ordered, DEVICE_STATES, FIELDS};
 pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG, CODE_FORM_SECRET_LEN};
 pub use schema::SCHEMA_VERSION;
 pub use sync_state::{LastSync, Reason, SyncState, SyncStatus};
@@ -181,6 +183,7 @@ pub struct Store {
     idx_lease_mac: Tree,
     plugins_state: Tree,
     sync_state: Tree,
+    dev_history: Tree,
     tenant_tree: std::sync::Arc<TreeCache>,
     commit: std::sync::Arc<GroupCommit>,
     /// True while `meta` holds the lease index's settled mark (see `others::settle_lease_index`).
@@ -343,6 +346,7 @@ impl Store {
             idx_lease_mac: tree("idx_lease_mac")?,
             plugins_state: tree("plugins_state")?,
             sync_state: tree("sync_state")?,
+            dev_history: tree("dev_history")?,
             tenant_tree: Default::default(),
             commit: Default::default(),
             lease_index_settled: Default::default(),

@@ -4,14 +4,14 @@
 //! (`cfg_children`, `idx_tenant_key`); version 3 stores the non-unique indexes (`idx_ip`,
 //! `cfg_children`) as one key per link plus a count; version 4 adds the config → devices index
 //! (`idx_cfg_devices`); version 5 the devices' per-tenant field indexes and counts (`idx_dev`,
-//! `counts`). Every step rebuilds every index from the records. The tenant tree
+//! `counts`); version 6 the devices' per-tenant state counts. Every step rebuilds every index from the records. The tenant tree
 //! needs no step: [`Store::ensure_defaults`] gives every tenant without a parent the default
 //! tenant as its parent, at every start.
 
 use super::{Result, Store, StoreError};
 
 /// Schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 const VERSION_KEY: &[u8] = b"schema_version";
 

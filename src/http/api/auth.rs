@@ -6,7 +6,6 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use sha2::{Digest, Sha256};
 
 use super::{ApiError, ApiState};
 use crate::manage::Scope;
@@ -88,13 +87,7 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     }
 }
 
-/// Hex SHA-256 of a token secret: the form tokens are stored and looked up in.
-pub fn hash_token(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use crate::manage::tokens::hash_token;
 
 /// The authenticated caller, the tenant it acts for and what it reaches.
 #[derive(Debug, Clone)]
@@ -144,11 +137,7 @@ impl Caller {
 
     /// Fails with 403 unless the caller acts as the default tenant.
     pub fn require_master(&self) -> Result<(), ApiError> {
-        if self.scope.is_root() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("only the default tenant may do this"))
-        }
+        Ok(self.scope.require_master()?)
     }
 
     /// The tenant the request acts for.

@@ -65,7 +65,11 @@ const INTERPRETED: &[&str] = &[
 ];
 
 /// Reads a written config object.
-fn parse_config(body: &Map<String, Value>, id: String, tenant: String) -> ApiResult<Config> {
+pub(crate) fn parse_config(
+    body: &Map<String, Value>,
+    id: String,
+    tenant: String,
+) -> ApiResult<Config> {
     let extra = fields::extras(body, "config", INTERPRETED, READ_ONLY)?;
     fields::check_read_only(body, READ_ONLY)?;
     fields::body_id(body)?;

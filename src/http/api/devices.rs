@@ -97,7 +97,7 @@ pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiR
 }
 
 /// The API form of a device (wazo-provd's keys, the extra keys at the top level).
-pub(super) fn device_json(device: &Device, state: &ApiState) -> Value {
+pub(crate) fn device_json(device: &Device, state: &ApiState) -> Value {
     let mut out = Map::new();
     let mut put = |key: &str, value: Option<Value>| {
         if let Some(v) = value {
@@ -527,7 +527,10 @@ pub(super) async fn dhcpinfo(
     };
     blocking(move || {
         let result = match &event {
-            crate::dhcpinfo::Event::Lease(ctx) => state.files.identify(ctx).map(|_| ()),
+            crate::dhcpinfo::Event::Lease(ctx) => state
+                .files
+                .identify_via(ctx, crate::store::Via::Dhcpinfo)
+                .map(|_| ()),
             crate::dhcpinfo::Event::Gone(ip) => state.files.forget_ip(*ip).map(|_| ()),
         };
         result.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))

@@ -19,11 +19,8 @@ pub const MAX_ROLE_CHARS: usize = 64;
 /// Characters in a tenant's name and in a token's description.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;
 
-/// ACL entries of one token: every request of the token is checked against each of them.
-pub const MAX_ACLS: usize = 256;
-
-/// Characters in one ACL entry.
-pub const MAX_ACL_CHARS: usize = 256;
+/// Bounds of a token's ACL, whose rules are `manage::tokens`'.
+pub use crate::manage::tokens::{MAX_ACLS, MAX_ACL_CHARS};
 
 /// Nesting levels of a raw config or of an extra key's value, the outer object or array being
 /// level 1: merging and rendering walk these trees recursively.

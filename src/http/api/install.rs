@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::Caller;
 use super::{reply, ApiResult, ApiState, Body};
-use crate::manage::oip::OipHandle;
+use crate::manage;
 
 /// `{"id": …}` of install, upgrade and uninstall; `force` for uninstall (provisiond only).
 #[derive(Debug, Deserialize)]
@@ -52,32 +52,10 @@ pub(super) async fn links(OriginalUri(uri): OriginalUri, caller: Caller) -> ApiR
     ))
 }
 
-/// Runs `work` as an operation in progress labelled `label`; answers 201 with its Location.
-fn start<F, Fut>(state: &Arc<ApiState>, label: &'static str, work: F) -> Response
-where
-    F: FnOnce(OipHandle) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
-{
-    let op = state.oips.start(Some(label));
-    let handle = op.clone();
-    tokio::spawn(async move {
-        match work(handle.clone()).await {
-            Ok(()) => handle.succeed(),
-            Err(e) => {
-                tracing::warn!(operation = handle.id(), "plugin {label} failed: {e}");
-                handle.fail(e);
-            }
-        }
-    });
-    super::oip_started(&op)
-}
-
 pub(super) async fn update(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
     master(&caller, "provd.pg_mgr.install.update.create")?;
-    let task = Arc::clone(&state);
-    Ok(start(&state, "update", move |op| async move {
-        task.repo.update(&task.store, &op).await
-    }))
+    let op = manage::plugins::start_update(&state.repo, &state.store, &state.oips);
+    Ok(super::oip_started(&op))
 }
 
 pub(super) async fn installable(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
@@ -131,22 +109,19 @@ pub(super) async fn installed(State(state): State<Arc<ApiState>>, caller: Caller
 }
 
 async fn install_or_upgrade(state: Arc<ApiState>, name: String, upgrade: bool) -> ApiResult {
-    let checked = Arc::clone(&state);
-    let check_name = name.clone();
-    super::blocking(move || Ok(checked.repo.check_install(&check_name, upgrade)?)).await?;
-    let task = Arc::clone(&state);
-    Ok(start(&state, "download", move |op| async move {
-        task.repo
-            .install(
-                &task.store,
-                &task.files,
-                &task.plugin_roots,
-                &name,
-                upgrade,
-                &op,
-            )
-            .await
-    }))
+    let op = super::blocking(move || {
+        Ok(manage::plugins::start_install(
+            &state.repo,
+            &state.store,
+            &state.files,
+            &state.plugin_roots,
+            &state.oips,
+            &name,
+            upgrade,
+        )?)
+    })
+    .await?;
+    Ok(super::oip_started(&op))
 }
 
 pub(super) async fn install(

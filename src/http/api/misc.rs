@@ -8,10 +8,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::auth::{hash_token, Caller};
+use super::auth::Caller;
 use super::fields;
 use super::{blocking, reply, ApiError, ApiResult, ApiState, Body, IdBody, PathParam};
-use crate::files::{valid_provisioning_key, PROVISIONING_KEY_RULE};
+use crate::files::PROVISIONING_KEY_RULE;
 use crate::manage;
 use crate::model::{self, Tenant, Token};
 use crate::plugins::PluginSet;
@@ -169,7 +169,8 @@ pub(super) async fn param_put(
         "provisioning_key" => {
             let key = match &value {
                 None => None,
-                Some(Value::String(k)) if valid_provisioning_key(k) => Some(k.clone()),
+                // The key's own rule is checked by `set_provisioning_key`.
+                Some(Value::String(k)) => Some(k.clone()),
                 Some(_) => {
                     return Err(ApiError::field(
                         "param.value",
@@ -415,7 +416,7 @@ struct TenantIn {
 
 fn check_tenant_fields(t: &TenantIn) -> ApiResult<()> {
     if let Some(name) = &t.name {
-        fields::check_text("tenant.name", name, fields::MAX_DESCRIPTION_CHARS)?;
+        manage::tenants::check_name(name)?;
     }
     if let Some(parent) = &t.parent {
         model::validate_id(parent).map_err(|e| ApiError::field("tenant.parent", e.to_string()))?;
@@ -501,13 +502,12 @@ pub(super) async fn tenant_delete(
 
 fn token_json(t: &Token) -> Value {
     // The id is a prefix of the hash: enough to delete, useless to authenticate.
-    json!({"id": &t.hash[..16.min(t.hash.len())], "tenant": t.tenant, "acl": t.acl, "created": t.created, "expires": t.expires, "description": t.description})
+    json!({"id": manage::tokens::id(t), "tenant": t.tenant, "acl": t.acl, "created": t.created, "expires": t.expires, "description": t.description})
 }
 
 pub(super) async fn tokens(State(state): State<Arc<ApiState>>, caller: Caller) -> ApiResult {
     caller.require("provd.tokens.read")?;
-    caller.require_master()?;
-    let list = blocking(move || Ok(state.store.tokens()?)).await?;
+    let list = blocking(move || Ok(manage::tokens::list(&state.store, &caller.scope)?)).await?;
     Ok(reply(
         StatusCode::OK,
         json!({ "tokens": list.iter().map(token_json).collect::<Vec<_>>() }),
@@ -539,64 +539,22 @@ pub(super) async fn token_create(
     Body(body): Body<TokenEnvelope>,
 ) -> ApiResult {
     caller.require("provd.tokens.create")?;
-    caller.require_master()?;
     let t = body.token;
-    model::validate_id(&t.tenant).map_err(|e| ApiError::field("token.tenant", e.to_string()))?;
-    let acl = t.acl.unwrap_or_else(|| vec!["provd.#".to_owned()]);
-    if acl.len() > fields::MAX_ACLS {
-        return Err(ApiError::field(
-            "token.acl",
-            format!("at most {} entries", fields::MAX_ACLS),
-        ));
-    }
-    for (i, entry) in acl.iter().enumerate() {
-        if entry.chars().count() > fields::MAX_ACL_CHARS {
-            return Err(ApiError::field(
-                format!("token.acl[{i}]"),
-                format!("at most {} characters", fields::MAX_ACL_CHARS),
-            ));
-        }
-        if entry.is_empty() || entry.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ApiError::field(
-                format!("token.acl[{i}]"),
-                "entries are dot-separated words, * and #",
-            ));
-        }
-    }
-    if let Some(description) = &t.description {
-        fields::check_text(
-            "token.description",
-            description,
-            fields::MAX_DESCRIPTION_CHARS,
-        )?;
-    }
-    let secret = crate::ident::random_password(40)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let now = model::now();
-    let token = Token {
-        hash: hash_token(&secret),
-        tenant: t.tenant.clone(),
-        acl,
-        created: now,
-        expires: t.expires_in.map(|s| now.saturating_add(s)),
+    let new = manage::tokens::NewToken {
+        tenant: t.tenant,
+        acl: t.acl,
+        expires_in: t.expires_in,
         description: t.description,
     };
-    let stored = token.clone();
-    blocking(move || {
-        state.store.tenant(&token.tenant)?.ok_or_else(|| {
-            ApiError::field("token.tenant", format!("no tenant {:?}", token.tenant))
-        })?;
-        Ok(state.store.create_token(&token)?)
-    })
-    .await?;
-    tracing::info!(tenant = %stored.tenant, id = &stored.hash[..16], "API token created");
+    let (stored, secret) =
+        blocking(move || Ok(manage::tokens::create(&state.store, &caller.scope, new)?)).await?;
     let mut body = token_json(&stored);
     body["token"] = json!(secret);
     Ok((
         StatusCode::CREATED,
         [(
             header::LOCATION,
-            super::location(&format!("tokens/{}", &stored.hash[..16])),
+            super::location(&format!("tokens/{}", manage::tokens::id(&stored))),
         )],
         reply(StatusCode::CREATED, body),
     )
@@ -609,21 +567,7 @@ pub(super) async fn token_delete(
     PathParam(id): PathParam,
 ) -> ApiResult {
     caller.require("provd.tokens.delete")?;
-    caller.require_master()?;
-    blocking(move || {
-        let matching: Vec<Token> = state
-            .store
-            .tokens()?
-            .into_iter()
-            .filter(|t| !id.is_empty() && t.hash.starts_with(&id))
-            .collect();
-        match matching.as_slice() {
-            [one] => Ok(state.store.delete_token(&one.hash).map(|_| ())?),
-            [] => Err(ApiError::not_found(format!("no token {id:?}"))),
-            _ => Err(ApiError::field("id", "ambiguous: give more characters")),
-        }
-    })
-    .await?;
+    blocking(move || Ok(manage::tokens::delete(&state.store, &caller.scope, &id)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

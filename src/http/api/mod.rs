@@ -8,8 +8,8 @@
 //! invalid token); configs belong to tenants. docs/wazo-compat.md has the full table.
 
 pub(crate) mod auth;
-mod configs;
-mod devices;
+pub(crate) mod configs;
+pub(crate) mod devices;
 pub mod fields;
 mod install;
 mod misc;

@@ -1,4 +1,6 @@
-//! Configs: the list with their parents, and one config's raw config edited as JSON.
+//! Configs: the list with their parents and a create form, one config's raw config edited
+//! as JSON, its parents changed, and its deletion after a confirmation page (refused while a
+//! device or a config uses it, as the API refuses it).
 
 use std::sync::Arc;
 
@@ -11,13 +13,36 @@ use super::devices::seg;
 use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::http::api::fields;
 use crate::manage;
-use crate::model::{Config, RawConfig, Role};
+use crate::model::{self, Config, RawConfig, Role};
+use crate::store::StoreError;
 
 pub(super) async fn list(
     State(state): State<Arc<ConsoleState>>,
     me: SignedIn,
 ) -> Result<Response, ConsoleError> {
-    let st = Arc::clone(&state);
+    list_page(&state, &me, Typed::default(), None).await
+}
+
+/// What the create form had, shown again when it is refused.
+#[derive(Default)]
+struct Typed {
+    id: String,
+    parents: String,
+    raw_config: String,
+}
+
+/// The field an error message names first (`parent_ids: …`), for the form's markers.
+fn field_of(message: &str) -> &str {
+    message.split([':', '.']).next().unwrap_or_default()
+}
+
+async fn list_page(
+    state: &Arc<ConsoleState>,
+    me: &SignedIn,
+    typed: Typed,
+    error: Option<String>,
+) -> Result<Response, ConsoleError> {
+    let st = Arc::clone(state);
     let scope = me.scope.clone();
     let configs = blocking(move || Ok(manage::configs::list(&st.api.store, &scope, true)?)).await?;
     let items: Vec<Value> = configs
@@ -28,7 +53,203 @@ pub(super) async fn list(
                 "deletable": c.deletable })
         })
         .collect();
-    state.render("configs.html", Some(&me), json!({ "configs": items }))
+    let field = error
+        .as_deref()
+        .map(field_of)
+        .unwrap_or_default()
+        .to_owned();
+    let mut page = state.render(
+        "configs.html",
+        Some(me),
+        json!({ "configs": items, "error": error, "error_field": field,
+            "typed": { "id": typed.id, "parents": typed.parents,
+                "raw_config": if typed.raw_config.is_empty() { "{}".to_owned() } else { typed.raw_config } } }),
+    )?;
+    if error.is_some() {
+        *page.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    Ok(page)
+}
+
+/// Parent ids typed as a list separated by commas, spaces or new lines.
+fn parse_parents(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) async fn create(
+    State(state): State<Arc<ConsoleState>>,
+    form: Form,
+) -> Result<Response, ConsoleError> {
+    form.me.require(Role::Admin)?;
+    let typed = Typed {
+        id: form.get("id").unwrap_or("").to_owned(),
+        parents: form.get("parent_ids").unwrap_or("").to_owned(),
+        raw_config: form.get("raw_config").unwrap_or("").to_owned(),
+    };
+    let raw = match parse_raw(if typed.raw_config.is_empty() {
+        "{}"
+    } else {
+        &typed.raw_config
+    }) {
+        Ok(raw) => raw,
+        Err(message) => return list_page(&state, &form.me, typed, Some(message)).await,
+    };
+    // The object the API's POST /cfg_mgr/configs would get, read by the API's own reader.
+    let mut body = serde_json::Map::new();
+    if !typed.id.is_empty() {
+        body.insert("id".into(), Value::String(typed.id.clone()));
+    }
+    body.insert("parent_ids".into(), json!(parse_parents(&typed.parents)));
+    body.insert("raw_config".into(), Value::Object(raw));
+    let id = if typed.id.is_empty() {
+        model::new_id()
+    } else {
+        typed.id.clone()
+    };
+    let config =
+        match crate::http::api::configs::parse_config(&body, id, form.me.scope.tenant().to_owned())
+        {
+            Ok(config) => config,
+            Err(e) => {
+                let message = e.message().to_owned();
+                return list_page(&state, &form.me, typed, Some(message)).await;
+            }
+        };
+    let st = Arc::clone(&state);
+    let scope = form.me.scope.clone();
+    let created =
+        blocking(move || Ok(manage::configs::create(&st.api.store, &scope, config)?)).await;
+    match created {
+        Ok(c) => Ok(see_other(&format!("/console/configs/{}", seg(&c.id)))),
+        Err(e) if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN => {
+            let message = match e.status {
+                // "The store refused the change." says nothing of why: the id is taken.
+                StatusCode::CONFLICT => format!("id: a config {:?} already exists", typed.id),
+                _ => e.message,
+            };
+            list_page(&state, &form.me, typed, Some(message)).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub(super) async fn delete(
+    State(state): State<Arc<ConsoleState>>,
+    Path(id): Path<String>,
+    form: Form,
+) -> Result<Response, ConsoleError> {
+    form.me.require(Role::Admin)?;
+    // Deletion is confirmed on a page of its own (no JavaScript needed).
+    if form.get("confirm") != Some("yes") {
+        return state.render("config_confirm.html", Some(&form.me), json!({ "id": id }));
+    }
+    let st = Arc::clone(&state);
+    let scope = form.me.scope.clone();
+    let target = id.clone();
+    let deleted = blocking(move || {
+        match manage::configs::delete(&st.api.store, &scope, &target) {
+            Ok(_) => Ok(Ok(())),
+            // Refusals the person can act on are shown on the config's page.
+            Err(manage::ManageError::Store(
+                e @ (StoreError::InUse { .. } | StoreError::NotDeletable { .. }),
+            )) => Ok(Err(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    match deleted {
+        Ok(()) => Ok(see_other("/console/configs")),
+        Err(message) => {
+            let st = Arc::clone(&state);
+            let scope = form.me.scope.clone();
+            let config =
+                blocking(move || Ok(manage::configs::get(&st.api.store, &scope, &id)?)).await?;
+            with_refusal(&state, &form.me, &config, message)
+        }
+    }
+}
+
+/// The config's page with the refusal of its deletion (409).
+fn with_refusal(
+    state: &ConsoleState,
+    me: &SignedIn,
+    config: &Config,
+    message: String,
+) -> Result<Response, ConsoleError> {
+    let text = serde_json::to_string_pretty(&config.raw_config).map_err(ConsoleError::internal)?;
+    let mut page = state.render(
+        "config.html",
+        Some(me),
+        json!({ "id": config.id, "parents": config.parent_ids, "tenant": config.tenant,
+            "role": config.role, "raw_config": text, "error": null, "refusal": message,
+            "parents_text": config.parent_ids.join(", ") }),
+    )?;
+    *page.status_mut() = StatusCode::CONFLICT;
+    Ok(page)
+}
+
+pub(super) async fn parents(
+    State(state): State<Arc<ConsoleState>>,
+    Path(id): Path<String>,
+    form: Form,
+) -> Result<Response, ConsoleError> {
+    form.me.require(Role::Admin)?;
+    let typed = form.get("parent_ids").unwrap_or("").to_owned();
+    let wanted = parse_parents(&typed);
+    for parent in &wanted {
+        if let Err(e) = model::validate_id(parent) {
+            return parents_refused(&state, &form.me, &id, &typed, format!("parent_ids: {e}"))
+                .await;
+        }
+    }
+    let st = Arc::clone(&state);
+    let scope = form.me.scope.clone();
+    let target = id.clone();
+    let saved = blocking(move || {
+        let build = |c: &Config| -> Result<Config, ConsoleError> {
+            Ok(Config {
+                parent_ids: wanted.clone(),
+                ..c.clone()
+            })
+        };
+        match manage::configs::update(&st.api.store, &scope, &target, &st.api.sync, build) {
+            Ok(c) => Ok(Ok(c)),
+            Err(e) if e.status == StatusCode::BAD_REQUEST => Ok(Err(e.message)),
+            Err(e) => Err(e),
+        }
+    })
+    .await?;
+    match saved {
+        Ok(c) => Ok(see_other(&format!("/console/configs/{}", seg(&c.id)))),
+        Err(message) => parents_refused(&state, &form.me, &id, &typed, message).await,
+    }
+}
+
+async fn parents_refused(
+    state: &Arc<ConsoleState>,
+    me: &SignedIn,
+    id: &str,
+    typed: &str,
+    message: String,
+) -> Result<Response, ConsoleError> {
+    let st = Arc::clone(state);
+    let scope = me.scope.clone();
+    let target = id.to_owned();
+    let config =
+        blocking(move || Ok(manage::configs::get(&st.api.store, &scope, &target)?)).await?;
+    let text = serde_json::to_string_pretty(&config.raw_config).map_err(ConsoleError::internal)?;
+    let mut page = state.render(
+        "config.html",
+        Some(me),
+        json!({ "id": config.id, "parents": config.parent_ids, "tenant": config.tenant,
+            "role": config.role, "raw_config": text, "error": null,
+            "parents_error": message, "parents_text": typed }),
+    )?;
+    *page.status_mut() = StatusCode::BAD_REQUEST;
+    Ok(page)
 }
 
 fn config_page(
@@ -42,7 +263,8 @@ fn config_page(
         "config.html",
         Some(me),
         json!({ "id": config.id, "parents": config.parent_ids, "tenant": config.tenant,
-            "role": config.role, "raw_config": text, "error": error }),
+            "role": config.role, "raw_config": text, "error": error,
+            "parents_text": config.parent_ids.join(", ") }),
     )?;
     if error.is_some() {
         *page.status_mut() = StatusCode::BAD_REQUEST;

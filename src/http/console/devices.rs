@@ -1,31 +1,25 @@
-//! Overview, the device list (search by MAC, IP or id, paged) and a device's page with its
+//! Overview (counts from the store's counts), the device list (search and filters planned on
+//! the store's indexes, as `GET /dev_mgr/devices?q=…` is, in pages) and a device's page: its
+//! identification history, config chain, previews of its files with secrets masked, and its
 //! actions (resynchronise, reset to code entry, delete).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
+use crate::http::api::devices::device_json as api_json;
+use crate::http::api::query::ListQuery;
 use crate::manage::{self, devices::ListSpec};
 use crate::model::{Device, Role};
+use crate::store::DeviceState;
 
 /// Devices on one page of the list.
 const PAGE: usize = 50;
 
-fn state_of(d: &Device) -> &'static str {
-    if d.is_new {
-        "new"
-    } else if d.configured {
-        "configured"
-    } else {
-        "not configured"
-    }
-}
-
-fn device_json(d: &Device) -> serde_json::Value {
+fn device_json(d: &Device) -> Value {
     json!({
         "id": d.id,
         "mac": d.mac.map(|m| m.to_string()),
@@ -37,7 +31,8 @@ fn device_json(d: &Device) -> serde_json::Value {
         "plugin": d.plugin,
         "config": d.config,
         "tenant": d.tenant,
-        "state": state_of(d),
+        "state": DeviceState::of(d).name(),
+        "new": d.is_new,
         "description": d.description,
         "category": d.category,
         "last_seen": d.last_seen.map(manage::rollouts::rfc3339),
@@ -50,42 +45,142 @@ pub(super) async fn overview(
 ) -> Result<Response, ConsoleError> {
     let st = Arc::clone(&state);
     let scope = me.scope.clone();
-    let (by_state, by_vendor, total, codes) = blocking(move || {
-        let spec = ListSpec {
-            recurse: true,
-            ..ListSpec::default()
-        };
-        let planned = manage::devices::plan(&st.api.store, &scope, &spec)?;
-        let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut by_vendor: BTreeMap<String, u64> = BTreeMap::new();
-        let mut total = 0u64;
-        for d in planned.devices {
-            let d = d?;
-            total += 1;
-            *by_state.entry(state_of(&d)).or_default() += 1;
-            *by_vendor
-                .entry(d.vendor.clone().unwrap_or_else(|| "unknown".into()))
-                .or_default() += 1;
-        }
+    let (counts, codes) = blocking(move || {
+        let counts = manage::devices::counts(&st.api.store, &scope)?;
         let codes = manage::codes::list(&st.api.store, &scope, true, crate::model::now())?.len();
-        Ok((by_state, by_vendor, total, codes))
+        Ok((counts, codes))
     })
     .await?;
+    let by_plugin: Vec<Value> = counts
+        .by_plugin
+        .iter()
+        .map(|(p, n)| json!({ "plugin": p, "n": n }))
+        .collect();
+    let by_tenant: Vec<Value> = counts
+        .by_tenant
+        .iter()
+        .map(|(t, n)| json!({ "tenant": t, "n": n, "unassigned": *t == me.scope.root() }))
+        .collect();
     state.render(
         "overview.html",
         Some(&me),
-        json!({ "by_state": by_state, "by_vendor": by_vendor, "total": total, "codes": codes,
-                "boots": super::live::recent_boots(&state, &me),
-                "boots_max": super::live::RECENT_SHOWN }),
+        json!({ "by_state": counts.by_state, "by_plugin": by_plugin, "by_tenant": by_tenant,
+            "total": counts.total, "codes": codes,
+            "boots": super::live::recent_boots(&state, &me),
+            "boots_max": super::live::RECENT_SHOWN }),
     )
 }
 
-#[derive(serde::Deserialize)]
+/// The list's filters: the form's field, the device key it tests (the API's name).
+const FILTERS: [(&str, &str); 8] = [
+    ("mac", "mac"),
+    ("ip", "ip"),
+    ("id", "id"),
+    ("tenant", "tenant_uuid"),
+    ("plugin", "plugin"),
+    ("vendor", "vendor"),
+    ("model", "model"),
+    ("config", "config"),
+];
+
+/// The list's query parameters: a free search, the filters and the page.
+#[derive(serde::Deserialize, Default)]
 pub(super) struct ListParams {
     #[serde(default)]
     q: String,
     #[serde(default)]
+    mac: String,
+    #[serde(default)]
+    ip: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    plugin: String,
+    #[serde(default)]
+    vendor: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    config: String,
+    #[serde(default)]
     page: Option<usize>,
+}
+
+impl ListParams {
+    fn filter(&self, name: &str) -> &str {
+        match name {
+            "mac" => &self.mac,
+            "ip" => &self.ip,
+            "id" => &self.id,
+            "tenant" => &self.tenant,
+            "plugin" => &self.plugin,
+            "vendor" => &self.vendor,
+            "model" => &self.model,
+            _ => &self.config,
+        }
+    }
+}
+
+/// The selector of a listing: each filter an equality test on its key (the store's indexes
+/// answer them), the free search a MAC, an address or an id. A MAC or an address is written
+/// as the API shows it; one that does not parse is an error for the form.
+fn selector(params: &ListParams) -> Result<Map<String, Value>, String> {
+    let mut selector = Map::new();
+    let mut put = |key: &str, value: &str| -> Result<(), String> {
+        let value = match key {
+            "mac" => value
+                .parse::<crate::model::Mac>()
+                .map_err(|_| format!("{value:?} is not a MAC address"))?
+                .to_string(),
+            "ip" => value
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| format!("{value:?} is not an IP address"))?
+                .to_string(),
+            _ => value.to_owned(),
+        };
+        if selector
+            .insert(key.to_owned(), Value::String(value.clone()))
+            .is_some_and(|old| old != Value::String(value))
+        {
+            return Err(format!("{key} is asked twice with different values"));
+        }
+        Ok(())
+    };
+    let q = params.q.trim();
+    if !q.is_empty() {
+        if q.parse::<crate::model::Mac>().is_ok() {
+            put("mac", q)?;
+        } else if q.parse::<std::net::IpAddr>().is_ok() {
+            put("ip", q)?;
+        } else {
+            put("id", q)?;
+        }
+    }
+    for (field, key) in FILTERS {
+        let value = params.filter(field).trim();
+        if !value.is_empty() {
+            put(key, value)?;
+        }
+    }
+    Ok(selector)
+}
+
+/// The query string of the list with these parameters on another page.
+fn page_link(params: &ListParams, page: usize) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    if !params.q.trim().is_empty() {
+        out.append_pair("q", params.q.trim());
+    }
+    for (field, _) in FILTERS {
+        let value = params.filter(field).trim();
+        if !value.is_empty() {
+            out.append_pair(field, value);
+        }
+    }
+    out.append_pair("page", &page.to_string());
+    format!("/console/devices?{}", out.finish())
 }
 
 pub(super) async fn list(
@@ -93,49 +188,90 @@ pub(super) async fn list(
     me: SignedIn,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ConsoleError> {
-    let q = params.q.trim().to_owned();
-    let page = params.page.unwrap_or(1).max(1);
+    let page = params.page.unwrap_or(1).clamp(1, 1_000_000);
+    let filtered = !selector(&params).is_ok_and(|s| s.is_empty());
+    let (devices, more, error) = match selector(&params) {
+        Err(message) => (Vec::new(), false, Some(message)),
+        Ok(selector) => {
+            // The API's own listing: the same query, planned on the same indexes, read one
+            // device at a time; one more than a page tells whether a next page exists.
+            let query = ListQuery {
+                selector: (!selector.is_empty()).then_some(selector),
+                skip: (page - 1) * PAGE,
+                limit: Some(PAGE + 1),
+                recurse: true,
+                ..ListQuery::default()
+            };
+            let st = Arc::clone(&state);
+            let scope = me.scope.clone();
+            let found = blocking(move || {
+                let spec = ListSpec {
+                    recurse: true,
+                    equals: query.index_hints(),
+                    sort: None,
+                };
+                let planned = manage::devices::plan(&st.api.store, &scope, &spec)?;
+                // The selector applies to the API's JSON of each device, as the API's does.
+                let docs = planned
+                    .devices
+                    .map(|d| d.map(|d| api_json(&d, &st.api)).map_err(ConsoleError::from));
+                let mut found = Vec::new();
+                query.run(docs, planned.sorted, |doc| {
+                    found.push(doc);
+                    true
+                })?;
+                Ok(found)
+            })
+            .await?;
+            let more = found.len() > PAGE;
+            let shown: Vec<Value> = found.into_iter().take(PAGE).map(shown_of).collect();
+            (shown, more, None)
+        }
+    };
+    let fields: Map<String, Value> = FILTERS
+        .iter()
+        .map(|(f, _)| ((*f).to_owned(), Value::from(params.filter(f).trim())))
+        .collect();
     let st = Arc::clone(&state);
     let scope = me.scope.clone();
-    let search = q.clone();
-    let (devices, more) = blocking(move || {
-        // A MAC or an address is looked up in its index; anything else is a device id.
-        let equals = if search.is_empty() {
-            vec![]
-        } else if let Ok(mac) = search.parse::<crate::model::Mac>() {
-            vec![("mac".to_owned(), vec![mac.to_string()])]
-        } else if let Ok(ip) = search.parse::<std::net::IpAddr>() {
-            vec![("ip".to_owned(), vec![ip.to_string()])]
-        } else {
-            vec![("id".to_owned(), vec![search.clone()])]
-        };
-        let spec = ListSpec {
-            recurse: true,
-            equals,
-            sort: Some(("id".to_owned(), false)),
-        };
-        let planned = manage::devices::plan(&st.api.store, &scope, &spec)?;
-        let mut found = Vec::new();
-        let mut more = false;
-        for d in planned.devices.skip((page - 1) * PAGE) {
-            if found.len() == PAGE {
-                more = true;
-                break;
-            }
-            found.push(device_json(&d?));
-        }
-        Ok((found, more))
+    let (tenants, plugins) = blocking(move || {
+        let mut tenants: Vec<String> = scope.tree().subtree(scope.tenant()).into_iter().collect();
+        tenants.sort();
+        let mut plugins: Vec<String> = st
+            .api
+            .files
+            .plugins()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        plugins.sort();
+        Ok((tenants, plugins))
     })
     .await?;
-    state.render(
+    let mut page_out = state.render(
         "devices.html",
         Some(&me),
         json!({
-            "devices": devices, "q": q, "page": page,
-            "prev": (page > 1).then(|| page - 1),
-            "next": more.then_some(page + 1),
+            "devices": devices, "q": params.q.trim(), "filters": fields, "page": page,
+            "filtered": filtered, "error": error, "tenants": tenants, "plugins": plugins,
+            "prev": (page > 1).then(|| page_link(&params, page - 1)),
+            "next": more.then(|| page_link(&params, page + 1)),
         }),
-    )
+    )?;
+    if error.is_some() {
+        *page_out.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(page_out)
+}
+
+/// A row of the list from the API's JSON of a device.
+fn shown_of(doc: Value) -> Value {
+    let text = |key: &str| doc.get(key).cloned().unwrap_or(Value::Null);
+    json!({
+        "id": text("id"), "mac": text("mac"), "ip": text("ip"), "vendor": text("vendor"),
+        "model": text("model"), "plugin": text("plugin"), "config": text("config"),
+        "tenant": text("tenant_uuid"),
+    })
 }
 
 pub(super) async fn show(
@@ -145,11 +281,56 @@ pub(super) async fn show(
 ) -> Result<Response, ConsoleError> {
     let st = Arc::clone(&state);
     let scope = me.scope.clone();
-    let device = blocking(move || Ok(manage::devices::get(&st.api.store, &scope, &id)?)).await?;
+    let (device, history, chain, previews) = blocking(move || {
+        let device = manage::devices::get(&st.api.store, &scope, &id)?;
+        let history = manage::devices::history(&st.api.store, &scope, &device.id)?;
+        let chain = manage::preview::config_chain(&st.api.files, &device);
+        let previews = manage::preview::previews(&st.api.files, &device);
+        Ok((device, history, chain, previews))
+    })
+    .await?;
+    let history: Vec<Value> = history
+        .iter()
+        .rev()
+        .map(|h| {
+            json!({
+                "at": manage::rollouts::rfc3339(h.at), "via": h.via.as_str(), "ip": h.ip,
+                "created": h.created,
+                "changes": h.changes.iter().map(|c| json!({
+                    "field": c.field, "from": c.from, "to": c.to })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let (chain, chain_error) = match chain {
+        Ok(configs) => (
+            configs
+                .iter()
+                .map(|c| {
+                    let job = c.id.strip_prefix("job:");
+                    json!({ "id": c.id, "job": job, "tenant": c.tenant,
+                        "readable": job.is_none() && (me.scope.reaches(&c.tenant) || me.scope.inherits(&c.tenant)) })
+                })
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let previews: Vec<Value> = previews
+        .iter()
+        .map(|p| {
+            let (text, error) = match &p.text {
+                Ok(t) => (Some(t.as_str()), None),
+                Err(e) => (None, Some(e.as_str())),
+            };
+            json!({ "name": p.name, "template": p.template, "content_type": p.content_type,
+                "text": text, "error": error, "truncated": p.truncated })
+        })
+        .collect();
     state.render(
         "device.html",
         Some(&me),
-        json!({ "device": device_json(&device) }),
+        json!({ "device": device_json(&device), "history": history, "chain": chain,
+            "chain_error": chain_error, "previews": previews }),
     )
 }
 

@@ -43,6 +43,12 @@ impl ConsoleError {
     }
 }
 
+impl From<crate::http::api::query::QueryError> for ConsoleError {
+    fn from(e: crate::http::api::query::QueryError) -> ConsoleError {
+        ConsoleError::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
 impl From<ManageError> for ConsoleError {
     fn from(e: ManageError) -> ConsoleError {
         match e {
@@ -64,7 +70,8 @@ impl From<ManageError> for ConsoleError {
                 if api.status().is_server_error() {
                     ConsoleError::internal("store error")
                 } else {
-                    ConsoleError::new(api.status(), "The store refused the change.")
+                    // The API's wording: it names no other tenant's objects.
+                    ConsoleError::new(api.status(), api.message())
                 }
             }
         }

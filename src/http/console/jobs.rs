@@ -1,4 +1,5 @@
-//! Jobs: the tenant's jobs, a config job made from a type and its parameters, and deletion
+//! Jobs: the tenant's jobs, a firmware job (versions per model, or the category's policy) or a
+//! config job made from a type and its parameters, and deletion
 //! after a confirmation page (operators and admins).
 
 use std::sync::Arc;
@@ -12,6 +13,9 @@ use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::http::api::fields;
 use crate::manage::{self, jobs::NewJob};
 use crate::model::{self, JobKind, RawConfig, Role};
+
+/// The form's type of a firmware job; the others are config job types.
+const FIRMWARE: &str = "firmware";
 
 /// What the create form had, shown again when it is refused.
 #[derive(Default)]
@@ -56,7 +60,9 @@ async fn jobs_page(
         })
         .collect();
     let category_names: Vec<&str> = categories.iter().map(|c| c.name.as_str()).collect();
-    let types: Vec<&str> = manage::jobs::CONFIG_TYPES.iter().map(|(n, _)| *n).collect();
+    let types: Vec<&str> = std::iter::once(FIRMWARE)
+        .chain(manage::jobs::CONFIG_TYPES.iter().map(|(n, _)| *n))
+        .collect();
     let mut page = state.render(
         "jobs.html",
         Some(me),
@@ -103,9 +109,26 @@ pub(super) async fn create(
         Ok(p) => p,
         Err(message) => return jobs_page(&state, &form.me, typed, Some(message)).await,
     };
-    let new = NewJob::Config {
-        kind: typed.kind.clone(),
-        params,
+    let new = if typed.kind == FIRMWARE {
+        // The versions per model, as `POST /prov_mgr/jobs` reads them; none (`{}`) takes the
+        // category's firmware policy.
+        let versions = if params.is_empty() {
+            None
+        } else {
+            match serde_json::from_value(Value::Object(params)) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    let message = format!("params: the versions per model ({e})");
+                    return jobs_page(&state, &form.me, typed, Some(message)).await;
+                }
+            }
+        };
+        NewJob::Firmware(versions)
+    } else {
+        NewJob::Config {
+            kind: typed.kind.clone(),
+            params,
+        }
     };
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();

@@ -3,17 +3,21 @@
 //! the same `manage` functions as the REST API, and render a template; rules live in
 //! `src/manage/`. Cookies, CSRF, sessions and error pages have modules of their own.
 
+mod access;
 mod auto;
 mod configs;
 mod cookies;
 mod csrf;
 mod devices;
+mod dhcp;
 mod errors;
 mod jobs;
 mod live;
+mod plugins;
 mod prov;
 mod session;
 mod signin;
+mod tenants;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +46,8 @@ pub struct ConsoleState {
     limiter: SignInLimiter,
     templates: tera::Tera,
     secure: bool,
+    /// `[dhcp]` when the responder is on (its pools, shown read-only).
+    dhcp: Option<crate::config::Dhcp>,
 }
 
 /// The templates, compiled into the binary.
@@ -58,11 +64,26 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("rollout.html", include_str!("templates/rollout.html")),
     ("configs.html", include_str!("templates/configs.html")),
     ("config.html", include_str!("templates/config.html")),
+    (
+        "config_confirm.html",
+        include_str!("templates/config_confirm.html"),
+    ),
     ("auto.html", include_str!("templates/auto.html")),
     ("jobs.html", include_str!("templates/jobs.html")),
     (
         "job_confirm.html",
         include_str!("templates/job_confirm.html"),
+    ),
+    ("plugins.html", include_str!("templates/plugins.html")),
+    ("plugin.html", include_str!("templates/plugin.html")),
+    ("operation.html", include_str!("templates/operation.html")),
+    ("dhcp.html", include_str!("templates/dhcp.html")),
+    ("tenants.html", include_str!("templates/tenants.html")),
+    ("users.html", include_str!("templates/users.html")),
+    ("tokens.html", include_str!("templates/tokens.html")),
+    (
+        "admin_confirm.html",
+        include_str!("templates/admin_confirm.html"),
     ),
 ];
 
@@ -115,7 +136,14 @@ impl ConsoleState {
             limiter: SignInLimiter::new(limits),
             templates,
             secure: settings.secure_cookies,
+            dhcp: None,
         })
+    }
+
+    /// The same state showing the DHCP responder's `[dhcp]` settings, when it is on.
+    pub fn with_dhcp(mut self, dhcp: &crate::config::Dhcp) -> ConsoleState {
+        self.dhcp = (dhcp.mode != crate::config::DhcpMode::Off).then(|| dhcp.clone());
+        self
     }
 
     /// Renders `template` with `context` (the session's name, role and CSRF token added).
@@ -134,6 +162,7 @@ impl ConsoleState {
                     "role": me.session.role.as_str(),
                     "operator": me.session.role >= Role::Operator,
                     "admin": me.session.role >= Role::Admin,
+                    "master": me.scope.is_root(),
                 }),
             );
             obj.insert("csrf".into(), Value::String(me.session.csrf.clone()));
@@ -188,7 +217,9 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         )
         .route("/console/rollouts/{id}", get(prov::rollout))
         .route("/console/rollouts/{id}/csv", get(prov::rollout_csv))
-        .route("/console/configs", get(configs::list))
+        .route("/console/configs", get(configs::list).post(configs::create))
+        .route("/console/configs/{id}/delete", post(configs::delete))
+        .route("/console/configs/{id}/parents", post(configs::parents))
         .route(
             "/console/configs/{id}",
             get(configs::show).post(configs::save),
@@ -196,6 +227,27 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/auto", get(auto::show).post(auto::update))
         .route("/console/jobs", get(jobs::list).post(jobs::create))
         .route("/console/jobs/{id}/delete", post(jobs::delete))
+        .route("/console/plugins", get(plugins::list).post(plugins::update))
+        .route("/console/plugins/{name}", get(plugins::show))
+        .route("/console/plugins/{name}/{action}", post(plugins::action))
+        .route(
+            "/console/plugins/{name}/packages/{id}/{action}",
+            post(plugins::package_action),
+        )
+        .route("/console/operations/{op}", get(plugins::operation))
+        .route("/console/dhcp", get(dhcp::show))
+        .route("/console/tenants", get(tenants::list).post(tenants::create))
+        .route("/console/tenants/{id}/{action}", post(tenants::action))
+        .route(
+            "/console/users",
+            get(access::users).post(access::user_create),
+        )
+        .route("/console/users/{name}/delete", post(access::user_delete))
+        .route(
+            "/console/tokens",
+            get(access::tokens).post(access::token_create),
+        )
+        .route("/console/tokens/{id}/delete", post(access::token_delete))
         .route("/console/{*rest}", get(not_found).post(not_found))
         .with_state(state)
 }

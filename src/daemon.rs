@@ -357,6 +357,9 @@ async fn run(
         watchdog.abort();
     }
 
+    // Open event streams never end on their own: closed first, they do not hold the
+    // servers' graceful shutdown.
+    files.events.close();
     let _ = shutdown_tx.send(true);
     for server in servers {
         if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {

@@ -257,6 +257,8 @@ pub struct FileService {
     /// Failure budgets of guessable secrets (url_key keys, automatic URLs, codes), shared
     /// with the API and the phone's code form.
     pub guard: Arc<SecretGuard>,
+    /// Live events (files served, devices created, codes used), for the console.
+    pub events: Arc<crate::events::Events>,
     store: Store,
     strategy: HttpAuthStrategy,
     ident: Identifier,
@@ -274,6 +276,7 @@ impl FileService {
         renderer: Renderer,
     ) -> FileService {
         let rejected: Arc<crate::ratelimit::Rejections> = Arc::default();
+        let events: Arc<crate::events::Events> = Arc::default();
         FileService {
             counters: FileCounters::default(),
             statics: StaticCache::default(),
@@ -281,7 +284,9 @@ impl FileService {
             dhcp: std::sync::OnceLock::new(),
             packages: std::sync::OnceLock::new(),
             ident: Identifier::new(store.clone(), default_tenant)
-                .reporting_to(Arc::clone(&rejected)),
+                .reporting_to(Arc::clone(&rejected))
+                .publishing_to(Arc::clone(&events)),
+            events,
             rejected,
             guard: Arc::default(),
             store,
@@ -515,7 +520,7 @@ impl FileService {
                 Err(ManageError::Store(e)) => return Err(e.into()),
                 Err(e) => return Err(FetchError::Auto(e.to_string())),
             };
-        self.serve(&plugins, device, file, true)
+        self.serve_told(&ctx, &plugins, device, file, true)
     }
 
     /// Answers `path` (relative, already checked by the transport) for the request `ctx`;
@@ -545,7 +550,38 @@ impl FileService {
             other => other?,
         };
         let device = identified.ok_or(FetchError::UnknownDevice)?.device;
-        self.serve(&plugins, device, path, writes)
+        self.serve_told(ctx, &plugins, device, path, writes)
+    }
+
+    /// [`FileService::serve`], and a boot event when the file went out.
+    fn serve_told(
+        &self,
+        ctx: &RequestContext,
+        plugins: &PluginSet,
+        device: crate::model::Device,
+        path: &str,
+        writes: bool,
+    ) -> Result<Served, FetchError> {
+        let (vendor, model) = (device.vendor.clone(), device.model.clone());
+        let served = self.serve(plugins, device, path, writes)?;
+        let (ip, transport) = match ctx {
+            RequestContext::Http { src, .. } => (src.to_string(), "http"),
+            RequestContext::Tftp { src, .. } => (src.to_string(), "tftp"),
+            RequestContext::Dhcp { ip, .. } => (ip.to_string(), "dhcp"),
+        };
+        self.events.publish(
+            served.tenant.clone(),
+            crate::events::What::Boot(crate::events::Boot {
+                device: served.device.clone(),
+                // The path without a URL key: the key is a secret.
+                file: path.to_owned(),
+                vendor,
+                model,
+                ip,
+                transport,
+            }),
+        );
+        Ok(served)
     }
 
     /// Serves `path` to the identified `device`.

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dhcp;
 pub mod dhcpinfo;
 pub mod docgen;
+pub mod events;
 pub mod files;
 pub mod http;
 pub mod ident;

@@ -76,14 +76,31 @@ fn start(extra: &str) -> Console {
     }
 }
 
+/// Signs in through the form as a browser does: the form first (its CSRF cookie goes into
+/// the jar, its token into the POST).
 fn sign_in(c: &Console, jar: &Path, user: &str, password: &str) -> (u16, String) {
+    let (status, _, page) = req(jar, "GET", &format!("{}/console/signin", c.base), &[]);
+    assert_eq!(status, 200, "{page}");
+    let token = csrf_of(&page);
     let (status, head, _) = req(
         jar,
         "POST",
         &format!("{}/console/signin", c.base),
-        &[("user", user), ("password", password)],
+        &[("csrf", &token), ("user", user), ("password", password)],
     );
     (status, head)
+}
+
+/// The value of cookie `name` in a curl cookie jar.
+fn jar_cookie(jar: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(jar).unwrap();
+    text.lines()
+        .map(|l| l.strip_prefix("#HttpOnly_").unwrap_or(l))
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.len() == 7 && f[5] == name)
+        .map(|f| f[6].to_owned())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[test]
@@ -119,6 +136,33 @@ fn sign_in_roles_csrf_tenants_and_sign_out() {
     assert_eq!(status, 303);
     assert!(head.contains("location: /console/signin"), "{head}");
 
+    // The sign-in form carries a CSRF token paired with a cookie: a POST without the token,
+    // without the cookie or with another form's token is refused before the password counts.
+    let signin = format!("{base}/console/signin");
+    let creds = [("user", "admin"), ("password", "admin-password")];
+    let (status, _, page) = req(&jar, "POST", &signin, &creds);
+    assert_eq!(status, 403, "{page}");
+    let (status, head, page) = req(&jar, "GET", &signin, &[]);
+    assert_eq!(status, 200);
+    let form_cookie = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: provisiond_signin=")
+        })
+        .expect(&head);
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console/signin"] {
+        assert!(form_cookie.contains(flag), "{form_cookie}");
+    }
+    let token = csrf_of(&page);
+    let stranger = dir.join("stranger.jar");
+    let with_token = [creds[0], creds[1], ("csrf", token.as_str())];
+    let (status, _, _) = req(&stranger, "POST", &signin, &with_token);
+    assert_eq!(status, 403, "a token without its cookie");
+    let (_, _, other_page) = req(&stranger, "GET", &signin, &[]);
+    let other = [creds[0], creds[1], ("csrf", &csrf_of(&other_page))];
+    let (status, _, _) = req(&jar, "POST", &signin, &other);
+    assert_eq!(status, 403, "another form's token");
     let (status, head) = sign_in(&c, &jar, "admin", "wrong-password");
     assert_eq!(status, 401, "{head}");
     let (status, head) = sign_in(&c, &jar, "admin", "admin-password");
@@ -571,4 +615,225 @@ fn jobs_list_create_confirmed_delete_and_roles() {
         &[("csrf", &csrf), ("confirm", "yes")],
     );
     assert_eq!(status, 404);
+}
+
+/// An open `/console/events` stream over a raw TCP connection: its lines as they arrive.
+struct Events {
+    lines: std::sync::mpsc::Receiver<String>,
+    conn: std::net::TcpStream,
+}
+
+/// Opens `/console/events` with `cookie`: the status, and the stream when it is 200.
+fn open_events(base: &str, cookie: Option<&str>) -> (u16, Option<Events>) {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    let cookie = cookie
+        .map(|c| format!("Cookie: provisiond_session={c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        conn,
+        "GET /console/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{cookie}\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line {status_line:?}"));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    if status != 200 {
+        return (status, None);
+    }
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Chunk-size lines of the chunked encoding come along; only `event:` and `data:`
+        // lines are looked at. The thread ends when the server closes the stream.
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (status, Some(Events { lines, conn }))
+}
+
+impl Events {
+    /// Lines up to the first one containing `wanted` (30 s bound); panics on the end.
+    fn until(&self, wanted: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(wanted);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no {wanted:?} in the stream ({e}): {seen:?}"),
+            }
+        }
+    }
+
+    /// Waits (30 s bound) until the server ends the stream.
+    fn until_closed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(e) => panic!("the stream is still open: {e}"),
+            }
+        }
+    }
+}
+
+/// A device created in `tenant` over the admin socket (a `device` event of that tenant).
+fn create_device(dir: &Path, tenant: &str, mac: &str) -> String {
+    let r = curl(
+        &["--unix-socket", dir.join("api.sock").to_str().unwrap()],
+        "http://localhost/api/provd/0.2/dev_mgr/devices",
+        "POST",
+        &[format!("Wazo-Tenant: {tenant}")],
+        Some((
+            "application/vnd.proformatique.provd+json".into(),
+            format!("{{\"device\": {{\"mac\": \"{mac}\"}}}}"),
+        )),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
+    let c = start("");
+    let dir = c.dir.path();
+    for tenant in ["acme", "beta"] {
+        let (code, _, stderr) = run(command(dir)
+            .args(["tenant", "create", tenant, "--config"])
+            .arg(dir.join("provisiond.toml")));
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let users = [
+        ("root", "master", "admin"),
+        ("ann", "acme", "viewer"),
+        ("ben", "beta", "viewer"),
+    ];
+    let mut cookies = Vec::new();
+    for (name, tenant, role) in users {
+        cli(
+            dir,
+            &["user", "create", name, "--tenant", tenant, "--role", role],
+            "some-password",
+        );
+        let jar = dir.join(format!("{name}.jar"));
+        assert_eq!(sign_in(&c, &jar, name, "some-password").0, 303);
+        cookies.push((jar.clone(), jar_cookie(&jar, "provisiond_session")));
+    }
+
+    // Without a session: the sign-in page, no stream.
+    let (status, _) = open_events(&c.base, None);
+    assert_eq!(status, 303);
+
+    let streams: Vec<Events> = cookies
+        .iter()
+        .map(|(_, cookie)| {
+            let (status, stream) = open_events(&c.base, Some(cookie));
+            assert_eq!(status, 200);
+            let stream = stream.unwrap();
+            // Listening from here on.
+            stream.until("event: ready");
+            stream
+        })
+        .collect();
+    let (root, ann, ben) = (&streams[0], &streams[1], &streams[2]);
+
+    // beta's device first, then acme's: when acme's reaches ann, beta's would have come
+    // before it (one ordered channel), so its absence is proven.
+    let beta_dev = create_device(dir, "beta", "00:11:22:00:00:0b");
+    let acme_dev = create_device(dir, "acme", "00:11:22:00:00:0a");
+    let seen = ann.until(&acme_dev);
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.contains(&beta_dev) || l.contains("beta")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l == "event: device"),
+        "named events: {seen:?}"
+    );
+    // ben sees his tenant's and, after another acme event, still none of acme's.
+    ben.until(&beta_dev);
+    let later = create_device(dir, "acme", "00:11:22:00:00:1a");
+    let marker = create_device(dir, "beta", "00:11:22:00:00:1b");
+    let seen = ben.until(&marker);
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.contains(&acme_dev) || l.contains(&later) || l.contains("acme")),
+        "{seen:?}"
+    );
+    // The root's session sees its whole subtree.
+    root.until(&beta_dev);
+    root.until(&acme_dev);
+
+    // Bounded: 64 streams at once (provisiond::events::MAX_SUBSCRIBERS); the next is refused.
+    let mut more = Vec::new();
+    for _ in streams.len()..provisiond::events::MAX_SUBSCRIBERS {
+        let (status, stream) = open_events(&c.base, Some(&cookies[0].1));
+        assert_eq!(status, 200);
+        more.push(stream.unwrap());
+    }
+    let (status, _) = open_events(&c.base, Some(&cookies[0].1));
+    assert_eq!(status, 503);
+    // Closed by their clients, their places come back (once the server notices, at the
+    // latest at the next keep-alive).
+    for s in more.drain(..) {
+        let _ = s.conn.shutdown(std::net::Shutdown::Both);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, stream) = open_events(&c.base, Some(&cookies[0].1));
+        if status == 200 {
+            drop(stream);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "the places never came back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Signing out ends the session's stream.
+    let (jar, _) = &cookies[1];
+    let (_, _, page) = req(jar, "GET", &format!("{}/console/", c.base), &[]);
+    let (status, _, _) = req(
+        jar,
+        "POST",
+        &format!("{}/console/signout", c.base),
+        &[("csrf", &csrf_of(&page))],
+    );
+    assert_eq!(status, 303);
+    ann.until_closed();
 }

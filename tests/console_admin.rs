@@ -111,11 +111,15 @@ impl Console {
     fn sign_in(&self, name: &str) -> PathBuf {
         let jar = self.dir().join(format!("{name}.jar"));
         let password = format!("{name}-password");
+        // The form first: its CSRF token is paired with a cookie that goes into the jar.
+        let signin = format!("{}/console/signin", self.base);
+        let (_, _, form) = req(&jar, "GET", &signin, &[]);
+        let token = csrf_of(&form);
         let (status, head, _) = req(
             &jar,
             "POST",
-            &format!("{}/console/signin", self.base),
-            &[("user", name), ("password", &password)],
+            &signin,
+            &[("csrf", &token), ("user", name), ("password", &password)],
         );
         assert_eq!(status, 303, "{head}");
         jar

@@ -120,11 +120,19 @@ impl Console {
             .arg(self.path().join("provisiond.toml")));
         assert_eq!(code, 0, "{stderr}");
         let jar = self.path().join(format!("{name}.jar"));
+        // The form first: its CSRF token is paired with a cookie that goes into the jar.
+        let signin = format!("{}/console/signin", self.base);
+        let (_, _, form) = req(&jar, "GET", &signin, &[]);
+        let token = csrf_of(&form);
         let (status, head, _) = req(
             &jar,
             "POST",
-            &format!("{}/console/signin", self.base),
-            &[("user", name), ("password", "a-long-password")],
+            &signin,
+            &[
+                ("csrf", &token),
+                ("user", name),
+                ("password", "a-long-password"),
+            ],
         );
         assert_eq!(status, 303, "{head}");
         jar

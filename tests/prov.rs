@@ -31,6 +31,7 @@ struct Env {
     scope: Scope,
     category: Category,
     guard: SecretGuard,
+    events: provisiond::events::Events,
     _dir: tempfile::TempDir,
 }
 
@@ -57,6 +58,7 @@ fn env() -> Env {
         scope,
         category,
         guard: SecretGuard::default(),
+        events: Default::default(),
         _dir: dir,
     }
 }
@@ -80,7 +82,7 @@ impl Env {
             target: RedeemTarget::Mac(mac.parse().unwrap()),
             source,
         };
-        codes::redeem(&self.store, &self.guard, None, &req, now)
+        codes::redeem(&self.store, &self.guard, &self.events, None, &req, now)
     }
 
     fn live(&self, code: &str) -> bool {
@@ -163,12 +165,12 @@ fn a_code_is_used_once_and_refused_from_its_expiry_second_on() {
 
     // Revoked: gone, refused, and revoking twice is not found.
     let revoked = env.issue(T0);
-    codes::revoke(&env.store, &env.scope, &revoked, T0 + 5).unwrap();
+    codes::revoke(&env.store, &env.events, &env.scope, &revoked, T0 + 5).unwrap();
     assert!(!env.live(&revoked));
     let refused = env.redeem(&revoked, "80:5e:c0:00:00:05", T0 + 6);
     assert!(not_accepted(&refused), "{refused:?}");
     assert!(matches!(
-        codes::revoke(&env.store, &env.scope, &revoked, T0 + 6),
+        codes::revoke(&env.store, &env.events, &env.scope, &revoked, T0 + 6),
         Err(ManageError::NotFound(_))
     ));
 
@@ -179,7 +181,7 @@ fn a_code_is_used_once_and_refused_from_its_expiry_second_on() {
     let other = Scope::new(&env.store, "other", None, ROOT).unwrap();
     let live = env.issue(T0);
     assert!(codes::get(&env.store, &other, &live, T0).is_err());
-    assert!(codes::revoke(&env.store, &other, &live, T0).is_err());
+    assert!(codes::revoke(&env.store, &env.events, &other, &live, T0).is_err());
     assert!(env.live(&live));
 }
 
@@ -289,7 +291,7 @@ fn rollout_entries_go_pending_registered_revoked_expired() {
     }
 
     env.redeem(&code(0), "80:5e:c0:00:01:00", T0 + 60).unwrap();
-    codes::revoke(&env.store, &env.scope, &code(1), T0 + 61).unwrap();
+    codes::revoke(&env.store, &env.events, &env.scope, &code(1), T0 + 61).unwrap();
     let stored = rollouts::get(&env.store, &env.scope, &rollout.id).unwrap();
     let states: Vec<EntryState> = stored
         .entries

@@ -305,6 +305,7 @@ fn redeem_code(
     match codes::redeem(
         files.store(),
         &files.guard,
+        &files.events,
         None,
         &request,
         crate::model::now(),

@@ -130,6 +130,7 @@ pub struct Identifier {
     limits: std::sync::Mutex<AutocreateLimits>,
     counters: AutocreateCounters,
     rejected: Arc<Rejections>,
+    events: Arc<crate::events::Events>,
 }
 
 /// Default of `[general] autocreate_per_second`: the bucket's refill, new devices per second.
@@ -387,7 +388,14 @@ impl Identifier {
             limits: std::sync::Mutex::new(AutocreateLimits::new(u32::MAX, u32::MAX, usize::MAX)),
             counters: AutocreateCounters::default(),
             rejected: Arc::default(),
+            events: Arc::default(),
         }
+    }
+
+    /// Publishes the devices it creates on `events`.
+    pub fn publishing_to(mut self, events: Arc<crate::events::Events>) -> Identifier {
+        self.events = events;
+        self
     }
 
     /// Counts refused autocreations in `rejected` (and bounds their log lines with it).
@@ -717,6 +725,11 @@ impl Identifier {
         device.admin_password = Some(random_password(ADMIN_PASSWORD_LEN)?);
         let stored = self.store.create_device_identified(&device, via, now)?;
         tracing::info!(device = %stored.id, device_mac = %mac, tenant = %stored.tenant, vendor = ?stored.vendor, model = ?stored.model, plugin = ?stored.plugin, "new device created in autoprov");
+        self.events.publish_at(
+            stored.tenant.clone(),
+            crate::events::What::Device(crate::events::DeviceCreated::of(&stored, "autocreated")),
+            now,
+        );
         Ok(stored)
     }
 }

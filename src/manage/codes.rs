@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::guard::{Secret, SecretGuard};
 use super::{categories, may_use, ManageError, Result, Scope};
+use crate::events::{CodeUsed, Events, What};
 use crate::model::{
     code_tail, Category, Code, Device, Mac, Provisioned, ProvisionedBy, UnixTime, CODE_DIGITS,
     CODE_TTL_SECS,
@@ -158,11 +159,48 @@ pub fn get(store: &Store, scope: &Scope, code: &str, now: UnixTime) -> Result<Co
 }
 
 /// Revokes the live code `code` of the caller's subtree.
-pub fn revoke(store: &Store, scope: &Scope, code: &str, now: UnixTime) -> Result<Code> {
+pub fn revoke(
+    store: &Store,
+    events: &Events,
+    scope: &Scope,
+    code: &str,
+    now: UnixTime,
+) -> Result<Code> {
     get(store, scope, code, now)?;
     let gone = store.revoke_code(code)?;
     tracing::info!(code = %gone.tail(), tenant = %gone.tenant, "provisioning code revoked");
+    tell(store, events, &gone, "revoked", None, now);
     Ok(gone)
+}
+
+/// Publishes that `code` became `state` (with the device that redeemed it), naming its
+/// rollout entry so that a page showing the rollout can update that row.
+fn tell(
+    store: &Store,
+    events: &Events,
+    code: &Code,
+    state: &'static str,
+    device: Option<&Device>,
+    now: UnixTime,
+) {
+    // The entry's index, read after the write; a failed read only costs the page its row.
+    let entry = code.rollout.as_deref().and_then(|id| {
+        let rollout = store.rollout(id).ok()??;
+        rollout.entries.iter().position(|e| e.code == code.code)
+    });
+    events.publish_at(
+        code.tenant.clone(),
+        What::Code(CodeUsed {
+            code_tail: code.tail(),
+            category: code.category.clone(),
+            rollout: code.rollout.clone(),
+            entry,
+            state,
+            device: device.map(|d| d.id.clone()),
+            device_mac: device.and_then(|d| d.mac).map(|m| m.to_string()),
+        }),
+        now,
+    );
 }
 
 /// Deletes the codes expired at `now`.
@@ -266,6 +304,7 @@ pub fn provision(
 pub fn redeem(
     store: &Store,
     guard: &SecretGuard,
+    events: &Events,
     scope: Option<&Scope>,
     req: &RedeemRequest,
     now: UnixTime,
@@ -276,8 +315,9 @@ pub fn redeem(
     }
     let result = redeem_unguarded(store, scope, req, now);
     match &result {
-        Ok(done) => {
+        Ok((done, used)) => {
             guard.succeeded(Secret::Code, req.source, started);
+            tell(store, events, used, "registered", Some(&done.device), now);
             tracing::info!(
                 code = %code_tail(&req.code),
                 device = %done.device.id,
@@ -296,7 +336,7 @@ pub fn redeem(
             tracing::info!(code = %code_tail(&req.code), source = %req.source, "provisioning code not redeemed: {e}");
         }
     }
-    result
+    result.map(|(done, _)| done)
 }
 
 fn redeem_unguarded(
@@ -304,7 +344,7 @@ fn redeem_unguarded(
     scope: Option<&Scope>,
     req: &RedeemRequest,
     now: UnixTime,
-) -> Result<Redeemed> {
+) -> Result<(Redeemed, Code)> {
     let refused = || ManageError::NotFound(NOT_ACCEPTED.into());
     if !well_formed(&req.code) {
         return Err(refused());
@@ -379,12 +419,15 @@ fn redeem_unguarded(
         };
         let new = provision(&device, &category, code.config.as_deref(), provisioned)?;
         match store.redeem_code(&code.code, &new, now) {
-            Ok((written, _)) => {
-                return Ok(Redeemed {
-                    tenant: written.tenant.clone(),
-                    category: written.category.clone(),
-                    device: written,
-                })
+            Ok((written, used)) => {
+                return Ok((
+                    Redeemed {
+                        tenant: written.tenant.clone(),
+                        category: written.category.clone(),
+                        device: written,
+                    },
+                    used,
+                ))
             }
             Err(StoreError::Conflict { .. }) => continue,
             // Used or expired by a concurrent redemption or the sweeper.

@@ -44,12 +44,21 @@ fn resolve_config(store: &Store, scope: &Scope, device: &mut Device) -> Result<(
 
 /// Stores a new device in the acting tenant (or in its config's tenant, see
 /// [`resolve_config`]).
-pub fn create(store: &Store, scope: &Scope, mut device: Device) -> Result<Device> {
+pub fn create(
+    store: &Store,
+    events: &crate::events::Events,
+    scope: &Scope,
+    mut device: Device,
+) -> Result<Device> {
     device.tenant = scope.tenant().to_owned();
     resolve_config(store, scope, &mut device)?;
     device.is_new = device.tenant == scope.root();
     let created = store.create_device(&device)?;
     tracing::info!(device = %created.id, tenant = %created.tenant, "device created through the API");
+    events.publish(
+        created.tenant.clone(),
+        crate::events::What::Device(crate::events::DeviceCreated::of(&created, "created")),
+    );
     Ok(created)
 }
 

@@ -295,6 +295,7 @@ pub(super) async fn create(
     let created = blocking(move || {
         Ok(manage::devices::create(
             &state.store,
+            &state.files.events,
             &caller.scope,
             device,
         )?)

@@ -297,6 +297,7 @@ pub(super) async fn code_revoke(
     blocking(move || {
         Ok(codes::revoke(
             &state.store,
+            &state.files.events,
             &caller.scope,
             &code,
             model::now(),
@@ -359,6 +360,7 @@ pub(super) async fn redeem(
         Ok(codes::redeem(
             &st.store,
             &st.files.guard,
+            &st.files.events,
             Some(&caller.scope),
             &req,
             model::now(),

@@ -1,5 +1,5 @@
 //! The session cookie: its name, how it is set (HttpOnly, SameSite=Strict, Secure when the
-//! console is reached over HTTPS) and read back.
+//! console is reached over HTTPS) and read back; and the sign-in form's CSRF cookie.
 
 use axum::http::HeaderMap;
 
@@ -20,15 +20,44 @@ pub fn clear(secure: bool) -> String {
     format!("{SESSION}=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
 }
 
+/// Name of the cookie that pairs the sign-in form with its CSRF field (before any session).
+pub const SIGNIN: &str = "provisiond_signin";
+
+/// How long a sign-in form stays usable.
+const SIGNIN_MAX_AGE_SECS: u64 = 3600;
+
+/// `Set-Cookie` value carrying the sign-in form's token; sent only back to the sign-in POST.
+pub fn set_signin(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SIGNIN}={token}; Path=/console/signin; HttpOnly; SameSite=Strict; Max-Age={SIGNIN_MAX_AGE_SECS}{secure}"
+    )
+}
+
+/// `Set-Cookie` value that removes the sign-in form's cookie.
+pub fn clear_signin(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SIGNIN}=; Path=/console/signin; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+}
+
 /// The session id the request carries, if any (the first one when a client sends several).
 pub fn session_id(headers: &HeaderMap) -> Option<String> {
+    read(headers, SESSION)
+}
+
+/// The sign-in form's token the request carries, if any.
+pub fn signin_token(headers: &HeaderMap) -> Option<String> {
+    read(headers, SIGNIN)
+}
+
+fn read(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.to_owned())
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }

@@ -65,7 +65,9 @@ pub(super) async fn overview(
         "overview.html",
         Some(&me),
         json!({ "by_state": counts.by_state, "by_plugin": by_plugin, "by_tenant": by_tenant,
-            "total": counts.total, "codes": codes }),
+            "total": counts.total, "codes": codes,
+            "boots": super::live::recent_boots(&state, &me),
+            "boots_max": super::live::RECENT_SHOWN }),
     )
 }
 

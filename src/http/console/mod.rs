@@ -12,6 +12,7 @@ mod devices;
 mod dhcp;
 mod errors;
 mod jobs;
+mod live;
 mod plugins;
 mod prov;
 mod session;
@@ -195,6 +196,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .route("/console/signin", get(signin::form).post(signin::submit))
+        .route("/console/events", get(live::events))
         .route("/console/signout", post(signin::signout))
         .route(
             "/console/signout-everywhere",

@@ -185,6 +185,7 @@ pub(super) async fn code_revoke(
     blocking(move || {
         Ok(manage::codes::revoke(
             &st.api.store,
+            &st.api.files.events,
             &scope,
             &code,
             model::now(),

@@ -121,6 +121,13 @@ impl Sessions {
         Some(session.clone())
     }
 
+    /// True while session `id` lives; unlike [`Sessions::touch`], not a use of it (an open
+    /// event stream does not keep a session alive).
+    pub fn alive(&self, id: &str, now: Instant) -> bool {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id).is_some_and(|s| self.live(s, now))
+    }
+
     /// Ends the session `id`.
     pub fn end(&self, id: &str) {
         self.map

@@ -15,7 +15,30 @@ use crate::manage::{users, ManageError};
 use crate::model::Role;
 
 pub(super) async fn form(State(state): State<Arc<ConsoleState>>) -> Result<Response, ConsoleError> {
-    state.render("signin.html", None, json!({}))
+    signin_page(&state, StatusCode::OK, None)
+}
+
+/// The sign-in page with a fresh CSRF token, in its hidden field and in a cookie of its own:
+/// a sign-in POST must carry both, equal. Another site can make a browser post the form but
+/// can neither read nor set the cookie, so it cannot sign a victim into the attacker's
+/// account (login CSRF).
+fn signin_page(
+    state: &ConsoleState,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<Response, ConsoleError> {
+    let token = csrf::random_token().map_err(ConsoleError::internal)?;
+    let mut page = state.render(
+        "signin.html",
+        None,
+        json!({ "error": error, "signin_csrf": token }),
+    )?;
+    *page.status_mut() = status;
+    let cookie = cookies::set_signin(&token, state.secure)
+        .parse()
+        .map_err(ConsoleError::internal)?;
+    page.headers_mut().append(header::SET_COOKIE, cookie);
+    Ok(page)
 }
 
 /// The role an API token signs in with: what its ACL grants, as the API would check it.
@@ -35,11 +58,19 @@ fn token_role(acl: &[String]) -> Option<Role> {
 pub(super) async fn submit(
     State(state): State<Arc<ConsoleState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
     let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
+    // Before anything else, the password check and the failure budgets included.
+    let paired = cookies::signin_token(&headers).is_some_and(|t| csrf::valid(&t, &fields));
+    if !paired {
+        return Err(ConsoleError::forbidden(
+            "The sign-in form's security token is missing or stale; reload the page and try again.",
+        ));
+    }
     let field = |name: &str| {
         fields
             .iter()
@@ -92,19 +123,13 @@ pub(super) async fn submit(
     .await;
     let (who, tenant, role) = match outcome {
         Ok(Ok(found)) => found,
-        Ok(Err(why)) => {
-            let mut page = state.render("signin.html", None, json!({ "error": why }))?;
-            *page.status_mut() = StatusCode::UNAUTHORIZED;
-            return Ok(page);
-        }
+        Ok(Err(why)) => return signin_page(&state, StatusCode::UNAUTHORIZED, Some(&why)),
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
-            let mut page = state.render(
-                "signin.html",
-                None,
-                json!({ "error": "Too many failed sign-ins; wait a minute and try again." }),
-            )?;
-            *page.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            return Ok(page);
+            return signin_page(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("Too many failed sign-ins; wait a minute and try again."),
+            );
         }
         Err(e) => return Err(e),
     };
@@ -116,14 +141,20 @@ pub(super) async fn submit(
         .start(id.clone(), token, who, tenant, role, Instant::now())
         .map_err(|e| ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let cookie = cookies::set(&id, state.secure, state.sessions.max_age().as_secs());
-    Ok((
+    let mut response = (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/console/".to_owned()),
             (header::SET_COOKIE, cookie),
         ],
     )
-        .into_response())
+        .into_response();
+    // The form's token is spent: its cookie goes (appended: a second Set-Cookie).
+    let spent = cookies::clear_signin(state.secure)
+        .parse()
+        .map_err(ConsoleError::internal)?;
+    response.headers_mut().append(header::SET_COOKIE, spent);
+    Ok(response)
 }
 
 fn to_signin(state: &ConsoleState) -> Response {

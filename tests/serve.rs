@@ -106,6 +106,13 @@ fn serve_embedded_and_stop_with(signal: Signal, announced: &str) {
         assert_eq!(status, 200, "{file}: {body}");
         assert!(body.starts_with("#!version:1.0.0.1\n"), "{file}: {body}");
     }
+    // A new phone on the embedded default gets the code form on a key, at the address where
+    // this host's phones reach the HTTP listener: a rollout works without a config file.
+    let (_, body) = fetch_as_yealink("127.0.0.1:8667", "805ec0112233.cfg");
+    assert!(
+        body.contains("linekey.1.value = http://127.0.0.1:8667/code-form/805ec0112233/"),
+        "{body}"
+    );
     daemon.signal(signal);
     daemon.expect_line(&[announced]);
     let status = daemon.wait();

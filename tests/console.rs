@@ -4,127 +4,18 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::console::*;
 use common::*;
-
-fn cli(dir: &Path, args: &[&str], password: &str) {
-    let pw = dir.join("pw");
-    std::fs::write(&pw, format!("{password}\n")).unwrap();
-    let (code, _, stderr) = run(command(dir)
-        .args(args)
-        .arg("--password-file")
-        .arg(&pw)
-        .arg("--config")
-        .arg(dir.join("provisiond.toml")));
-    assert_eq!(code, 0, "{args:?}: {stderr}");
-}
-
-/// One curl request with a cookie jar; (status, headers text, body).
-fn req(jar: &Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (head, body) = (tmp.path().join("h"), tmp.path().join("b"));
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "30", "-X", method, "-b"])
-        .arg(jar)
-        .arg("-c")
-        .arg(jar)
-        .arg("-D")
-        .arg(&head)
-        .arg("-o")
-        .arg(&body)
-        .args(["-w", "%{http_code}"]);
-    for (k, v) in form {
-        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
-    }
-    let out = cmd.arg(url).output().expect("curl");
-    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (
-        status,
-        std::fs::read_to_string(head).unwrap_or_default(),
-        std::fs::read_to_string(body).unwrap_or_default(),
-    )
-}
-
-fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect(page) + 19;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
-struct Console {
-    _daemon: Daemon,
-    base: String,
-    dir: tempfile::TempDir,
-}
-
-fn start(extra: &str) -> Console {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), extra);
-    let mut daemon = Daemon::start({
-        let mut cmd = command(dir.path());
-        cmd.args(["serve", "--config"]).arg(&config);
-        cmd
-    });
-    let api = listening_on(&daemon.expect_line(&["REST API on"]));
-    daemon.expect_line(&["ready"]);
-    Console {
-        _daemon: daemon,
-        base: format!("http://{api}"),
-        dir,
-    }
-}
-
-/// Signs in through the form as a browser does: the form first (its CSRF cookie goes into
-/// the jar, its token into the POST).
-fn sign_in(c: &Console, jar: &Path, user: &str, password: &str) -> (u16, String) {
-    let (status, _, page) = req(jar, "GET", &format!("{}/console/signin", c.base), &[]);
-    assert_eq!(status, 200, "{page}");
-    let token = csrf_of(&page);
-    let (status, head, _) = req(
-        jar,
-        "POST",
-        &format!("{}/console/signin", c.base),
-        &[("csrf", &token), ("user", user), ("password", password)],
-    );
-    (status, head)
-}
-
-/// The value of cookie `name` in a curl cookie jar.
-fn jar_cookie(jar: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(jar).unwrap();
-    text.lines()
-        .map(|l| l.strip_prefix("#HttpOnly_").unwrap_or(l))
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| l.split('\t').collect::<Vec<_>>())
-        .find(|f| f.len() == 7 && f[5] == name)
-        .map(|f| f[6].to_owned())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 #[test]
 fn sign_in_roles_csrf_tenants_and_sign_out() {
-    let c = start("");
-    let dir = c.dir.path();
-    let (code, _, stderr) = run(command(dir)
-        .args(["tenant", "create", "acme", "--config"])
-        .arg(dir.join("provisiond.toml")));
-    assert_eq!(code, 0, "{stderr}");
-    cli(
-        dir,
-        &[
-            "user", "create", "admin", "--tenant", "master", "--role", "admin",
-        ],
-        "admin-password",
-    );
-    cli(
-        dir,
-        &[
-            "user", "create", "eve", "--tenant", "acme", "--role", "viewer",
-        ],
-        "viewer-password",
-    );
+    let c = Console::start("");
+    let dir = c.dir();
+    c.cli(&["tenant", "create", "acme"]);
+    c.user("admin", "master", "admin");
+    c.user("eve", "acme", "viewer");
     let jar = dir.join("admin.jar");
     let base = &c.base;
 
@@ -163,9 +54,9 @@ fn sign_in_roles_csrf_tenants_and_sign_out() {
     let other = [creds[0], creds[1], ("csrf", &csrf_of(&other_page))];
     let (status, _, _) = req(&jar, "POST", &signin, &other);
     assert_eq!(status, 403, "another form's token");
-    let (status, head) = sign_in(&c, &jar, "admin", "wrong-password");
+    let (status, head) = c.sign_in_with(&jar, "admin", "wrong-password");
     assert_eq!(status, 401, "{head}");
-    let (status, head) = sign_in(&c, &jar, "admin", "admin-password");
+    let (status, head) = c.sign_in_with(&jar, "admin", "admin-password");
     assert_eq!(status, 303, "{head}");
     let cookie = head
         .lines()
@@ -235,7 +126,7 @@ fn sign_in_roles_csrf_tenants_and_sign_out() {
     // A viewer of tenant acme: no action buttons, 403 on the action URL, and master's
     // rollout is not theirs (404).
     let vjar = dir.join("viewer.jar");
-    assert_eq!(sign_in(&c, &vjar, "eve", "viewer-password").0, 303);
+    assert_eq!(c.sign_in_with(&vjar, "eve", "eve-password").0, 303);
     let (status, _, page) = req(&vjar, "GET", &format!("{base}/console/rollouts"), &[]);
     assert_eq!(status, 200);
     assert!(!page.contains("create-rollout"), "{page}");
@@ -280,19 +171,12 @@ fn sign_in_roles_csrf_tenants_and_sign_out() {
 
 #[test]
 fn sign_in_is_rate_limited_and_sessions_expire_when_idle() {
-    let c = start("[console]\nidle_timeout_secs = 3\n");
-    let dir = c.dir.path();
-    cli(
-        dir,
-        &[
-            "user", "create", "op", "--tenant", "master", "--role", "operator",
-        ],
-        "op-password",
-    );
-    let jar = dir.join("op.jar");
+    let c = Console::start("[console]\nidle_timeout_secs = 3\n");
+    c.user("op", "master", "operator");
+    let jar = c.dir().join("op.jar");
 
     // Idle expiry: a session left alone longer than the timeout sends to the sign-in page.
-    assert_eq!(sign_in(&c, &jar, "op", "op-password").0, 303);
+    assert_eq!(c.sign_in_with(&jar, "op", "op-password").0, 303);
     let deadline = Instant::now() + PATIENCE;
     loop {
         std::thread::sleep(Duration::from_secs(4));
@@ -305,37 +189,21 @@ fn sign_in_is_rate_limited_and_sessions_expire_when_idle() {
 
     // Five failures spend the user's budget: the right password is then refused too.
     for _ in 0..5 {
-        assert_eq!(sign_in(&c, &jar, "op", "not-the-password").0, 401);
+        assert_eq!(c.sign_in_with(&jar, "op", "not-the-password").0, 401);
     }
-    assert_eq!(sign_in(&c, &jar, "op", "op-password").0, 429);
+    assert_eq!(c.sign_in_with(&jar, "op", "op-password").0, 429);
 }
 
 /// Signs in a fresh admin and a viewer of tenant master; their cookie jars.
 fn admin_and_viewer(c: &Console) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = c.dir.path();
-    cli(
-        dir,
-        &[
-            "user", "create", "admin", "--tenant", "master", "--role", "admin",
-        ],
-        "admin-password",
-    );
-    cli(
-        dir,
-        &[
-            "user", "create", "vera", "--tenant", "master", "--role", "viewer",
-        ],
-        "viewer-password",
-    );
-    let (jar, vjar) = (dir.join("admin.jar"), dir.join("viewer.jar"));
-    assert_eq!(sign_in(c, &jar, "admin", "admin-password").0, 303);
-    assert_eq!(sign_in(c, &vjar, "vera", "viewer-password").0, 303);
-    (jar, vjar)
+    c.user("admin", "master", "admin");
+    c.user("vera", "master", "viewer");
+    (c.sign_in("admin"), c.sign_in("vera"))
 }
 
 #[test]
 fn configs_list_edit_validate_and_roles() {
-    let c = start("");
+    let c = Console::start("");
     let (jar, vjar) = admin_and_viewer(&c);
     let base = &c.base;
 
@@ -422,7 +290,7 @@ fn configs_list_edit_validate_and_roles() {
 
 #[test]
 fn automatic_provisioning_token_urls_and_roles() {
-    let c = start("");
+    let c = Console::start("");
     let (jar, vjar) = admin_and_viewer(&c);
     let base = &c.base;
     let url = format!("{base}/console/auto");
@@ -510,7 +378,7 @@ fn automatic_provisioning_token_urls_and_roles() {
 
 #[test]
 fn jobs_list_create_confirmed_delete_and_roles() {
-    let c = start("");
+    let c = Console::start("");
     let (jar, vjar) = admin_and_viewer(&c);
     let base = &c.base;
     let url = format!("{base}/console/jobs");
@@ -710,30 +578,18 @@ impl Events {
 }
 
 /// A device created in `tenant` over the admin socket (a `device` event of that tenant).
-fn create_device(dir: &Path, tenant: &str, mac: &str) -> String {
-    let r = curl(
-        &["--unix-socket", dir.join("api.sock").to_str().unwrap()],
-        "http://localhost/api/provd/0.2/dev_mgr/devices",
-        "POST",
-        &[format!("Wazo-Tenant: {tenant}")],
-        Some((
-            "application/vnd.proformatique.provd+json".into(),
-            format!("{{\"device\": {{\"mac\": \"{mac}\"}}}}"),
-        )),
-    );
+fn create_device(c: &Console, tenant: &str, mac: &str) -> String {
+    let device = serde_json::json!({ "device": { "mac": mac } });
+    let r = c.api("POST", "/dev_mgr/devices", Some(tenant), Some(device));
     assert_eq!(r.status, 201, "{:?}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
 }
 
 #[test]
 fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
-    let c = start("");
-    let dir = c.dir.path();
+    let c = Console::start("");
     for tenant in ["acme", "beta"] {
-        let (code, _, stderr) = run(command(dir)
-            .args(["tenant", "create", tenant, "--config"])
-            .arg(dir.join("provisiond.toml")));
-        assert_eq!(code, 0, "{stderr}");
+        c.cli(&["tenant", "create", tenant]);
     }
     let users = [
         ("root", "master", "admin"),
@@ -742,13 +598,7 @@ fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
     ];
     let mut cookies = Vec::new();
     for (name, tenant, role) in users {
-        cli(
-            dir,
-            &["user", "create", name, "--tenant", tenant, "--role", role],
-            "some-password",
-        );
-        let jar = dir.join(format!("{name}.jar"));
-        assert_eq!(sign_in(&c, &jar, name, "some-password").0, 303);
+        let jar = c.signed_in(name, tenant, role);
         cookies.push((jar.clone(), jar_cookie(&jar, "provisiond_session")));
     }
 
@@ -771,8 +621,8 @@ fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
 
     // beta's device first, then acme's: when acme's reaches ann, beta's would have come
     // before it (one ordered channel), so its absence is proven.
-    let beta_dev = create_device(dir, "beta", "00:11:22:00:00:0b");
-    let acme_dev = create_device(dir, "acme", "00:11:22:00:00:0a");
+    let beta_dev = create_device(&c, "beta", "00:11:22:00:00:0b");
+    let acme_dev = create_device(&c, "acme", "00:11:22:00:00:0a");
     let seen = ann.until(&acme_dev);
     assert!(
         !seen
@@ -786,8 +636,8 @@ fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
     );
     // ben sees his tenant's and, after another acme event, still none of acme's.
     ben.until(&beta_dev);
-    let later = create_device(dir, "acme", "00:11:22:00:00:1a");
-    let marker = create_device(dir, "beta", "00:11:22:00:00:1b");
+    let later = create_device(&c, "acme", "00:11:22:00:00:1a");
+    let marker = create_device(&c, "beta", "00:11:22:00:00:1b");
     let seen = ben.until(&marker);
     assert!(
         !seen

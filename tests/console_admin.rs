@@ -8,180 +8,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
+use common::console::*;
 use common::*;
 use serde_json::json;
-
-const MEDIA: &str = "application/vnd.proformatique.provd+json";
-
-/// One curl request with a cookie jar; (status, headers text, body).
-fn req(jar: &Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (head, body) = (tmp.path().join("h"), tmp.path().join("b"));
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-g", "--max-time", "30", "-X", method, "-b"])
-        .arg(jar)
-        .arg("-c")
-        .arg(jar)
-        .arg("-D")
-        .arg(&head)
-        .arg("-o")
-        .arg(&body)
-        .args(["-w", "%{http_code}"]);
-    for (k, v) in form {
-        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
-    }
-    let out = cmd.arg(url).output().expect("curl");
-    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (
-        status,
-        std::fs::read_to_string(head).unwrap_or_default(),
-        std::fs::read_to_string(body).unwrap_or_default(),
-    )
-}
-
-fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect(page) + 19;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
-fn location_of(head: &str) -> String {
-    head.lines()
-        .find_map(|l| l.strip_prefix("location: "))
-        .expect(head)
-        .trim()
-        .to_owned()
-}
-
-struct Console {
-    daemon: Daemon,
-    base: String,
-    dir: tempfile::TempDir,
-}
-
-impl Console {
-    fn start(extra: &str) -> Console {
-        Console::start_in(tempfile::tempdir().unwrap(), extra)
-    }
-
-    fn start_in(dir: tempfile::TempDir, extra: &str) -> Console {
-        let config = write_config(dir.path(), extra);
-        let mut daemon = Daemon::start({
-            let mut cmd = command(dir.path());
-            cmd.args(["serve", "--config"]).arg(&config);
-            cmd
-        });
-        let api = listening_on(&daemon.expect_line(&["REST API on"]));
-        daemon.expect_line(&["ready"]);
-        Console {
-            daemon,
-            base: format!("http://{api}"),
-            dir,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let (code, _, stderr) = run(command(self.dir())
-            .args(args)
-            .arg("--config")
-            .arg(self.dir().join("provisiond.toml")));
-        assert_eq!(code, 0, "{args:?}: {stderr}");
-    }
-
-    fn user(&self, name: &str, tenant: &str, role: &str) {
-        let pw = self.dir().join("pw");
-        std::fs::write(&pw, format!("{name}-password\n")).unwrap();
-        let (code, _, stderr) = run(command(self.dir())
-            .args(["user", "create", name, "--tenant", tenant, "--role", role])
-            .arg("--password-file")
-            .arg(&pw)
-            .arg("--config")
-            .arg(self.dir().join("provisiond.toml")));
-        assert_eq!(code, 0, "{stderr}");
-    }
-
-    /// Signs `name` in (password `<name>-password`); the cookie jar.
-    fn sign_in(&self, name: &str) -> PathBuf {
-        let jar = self.dir().join(format!("{name}.jar"));
-        let password = format!("{name}-password");
-        // The form first: its CSRF token is paired with a cookie that goes into the jar.
-        let signin = format!("{}/console/signin", self.base);
-        let (_, _, form) = req(&jar, "GET", &signin, &[]);
-        let token = csrf_of(&form);
-        let (status, head, _) = req(
-            &jar,
-            "POST",
-            &signin,
-            &[("csrf", &token), ("user", name), ("password", &password)],
-        );
-        assert_eq!(status, 303, "{head}");
-        jar
-    }
-
-    fn get(&self, jar: &Path, path: &str) -> (u16, String) {
-        let (status, _, page) = req(jar, "GET", &format!("{}{path}", self.base), &[]);
-        (status, page)
-    }
-
-    /// A form POST with the session's CSRF token (read from `/console/`).
-    fn post(&self, jar: &Path, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-        let (status, page) = self.get(jar, "/console/");
-        assert_eq!(status, 200, "{page}");
-        let csrf = csrf_of(&page);
-        let mut fields = vec![("csrf", csrf.as_str())];
-        fields.extend_from_slice(form);
-        req(jar, "POST", &format!("{}{path}", self.base), &fields)
-    }
-
-    /// One API request over the admin socket (the default tenant, every ACL).
-    fn api(
-        &self,
-        method: &str,
-        path: &str,
-        tenant: Option<&str>,
-        body: Option<serde_json::Value>,
-    ) -> ApiReply {
-        let sock = self.dir().join("api.sock");
-        let mut headers = vec![format!("Accept: {MEDIA}")];
-        if let Some(t) = tenant {
-            headers.push(format!("Wazo-Tenant: {t}"));
-        }
-        curl(
-            &["--unix-socket", sock.to_str().unwrap()],
-            &format!("http://localhost/0.2{path}"),
-            method,
-            &headers,
-            body.map(|b| (MEDIA.to_owned(), b.to_string())),
-        )
-    }
-
-    /// Follows an operation page from `location` until it no longer refreshes itself; the
-    /// last page.
-    fn follow(&mut self, jar: &Path, location: &str) -> String {
-        assert!(location.starts_with("/console/operations/"), "{location}");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let (status, page) = self.get(jar, location);
-            assert_eq!(status, 200, "{page}");
-            if !page.contains("http-equiv=\"refresh\"") {
-                return page;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the operation never ended: {page}\n{}",
-                self.daemon.log_so_far()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 /// Every form and button of an admin, none of which a viewer may see.
 const ACTION_MARKS: &[&str] = &[
@@ -232,7 +63,7 @@ fn tenants_keys_users_and_tokens() {
     }
 
     // Tenants: a child of acme, shown in the tree; a refused id shown with the form as typed.
-    let (status, head, page) = c.post(
+    let (status, head, page) = c.post_csrf(
         &admin,
         "/console/tenants",
         &[
@@ -246,7 +77,7 @@ fn tenants_keys_users_and_tokens() {
     let (_, page) = c.get(&admin, "/console/tenants");
     assert!(page.contains("id=\"tenant-acme-east\""), "{page}");
     assert!(page.contains("Acme East"), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/tenants",
         &[("id", "bad id"), ("name", "Bad")],
@@ -259,7 +90,7 @@ fn tenants_keys_users_and_tokens() {
     );
 
     // Provisioning keys: set, refused when malformed, generated, removed.
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/tenants/acme/key",
         &[("key", "acme-key-0001"), ("do", "set")],
@@ -272,14 +103,14 @@ fn tenants_keys_users_and_tokens() {
         reply.body["param"]["value"], "acme-key-0001",
         "the API sees it"
     );
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/tenants/acme/key",
         &[("key", "short"), ("do", "set")],
     );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("8 to 256 characters"), "{page}");
-    let (status, _, _) = c.post(&admin, "/console/tenants/globex/key", &[("do", "generate")]);
+    let (status, _, _) = c.post_csrf(&admin, "/console/tenants/globex/key", &[("do", "generate")]);
     assert_eq!(status, 303);
     let globex_key = c
         .api("GET", "/configure/provisioning_key", Some("globex"), None)
@@ -288,13 +119,13 @@ fn tenants_keys_users_and_tokens() {
         .expect("a generated key")
         .to_owned();
     assert!(globex_key.len() >= 8);
-    let (status, _, _) = c.post(
+    let (status, _, _) = c.post_csrf(
         &admin,
         "/console/tenants/acme-east/key",
         &[("key", "east-key-0001"), ("do", "set")],
     );
     assert_eq!(status, 303);
-    let (status, _, _) = c.post(&admin, "/console/tenants/acme-east/key", &[("do", "clear")]);
+    let (status, _, _) = c.post_csrf(&admin, "/console/tenants/acme-east/key", &[("do", "clear")]);
     assert_eq!(status, 303);
     let reply = c.api(
         "GET",
@@ -312,10 +143,10 @@ fn tenants_keys_users_and_tokens() {
         Some(json!({"device": {"mac": "00:15:65:0a:0b:0c"}})),
     );
     assert_eq!(reply.status, 201, "{:?}", reply.body);
-    let (status, _, page) = c.post(&admin, "/console/tenants/globex/delete", &[]);
+    let (status, _, page) = c.post_csrf(&admin, "/console/tenants/globex/delete", &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Delete tenant globex?"), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/tenants/globex/delete",
         &[("confirm", "yes")],
@@ -327,7 +158,7 @@ fn tenants_keys_users_and_tokens() {
         "the list is shown again: {page}"
     );
     // An empty one is.
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/tenants/acme-east/delete",
         &[("confirm", "yes")],
@@ -338,7 +169,7 @@ fn tenants_keys_users_and_tokens() {
 
     // Console users: created with a role and a password (who then signs in), refused with
     // the rule, deleted after a confirmation.
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/users",
         &[
@@ -352,7 +183,7 @@ fn tenants_keys_users_and_tokens() {
     let (_, page) = c.get(&admin, "/console/users");
     assert!(page.contains("id=\"user-carol\""), "{page}");
     c.sign_in("carol");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/users",
         &[
@@ -365,7 +196,7 @@ fn tenants_keys_users_and_tokens() {
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("password: 8 to 1024 characters"), "{page}");
     assert!(page.contains("value=\"dave\""), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/users",
         &[
@@ -377,10 +208,10 @@ fn tenants_keys_users_and_tokens() {
     );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("already exists"), "{page}");
-    let (status, _, page) = c.post(&admin, "/console/users/carol/delete", &[]);
+    let (status, _, page) = c.post_csrf(&admin, "/console/users/carol/delete", &[]);
     assert_eq!(status, 200);
     assert!(page.contains("Delete user carol?"), "{page}");
-    let (status, _, _) = c.post(&admin, "/console/users/carol/delete", &[("confirm", "yes")]);
+    let (status, _, _) = c.post_csrf(&admin, "/console/users/carol/delete", &[("confirm", "yes")]);
     assert_eq!(status, 303);
     let reply = c.api("GET", "/users", None, None);
     assert!(
@@ -390,7 +221,7 @@ fn tenants_keys_users_and_tokens() {
     );
 
     // API tokens: the secret is shown once and works on the API; deleted after a confirmation.
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/tokens",
         &[
@@ -427,17 +258,17 @@ fn tenants_keys_users_and_tokens() {
     let listed = c.api("GET", "/tokens", None, None);
     let id = listed.body["tokens"][0]["id"].as_str().unwrap().to_owned();
     assert!(page.contains(&format!("id=\"token-{id}\"")), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/tokens",
         &[("tenant", "acme"), ("expires_in", "soon")],
     );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("expires_in"), "{page}");
-    let (status, _, page) = c.post(&admin, &format!("/console/tokens/{id}/delete"), &[]);
+    let (status, _, page) = c.post_csrf(&admin, &format!("/console/tokens/{id}/delete"), &[]);
     assert_eq!(status, 200);
     assert!(page.contains("Delete token"), "{page}");
-    let (status, _, _) = c.post(
+    let (status, _, _) = c.post_csrf(
         &admin,
         &format!("/console/tokens/{id}/delete"),
         &[("confirm", "yes")],
@@ -487,7 +318,7 @@ fn tenants_keys_users_and_tokens() {
         ("/console/plugins/yealink/remove", vec![("confirm", "yes")]),
         ("/console/plugins/yealink/packages/fw/install", vec![]),
     ] {
-        let (status, _, page) = c.post(&viewer, path, &form);
+        let (status, _, page) = c.post_csrf(&viewer, path, &form);
         assert_eq!(status, 403, "{path}: {page}");
     }
     let reply = c.api("GET", "/configure/provisioning_key", Some("acme"), None);
@@ -547,18 +378,18 @@ fn tenants_keys_users_and_tokens() {
         ("/console/tokens/abc/delete", vec![("confirm", "yes")], 403),
         ("/console/plugins", vec![], 403),
     ] {
-        let (status, _, page) = c.post(&alice, path, &form);
+        let (status, _, page) = c.post_csrf(&alice, path, &form);
         assert_eq!(status, expected, "{path}: {page}");
         assert!(!page.contains(&globex_key), "{path}: {page}");
     }
     // A child under another tenant, a user there: refused, nothing made.
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &alice,
         "/console/tenants",
         &[("parent", "globex"), ("id", "sneaky")],
     );
     assert_eq!(status, 400, "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &alice,
         "/console/users",
         &[
@@ -588,7 +419,7 @@ fn tenants_keys_users_and_tokens() {
         "untouched"
     );
     // Its own tenant is not deleted from below (the API's rule), and no button offers it.
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &alice,
         "/console/tenants/acme/delete",
         &[("confirm", "yes")],
@@ -710,12 +541,12 @@ fn plugins_install_from_a_repository_through_the_pages() {
         "the built-in one is listed: {page}"
     );
     // Installing before an update: refused, said on the page.
-    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/install", &[]);
+    let (status, _, page) = c.post_csrf(&admin, "/console/plugins/yealink/install", &[]);
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("update it first"), "{page}");
 
     // Update the index, followed through the operation page to its end.
-    let (status, head, page) = c.post(&admin, "/console/plugins", &[]);
+    let (status, head, page) = c.post_csrf(&admin, "/console/plugins", &[]);
     assert_eq!(status, 303, "{page}");
     let done = c.follow(&admin, &location_of(&head));
     assert!(done.contains("class=\"state success\""), "{done}");
@@ -729,7 +560,7 @@ fn plugins_install_from_a_repository_through_the_pages() {
     assert!(page.contains("install-plugin"), "{page}");
 
     // Install: the operation runs to success, the plugin in use is the repository's.
-    let (status, head, page) = c.post(&admin, "/console/plugins/yealink/install", &[]);
+    let (status, head, page) = c.post_csrf(&admin, "/console/plugins/yealink/install", &[]);
     assert_eq!(status, 303, "{page}");
     let location = location_of(&head);
     assert!(location.contains("back=%2Fconsole%2Fplugins"), "{location}");
@@ -752,7 +583,7 @@ fn plugins_install_from_a_repository_through_the_pages() {
     let (status, page) = c.get(&admin, "/console/plugins/yealink");
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Plugin yealink"), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/plugins/yealink/packages/no-such/install",
         &[],
@@ -787,18 +618,18 @@ fn plugins_install_from_a_repository_through_the_pages() {
         Some(json!({"device": {"mac": "00:15:65:01:02:03", "plugin": "yealink"}})),
     );
     assert_eq!(reply.status, 201, "{:?}", reply.body);
-    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/remove", &[]);
+    let (status, _, page) = c.post_csrf(&admin, "/console/plugins/yealink/remove", &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("1 device(s) use this plugin"), "{page}");
     assert!(page.contains("id=\"force\""), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/plugins/yealink/remove",
         &[("confirm", "yes")],
     );
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("1 device(s) use plugin yealink"), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/plugins/yealink/remove",
         &[("confirm", "yes"), ("force", "on")],
@@ -905,11 +736,12 @@ fn plugin_packages_with_a_licence_through_the_pages() {
     );
     assert!(page.contains("install-package"), "{page}");
     // Without the licence accepted: refused on the page, naming the licence.
-    let (status, _, page) = c.post(&admin, "/console/plugins/yealink/packages/fw/install", &[]);
+    let (status, _, page) =
+        c.post_csrf(&admin, "/console/plugins/yealink/packages/fw/install", &[]);
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("vendor.example"), "{page}");
     // Accepted: the operation runs to success, back to the plugin's page.
-    let (status, head, page) = c.post(
+    let (status, head, page) = c.post_csrf(
         &admin,
         "/console/plugins/yealink/packages/fw/install",
         &[("accept_licence", "on")],
@@ -943,14 +775,14 @@ fn plugin_packages_with_a_licence_through_the_pages() {
     assert_eq!(reply.body["pkgs"]["fw"]["version"], "1", "{:?}", reply.body);
 
     // Uninstalled after a confirmation page.
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/plugins/yealink/packages/fw/uninstall",
         &[],
     );
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Uninstall package fw of yealink?"), "{page}");
-    let (status, _, page) = c.post(
+    let (status, _, page) = c.post_csrf(
         &admin,
         "/console/plugins/yealink/packages/fw/uninstall",
         &[("confirm", "yes")],

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::console::*;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use nix::sys::signal::{kill, killpg, Signal};
@@ -183,29 +184,6 @@ async fn click(client: &Client, css: &str) {
     element.click().await.unwrap();
 }
 
-/// A GET with only the given session cookie; (status, headers, body).
-fn get_with_cookie(url: &str, cookie: &str) -> (u16, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (head, body) = (tmp.path().join("h"), tmp.path().join("b"));
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "-H"])
-        .arg(format!("Cookie: {cookie}"))
-        .arg("-D")
-        .arg(&head)
-        .arg("-o")
-        .arg(&body)
-        .args(["-w", "%{http_code}"])
-        .arg(url)
-        .output()
-        .expect("curl");
-    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (
-        status,
-        std::fs::read_to_string(head).unwrap_or_default(),
-        std::fs::read_to_string(body).unwrap_or_default(),
-    )
-}
-
 #[test]
 fn sign_in_create_a_rollout_read_its_codes_and_csv_then_sign_out() {
     let (chromium, chromedriver) = match tools() {
@@ -219,36 +197,12 @@ fn sign_in_create_a_rollout_read_its_codes_and_csv_then_sign_out() {
         }
     };
 
-    let dir = tempfile::tempdir().unwrap();
     // NOTIFYs after the redemption go to a port where nothing listens.
-    let config = write_config(
-        dir.path(),
-        &format!("[sync]\nsip_port = {}\n", free_udp_port()),
-    );
-    let mut daemon = Daemon::start({
-        let mut cmd = command(dir.path());
-        cmd.args(["serve", "--config"]).arg(&config);
-        cmd
-    });
-    let http = listening_on(&daemon.expect_line(&["HTTP provisioning on"]));
-    let api = listening_on(&daemon.expect_line(&["REST API on"]));
-    daemon.expect_line(&["ready"]);
-    let base = format!("http://{api}");
-    let pw = dir.path().join("pw");
-    for (user, role) in [("admin", "admin"), ("vic", "viewer")] {
-        std::fs::write(&pw, format!("{user}-password\n")).unwrap();
-        let (code, _, stderr) = run(command(dir.path())
-            .args(["user", "create", user, "--tenant", "master", "--role", role])
-            .arg("--password-file")
-            .arg(&pw)
-            .arg("--config")
-            .arg(&config));
-        assert_eq!(code, 0, "{stderr}");
-    }
-    let phones = Phones {
-        http,
-        socket: dir.path().join("api.sock"),
-    };
+    let mut c = Console::start(&format!("[sync]\nsip_port = {}\n", free_udp_port()));
+    c.user("admin", "master", "admin");
+    c.user("vic", "master", "viewer");
+    let base = c.base.clone();
+    let phones = Phones(&c);
     phones.set_base_url();
 
     let driver = Driver::start(&chromedriver);
@@ -262,30 +216,18 @@ fn sign_in_create_a_rollout_read_its_codes_and_csv_then_sign_out() {
     }));
     drop(driver);
     if let Err(panic) = outcome {
-        eprintln!("provisiond's log:\n{}", daemon.log_so_far());
+        eprintln!("provisiond's log:\n{}", c.log_so_far());
         std::panic::resume_unwind(panic);
     }
 }
 
 /// The phones' side of the test: the daemon's HTTP provisioning address and its admin socket.
-struct Phones {
-    http: std::net::SocketAddr,
-    socket: PathBuf,
-}
+struct Phones<'a>(&'a Console);
 
-const MEDIA: &str = "application/vnd.proformatique.provd+json";
-
-impl Phones {
+impl Phones<'_> {
     /// The REST API over the admin socket.
     fn api(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> ApiReply {
-        let via = ["--unix-socket", self.socket.to_str().unwrap()];
-        curl(
-            &via,
-            &format!("http://localhost/api/provd/0.2{path}"),
-            method,
-            &[],
-            body.map(|b| (MEDIA.to_owned(), b.to_string())),
-        )
+        self.0.api(method, path, None, body)
     }
 
     /// The URL phones reach the daemon at, in the `base` config as a PBX sets it: the code
@@ -294,8 +236,8 @@ impl Phones {
         let r = self.api("GET", "/cfg_mgr/configs/base", None);
         assert_eq!(r.status, 200, "{:?}", r.body);
         let mut base = r.body["config"].clone();
-        base["raw_config"]["ip"] = serde_json::json!(self.http.ip().to_string());
-        base["raw_config"]["http_port"] = serde_json::json!(self.http.port());
+        base["raw_config"]["ip"] = serde_json::json!(self.0.http().ip().to_string());
+        base["raw_config"]["http_port"] = serde_json::json!(self.0.http().port());
         let r = self.api(
             "PUT",
             "/cfg_mgr/configs/base",
@@ -318,7 +260,7 @@ impl Phones {
 
     /// The phone of `mac` fetches its own file (a boot event); the file.
     fn boot(&self, mac: &str) -> String {
-        let url = format!("http://{}/{}.cfg", self.http, mac.replace(':', ""));
+        let url = format!("http://{}/{}.cfg", self.0.http(), mac.replace(':', ""));
         let (status, file) = self.phone_get(&url, mac);
         assert_eq!(status, 200, "{file}");
         file
@@ -454,27 +396,6 @@ async fn session_cookie(client: &Client) -> String {
     format!("provisiond_session={}", session.value())
 }
 
-/// A urlencoded POST with only the given session cookie; its status.
-fn post_with_cookie(url: &str, cookie: &str, fields: &[(&str, &str)]) -> u16 {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "30",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ])
-    .arg("-H")
-    .arg(format!("Cookie: {cookie}"));
-    for (k, v) in fields {
-        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
-    }
-    let out = cmd.arg(url).output().expect("curl");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
 /// The CSRF token of the page's forms.
 async fn page_csrf(client: &Client) -> String {
     client
@@ -499,7 +420,7 @@ async fn sign_in(client: &Client, base: &str, user: &str, password: &str) {
 }
 
 /// The browser's part of the test.
-async fn scenario(driver: &Driver, chromium: &Path, base: &str, phones: &Phones) {
+async fn scenario(driver: &Driver, chromium: &Path, base: &str, phones: &Phones<'_>) {
     {
         let mut caps = serde_json::Map::new();
         caps.insert(
@@ -587,7 +508,7 @@ async fn scenario(driver: &Driver, chromium: &Path, base: &str, phones: &Phones)
         } else {
             format!("{base}{href}")
         };
-        let (status, head, body) = get_with_cookie(&url, &cookie);
+        let (status, head, body) = req_with_cookie(&cookie, "GET", &url, &[]);
         assert_eq!(status, 200, "{head}{body}");
         let mut reader = csv::Reader::from_reader(body.as_bytes());
         let header: Vec<String> = reader
@@ -699,11 +620,13 @@ async fn scenario(driver: &Driver, chromium: &Path, base: &str, phones: &Phones)
         post_form(&client, "/console/categories", &[("name", "forged")]).await;
         let title = wait_texts(&client, "main.error h1", "the 403 page", |t| t.len() == 1).await;
         assert!(title[0].starts_with("403"), "{title:?}");
-        let forged = post_with_cookie(
-            &format!("{base}/console/categories"),
+        let forged = req_with_cookie(
             &cookie,
+            "POST",
+            &format!("{base}/console/categories"),
             &[("name", "forged")],
-        );
+        )
+        .0;
         assert_eq!(forged, 403);
 
         // Every page of the main menu, as an admin sees it (pages added later included).
@@ -739,7 +662,8 @@ async fn scenario(driver: &Driver, chromium: &Path, base: &str, phones: &Phones)
         client.goto(&format!("{base}/console/")).await.unwrap();
         click(&client, "#signout").await;
         wait_texts(&client, "#user", "the sign-in form", |t| t.len() == 1).await;
-        let (status, head, _) = get_with_cookie(&format!("{base}/console/rollouts"), &cookie);
+        let (status, head, _) =
+            req_with_cookie(&cookie, "GET", &format!("{base}/console/rollouts"), &[]);
         assert_eq!(status, 303, "{head}");
         assert!(head.contains("location: /console/signin"), "{head}");
         screenshot(&client, "signin").await;
@@ -771,15 +695,17 @@ async fn scenario(driver: &Driver, chromium: &Path, base: &str, phones: &Phones)
         .await;
         let title = wait_texts(&client, "main.error h1", "the 403 page", |t| t.len() == 1).await;
         assert!(title[0].starts_with("403"), "{title:?}");
-        let status = post_with_cookie(
-            &format!("{base}/console/rollouts"),
+        let status = req_with_cookie(
             &viewer,
+            "POST",
+            &format!("{base}/console/rollouts"),
             &[
                 ("csrf", &token),
                 ("category", "desk"),
                 ("entries", "Mallory"),
             ],
-        );
+        )
+        .0;
         assert_eq!(status, 403);
         client
             .goto(&format!("{base}/console/categories"))

@@ -6,163 +6,25 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use common::console::*;
 use common::*;
 use serde_json::{json, Value};
 
-const MEDIA: &str = "application/vnd.proformatique.provd+json";
-
-/// One curl request with a cookie jar; (status, headers text, body).
-fn req(jar: &Path, method: &str, url: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (head, body) = (tmp.path().join("h"), tmp.path().join("b"));
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-g", "--max-time", "30", "-X", method, "-b"])
-        .arg(jar)
-        .arg("-c")
-        .arg(jar)
-        .arg("-D")
-        .arg(&head)
-        .arg("-o")
-        .arg(&body)
-        .args(["-w", "%{http_code}"]);
-    for (k, v) in form {
-        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
-    }
-    let out = cmd.arg(url).output().expect("curl");
-    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    (
-        status,
-        std::fs::read_to_string(head).unwrap_or_default(),
-        std::fs::read_to_string(body).unwrap_or_default(),
-    )
-}
-
-fn csrf_of(page: &str) -> String {
-    let at = page.find("name=\"csrf\" value=\"").expect(page) + 19;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
-struct Console {
-    daemon: Option<Daemon>,
-    base: String,
-    http: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Console {
-    fn start() -> Console {
-        let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), "");
-        let mut daemon = Daemon::start({
-            let mut cmd = command(dir.path());
-            cmd.args(["serve", "--config"]).arg(&config);
-            cmd
-        });
-        daemon.expect_line(&["ready"]);
-        let find = |what: &str| {
-            daemon
-                .seen
-                .iter()
-                .find(|l| l.contains(what))
-                .map(|l| listening_on(l))
-                .unwrap_or_else(|| panic!("no {what:?} line in {:?}", daemon.seen))
-        };
-        let (api, http) = (find("REST API on"), find("HTTP provisioning on"));
-        Console {
-            daemon: Some(daemon),
-            base: format!("http://{api}"),
-            http,
-            dir,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The REST API over the admin socket, acting for `tenant` when given.
-    fn api(&self, method: &str, path: &str, tenant: Option<&str>, body: Option<Value>) -> ApiReply {
-        let socket = self.path().join("api.sock");
-        let via = ["--unix-socket", socket.to_str().unwrap()];
-        let headers: Vec<String> = tenant
-            .map(|t| format!("Wazo-Tenant: {t}"))
-            .into_iter()
-            .collect();
-        curl(
-            &via,
-            &format!("http://localhost/api/provd/0.2{path}"),
-            method,
-            &headers,
-            body.map(|b| (MEDIA.to_owned(), b.to_string())),
-        )
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let (code, _, stderr) = run(command(self.path())
-            .args(args)
-            .arg("--config")
-            .arg(self.path().join("provisiond.toml")));
-        assert_eq!(code, 0, "{args:?}: {stderr}");
-    }
-
-    /// A console user of `tenant` with `role`, signed in: their cookie jar.
-    fn user(&self, name: &str, tenant: &str, role: &str) -> PathBuf {
-        let pw = self.path().join("pw");
-        std::fs::write(&pw, "a-long-password\n").unwrap();
-        let (code, _, stderr) = run(command(self.path())
-            .args(["user", "create", name, "--tenant", tenant, "--role", role])
-            .arg("--password-file")
-            .arg(&pw)
-            .arg("--config")
-            .arg(self.path().join("provisiond.toml")));
-        assert_eq!(code, 0, "{stderr}");
-        let jar = self.path().join(format!("{name}.jar"));
-        // The form first: its CSRF token is paired with a cookie that goes into the jar.
-        let signin = format!("{}/console/signin", self.base);
-        let (_, _, form) = req(&jar, "GET", &signin, &[]);
-        let token = csrf_of(&form);
-        let (status, head, _) = req(
-            &jar,
-            "POST",
-            &signin,
-            &[
-                ("csrf", &token),
-                ("user", name),
-                ("password", "a-long-password"),
-            ],
-        );
-        assert_eq!(status, 303, "{head}");
-        jar
-    }
-
-    fn get(&self, jar: &Path, path: &str) -> (u16, String) {
-        let (status, _, page) = req(jar, "GET", &format!("{}{path}", self.base), &[]);
-        (status, page)
-    }
-
-    fn post(&self, jar: &Path, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
-        req(jar, "POST", &format!("{}{path}", self.base), form)
-    }
-
-    /// A file fetched from the provisioning server as a phone with `user_agent`.
-    fn phone_get(&self, file: &str, user_agent: &str) -> (u16, String) {
-        let reply = curl(
-            &[],
-            &format!("http://{}/{file}", self.http),
-            "GET",
-            &[format!("User-Agent: {user_agent}")],
-            None,
-        );
-        let text = match reply.body {
-            Value::String(text) => text,
-            Value::Null => String::new(),
-            other => other.to_string(),
-        };
-        (reply.status, text)
-    }
+/// A file fetched from the provisioning server as a phone with `user_agent`.
+fn phone_get(c: &Console, file: &str, user_agent: &str) -> (u16, String) {
+    let reply = curl(
+        &[],
+        &format!("http://{}/{file}", c.http()),
+        "GET",
+        &[format!("User-Agent: {user_agent}")],
+        None,
+    );
+    let text = match reply.body {
+        Value::String(text) => text,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    (reply.status, text)
 }
 
 /// The device ids a console list page shows, in order.
@@ -200,7 +62,7 @@ fn enc(text: &str) -> String {
 
 #[test]
 fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
-    let c = Console::start();
+    let c = Console::start("");
     for t in ["acme", "beta"] {
         c.cli(&["tenant", "create", t]);
     }
@@ -234,7 +96,7 @@ fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
             .or_default()
             .push(r.body["id"].as_str().unwrap().to_owned());
     }
-    let admin = c.user("admin", "master", "admin");
+    let admin = c.signed_in("admin", "master", "admin");
 
     // Every filter set, every page: the console lists what the API's query lists.
     let sets: Vec<Vec<(&str, &str, &str)>> = vec![
@@ -330,7 +192,7 @@ fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
     );
 
     // A user of acme sees acme's devices only, and beta's not even by URL.
-    let acme = c.user("ann", "acme", "admin");
+    let acme = c.signed_in("ann", "acme", "admin");
     let (_, html) = c.get(&acme, "/console/devices");
     let mut pages = listed(&html);
     let mut next = link(&html, "next");
@@ -376,7 +238,7 @@ fn filters_and_pages_list_what_the_api_lists_and_tenants_stay_apart() {
 
 #[test]
 fn device_page_history_chain_previews_tenants_roles_and_store_check() {
-    let mut c = Console::start();
+    let mut c = Console::start("");
     for t in ["acme", "beta"] {
         c.cli(&["tenant", "create", t]);
     }
@@ -408,13 +270,13 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
 
     // Two fetches as the phone; the second after a firmware upgrade.
     let file = "805ec0112233.cfg";
-    let (status, first) = c.phone_get(file, &format!("Yealink SIP-T54W 96.86.0.70 {mac}"));
+    let (status, first) = phone_get(&c, file, &format!("Yealink SIP-T54W 96.86.0.70 {mac}"));
     assert_eq!(status, 200, "{first}");
     assert!(
         first.contains("LinePw9f3k2"),
         "the phone gets its password: {first}"
     );
-    let (status, _) = c.phone_get(file, &format!("Yealink SIP-T54W 96.86.0.80 {mac}"));
+    let (status, _) = phone_get(&c, file, &format!("Yealink SIP-T54W 96.86.0.80 {mac}"));
     assert_eq!(status, 200);
     let secrets = c.api("GET", &format!("/dev_mgr/devices/{id}/secrets"), None, None);
     let admin_password = secrets.body["secrets"]["admin_password"]
@@ -423,7 +285,7 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
         .to_owned();
     assert!(first.contains(&admin_password), "{first}");
 
-    let admin = c.user("ann", "acme", "admin");
+    let admin = c.signed_in("ann", "acme", "admin");
     let (status, page) = c.get(&admin, &format!("/console/devices/{id}"));
     assert_eq!(status, 200, "{page}");
     // History: newest first, through HTTP, the version change and the first facts.
@@ -458,7 +320,7 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
     assert!(page.contains("id=\"resync\"") && page.contains("id=\"delete\""));
 
     // A viewer of acme: the page without buttons; the actions by URL are 403.
-    let viewer = c.user("vic", "acme", "viewer");
+    let viewer = c.signed_in("vic", "acme", "viewer");
     let (status, vpage) = c.get(&viewer, &format!("/console/devices/{id}"));
     assert_eq!(status, 200);
     for button in ["id=\"resync\"", "id=\"reset\"", "id=\"delete\""] {
@@ -476,7 +338,7 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
     }
 
     // An admin of beta reaches neither the device, its preview, nor acme's config.
-    let beta = c.user("bob", "beta", "admin");
+    let beta = c.signed_in("bob", "beta", "admin");
     for path in [
         format!("/console/devices/{id}"),
         "/console/configs/acme-line".to_owned(),
@@ -495,7 +357,8 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
     assert_eq!(status, 404);
 
     // A second phone keeps its history after the first one is deleted from the console.
-    let (status, _) = c.phone_get(
+    let (status, _) = phone_get(
+        &c,
         "805ec0445566.cfg",
         "Yealink SIP-T46U 108.86.0.20 80:5e:c0:44:55:66",
     );
@@ -517,10 +380,10 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
     assert_eq!(c.get(&admin, &format!("/console/devices/{id}")).0, 404);
 
     // With the daemon stopped, the store check finds one history per device left.
-    drop(c.daemon.take());
-    let (code, out, err) = run(command(c.path())
+    c.stop();
+    let (code, out, err) = run(command(c.dir())
         .args(["store", "check", "--config"])
-        .arg(c.path().join("provisiond.toml")));
+        .arg(c.dir().join("provisiond.toml")));
     assert_eq!(code, 0, "{out}{err}");
     let line = out
         .lines()
@@ -534,9 +397,9 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
 
 #[test]
 fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
-    let c = Console::start();
-    let admin = c.user("admin", "master", "admin");
-    let viewer = c.user("vera", "master", "viewer");
+    let c = Console::start("");
+    let admin = c.signed_in("admin", "master", "admin");
+    let viewer = c.signed_in("vera", "master", "viewer");
     let (status, page) = c.get(&admin, "/console/configs");
     assert_eq!(status, 200);
     assert!(page.contains("id=\"create-config\""), "{page}");

@@ -45,6 +45,23 @@ impl Store {
         )
     }
 
+    /// [`Store::device_trees`] and the devices' identification histories.
+    #[allow(clippy::type_complexity)]
+    fn device_trees_with_history(
+        &self,
+    ) -> (
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+        &sled::Tree,
+    ) {
+        let t = self.device_trees();
+        (t.0, t.1, t.2, t.3, t.4, t.5, &self.dev_history)
+    }
+
     /// Stores a new device (revision 1); its MAC must not belong to another device.
     pub fn create_device(&self, device: &Device) -> Result<Device> {
         self.create_device_noted(device, None)
@@ -69,50 +86,31 @@ impl Store {
         validate_id(&device.id)?;
         let mut new = device.clone();
         new.revision = 1;
-        let trees = self.device_trees();
-        let stored = finish(
-            (
-                trees.0,
-                trees.1,
-                trees.2,
-                trees.3,
-                trees.4,
-                trees.5,
-                &self.dev_history,
-            )
-                .transaction(
-                    |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
-                        if devices.get(new.id.as_bytes())?.is_some() {
-                            return Err(abort(StoreError::AlreadyExists {
-                                kind: KIND,
-                                id: new.id.clone(),
-                            }));
-                        }
-                        devices.insert(new.id.as_bytes(), encode(&new))?;
-                        if let Some(mac) = &new.mac {
-                            claim_mac(idx_mac, mac, &new.id)?;
-                        }
-                        if let Some(ip) = &new.ip {
-                            multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
-                        }
-                        if let Some(config) = &new.config {
-                            multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
-                        }
-                        index::reindex(idx_dev, counts, None, Some(&new))?;
-                        if let Some((via, at)) = note {
-                            let entry = history::Identification {
-                                at,
-                                via,
-                                ip: new.ip.map(|ip| ip.to_string()),
-                                created: true,
-                                changes: history::changes(None, &new),
-                            };
-                            history::append(dev_history, &new.id, entry)?;
-                        }
-                        Ok(new.clone())
-                    },
-                ),
-        )?;
+        let stored = finish(self.device_trees_with_history().transaction(
+            |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
+                if devices.get(new.id.as_bytes())?.is_some() {
+                    return Err(abort(StoreError::AlreadyExists {
+                        kind: KIND,
+                        id: new.id.clone(),
+                    }));
+                }
+                devices.insert(new.id.as_bytes(), encode(&new))?;
+                if let Some(mac) = &new.mac {
+                    claim_mac(idx_mac, mac, &new.id)?;
+                }
+                if let Some(ip) = &new.ip {
+                    multi_add(idx_ip, "idx_ip", &ip_key(ip), &new.id)?;
+                }
+                if let Some(config) = &new.config {
+                    multi_add(idx_cfg, "idx_cfg_devices", config.as_bytes(), &new.id)?;
+                }
+                index::reindex(idx_dev, counts, None, Some(&new))?;
+                if let Some((via, at)) = note {
+                    history::note(dev_history, None, &new, via, at)?;
+                }
+                Ok(new.clone())
+            },
+        ))?;
         self.flush()?;
         Ok(stored)
     }
@@ -149,17 +147,7 @@ impl Store {
         at: crate::model::UnixTime,
     ) -> Result<Device> {
         let default_tenant = self.default_tenant()?;
-        let trees = self.device_trees();
-        let all = (
-            trees.0,
-            trees.1,
-            trees.2,
-            trees.3,
-            trees.4,
-            trees.5,
-            &self.dev_history,
-        );
-        let stored = finish(all.transaction(
+        let stored = finish(self.device_trees_with_history().transaction(
             |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
                 let old: Option<Device> = tx_get(devices, "devices", device.id.as_bytes())?;
                 let trees = DeviceTx {
@@ -171,17 +159,8 @@ impl Store {
                     counts,
                 };
                 let new = trees.update(device, default_tenant.as_deref())?;
-                let changes = history::changes(old.as_ref(), &new);
-                if !changes.is_empty() {
-                    let entry = history::Identification {
-                        at,
-                        via,
-                        ip: new.ip.map(|ip| ip.to_string()),
-                        created: false,
-                        changes,
-                    };
-                    history::append(dev_history, &new.id, entry)?;
-                }
+                // `old` is there: the update refuses a device that is not.
+                history::note(dev_history, old.as_ref(), &new, via, at)?;
                 Ok(new)
             },
         ))?;
@@ -191,17 +170,7 @@ impl Store {
 
     /// Deletes a device and its index entries; returns what was deleted.
     pub fn delete_device(&self, id: &str) -> Result<Device> {
-        let trees = self.device_trees();
-        let all = (
-            trees.0,
-            trees.1,
-            trees.2,
-            trees.3,
-            trees.4,
-            trees.5,
-            &self.dev_history,
-        );
-        let old = finish(all.transaction(
+        let old = finish(self.device_trees_with_history().transaction(
             |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
                 let old: Device = tx_get(devices, "devices", id.as_bytes())?.ok_or_else(|| {
                     abort(StoreError::NotFound {

@@ -114,6 +114,31 @@ pub(super) fn append(tree: &TransactionalTree, id: &str, entry: Identification) 
     Ok(())
 }
 
+/// Notes an identification through `via` at `at` in the history of `new`, inside the
+/// transaction that wrote it: `old` is the record before (`None` when this request created
+/// the device). An update that changed no identified fact adds nothing.
+pub(super) fn note(
+    tree: &TransactionalTree,
+    old: Option<&Device>,
+    new: &Device,
+    via: Via,
+    at: UnixTime,
+) -> TxResult<()> {
+    let created = old.is_none();
+    let changes = changes(old, new);
+    if !created && changes.is_empty() {
+        return Ok(());
+    }
+    let entry = Identification {
+        at,
+        via,
+        ip: new.ip.map(|ip| ip.to_string()),
+        created,
+        changes,
+    };
+    append(tree, &new.id, entry)
+}
+
 impl Store {
     /// The identification history of device `id`, oldest first (empty when none).
     pub fn device_history(&self, id: &str) -> Result<Vec<Identification>> {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub mod console;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_provisiond");
 /// Bound on waiting for the daemon; generous for a loaded CI machine, never reached normally.
 pub const PATIENCE: Duration = Duration::from_secs(60);

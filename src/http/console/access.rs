@@ -6,12 +6,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::session::Who;
-use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
+use super::{blocking, see_other, Confirm, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::manage::{self, tokens::NewToken};
 use crate::model::Role;
 
@@ -32,13 +31,6 @@ async fn tenant_ids(state: &Arc<ConsoleState>, me: &SignedIn) -> Result<Vec<Stri
     let scope = me.scope.clone();
     let tenants = blocking(move || Ok(manage::tenants::list(&st.api.store, &scope)?)).await?;
     Ok(tenants.into_iter().map(|t| t.id).collect())
-}
-
-fn with_status(mut response: Response, refused: Option<StatusCode>) -> Response {
-    if let Some(status) = refused {
-        *response.status_mut() = status;
-    }
-    response
 }
 
 async fn users_page(
@@ -64,15 +56,14 @@ async fn users_page(
     } else {
         typed.tenant
     };
-    let status = refused.as_ref().map(|e| e.status);
-    let page = state.render(
+    state.render_refused(
         "users.html",
-        Some(me),
-        json!({ "users": items, "tenants": tenants, "error": refused.map(|e| e.message),
+        me,
+        json!({ "users": items, "tenants": tenants,
             "typed": { "name": typed.name, "tenant": tenant,
                 "role": if typed.role.is_empty() { "viewer".to_owned() } else { typed.role } } }),
-    )?;
-    Ok(with_status(page, status))
+        refused,
+    )
 }
 
 pub(super) async fn users(
@@ -97,7 +88,7 @@ pub(super) async fn user_create(
     let role = match typed.role.parse::<Role>() {
         Ok(role) => role,
         Err(message) => {
-            let refused = ConsoleError::new(StatusCode::BAD_REQUEST, format!("role: {message}"));
+            let refused = ConsoleError::bad_request(format!("role: {message}"));
             return users_page(&state, &form.me, typed, Some(refused)).await;
         }
     };
@@ -141,15 +132,17 @@ pub(super) async fn user_delete(
     let user = name.clone();
     // A user outside the subtree is a 404 here already, before any page says anything of it.
     blocking(move || Ok(manage::users::get(&st.api.store, &scope, &user)?)).await?;
-    if form.get("confirm") != Some("yes") {
-        return state.render(
-            "admin_confirm.html",
-            Some(&form.me),
-            json!({ "title": format!("Delete user {name}?"),
-                "text": "They can no longer sign in; their open sessions end at their next request.",
-                "action": format!("/console/users/{}/delete", super::devices::seg(&name)),
-                "force": false, "button": "Yes, delete them", "cancel": "/console/users" }),
-        );
+    if !form.confirmed() {
+        let ask = Confirm {
+            button: "Yes, delete them",
+            ..Confirm::delete(
+                format!("Delete user {name}?"),
+                "They can no longer sign in; their open sessions end at their next request.",
+                format!("/console/users/{}/delete", super::devices::seg(&name)),
+                "/console/users",
+            )
+        };
+        return state.confirm(&form.me, ask);
     }
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
@@ -182,17 +175,15 @@ async fn tokens_page(
     } else {
         typed.tenant
     };
-    let status = refused.as_ref().map(|e| e.status);
-    let page = state.render(
+    state.render_refused(
         "tokens.html",
-        Some(me),
+        me,
         json!({ "tokens": items, "tenants": tenants, "created": created,
-            "error": refused.map(|e| e.message),
             "typed": { "tenant": tenant,
                 "acl": if typed.acl.is_empty() { "provd.#".to_owned() } else { typed.acl },
                 "expires_in": typed.expires_in, "description": typed.description } }),
-    )?;
-    Ok(with_status(page, status))
+        refused,
+    )
 }
 
 pub(super) async fn tokens(
@@ -222,8 +213,7 @@ pub(super) async fn token_create(
         text => match text.parse::<u64>() {
             Ok(secs) if secs > 0 => Some(secs),
             _ => {
-                let refused = ConsoleError::new(
-                    StatusCode::BAD_REQUEST,
+                let refused = ConsoleError::bad_request(
                     "token.expires_in: a number of seconds, or empty for a token that never expires",
                 );
                 return tokens_page(&state, &form.me, typed, None, Some(refused)).await;
@@ -262,15 +252,14 @@ pub(super) async fn token_delete(
 ) -> Result<Response, ConsoleError> {
     form.me.scope.require_master()?;
     form.me.require(Role::Admin)?;
-    if form.get("confirm") != Some("yes") {
-        return state.render(
-            "admin_confirm.html",
-            Some(&form.me),
-            json!({ "title": format!("Delete token {id}…?"),
-                "text": "Every program that uses it is refused from now on; sessions signed in with it end.",
-                "action": format!("/console/tokens/{}/delete", super::devices::seg(&id)),
-                "force": false, "button": "Yes, delete it", "cancel": "/console/tokens" }),
+    if !form.confirmed() {
+        let ask = Confirm::delete(
+            format!("Delete token {id}…?"),
+            "Every program that uses it is refused from now on; sessions signed in with it end.",
+            format!("/console/tokens/{}/delete", super::devices::seg(&id)),
+            "/console/tokens",
         );
+        return state.confirm(&form.me, ask);
     }
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::devices::seg;
-use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
+use super::{blocking, see_other, Confirm, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::http::api::fields;
 use crate::manage;
 use crate::model::{self, Config, RawConfig, Role};
@@ -58,17 +58,14 @@ async fn list_page(
         .map(field_of)
         .unwrap_or_default()
         .to_owned();
-    let mut page = state.render(
+    state.render_refused(
         "configs.html",
-        Some(me),
-        json!({ "configs": items, "error": error, "error_field": field,
+        me,
+        json!({ "configs": items, "error_field": field,
             "typed": { "id": typed.id, "parents": typed.parents,
                 "raw_config": if typed.raw_config.is_empty() { "{}".to_owned() } else { typed.raw_config } } }),
-    )?;
-    if error.is_some() {
-        *page.status_mut() = StatusCode::BAD_REQUEST;
-    }
-    Ok(page)
+        error.map(ConsoleError::bad_request),
+    )
 }
 
 /// Parent ids typed as a list separated by commas, spaces or new lines.
@@ -143,8 +140,14 @@ pub(super) async fn delete(
 ) -> Result<Response, ConsoleError> {
     form.me.require(Role::Admin)?;
     // Deletion is confirmed on a page of its own (no JavaScript needed).
-    if form.get("confirm") != Some("yes") {
-        return state.render("config_confirm.html", Some(&form.me), json!({ "id": id }));
+    if !form.confirmed() {
+        let ask = Confirm::delete(
+            format!("Delete config {id}?"),
+            "The config is removed. It is refused while a device or another config uses it.",
+            format!("/console/configs/{}/delete", seg(&id)),
+            format!("/console/configs/{}", seg(&id)),
+        );
+        return state.confirm(&form.me, ask);
     }
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
@@ -167,28 +170,19 @@ pub(super) async fn delete(
             let scope = form.me.scope.clone();
             let config =
                 blocking(move || Ok(manage::configs::get(&st.api.store, &scope, &id)?)).await?;
-            with_refusal(&state, &form.me, &config, message)
+            let text =
+                serde_json::to_string_pretty(&config.raw_config).map_err(ConsoleError::internal)?;
+            let refused = ConsoleError::new(StatusCode::CONFLICT, message);
+            config_page(
+                &state,
+                &form.me,
+                &config,
+                text,
+                None,
+                Some(("refusal", refused)),
+            )
         }
     }
-}
-
-/// The config's page with the refusal of its deletion (409).
-fn with_refusal(
-    state: &ConsoleState,
-    me: &SignedIn,
-    config: &Config,
-    message: String,
-) -> Result<Response, ConsoleError> {
-    let text = serde_json::to_string_pretty(&config.raw_config).map_err(ConsoleError::internal)?;
-    let mut page = state.render(
-        "config.html",
-        Some(me),
-        json!({ "id": config.id, "parents": config.parent_ids, "tenant": config.tenant,
-            "role": config.role, "raw_config": text, "error": null, "refusal": message,
-            "parents_text": config.parent_ids.join(", ") }),
-    )?;
-    *page.status_mut() = StatusCode::CONFLICT;
-    Ok(page)
 }
 
 pub(super) async fn parents(
@@ -241,35 +235,38 @@ async fn parents_refused(
     let config =
         blocking(move || Ok(manage::configs::get(&st.api.store, &scope, &target)?)).await?;
     let text = serde_json::to_string_pretty(&config.raw_config).map_err(ConsoleError::internal)?;
-    let mut page = state.render(
-        "config.html",
-        Some(me),
-        json!({ "id": config.id, "parents": config.parent_ids, "tenant": config.tenant,
-            "role": config.role, "raw_config": text, "error": null,
-            "parents_error": message, "parents_text": typed }),
-    )?;
-    *page.status_mut() = StatusCode::BAD_REQUEST;
-    Ok(page)
+    let refused = ConsoleError::bad_request(message);
+    config_page(
+        state,
+        me,
+        &config,
+        text,
+        Some(typed),
+        Some(("parents_error", refused)),
+    )
 }
 
+/// A config's page: the textarea holds `text`, the parents field `parents_text` (the config's
+/// parents without one), and a refusal goes under the template's key named with it.
 fn config_page(
     state: &ConsoleState,
     me: &SignedIn,
     config: &Config,
     text: String,
-    error: Option<String>,
+    parents_text: Option<&str>,
+    refused: Option<(&str, ConsoleError)>,
 ) -> Result<Response, ConsoleError> {
-    let mut page = state.render(
+    let parents_text = parents_text.map_or_else(|| config.parent_ids.join(", "), str::to_owned);
+    let (key, refused) = refused.map_or(("error", None), |(key, e)| (key, Some(e)));
+    state.render_refused_as(
         "config.html",
-        Some(me),
+        me,
         json!({ "id": config.id, "parents": config.parent_ids, "tenant": config.tenant,
-            "role": config.role, "raw_config": text, "error": error,
-            "parents_text": config.parent_ids.join(", ") }),
-    )?;
-    if error.is_some() {
-        *page.status_mut() = StatusCode::BAD_REQUEST;
-    }
-    Ok(page)
+            "role": config.role, "raw_config": text, "error": null,
+            "parents_text": parents_text }),
+        key,
+        refused,
+    )
 }
 
 pub(super) async fn show(
@@ -281,7 +278,7 @@ pub(super) async fn show(
     let scope = me.scope.clone();
     let config = blocking(move || Ok(manage::configs::get(&st.api.store, &scope, &id)?)).await?;
     let text = serde_json::to_string_pretty(&config.raw_config).map_err(ConsoleError::internal)?;
-    config_page(&state, &me, &config, text, None)
+    config_page(&state, &me, &config, text, None, None)
 }
 
 /// Reads the textarea as the API reads a written `raw_config`: a JSON object within the
@@ -332,6 +329,16 @@ pub(super) async fn save(
     .await?;
     match saved {
         Ok(c) => Ok(see_other(&format!("/console/configs/{}", seg(&c.id)))),
-        Err((stored, message)) => config_page(&state, &form.me, &stored, text, Some(message)),
+        Err((stored, message)) => {
+            let refused = ConsoleError::bad_request(message);
+            config_page(
+                &state,
+                &form.me,
+                &stored,
+                text,
+                None,
+                Some(("error", refused)),
+            )
+        }
     }
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
+use super::{blocking, see_other, Confirm, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::http::api::devices::device_json as api_json;
 use crate::http::api::query::ListQuery;
 use crate::manage::{self, devices::ListSpec};
@@ -248,20 +248,17 @@ pub(super) async fn list(
         Ok((tenants, plugins))
     })
     .await?;
-    let mut page_out = state.render(
+    state.render_refused(
         "devices.html",
-        Some(&me),
+        &me,
         json!({
             "devices": devices, "q": params.q.trim(), "filters": fields, "page": page,
-            "filtered": filtered, "error": error, "tenants": tenants, "plugins": plugins,
+            "filtered": filtered, "tenants": tenants, "plugins": plugins,
             "prev": (page > 1).then(|| page_link(&params, page - 1)),
             "next": more.then(|| page_link(&params, page + 1)),
         }),
-    )?;
-    if error.is_some() {
-        *page_out.status_mut() = axum::http::StatusCode::BAD_REQUEST;
-    }
-    Ok(page_out)
+        error.map(ConsoleError::bad_request),
+    )
 }
 
 /// A row of the list from the API's JSON of a device.
@@ -346,12 +343,22 @@ pub(super) async fn action(
     };
     form.me.require(needed)?;
     // Destructive actions are confirmed on a page of their own (no JavaScript needed).
-    if needed == Role::Admin && form.get("confirm") != Some("yes") {
-        return state.render(
-            "confirm.html",
-            Some(&form.me),
-            json!({ "action": action, "id": id }),
-        );
+    if needed == Role::Admin && !form.confirmed() {
+        let (verb, text, button) = if action == "delete" {
+            ("Delete", "The device and its history are removed; it is added again as new when it next asks for its files.", "Yes, delete it")
+        } else {
+            ("Reset", "The device goes back to code entry: it gets the autoprov configuration until a code is entered on it.", "Yes, reset it")
+        };
+        let ask = Confirm {
+            button,
+            ..Confirm::delete(
+                format!("{verb} device {id}?"),
+                text,
+                format!("/console/devices/{}/{action}", seg(&id)),
+                format!("/console/devices/{}", seg(&id)),
+            )
+        };
+        return state.confirm(&form.me, ask);
     }
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();

@@ -61,15 +61,12 @@ pub(super) async fn show(
         Err(e) if e.status == StatusCode::BAD_REQUEST => (Vec::new(), false, Some(e.message)),
         Err(e) => return Err(e),
     };
-    let mut response = state.render(
+    state.render_refused(
         "dhcp.html",
-        Some(&me),
+        &me,
         json!({ "on": true, "mode": format!("{:?}", dhcp.mode).to_lowercase(), "pools": pools,
             "leases": leases, "q": query, "page": page, "more": more,
-            "prev": page.checked_sub(1), "next": page + 1, "error": error }),
-    )?;
-    if error.is_some() {
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-    }
-    Ok(response)
+            "prev": page.checked_sub(1), "next": page + 1 }),
+        error.map(ConsoleError::bad_request),
+    )
 }

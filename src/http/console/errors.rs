@@ -23,6 +23,11 @@ impl ConsoleError {
         }
     }
 
+    /// 400: a form or query refused, with why.
+    pub fn bad_request(message: impl Into<String>) -> ConsoleError {
+        ConsoleError::new(StatusCode::BAD_REQUEST, message)
+    }
+
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> ConsoleError {
         ConsoleError::new(StatusCode::FORBIDDEN, message)

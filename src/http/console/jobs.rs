@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
+use super::{blocking, see_other, Confirm, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::http::api::fields;
 use crate::manage::{self, jobs::NewJob};
 use crate::model::{self, JobKind, RawConfig, Role};
@@ -63,18 +63,14 @@ async fn jobs_page(
     let types: Vec<&str> = std::iter::once(FIRMWARE)
         .chain(manage::jobs::CONFIG_TYPES.iter().map(|(n, _)| *n))
         .collect();
-    let mut page = state.render(
+    state.render_refused(
         "jobs.html",
-        Some(me),
+        me,
         json!({ "jobs": items, "categories": category_names, "types": types,
             "typed": { "category": typed.category, "type": typed.kind,
-                "params": if typed.params.is_empty() { "{}".to_owned() } else { typed.params } },
-            "error": error }),
-    )?;
-    if error.is_some() {
-        *page.status_mut() = StatusCode::BAD_REQUEST;
-    }
-    Ok(page)
+                "params": if typed.params.is_empty() { "{}".to_owned() } else { typed.params } } }),
+        error.map(ConsoleError::bad_request),
+    )
 }
 
 pub(super) async fn list(
@@ -170,8 +166,14 @@ pub(super) async fn delete(
 ) -> Result<Response, ConsoleError> {
     form.me.require(Role::Operator)?;
     // Deletion is confirmed on a page of its own (no JavaScript needed).
-    if form.get("confirm") != Some("yes") {
-        return state.render("job_confirm.html", Some(&form.me), json!({ "id": id }));
+    if !form.confirmed() {
+        let ask = Confirm::delete(
+            format!("Delete job {id}?"),
+            "The job no longer applies: its category's devices get what the remaining jobs and their configs say when they next fetch their files.",
+            format!("/console/jobs/{}/delete", super::devices::seg(&id)),
+            "/console/jobs",
+        );
+        return state.confirm(&form.me, ask);
     }
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();

@@ -64,16 +64,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("rollout.html", include_str!("templates/rollout.html")),
     ("configs.html", include_str!("templates/configs.html")),
     ("config.html", include_str!("templates/config.html")),
-    (
-        "config_confirm.html",
-        include_str!("templates/config_confirm.html"),
-    ),
     ("auto.html", include_str!("templates/auto.html")),
     ("jobs.html", include_str!("templates/jobs.html")),
-    (
-        "job_confirm.html",
-        include_str!("templates/job_confirm.html"),
-    ),
     ("plugins.html", include_str!("templates/plugins.html")),
     ("plugin.html", include_str!("templates/plugin.html")),
     ("operation.html", include_str!("templates/operation.html")),
@@ -81,10 +73,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("tenants.html", include_str!("templates/tenants.html")),
     ("users.html", include_str!("templates/users.html")),
     ("tokens.html", include_str!("templates/tokens.html")),
-    (
-        "admin_confirm.html",
-        include_str!("templates/admin_confirm.html"),
-    ),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
@@ -184,6 +172,71 @@ impl ConsoleState {
                 .expect("static"),
         );
         Ok(response)
+    }
+}
+
+/// What a confirmation page asks before a destructive action (templates/confirm.html).
+#[derive(serde::Serialize)]
+struct Confirm {
+    title: String,
+    text: String,
+    /// Where the confirmed form posts (with `confirm=yes`).
+    action: String,
+    /// Whether a "Remove anyway" box is offered.
+    force: bool,
+    button: &'static str,
+    cancel: String,
+}
+
+impl Confirm {
+    /// A deletion's question: "Yes, delete it", no "Remove anyway" box.
+    fn delete(title: String, text: &str, action: String, cancel: impl Into<String>) -> Confirm {
+        Confirm {
+            title,
+            text: text.into(),
+            action,
+            force: false,
+            button: "Yes, delete it",
+            cancel: cancel.into(),
+        }
+    }
+}
+
+impl ConsoleState {
+    /// The page asking to confirm a destructive action (no JavaScript needed).
+    fn confirm(&self, me: &SignedIn, ask: Confirm) -> Result<Response, ConsoleError> {
+        let context = serde_json::to_value(ask).map_err(ConsoleError::internal)?;
+        self.render("confirm.html", Some(me), context)
+    }
+
+    /// A form's page that may show why the form was refused: the message as the template's
+    /// `error`, the refusal's status as the page's (200 without one).
+    fn render_refused(
+        &self,
+        template: &str,
+        me: &SignedIn,
+        context: Value,
+        refused: Option<ConsoleError>,
+    ) -> Result<Response, ConsoleError> {
+        self.render_refused_as(template, me, context, "error", refused)
+    }
+
+    /// The same with the message as the template's `key`.
+    fn render_refused_as(
+        &self,
+        template: &str,
+        me: &SignedIn,
+        mut context: Value,
+        key: &str,
+        refused: Option<ConsoleError>,
+    ) -> Result<Response, ConsoleError> {
+        let status = refused.as_ref().map_or(StatusCode::OK, |e| e.status);
+        if let Some(obj) = context.as_object_mut() {
+            obj.insert(key.into(), refused.map(|e| e.message).into());
+        }
+        let mut page = self.render(template, Some(me), context)?;
+        *page.status_mut() = status;
+        Ok(page)
     }
 }
 
@@ -370,6 +423,12 @@ impl Form {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.trim())
             .filter(|v| !v.is_empty())
+    }
+
+    /// Whether a destructive action is confirmed: only its confirmation page sends
+    /// `confirm=yes`.
+    pub fn confirmed(&self) -> bool {
+        self.get("confirm") == Some("yes")
     }
 }
 

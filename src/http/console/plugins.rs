@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
+use super::{blocking, see_other, Confirm, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::manage::{self, oip::OipState, packages::Mode};
 use crate::model::Role;
 use crate::plugins::Plugin;
@@ -21,25 +21,10 @@ fn master(me: &SignedIn) -> Result<(), ConsoleError> {
     Ok(me.scope.require_master()?)
 }
 
-/// A refusal shown on the page it came from, with its status.
-struct Refused {
-    status: StatusCode,
-    message: String,
-}
-
-impl From<ConsoleError> for Refused {
-    fn from(e: ConsoleError) -> Refused {
-        Refused {
-            status: e.status,
-            message: e.message,
-        }
-    }
-}
-
 async fn list_page(
     state: &Arc<ConsoleState>,
     me: &SignedIn,
-    refused: Option<Refused>,
+    refused: Option<ConsoleError>,
 ) -> Result<Response, ConsoleError> {
     master(me)?;
     let st = Arc::clone(state);
@@ -77,17 +62,12 @@ async fn list_page(
                 "upgrade": p.installed.as_ref().is_some_and(|v| *v != p.entry.version) })
         })
         .collect();
-    let (status, error) = match refused {
-        Some(r) => (r.status, Some(r.message)),
-        None => (StatusCode::OK, None),
-    };
-    let mut page = state.render(
+    state.render_refused(
         "plugins.html",
-        Some(me),
-        json!({ "installed": installed, "installable": installable, "error": error }),
-    )?;
-    *page.status_mut() = status;
-    Ok(page)
+        me,
+        json!({ "installed": installed, "installable": installable }),
+        refused,
+    )
 }
 
 pub(super) async fn list(
@@ -150,7 +130,7 @@ pub(super) async fn action(
     };
     match started {
         Ok(op) => Ok(see_other(&operation_url(op.id(), "/console/plugins"))),
-        Err(e) if e.status.is_client_error() => list_page(&state, &form.me, Some(e.into())).await,
+        Err(e) if e.status.is_client_error() => list_page(&state, &form.me, Some(e)).await,
         Err(e) => Err(e),
     }
 }
@@ -160,7 +140,7 @@ async fn remove(
     name: &str,
     form: Form,
 ) -> Result<Response, ConsoleError> {
-    if form.get("confirm") != Some("yes") {
+    if !form.confirmed() {
         let st = Arc::clone(state);
         let counts = blocking(move || Ok(manage::plugins::device_counts(&st.api.store)?)).await?;
         let devices = counts.get(name).copied().unwrap_or(0);
@@ -170,14 +150,15 @@ async fn remove(
             "No device uses it. A built-in plugin of the same name, if there is one, takes over."
                 .to_owned()
         };
-        return state.render(
-            "admin_confirm.html",
-            Some(&form.me),
-            json!({ "title": format!("Remove plugin {name}?"), "text": text,
-                "action": format!("/console/plugins/{}/remove", super::devices::seg(name)),
-                "force": devices > 0, "button": "Yes, remove it",
-                "cancel": "/console/plugins" }),
-        );
+        let ask = Confirm {
+            title: format!("Remove plugin {name}?"),
+            text,
+            action: format!("/console/plugins/{}/remove", super::devices::seg(name)),
+            force: devices > 0,
+            button: "Yes, remove it",
+            cancel: "/console/plugins".into(),
+        };
+        return state.confirm(&form.me, ask);
     }
     let force = form.get("force") == Some("on");
     let api = &state.api;
@@ -188,7 +169,7 @@ async fn remove(
         .map_err(ConsoleError::from);
     match removed {
         Ok(()) => Ok(see_other("/console/plugins")),
-        Err(e) if e.status.is_client_error() => list_page(state, &form.me, Some(e.into())).await,
+        Err(e) if e.status.is_client_error() => list_page(state, &form.me, Some(e)).await,
         Err(e) => Err(e),
     }
 }
@@ -207,7 +188,7 @@ async fn plugin_page(
     state: &Arc<ConsoleState>,
     me: &SignedIn,
     name: &str,
-    refused: Option<Refused>,
+    refused: Option<ConsoleError>,
 ) -> Result<Response, ConsoleError> {
     master(me)?;
     let plugin = plugin_of(state, name)?;
@@ -247,20 +228,15 @@ async fn plugin_page(
                 "upgrade": false, "declared": false }));
         }
     }
-    let (status, error) = match refused {
-        Some(r) => (r.status, Some(r.message)),
-        None => (StatusCode::OK, None),
-    };
-    let mut page = state.render(
+    state.render_refused(
         "plugin.html",
-        Some(me),
+        me,
         json!({ "plugin": { "name": plugin.name, "version": plugin.version,
                 "vendor": plugin.vendor, "models": plugin.models,
                 "description": plugin.description, "origin": plugin.origin.as_str() },
-            "packages": packages, "service": installed.is_some(), "error": error }),
-    )?;
-    *page.status_mut() = status;
-    Ok(page)
+            "packages": packages, "service": installed.is_some() }),
+        refused,
+    )
 }
 
 /// `GET /console/plugins/{name}`: one plugin and its packages.
@@ -311,15 +287,16 @@ pub(super) async fn package_action(
             .map_err(ConsoleError::from)
         }
         "uninstall" => {
-            if form.get("confirm") != Some("yes") {
-                return state.render(
-                    "admin_confirm.html",
-                    Some(&form.me),
-                    json!({ "title": format!("Uninstall package {id} of {name}?"),
-                        "text": "Its files are removed: phones no longer get them.",
-                        "action": format!("{back}/packages/{}/uninstall", super::devices::seg(&id)),
-                        "force": false, "button": "Yes, uninstall it", "cancel": back }),
-                );
+            if !form.confirmed() {
+                let ask = Confirm {
+                    title: format!("Uninstall package {id} of {name}?"),
+                    text: "Its files are removed: phones no longer get them.".into(),
+                    action: format!("{back}/packages/{}/uninstall", super::devices::seg(&id)),
+                    force: false,
+                    button: "Yes, uninstall it",
+                    cancel: back,
+                };
+                return state.confirm(&form.me, ask);
             }
             manage::packages::uninstall(&service, &name, &id)
                 .await
@@ -332,9 +309,7 @@ pub(super) async fn package_action(
         _ => return Err(ConsoleError::not_found()),
     };
     match done {
-        Err(e) if e.status.is_client_error() => {
-            plugin_page(&state, &form.me, &name, Some(e.into())).await
-        }
+        Err(e) if e.status.is_client_error() => plugin_page(&state, &form.me, &name, Some(e)).await,
         other => other,
     }
 }

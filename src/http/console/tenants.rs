@@ -7,11 +7,10 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{blocking, see_other, ConsoleError, ConsoleState, Form, SignedIn};
+use super::{blocking, see_other, Confirm, ConsoleError, ConsoleState, Form, SignedIn};
 use crate::manage::{self, tenants::NewTenant, Scope};
 use crate::model::{self, Role};
 
@@ -57,15 +56,13 @@ async fn page(
     } else {
         typed.parent
     };
-    let status = refused.as_ref().map_or(StatusCode::OK, |e| e.status);
-    let mut response = state.render(
+    state.render_refused(
         "tenants.html",
-        Some(me),
-        json!({ "tenants": items, "error": refused.map(|e| e.message),
+        me,
+        json!({ "tenants": items,
             "typed": { "id": typed.id, "name": typed.name, "parent": parent } }),
-    )?;
-    *response.status_mut() = status;
-    Ok(response)
+        refused,
+    )
 }
 
 pub(super) async fn list(
@@ -118,18 +115,17 @@ pub(super) async fn action(
     let st = Arc::clone(&state);
     let done = match action.as_str() {
         "delete" => {
-            if form.get("confirm") != Some("yes") {
+            if !form.confirmed() {
                 // Nothing is said of a tenant outside the subtree, not even that it exists.
                 let (st, scope, tenant) = (Arc::clone(&state), form.me.scope.clone(), id.clone());
                 blocking(move || Ok(manage::tenants::get(&st.api.store, &scope, &tenant)?)).await?;
-                return state.render(
-                    "admin_confirm.html",
-                    Some(&form.me),
-                    json!({ "title": format!("Delete tenant {id}?"),
-                        "text": "A tenant is deleted only once it has no devices, configs, categories, rollouts nor tenants below it; its users and tokens stop working.",
-                        "action": format!("/console/tenants/{}/delete", super::devices::seg(&id)),
-                        "force": false, "button": "Yes, delete it", "cancel": "/console/tenants" }),
+                let ask = Confirm::delete(
+                    format!("Delete tenant {id}?"),
+                    "A tenant is deleted only once it has no devices, configs, categories, rollouts nor tenants below it; its users and tokens stop working.",
+                    format!("/console/tenants/{}/delete", super::devices::seg(&id)),
+                    "/console/tenants",
                 );
+                return state.confirm(&form.me, ask);
             }
             let scope = form.me.scope.clone();
             blocking(move || {

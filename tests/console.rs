@@ -56,6 +56,19 @@ fn sign_in_roles_csrf_tenants_and_sign_out() {
     assert_eq!(status, 403, "another form's token");
     let (status, head) = c.sign_in_with(&jar, "admin", "wrong-password");
     assert_eq!(status, 401, "{head}");
+    // An empty password: the form again (a field to fill in) with what is missing.
+    let (_, _, form) = req(&jar, "GET", &signin, &[]);
+    let empty = [
+        ("user", "admin"),
+        ("password", ""),
+        ("csrf", &csrf_of(&form)),
+    ];
+    let (status, _, page) = req(&jar, "POST", &signin, &empty);
+    assert_eq!(status, 400, "{page}");
+    assert!(
+        page.contains("name=\"password\"") && page.contains("Give a user name and a password"),
+        "{page}"
+    );
     let (status, head) = c.sign_in_with(&jar, "admin", "admin-password");
     assert_eq!(status, 303, "{head}");
     let cookie = head

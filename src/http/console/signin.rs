@@ -124,6 +124,10 @@ pub(super) async fn submit(
     let (who, tenant, role) = match outcome {
         Ok(Ok(found)) => found,
         Ok(Err(why)) => return signin_page(&state, StatusCode::UNAUTHORIZED, Some(&why)),
+        // Missing fields: the form again with what to fill in, not a bare error page.
+        Err(e) if e.status == StatusCode::BAD_REQUEST => {
+            return signin_page(&state, StatusCode::BAD_REQUEST, Some(&e.message));
+        }
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => {
             return signin_page(
                 &state,

@@ -4,9 +4,9 @@
 //! (`cfg_children`, `idx_tenant_key`); version 3 stores the non-unique indexes (`idx_ip`,
 //! `cfg_children`) as one key per link plus a count; version 4 adds the config → devices index
 //! (`idx_cfg_devices`); version 5 the devices' per-tenant field indexes and counts (`idx_dev`,
-//! `counts`); version 6 the devices' per-tenant state counts. Every step rebuilds every index from the records. The tenant tree
-//! needs no step: [`Store::ensure_defaults`] gives every tenant without a parent the default
-//! tenant as its parent, at every start.
+//! `counts`); version 6 the devices' per-tenant state counts. Every step rebuilds every index
+//! from the records. The tenant tree needs no step: [`Store::ensure_defaults`] gives every
+//! tenant without a parent the default tenant as its parent, at every start.
 
 use super::{Result, Store, StoreError};
 

@@ -62,6 +62,26 @@ impl Live {
         self.console.sessions.alive(&self.session, Instant::now())
     }
 
+    /// The session lives and still stands for its stored user or token (checked against the
+    /// store: a user deleted by the API or the CLI ends the stream too); a session that no
+    /// longer does is ended.
+    async fn still_signed_in(&self) -> bool {
+        let Some(session) = self.console.sessions.peek(&self.session, Instant::now()) else {
+            return false;
+        };
+        let console = Arc::clone(&self.console);
+        match tokio::task::spawn_blocking(move || super::still_valid(&console, &session)).await {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
+                self.console.sessions.end(&self.session);
+                false
+            }
+            // The store could not say: this stream ends, the session is left to the next
+            // request's check.
+            _ => false,
+        }
+    }
+
     /// The next frame to send; `None` ends the stream (signed out, daemon stopping).
     async fn next(&mut self) -> Option<SseEvent> {
         if self.hello {
@@ -91,7 +111,7 @@ impl Live {
                     Next::Closed => return None,
                 },
                 _ = self.tick.tick() => {
-                    if !self.session_alive() {
+                    if !self.still_signed_in().await {
                         return None;
                     }
                     return Some(SseEvent::default().comment("keep-alive"));

@@ -177,6 +177,9 @@ pub struct Console {
     /// Mark the session cookie `Secure`: set it when people reach the console over HTTPS
     /// (through a reverse proxy; the API listener itself speaks plain HTTP).
     pub secure_cookies: bool,
+    /// An open live-events stream sends a keep-alive and checks its session's user or token
+    /// and tenant this often, in seconds.
+    pub live_check_secs: u64,
 }
 
 impl Default for Console {
@@ -186,6 +189,7 @@ impl Default for Console {
             idle_timeout_secs: 30 * 60,
             max_session_secs: 12 * 3600,
             secure_cookies: false,
+            live_check_secs: 15,
         }
     }
 }

@@ -4,9 +4,10 @@
 //! Published by the layers that every transport and the API go through (`files`, `ident`,
 //! `manage`), never by the console. Publishing never waits: the channel is a bounded
 //! broadcast, and a subscriber that falls behind loses the oldest events and is told how many
-//! (its page then offers a reload). A small ring keeps the last boot events for the overview.
+//! (its page then offers a reload). Small rings, one per tenant, keep the last boot events for
+//! the overview, so that one busy tenant cannot push the others' out.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,8 +20,12 @@ use crate::model::UnixTime;
 pub const CHANNEL_CAPACITY: usize = 256;
 /// Subscribers at once (each an open `/console/events` stream); more are refused.
 pub const MAX_SUBSCRIBERS: usize = 64;
-/// Boot events kept for the overview.
-pub const RECENT_BOOTS: usize = 200;
+/// Subscribers at once for one holder (a console session), so that one cannot take them all.
+pub const MAX_PER_HOLDER: usize = 4;
+/// Boot events kept per tenant for the overview.
+pub const RECENT_BOOTS: usize = 20;
+/// Tenants whose boot events are kept; beyond, the least recently booted tenant's go.
+pub const RECENT_TENANTS: usize = 10_000;
 
 /// One event.
 #[derive(Debug, Clone, Serialize)]
@@ -130,8 +135,9 @@ pub struct CodeUsed {
 pub struct Events {
     tx: broadcast::Sender<Arc<Event>>,
     seq: AtomicU64,
-    recent: Mutex<VecDeque<Arc<Event>>>,
+    recent: Mutex<Recent>,
     streams: Arc<Semaphore>,
+    holders: Arc<Mutex<HashMap<String, usize>>>,
     closing: watch::Sender<bool>,
 }
 
@@ -152,11 +158,97 @@ pub enum Next {
     Closed,
 }
 
-/// One subscriber; holds one of the [`MAX_SUBSCRIBERS`] places until dropped.
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// [`MAX_SUBSCRIBERS`] are listening.
+    #[error("too many subscribers")]
+    Full,
+    /// The holder has [`MAX_PER_HOLDER`] already.
+    #[error("too many subscribers for one holder")]
+    HolderFull,
+    /// The daemon is stopping.
+    #[error("the daemon is stopping")]
+    Closing,
+}
+
+/// One subscriber; holds one of the [`MAX_SUBSCRIBERS`] places, and one of its holder's,
+/// until dropped.
 pub struct Subscription {
     rx: broadcast::Receiver<Arc<Event>>,
     closing: watch::Receiver<bool>,
     _place: OwnedSemaphorePermit,
+    _holder: HolderPlace,
+}
+
+/// One of a holder's places; given back when dropped.
+struct HolderPlace {
+    holders: Arc<Mutex<HashMap<String, usize>>>,
+    holder: String,
+}
+
+impl Drop for HolderPlace {
+    fn drop(&mut self) {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = holders.get_mut(&self.holder) {
+            *n -= 1;
+            // Gone holders leave no entry: the map stays as small as the open streams.
+            if *n == 0 {
+                holders.remove(&self.holder);
+            }
+        }
+    }
+}
+
+/// The last boot events of each tenant, for at most `max_tenants` tenants.
+struct Recent {
+    per_tenant: usize,
+    max_tenants: usize,
+    /// Each tenant's ring, oldest first, and the `seq` of its newest event.
+    rings: HashMap<String, (u64, VecDeque<Arc<Event>>)>,
+    /// The tenants by the `seq` of their newest event: the first is the one to evict.
+    by_last: BTreeMap<u64, String>,
+}
+
+impl Recent {
+    fn push(&mut self, event: Arc<Event>) {
+        if !self.rings.contains_key(&event.tenant) && self.rings.len() >= self.max_tenants {
+            if let Some((_, stale)) = self.by_last.pop_first() {
+                self.rings.remove(&stale);
+            }
+        }
+        let (last, ring) = self
+            .rings
+            .entry(event.tenant.clone())
+            .or_insert_with(|| (0, VecDeque::with_capacity(self.per_tenant)));
+        self.by_last.remove(last);
+        *last = event.seq;
+        self.by_last.insert(event.seq, event.tenant.clone());
+        if ring.len() >= self.per_tenant {
+            ring.pop_front();
+        }
+        ring.push_back(event);
+    }
+}
+
+/// An event ordered by `seq` reversed: a [`BinaryHeap`] of them pops the oldest first.
+struct Oldest(Arc<Event>);
+
+impl PartialEq for Oldest {
+    fn eq(&self, other: &Oldest) -> bool {
+        self.0.seq == other.0.seq
+    }
+}
+impl Eq for Oldest {}
+impl PartialOrd for Oldest {
+    fn partial_cmp(&self, other: &Oldest) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Oldest {
+    fn cmp(&self, other: &Oldest) -> std::cmp::Ordering {
+        other.0.seq.cmp(&self.0.seq)
+    }
 }
 
 impl Subscription {
@@ -180,12 +272,28 @@ impl Subscription {
 impl Events {
     /// A bus keeping `capacity` events per subscriber, for at most `subscribers` at once.
     pub fn with_limits(capacity: usize, subscribers: usize) -> Events {
+        Events::with_recent(capacity, subscribers, RECENT_BOOTS, RECENT_TENANTS)
+    }
+
+    /// The same keeping `per_tenant` boot events for each of at most `tenants` tenants.
+    pub fn with_recent(
+        capacity: usize,
+        subscribers: usize,
+        per_tenant: usize,
+        tenants: usize,
+    ) -> Events {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Events {
             tx,
             seq: AtomicU64::new(0),
-            recent: Mutex::new(VecDeque::with_capacity(RECENT_BOOTS)),
+            recent: Mutex::new(Recent {
+                per_tenant: per_tenant.max(1),
+                max_tenants: tenants.max(1),
+                rings: HashMap::new(),
+                by_last: BTreeMap::new(),
+            }),
             streams: Arc::new(Semaphore::new(subscribers)),
+            holders: Arc::new(Mutex::new(HashMap::new())),
             closing: watch::Sender::new(false),
         }
     }
@@ -205,39 +313,61 @@ impl Events {
         });
         if matches!(event.what, What::Boot(_)) {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            if recent.len() == RECENT_BOOTS {
-                recent.pop_front();
-            }
-            recent.push_back(Arc::clone(&event));
+            recent.push(Arc::clone(&event));
         }
         // No subscriber is not an error: nobody is watching.
         let _ = self.tx.send(event);
     }
 
-    /// A new subscriber, or `None` when [`MAX_SUBSCRIBERS`] are already listening or the
-    /// daemon is stopping.
-    pub fn subscribe(&self) -> Option<Subscription> {
+    /// A new subscriber for `holder` (a console session), refused when [`MAX_SUBSCRIBERS`]
+    /// are already listening, when `holder` has [`MAX_PER_HOLDER`], or when the daemon is
+    /// stopping.
+    pub fn subscribe(&self, holder: &str) -> Result<Subscription, Refused> {
         if *self.closing.borrow() {
-            return None;
+            return Err(Refused::Closing);
         }
-        let place = Arc::clone(&self.streams).try_acquire_owned().ok()?;
-        Some(Subscription {
+        let held = {
+            let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+            let n = holders.entry(holder.to_owned()).or_insert(0);
+            if *n >= MAX_PER_HOLDER {
+                return Err(Refused::HolderFull);
+            }
+            *n += 1;
+            HolderPlace {
+                holders: Arc::clone(&self.holders),
+                holder: holder.to_owned(),
+            }
+        };
+        // Without a global place, `held` is dropped and gives the holder's back.
+        let place = Arc::clone(&self.streams)
+            .try_acquire_owned()
+            .map_err(|_| Refused::Full)?;
+        Ok(Subscription {
             rx: self.tx.subscribe(),
             closing: self.closing.subscribe(),
             _place: place,
+            _holder: held,
         })
     }
 
-    /// The last `n` boot events whose tenant `shown` accepts, newest first.
+    /// The last `n` boot events of the tenants that `shown` accepts, newest first.
     pub fn recent_boots(&self, n: usize, shown: impl Fn(&str) -> bool) -> Vec<Arc<Event>> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent
-            .iter()
-            .rev()
-            .filter(|e| shown(&e.tenant))
-            .take(n)
-            .cloned()
-            .collect()
+        // The newest `n` of the shown rings: a heap of at most `n`, its oldest on top.
+        let mut newest = BinaryHeap::with_capacity(n + 1);
+        for (tenant, (_, ring)) in &recent.rings {
+            if !shown(tenant) {
+                continue;
+            }
+            for event in ring {
+                newest.push(Oldest(Arc::clone(event)));
+                if newest.len() > n {
+                    newest.pop();
+                }
+            }
+        }
+        // Ascending by `Oldest`'s order is newest first.
+        newest.into_sorted_vec().into_iter().map(|e| e.0).collect()
     }
 
     /// Ends every subscription (the daemon is stopping): open streams close at once instead
@@ -265,9 +395,9 @@ mod tests {
     #[tokio::test]
     async fn slow_subscribers_lose_events_and_the_publisher_never_waits() {
         let events = Events::with_limits(4, 2);
-        let mut a = events.subscribe().unwrap();
-        let _b = events.subscribe().unwrap();
-        assert!(events.subscribe().is_none(), "bounded");
+        let mut a = events.subscribe("s1").unwrap();
+        let _b = events.subscribe("s2").unwrap();
+        assert_eq!(events.subscribe("s3").err(), Some(Refused::Full), "bounded");
         for i in 0..10 {
             events.publish("t", boot(&i.to_string()));
         }
@@ -278,16 +408,65 @@ mod tests {
         }
         drop(a);
         assert!(
-            events.subscribe().is_some(),
+            events.subscribe("s3").is_ok(),
             "a dropped place is free again"
         );
         let recent = events.recent_boots(3, |t| t == "t");
         assert_eq!(recent.len(), 3);
         assert_eq!(recent[0].seq, 10);
         assert!(events.recent_boots(3, |t| t == "other").is_empty());
-        let mut c = events.subscribe().unwrap();
+        let mut c = events.subscribe("s1").unwrap();
         events.close();
         assert!(matches!(c.next().await, Next::Closed));
-        assert!(events.subscribe().is_none());
+        assert_eq!(events.subscribe("s4").err(), Some(Refused::Closing));
+    }
+
+    #[test]
+    fn one_holder_gets_at_most_its_share_and_gets_it_back() {
+        let events = Events::with_limits(4, MAX_PER_HOLDER + 1);
+        let mut mine: Vec<_> = (0..MAX_PER_HOLDER)
+            .map(|_| events.subscribe("me").unwrap())
+            .collect();
+        assert_eq!(events.subscribe("me").err(), Some(Refused::HolderFull));
+        let other = events.subscribe("other").unwrap();
+        // The daemon-wide bound is reached: a refusal there leaves no count behind.
+        assert_eq!(events.subscribe("third").err(), Some(Refused::Full));
+        assert!(!events.holders.lock().unwrap().contains_key("third"));
+        mine.pop();
+        let again = events.subscribe("me").unwrap();
+        drop((other, again));
+        mine.clear();
+        assert!(events.holders.lock().unwrap().is_empty(), "no entry left");
+    }
+
+    #[test]
+    fn each_tenant_keeps_its_own_boots_within_bounds() {
+        let events = Events::with_recent(4, 2, 3, 2);
+        events.publish("a", boot("a1"));
+        for i in 0..300 {
+            events.publish("b", boot(&format!("b{i}")));
+        }
+        let a = events.recent_boots(20, |t| t == "a");
+        assert_eq!(a.len(), 1, "b's boots leave a's");
+        let both = events.recent_boots(2, |_| true);
+        let seqs: Vec<u64> = both.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [301, 300], "newest first, n shown");
+        let all = events.recent_boots(20, |_| true);
+        assert_eq!(all.len(), 4, "3 of b and 1 of a");
+        assert_eq!(all[3].tenant, "a");
+        // A third tenant evicts the least recently booted one (a), not the busy one.
+        events.publish("c", boot("c1"));
+        assert!(events.recent_boots(20, |t| t == "a").is_empty());
+        assert_eq!(events.recent_boots(20, |t| t == "b").len(), 3);
+        events.publish("b", boot("b-last"));
+        events.publish("a", boot("a2"));
+        assert!(
+            events.recent_boots(20, |t| t == "c").is_empty(),
+            "c was oldest"
+        );
+        let recent = events.recent_boots(20, |_| true);
+        assert_eq!(recent[0].tenant, "a");
+        let recent = events.recent.lock().unwrap();
+        assert_eq!((recent.rings.len(), recent.by_last.len()), (2, 2));
     }
 }

@@ -217,13 +217,27 @@ impl FetchError {
     /// True for failures on our side (the phone gets a 500 / TFTP error 0), false for
     /// requests that simply have no answer (404 / TFTP error 1).
     pub fn is_internal(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            // A device with no config yet, or whose config was deleted (the API allows both, as
+            // wazo-provd does), has no files: a 404 as for an unknown file, not our failure.
+            FetchError::Render(RenderError::NoConfig(_) | RenderError::MissingConfig(..)) => false,
             FetchError::Ident(_)
-                | FetchError::Render(_)
-                | FetchError::Store(_)
-                | FetchError::Auto(_)
-        )
+            | FetchError::Render(_)
+            | FetchError::Store(_)
+            | FetchError::Auto(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The device that the refusal is worth a warning about (a config deleted under it).
+    pub fn warn_device(&self) -> Option<&str> {
+        match self {
+            FetchError::WrongTenant { device, .. } | FetchError::ForeignMac { device } => {
+                Some(device)
+            }
+            FetchError::Render(RenderError::MissingConfig(_, device)) => Some(device),
+            _ => None,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The web console over HTTP (curl against the real daemon): users made with the CLI, sign-in,
 //! cookie flags, CSRF refusals, roles, tenant isolation, rate-limited sign-in, idle expiry,
-//! sign-out, and a rollout's CSV.
+//! sign-out, a rollout's CSV, and the live event stream (its bounds, its checks, the overview's
+//! per-tenant boot events).
 
 mod common;
 
@@ -506,6 +507,12 @@ struct Events {
 
 /// Opens `/console/events` with `cookie`: the status, and the stream when it is 200.
 fn open_events(base: &str, cookie: Option<&str>) -> (u16, Option<Events>) {
+    let (status, _, stream) = open_events_head(base, cookie);
+    (status, stream)
+}
+
+/// The same with the answer's header lines.
+fn open_events_head(base: &str, cookie: Option<&str>) -> (u16, String, Option<Events>) {
     use std::io::{BufRead, BufReader, Write};
     let addr = base.strip_prefix("http://").unwrap();
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -535,7 +542,7 @@ fn open_events(base: &str, cookie: Option<&str>) -> (u16, Option<Events>) {
         head.push_str(&line);
     }
     if status != 200 {
-        return (status, None);
+        return (status, head, None);
     }
     assert!(
         head.to_ascii_lowercase()
@@ -553,7 +560,7 @@ fn open_events(base: &str, cookie: Option<&str>) -> (u16, Option<Events>) {
             }
         }
     });
-    (status, Some(Events { lines, conn }))
+    (status, head, Some(Events { lines, conn }))
 }
 
 impl Events {
@@ -590,6 +597,19 @@ impl Events {
     }
 }
 
+/// A new session signed in with the API `token` through the form (jar `token-<n>.jar`): its
+/// cookie.
+fn token_session(c: &Console, token: &str, n: usize) -> String {
+    let jar = c.dir().join(format!("token-{n}.jar"));
+    let signin = format!("{}/console/signin", c.base);
+    let (status, _, page) = req(&jar, "GET", &signin, &[]);
+    assert_eq!(status, 200, "{page}");
+    let csrf = csrf_of(&page);
+    let (status, head, _) = req(&jar, "POST", &signin, &[("csrf", &csrf), ("token", token)]);
+    assert_eq!(status, 303, "{head}");
+    jar_cookie(&jar, "provisiond_session")
+}
+
 /// A device created in `tenant` over the admin socket (a `device` event of that tenant).
 fn create_device(c: &Console, tenant: &str, mac: &str) -> String {
     let device = serde_json::json!({ "device": { "mac": mac } });
@@ -600,7 +620,8 @@ fn create_device(c: &Console, tenant: &str, mac: &str) -> String {
 
 #[test]
 fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
-    let c = Console::start("");
+    // Closed streams are noticed at the next keep-alive: every second here.
+    let c = Console::start("[console]\nlive_check_secs = 1\n");
     for tenant in ["acme", "beta"] {
         c.cli(&["tenant", "create", tenant]);
     }
@@ -662,15 +683,55 @@ fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
     root.until(&beta_dev);
     root.until(&acme_dev);
 
-    // Bounded: 64 streams at once (provisiond::events::MAX_SUBSCRIBERS); the next is refused.
+    // Bounded per session: 4 streams (provisiond::events::MAX_PER_HOLDER); the 5th is refused
+    // while another session still gets one.
     let mut more = Vec::new();
-    for _ in streams.len()..provisiond::events::MAX_SUBSCRIBERS {
+    for _ in 1..provisiond::events::MAX_PER_HOLDER {
         let (status, stream) = open_events(&c.base, Some(&cookies[0].1));
         assert_eq!(status, 200);
         more.push(stream.unwrap());
     }
-    let (status, _) = open_events(&c.base, Some(&cookies[0].1));
-    assert_eq!(status, 503);
+    let (status, head, _) = open_events_head(&c.base, Some(&cookies[0].1));
+    assert_eq!(status, 503, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 30"),
+        "{head}"
+    );
+    let (status, stream) = open_events(&c.base, Some(&cookies[1].1));
+    assert_eq!(status, 200, "another session");
+    more.push(stream.unwrap());
+
+    // Bounded daemon-wide: 64 streams at once (provisiond::events::MAX_SUBSCRIBERS), from
+    // sessions of an API token; the next is refused, whatever its session.
+    let token = c.api(
+        "POST",
+        "/tokens",
+        Some("master"),
+        Some(serde_json::json!({ "token": { "tenant": "master" } })),
+    );
+    assert_eq!(token.status, 201, "{:?}", token.body);
+    let token = token.body["token"].as_str().unwrap().to_owned();
+    let mut open = streams.len() + more.len();
+    let mut session = 0;
+    while open < provisiond::events::MAX_SUBSCRIBERS {
+        session += 1;
+        let cookie = token_session(&c, &token, session);
+        for _ in
+            0..provisiond::events::MAX_PER_HOLDER.min(provisiond::events::MAX_SUBSCRIBERS - open)
+        {
+            let (status, stream) = open_events(&c.base, Some(&cookie));
+            assert_eq!(status, 200, "stream {open}");
+            more.push(stream.unwrap());
+            open += 1;
+        }
+    }
+    let fresh = token_session(&c, &token, session + 1);
+    let (status, head, _) = open_events_head(&c.base, Some(&fresh));
+    assert_eq!(status, 503, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 30"),
+        "{head}"
+    );
     // Closed by their clients, their places come back (once the server notices, at the
     // latest at the next keep-alive).
     for s in more.drain(..) {
@@ -699,4 +760,89 @@ fn live_events_are_filtered_by_tenant_bounded_and_end_with_the_session() {
     );
     assert_eq!(status, 303);
     ann.until_closed();
+}
+
+#[test]
+fn a_deleted_users_open_stream_ends_at_the_next_check() {
+    // The check runs at each keep-alive: every second here (15 s by default).
+    let c = Console::start("[console]\nlive_check_secs = 1\n");
+    c.cli(&["tenant", "create", "acme"]);
+    let jar = c.signed_in("ann", "acme", "viewer");
+    let cookie = jar_cookie(&jar, "provisiond_session");
+    let (status, stream) = open_events(&c.base, Some(&cookie));
+    assert_eq!(status, 200);
+    let stream = stream.unwrap();
+    stream.until("event: ready");
+    let r = c.api("DELETE", "/users/ann", None, None);
+    assert!(r.status < 300, "{:?}", r.body);
+    // Nothing is published meanwhile: only the keep-alive's check can end it.
+    stream.until_closed();
+    // The session went with it.
+    let (status, head, _) = req(&jar, "GET", &format!("{}/console/", c.base), &[]);
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /console/signin"), "{head}");
+}
+
+/// One fetch of its MAC file by the Yealink phone of `mac`, over HTTP (a boot event).
+fn phone_fetch(c: &Console, mac: &str) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(c.http()).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        conn,
+        "GET /{}.cfg HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Yealink SIP-T54W 96.86.0.70 {mac}\r\nConnection: close\r\n\r\n",
+        mac.replace(':', "")
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn each_tenants_overview_keeps_its_own_recent_boots() {
+    let c = Console::start("");
+    for (tenant, mac) in [("acme", "80:5e:c0:00:00:0a"), ("beta", "80:5e:c0:00:00:0b")] {
+        c.cli(&["tenant", "create", tenant]);
+        let config = serde_json::json!({ "config": {
+            "id": format!("{tenant}-line"), "parent_ids": ["base"], "raw_config": {}
+        }});
+        let r = c.api("POST", "/cfg_mgr/configs", Some(tenant), Some(config));
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let device = serde_json::json!({ "device": {
+            "mac": mac, "plugin": "yealink", "config": format!("{tenant}-line")
+        }});
+        let r = c.api("POST", "/dev_mgr/devices", Some(tenant), Some(device));
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    phone_fetch(&c, "80:5e:c0:00:00:0a");
+    // beta's phone fetches 300 times, more than the old shared ring of 200 held.
+    for _ in 0..300 {
+        phone_fetch(&c, "80:5e:c0:00:00:0b");
+    }
+    let ann = c.signed_in("ann", "acme", "viewer");
+    let (status, page) = c.get(&ann, "/console/");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page.matches("<td>805ec000000a.cfg</td>").count(),
+        1,
+        "{page}"
+    );
+    assert!(!page.contains("805ec000000b.cfg"), "{page}");
+    let ben = c.signed_in("ben", "beta", "viewer");
+    let (_, page) = c.get(&ben, "/console/");
+    assert_eq!(
+        page.matches("<td>805ec000000b.cfg</td>").count(),
+        20,
+        "{page}"
+    );
+    assert!(!page.contains("805ec000000a.cfg"), "{page}");
+    // The root's subtree merges both: the newest 20, all beta's.
+    let root = c.signed_in("root", "master", "viewer");
+    let (_, page) = c.get(&root, "/console/");
+    assert_eq!(
+        page.matches("<td>805ec000000b.cfg</td>").count(),
+        20,
+        "{page}"
+    );
 }

@@ -396,6 +396,81 @@ fn device_page_history_chain_previews_tenants_roles_and_store_check() {
 }
 
 #[test]
+fn previews_mask_percent_encoded_secrets_and_leave_a_one_digit_pin_elsewhere_alone() {
+    let c = Console::start("");
+    c.cli(&["tenant", "create", "acme"]);
+    // Passwords with characters the `percent` filter escapes and some it leaves (`.`); line 2's
+    // password is `1`, a character the file holds in many other places.
+    let r = c.api(
+        "POST",
+        "/cfg_mgr/configs",
+        Some("acme"),
+        Some(json!({ "config": {
+            "id": "acme-inno", "parent_ids": ["base"],
+            "raw_config": {
+                "admin_password": "Pass.word!&%<",
+                "sip_lines": {
+                    "1": { "username": "1001", "password": "Li.ne!&%<9", "registrar_ip": "10.0.0.1" },
+                    "2": { "username": "1002", "password": "1", "registrar_ip": "10.0.0.1" }
+                }
+            }
+        }})),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = c.api(
+        "POST",
+        "/dev_mgr/devices",
+        Some("acme"),
+        Some(
+            json!({ "device": { "mac": "00:90:33:01:02:03", "model": "IP232",
+            "plugin": "innovaphone", "config": "acme-inno" } }),
+        ),
+    );
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    // The phone gets its passwords percent-encoded, `.` left as it is.
+    let (status, script) = phone_get(&c, "update-IP232-00-90-33-01-02-03.htm", "innovaphone");
+    assert_eq!(status, 200, "{script}");
+    assert!(
+        script.contains("/password Pass.word%21%26%25%3C"),
+        "{script}"
+    );
+    assert!(script.contains("/pwd Li.ne%21%26%25%3C9 "), "{script}");
+    assert!(script.contains("/pwd 1 "), "{script}");
+
+    let viewer = c.signed_in("vic", "acme", "viewer");
+    let (status, page) = c.get(&viewer, &format!("/console/devices/{id}"));
+    assert_eq!(status, 200, "{page}");
+    let text = page
+        .replace("&#x2F;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&");
+    for shown in [&page, &text] {
+        for secret in ["Pass.word", "Li.ne", "%21%26%25%3C", "!&%<", "/pwd 1 "] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+    }
+    let after = text.split("/password ••••••••").nth(1).expect(&text);
+    assert!(
+        after.starts_with(['\r', '\n']),
+        "the whole password: {text}"
+    );
+    assert_eq!(text.matches("/pwd •••••••• /gk-addr").count(), 2, "{text}");
+    // The other `1`s are left as they are.
+    for kept in [
+        "PHONE/USER1 /proto",
+        "/e164 1001",
+        "/gk-addr 10.0.0.1:5060",
+        "/e164 1002",
+    ] {
+        assert!(text.contains(kept), "{kept}: {text}");
+    }
+}
+
+#[test]
 fn configs_create_reparent_delete_refusals_roles_and_firmware_jobs() {
     let c = Console::start("");
     let admin = c.signed_in("admin", "master", "admin");

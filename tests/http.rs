@@ -759,3 +759,23 @@ fn a_client_that_never_reads_its_answer_loses_the_connection() {
     // The slot came back: the server still answers.
     assert_eq!(server.get("/lang.txt", "Acme 0011223344aa").status, 200);
 }
+
+#[test]
+fn a_device_without_a_config_or_with_a_deleted_one_gets_404_not_500() {
+    let server = start(HttpAuthStrategy::Disabled, |_| None, None);
+    // As a PBX creates it through the API: MAC and plugin, no config yet.
+    let mut device = provisiond::model::Device::new("noconfig".to_owned(), "master");
+    device.mac = Some("80:5e:c0:11:22:33".parse().unwrap());
+    device.plugin = Some("yealink".into());
+    device.config = None;
+    server.store.create_device(&device).unwrap();
+    let r = server.get("/805ec0112233.cfg", YEALINK_UA);
+    assert_eq!(r.status, 404, "{}", text(&r));
+
+    // Its config deleted under it (the API allows it while devices use it).
+    let mut device = server.store.device("noconfig").unwrap().unwrap();
+    device.config = Some("deleted-meanwhile".into());
+    server.store.update_device(&device).unwrap();
+    let r = server.get("/805ec0112233.cfg", YEALINK_UA);
+    assert_eq!(r.status, 404, "{}", text(&r));
+}

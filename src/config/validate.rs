@@ -139,6 +139,10 @@ fn limits(s: &Settings, p: &mut Problems) {
     if s.console.idle_timeout_secs == 0 {
         p.add("console.idle_timeout_secs", "must be at least 1");
     }
+    if !(1..=60).contains(&s.console.live_check_secs) {
+        // Proxies commonly close a stream idle for a minute.
+        p.add("console.live_check_secs", "must be 1 to 60");
+    }
     if s.console.max_session_secs < s.console.idle_timeout_secs {
         p.add(
             "console.max_session_secs",

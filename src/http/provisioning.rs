@@ -289,9 +289,9 @@ fn outcome(
         Ok(Err(e)) => {
             let mut outcome = plain(StatusCode::NOT_FOUND, e.to_string());
             outcome.rejection = e.rejection(true);
-            if let FetchError::WrongTenant { device, .. } | FetchError::ForeignMac { device } = &e {
+            if let Some(device) = e.warn_device() {
                 outcome.warning = Some(e.to_string());
-                outcome.device = Some(device.clone());
+                outcome.device = Some(device.to_owned());
             }
             outcome
         }

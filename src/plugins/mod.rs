@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use context::{build_context, merged_raw_config, server_base, ContextError, ServerInfo};
 pub use embedded::{EmbeddedFile, EmbeddedPlugin, BUILT_IN};
 pub use manifest::{DhcpOptionSpec, RuleSource};
-pub use render::{RenderError, Rendered, Renderer};
+pub use render::{RenderError, RenderInputs, Rendered, Renderer};
 pub use route::{safe_relative, MAX_PATH_LEN};
 
 use crate::model::Mac;

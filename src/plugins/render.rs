@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::context::{build_context, merged_raw_config, server_base, ContextError, ServerInfo};
 use super::{error_chain, Plugin, Resolved, Target};
 use crate::codeform::FormKey;
-use crate::model::{Config, Device};
+use crate::model::{Config, Device, RawConfig};
 use crate::store::{Store, StoreError, AUTOPROV_CONFIG, BASE_CONFIG};
 
 /// Entries kept before the cache is emptied; bounds memory whatever the request mix.
@@ -25,6 +25,17 @@ pub struct Rendered {
     pub etag: String,
     /// When this content was first rendered (its inputs have not changed since).
     pub modified: std::time::SystemTime,
+}
+
+/// What a file is rendered from, besides its plugin and template.
+#[derive(Debug, Clone)]
+pub struct RenderInputs {
+    /// The merged raw config of the device's chain.
+    pub raw: RawConfig,
+    /// The device.
+    pub device: Device,
+    /// Its tenant's provisioning key, when the `url_key` strategy puts it in URLs.
+    pub url_key: Option<String>,
 }
 
 /// Why a file could not be rendered.
@@ -286,7 +297,12 @@ impl Renderer {
         if !render_on_miss {
             return Ok(None);
         }
-        let rendered = self.render_uncached(plugin, device, &chain, template, &key)?;
+        let inputs = RenderInputs {
+            raw: merged_raw_config(chain.iter().map(|c| &c.raw_config)),
+            device: device.clone(),
+            url_key: key.url_key.clone(),
+        };
+        let rendered = self.render_uncached(plugin, &chain, template, &key.content_type, inputs)?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
@@ -295,16 +311,53 @@ impl Renderer {
         Ok(Some(rendered))
     }
 
-    fn render_uncached(
+    /// Renders the template behind `resolved` for `device` as [`Renderer::render`] does, past
+    /// the cache, once `edit` has changed its inputs: the console's previews put placeholders
+    /// in place of secrets this way, so that what they show comes from the same code.
+    pub fn render_edited(
         &self,
         plugin: &Plugin,
         device: &Device,
+        resolved: &Resolved,
+        edit: impl FnOnce(&mut RenderInputs),
+    ) -> Result<Rendered, RenderError> {
+        let template = match &resolved.target {
+            Target::Template(name) => name,
+            Target::Static(path) => {
+                return Err(RenderError::NotATemplate(path.display().to_string()))
+            }
+        };
+        let chain = self.config_chain(device)?;
+        let url_key = if self.server.url_key_strategy {
+            self.store
+                .tenant(&device.tenant)?
+                .and_then(|t| t.provisioning_key)
+        } else {
+            None
+        };
+        let mut inputs = RenderInputs {
+            raw: merged_raw_config(chain.iter().map(|c| &c.raw_config)),
+            device: device.clone(),
+            url_key,
+        };
+        edit(&mut inputs);
+        self.render_uncached(plugin, &chain, template, &resolved.content_type, inputs)
+    }
+
+    fn render_uncached(
+        &self,
+        plugin: &Plugin,
         chain: &[Config],
         template: &str,
-        key: &CacheKey,
+        content_type: &str,
+        inputs: RenderInputs,
     ) -> Result<Rendered, RenderError> {
-        let raw = merged_raw_config(chain.iter().map(|c| &c.raw_config));
-        let url_key = key.url_key.clone();
+        let RenderInputs {
+            raw,
+            device,
+            url_key,
+        } = inputs;
+        let device = &device;
         let form_base = match (&plugin.code_form, device.mac) {
             (Some(_), Some(mac)) if chain.iter().any(|c| c.id == AUTOPROV_CONFIG) => {
                 server_base(&raw, &self.server).map(|base| (base, mac))
@@ -331,11 +384,11 @@ impl Renderer {
             })?;
         // The validator depends on what is sent, nothing else.
         let mut hasher = DefaultHasher::new();
-        key.content_type.hash(&mut hasher);
+        content_type.hash(&mut hasher);
         body.hash(&mut hasher);
         Ok(Rendered {
             body: Arc::from(body.into_bytes()),
-            content_type: key.content_type.clone(),
+            content_type: content_type.to_owned(),
             etag: format!("\"{:016x}\"", hasher.finish()),
             modified: std::time::SystemTime::now(),
         })

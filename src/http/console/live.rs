@@ -11,13 +11,11 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::session::Session;
 use super::{ConsoleError, ConsoleState, SignedIn};
-use crate::events::{Event, Next, Subscription};
+use crate::events::{Event, Next, Refused, Subscription};
 use crate::manage::Scope;
 
-/// A comment line this often keeps proxies from closing an idle stream, and checks that the
-/// session still lives.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long a browser waits before reconnecting a dropped stream.
 const RETRY: Duration = Duration::from_secs(5);
 /// Boot events the overview shows.
@@ -50,8 +48,10 @@ pub(super) fn recent_boots(state: &ConsoleState, me: &SignedIn) -> Vec<Value> {
 /// One open stream.
 struct Live {
     sub: Subscription,
+    /// The session's subtree, as of the last check.
     scope: Scope,
-    session: String,
+    id: String,
+    session: Session,
     console: Arc<ConsoleState>,
     tick: tokio::time::Interval,
     hello: bool,
@@ -59,30 +59,35 @@ struct Live {
 
 impl Live {
     fn session_alive(&self) -> bool {
-        self.console.sessions.alive(&self.session, Instant::now())
+        self.console.sessions.alive(&self.id, Instant::now())
     }
 
-    /// The session lives and still stands for its stored user or token (checked against the
-    /// store: a user deleted by the API or the CLI ends the stream too); a session that no
-    /// longer does is ended.
-    async fn still_signed_in(&self) -> bool {
-        let Some(session) = self.console.sessions.peek(&self.session, Instant::now()) else {
+    /// What a request checks, again: the user or token still there with its tenant, the
+    /// tenant still in the tree. The subtree is taken anew (a tenant moved out of it is no
+    /// longer shown); `false` ends the stream.
+    async fn recheck(&mut self) -> bool {
+        if !self.session_alive() {
             return false;
-        };
-        let console = Arc::clone(&self.console);
-        match tokio::task::spawn_blocking(move || super::still_valid(&console, &session)).await {
-            Ok(Ok(true)) => true,
-            Ok(Ok(false)) => {
-                self.console.sessions.end(&self.session);
+        }
+        match SignedIn::check(&self.console, &self.id, &self.session).await {
+            Ok(Some(scope)) => {
+                self.scope = scope;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                // The page reconnects, and its request is checked as any other.
+                tracing::warn!(
+                    "console event stream ended: its session check failed: {}",
+                    e.message
+                );
                 false
             }
-            // The store could not say: this stream ends, the session is left to the next
-            // request's check.
-            _ => false,
         }
     }
 
-    /// The next frame to send; `None` ends the stream (signed out, daemon stopping).
+    /// The next frame to send; `None` ends the stream (signed out, user or token gone,
+    /// daemon stopping).
     async fn next(&mut self) -> Option<SseEvent> {
         if self.hello {
             // Tells the page that it is listening: what happens from now on reaches it.
@@ -111,7 +116,7 @@ impl Live {
                     Next::Closed => return None,
                 },
                 _ = self.tick.tick() => {
-                    if !self.still_signed_in().await {
+                    if !self.recheck().await {
                         return None;
                     }
                     return Some(SseEvent::default().comment("keep-alive"));
@@ -125,23 +130,34 @@ pub(super) async fn events(
     State(state): State<Arc<ConsoleState>>,
     me: SignedIn,
 ) -> Result<Response, ConsoleError> {
-    let Some(sub) = state.api.files.events.subscribe() else {
-        let mut refused = ConsoleError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many pages are listening for live updates; reload later.",
-        )
-        .into_response();
-        refused
-            .headers_mut()
-            .insert(header::RETRY_AFTER, "30".parse().expect("static"));
-        return Ok(refused);
+    let sub = match state.api.files.events.subscribe(&me.id) {
+        Ok(sub) => sub,
+        Err(why) => {
+            let text = match why {
+                Refused::HolderFull => {
+                    "This session already has its share of pages listening for live updates; \
+                     close one or reload later."
+                }
+                Refused::Full | Refused::Closing => {
+                    "Too many pages are listening for live updates; reload later."
+                }
+            };
+            let mut refused =
+                ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+            refused
+                .headers_mut()
+                .insert(header::RETRY_AFTER, "30".parse().expect("static"));
+            return Ok(refused);
+        }
     };
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let every = state.live_check;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let live = Live {
         sub,
         scope: me.scope,
-        session: me.id,
+        id: me.id,
+        session: me.session,
         console: Arc::clone(&state),
         tick,
         hello: true,

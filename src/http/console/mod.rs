@@ -48,6 +48,8 @@ pub struct ConsoleState {
     secure: bool,
     /// `[dhcp]` when the responder is on (its pools, shown read-only).
     dhcp: Option<crate::config::Dhcp>,
+    /// How often an open event stream re-checks its session (`live_check_secs`).
+    live_check: Duration,
 }
 
 /// The templates, compiled into the binary.
@@ -125,6 +127,7 @@ impl ConsoleState {
             templates,
             secure: settings.secure_cookies,
             dhcp: None,
+            live_check: Duration::from_secs(settings.live_check_secs.max(1)),
         })
     }
 
@@ -368,6 +371,24 @@ impl FromRequestParts<Arc<ConsoleState>> for SignedIn {
             .sessions
             .touch(&id, Instant::now())
             .ok_or_else(|| SignInFirst.into_response())?;
+        let scope = SignedIn::check(state, &id, &session)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Some(scope) = scope else {
+            return Err(SignInFirst.into_response());
+        };
+        Ok(SignedIn { id, session, scope })
+    }
+}
+
+impl SignedIn {
+    /// What each request (and an open event stream, at each keep-alive) checks: the session's
+    /// scope as the store says now, or `None`, the session then ended.
+    async fn check(
+        state: &Arc<ConsoleState>,
+        id: &str,
+        session: &Session,
+    ) -> Result<Option<Scope>, ConsoleError> {
         // The user or token may have gone since sign-in, or changed (another role or tenant,
         // deleted and created again): then the session ends.
         let st = Arc::clone(state);
@@ -383,13 +404,11 @@ impl FromRequestParts<Arc<ConsoleState>> for SignedIn {
             }
         })
         .await
-        .map_err(|e| ConsoleError::internal(e).into_response())?
-        .map_err(IntoResponse::into_response)?;
-        let Some(scope) = scope else {
-            state.sessions.end(&id);
-            return Err(SignInFirst.into_response());
-        };
-        Ok(SignedIn { id, session, scope })
+        .map_err(ConsoleError::internal)??;
+        if scope.is_none() {
+            state.sessions.end(id);
+        }
+        Ok(scope)
     }
 }
 

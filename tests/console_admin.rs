@@ -691,6 +691,10 @@ fn dhcp_pools_and_leases() {
     let (_, page) = c.get(&admin, "/console/dhcp?page=1");
     assert!(page.contains("No lease on this page"), "{page}");
     assert!(page.contains("id=\"prev\""), "{page}");
+    // A page number at usize::MAX is clamped, not overflowed into a panic.
+    let (status, page) = c.get(&admin, "/console/dhcp?page=18446744073709551615");
+    assert!(status == 200 || status == 400, "{status}: {page}");
+    assert!(page.contains("No lease on this page"), "{page}");
 
     // Leases are the server's: another tenant's admin gets 403 and no link.
     let alice = c.sign_in("alice");
@@ -797,4 +801,130 @@ fn plugin_packages_with_a_licence_through_the_pages() {
     assert_eq!(reply.body, json!({"pkgs": {}}));
     let (_, page) = c.get(&admin, "/console/plugins/yealink");
     assert!(page.contains("class=\"install-package"), "{page}");
+}
+
+/// Signs in with an API token through the form; (status, headers, page) and the cookie jar.
+fn sign_in_token(c: &Console, jar_name: &str, secret: &str) -> (u16, String, String, PathBuf) {
+    let jar = c.dir().join(jar_name);
+    let signin = format!("{}/console/signin", c.base);
+    let (status, _, page) = req(&jar, "GET", &signin, &[]);
+    assert_eq!(status, 200, "{page}");
+    let csrf = csrf_of(&page);
+    let (status, head, page) = req(&jar, "POST", &signin, &[("csrf", &csrf), ("token", secret)]);
+    (status, head, page, jar)
+}
+
+/// The request goes to the sign-in page: no session behind the jar's cookie.
+fn sent_to_sign_in(c: &Console, jar: &std::path::Path, path: &str) {
+    let (status, head, page) = req(jar, "GET", &format!("{}{path}", c.base), &[]);
+    assert_eq!(status, 303, "{path}: {page}");
+    assert_eq!(location_of(&head), "/console/signin", "{path}");
+}
+
+#[test]
+fn token_roles_cover_the_rest_acls_and_deleted_users_sessions_end() {
+    let c = Console::start("");
+    let token = |acl: &[&str]| -> String {
+        let made = c.api(
+            "POST",
+            "/tokens",
+            None,
+            Some(json!({ "token": { "tenant": "master", "acl": acl } })),
+        );
+        assert_eq!(made.status, 201, "{:?}", made.body);
+        made.body["token"].as_str().unwrap().to_owned()
+    };
+    let tokens = || {
+        c.api("GET", "/tokens", None, None).body["tokens"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let users = || {
+        c.api("GET", "/users", None, None).body["users"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // Devices and provisioning only: the console would show it tokens and users that the API
+    // refuses it, so it does not sign in, and nothing is created through the pages.
+    let dev_prov = token(&["provd.dev_mgr.#", "provd.prov_mgr.#"]);
+    let (status, _, page, jar) = sign_in_token(&c, "devprov.jar", &dev_prov);
+    assert_eq!(status, 401, "{page}");
+    assert!(page.contains("viewer role"), "{page}");
+    let (n_tokens, n_users) = (tokens(), users());
+    for (path, form) in [
+        (
+            "/console/tokens",
+            vec![("tenant", "master"), ("acl", "provd.#")],
+        ),
+        (
+            "/console/users",
+            vec![
+                ("name", "mallory"),
+                ("tenant", "master"),
+                ("role", "admin"),
+                ("password", "mallory-password"),
+            ],
+        ),
+    ] {
+        let (status, _, page) = c.post(&jar, path, &form);
+        assert!(status == 303 || status == 403, "{path}: {status} {page}");
+        assert!(!page.contains("token-secret"), "{page}");
+    }
+    assert_eq!((tokens(), users()), (n_tokens, n_users));
+
+    // Reading devices only: not even a viewer.
+    let reader = token(&["provd.dev_mgr.devices.read"]);
+    let (status, _, page, _) = sign_in_token(&c, "reader.jar", &reader);
+    assert_eq!(status, 401, "{page}");
+
+    // provd.# is an admin: the tokens page offers to create one.
+    let all = token(&["provd.#"]);
+    let (status, head, page, jar) = sign_in_token(&c, "all.jar", &all);
+    assert_eq!(status, 303, "{head}{page}");
+    let (status, page) = c.get(&jar, "/console/tokens");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("create-token"), "{page}");
+
+    // A user deleted from the console: their session ends at once.
+    let root = c.signed_in("root", "master", "admin");
+    let bob = c.signed_in("bob", "master", "admin");
+    assert_eq!(c.get(&bob, "/console/users").0, 200);
+    let (status, _, page) = c.post_csrf(&root, "/console/users/bob/delete", &[("confirm", "yes")]);
+    assert_eq!(status, 303, "{page}");
+    sent_to_sign_in(&c, &bob, "/console/");
+
+    // Deleted by the API and created again as a viewer under the same name: the old
+    // session is not the new user's, and ends.
+    let carol = c.signed_in("carol", "master", "admin");
+    let (_, page) = c.get(&carol, "/console/users");
+    assert!(page.contains("create-user"), "{page}");
+    assert_eq!(c.api("DELETE", "/users/carol", None, None).status, 204);
+    c.user("carol", "master", "viewer");
+    sent_to_sign_in(&c, &carol, "/console/users");
+    let (status, _, page) = c.post(
+        &carol,
+        "/console/users",
+        &[
+            ("name", "mallory"),
+            ("tenant", "master"),
+            ("role", "admin"),
+            ("password", "mallory-password"),
+        ],
+    );
+    assert_eq!(status, 303, "{page}");
+    assert!(c.api("GET", "/users/mallory", None, None).status != 200);
+    // Signed in again, carol is a viewer.
+    let carol = c.sign_in("carol");
+    let (status, page) = c.get(&carol, "/console/users");
+    assert_eq!(status, 200, "{page}");
+    assert!(!page.contains("create-user"), "{page}");
+
+    // The same user's role changed in the store (deleted and created by the CLI) also ends it.
+    let dave = c.signed_in("dave", "master", "operator");
+    c.cli(&["user", "delete", "dave"]);
+    c.user("dave", "master", "operator");
+    sent_to_sign_in(&c, &dave, "/console/");
 }

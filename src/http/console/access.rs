@@ -137,7 +137,7 @@ pub(super) async fn user_delete(
             button: "Yes, delete them",
             ..Confirm::delete(
                 format!("Delete user {name}?"),
-                "They can no longer sign in; their open sessions end at their next request.",
+                "They can no longer sign in; their open sessions end now.",
                 format!("/console/users/{}/delete", super::devices::seg(&name)),
                 "/console/users",
             )
@@ -146,7 +146,11 @@ pub(super) async fn user_delete(
     }
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
-    blocking(move || Ok(manage::users::delete(&st.api.store, &scope, &name)?)).await?;
+    let gone = blocking(move || Ok(manage::users::delete(&st.api.store, &scope, &name)?)).await?;
+    // Their open sessions end now (including an open live-update stream), not at their next
+    // request; deleted by the API or the CLI, the next request's check ends them.
+    let ended = state.sessions.end_all(&Who::User(gone.name.clone()));
+    tracing::info!(user = %gone.name, sessions = ended, "console sessions of a deleted user ended");
     Ok(see_other("/console/users"))
 }
 
@@ -263,6 +267,7 @@ pub(super) async fn token_delete(
     }
     let st = Arc::clone(&state);
     let scope = form.me.scope.clone();
-    blocking(move || Ok(manage::tokens::delete(&st.api.store, &scope, &id)?)).await?;
+    let gone = blocking(move || Ok(manage::tokens::delete(&st.api.store, &scope, &id)?)).await?;
+    state.sessions.end_all(&Who::Token(gone.hash));
     Ok(see_other("/console/tokens"))
 }

@@ -13,6 +13,9 @@ use super::{blocking, ConsoleError, ConsoleState, SignedIn};
 use crate::manage;
 use crate::model::Lease;
 
+/// Highest page number asked for (from 0); past it the page shown is this one.
+const MAX_PAGE: usize = 1_000_000;
+
 #[derive(serde::Deserialize)]
 pub(super) struct Search {
     #[serde(default)]
@@ -53,7 +56,8 @@ pub(super) async fn show(
         .collect();
     let st = Arc::clone(&state);
     let scope = me.scope.clone();
-    let (query, page) = (search.q.trim().to_owned(), search.page);
+    // Clamped like the device list's: the next page's number is computed from it.
+    let (query, page) = (search.q.trim().to_owned(), search.page.min(MAX_PAGE));
     let q = query.clone();
     let found = blocking(move || Ok(manage::dhcp::leases(&st.api.store, &scope, &q, page)?)).await;
     let (leases, more, error) = match found {

@@ -389,26 +389,15 @@ impl SignedIn {
         id: &str,
         session: &Session,
     ) -> Result<Option<Scope>, ConsoleError> {
-        // The user or token may have gone since sign-in: then so has the session.
+        // The user or token may have gone since sign-in, or changed (another role or tenant,
+        // deleted and created again): then the session ends.
         let st = Arc::clone(state);
-        let who = session.who.clone();
-        let tenant = session.tenant.clone();
+        let (check, tenant) = (session.clone(), session.tenant.clone());
         let scope = tokio::task::spawn_blocking(move || -> Result<Option<Scope>, ConsoleError> {
-            let store = &st.api.store;
-            let valid = match &who {
-                Who::User(name) => store
-                    .user(name)
-                    .map_err(ConsoleError::internal)?
-                    .is_some_and(|u| u.tenant == tenant),
-                Who::Token(hash) => store
-                    .token(hash)
-                    .map_err(ConsoleError::internal)?
-                    .is_some_and(|t| t.expires.is_none_or(|at| at > crate::model::now())),
-            };
-            if !valid {
+            if !still_valid(&st, &check)? {
                 return Ok(None);
             }
-            match Scope::new(store, &tenant, None, &st.api.default_tenant) {
+            match Scope::new(&st.api.store, &tenant, None, &st.api.default_tenant) {
                 Ok(scope) => Ok(Some(scope)),
                 Err(crate::manage::ManageError::Unauthorized(_)) => Ok(None),
                 Err(e) => Err(e.into()),
@@ -421,6 +410,23 @@ impl SignedIn {
         }
         Ok(scope)
     }
+}
+
+/// Whether `session` still stands for the stored user or token it was started from (store
+/// reads: run it off the async runtime).
+fn still_valid(state: &ConsoleState, session: &Session) -> Result<bool, ConsoleError> {
+    let store = &state.api.store;
+    Ok(match &session.who {
+        Who::User(name) => session::user_matches(
+            session,
+            store.user(name).map_err(ConsoleError::internal)?.as_ref(),
+        ),
+        Who::Token(hash) => session::token_matches(
+            session,
+            store.token(hash).map_err(ConsoleError::internal)?.as_ref(),
+            &state.api.default_tenant,
+        ),
+    })
 }
 
 /// Largest form body read.

@@ -215,7 +215,7 @@ async fn plugin_page(
                 .as_deref()
                 .is_some_and(|v| Some(v) != p["version"].as_str());
             json!({ "id": id, "version": p["version"], "description": p["description"],
-                "size": p["dsize"], "licence_url": p["licence_url"],
+                "size": p["dsize"], "licence_url": web_link(&p["licence_url"]),
                 "licence_required": p["licence_acceptance_required"],
                 "installed": current, "upgrade": upgrade, "declared": true })
         })
@@ -355,4 +355,30 @@ pub(super) async fn operation(
             "current": oip.current, "end": oip.end, "error": oip.error, "subs": subs,
             "status": oip.status(), "back": back }),
     )
+}
+
+/// A link from package metadata, kept only when it parses as an http or https URL: a
+/// `javascript:` or `data:` URL in an `href` would run in the console's origin.
+fn web_link(value: &Value) -> Option<String> {
+    let url = url::Url::parse(value.as_str()?).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_web_links_reach_an_href() {
+        let link = |s: &str| web_link(&Value::String(s.into()));
+        assert_eq!(
+            link("https://example.com/eula"),
+            Some("https://example.com/eula".into())
+        );
+        assert!(link("http://example.com/").is_some());
+        assert_eq!(link("javascript:alert(1)"), None);
+        assert_eq!(link("data:text/html,<b>x</b>"), None);
+        assert_eq!(link("/relative"), None);
+        assert_eq!(web_link(&Value::Null), None);
+    }
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::model::Role;
+use crate::http::api::auth::acl_matches;
+use crate::model::{ConsoleUser, Role, Token, UnixTime};
 
 /// Sessions kept at once; past it, expired ones are dropped, then new sign-ins are refused.
 const MAX_SESSIONS: usize = 10_000;
@@ -31,6 +32,9 @@ pub struct Session {
     pub role: Role,
     /// Token every form of the session carries.
     pub csrf: String,
+    /// Creation time of the user or token record signed in with: a user deleted and created
+    /// again under the same name is another user, whose record the session does not match.
+    pub since: UnixTime,
     created: Instant,
     last: Instant,
 }
@@ -78,6 +82,7 @@ impl Sessions {
     }
 
     /// Starts a session under a fresh `id` with a fresh CSRF token.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
         id: String,
@@ -85,6 +90,7 @@ impl Sessions {
         who: Who,
         tenant: String,
         role: Role,
+        since: UnixTime,
         now: Instant,
     ) -> Result<(), Full> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -101,6 +107,7 @@ impl Sessions {
                 tenant,
                 role,
                 csrf,
+                since,
                 created: now,
                 last: now,
             },
@@ -145,9 +152,155 @@ impl Sessions {
     }
 }
 
+/// The ACLs of the console's pages that a viewer opens (read only), each as the REST handler
+/// of the same data requires it, `any` standing for an id.
+const VIEWER: &[&str] = &[
+    "provd.dev_mgr.devices.read",
+    "provd.dev_mgr.devices.any.read",
+    "provd.cfg_mgr.configs.read",
+    "provd.cfg_mgr.configs.any.read",
+    "provd.prov_mgr.categories.read",
+    "provd.prov_mgr.codes.read",
+    "provd.prov_mgr.rollouts.read",
+    "provd.prov_mgr.jobs.read",
+    "provd.prov_mgr.auto.read",
+    "provd.tenants.read",
+    "provd.users.read",
+];
+/// What a viewer of the default tenant also opens: tokens, plugins, operations.
+const VIEWER_MASTER: &[&str] = &[
+    "provd.tokens.read",
+    "provd.pg_mgr.read",
+    "provd.pg_mgr.plugins.read",
+    "provd.pg_mgr.plugins.any.read",
+    "provd.operation.read",
+];
+/// What an operator does beyond a viewer.
+const OPERATOR: &[&str] = &[
+    "provd.dev_mgr.synchronize.create",
+    "provd.prov_mgr.codes.create",
+    "provd.prov_mgr.codes.delete",
+    "provd.prov_mgr.rollouts.create",
+    "provd.prov_mgr.jobs.create",
+    "provd.prov_mgr.jobs.delete",
+];
+/// What an admin does beyond an operator (the provisioning key's ACL, which names the
+/// tenant, is added by [`token_role`]).
+const ADMIN: &[&str] = &[
+    "provd.dev_mgr.devices.any.delete",
+    "provd.dev_mgr.devices.any.reset",
+    "provd.prov_mgr.categories.create",
+    "provd.cfg_mgr.configs.create",
+    "provd.cfg_mgr.configs.any.update",
+    "provd.cfg_mgr.configs.any.delete",
+    "provd.prov_mgr.auto.update",
+    "provd.tenants.create",
+    "provd.tenants.delete",
+    "provd.tenants.update",
+    "provd.users.create",
+    "provd.users.delete",
+];
+/// What an admin of the default tenant also does: tokens and plugins.
+const ADMIN_MASTER: &[&str] = &[
+    "provd.tokens.create",
+    "provd.tokens.delete",
+    "provd.pg_mgr.install.update.create",
+    "provd.pg_mgr.install.install.create",
+    "provd.pg_mgr.install.upgrade.create",
+    "provd.pg_mgr.install.uninstall.create",
+    "provd.pg_mgr.plugins.any.install.install.create",
+    "provd.pg_mgr.plugins.any.install.upgrade.create",
+    "provd.pg_mgr.plugins.any.install.uninstall.create",
+];
+
+/// The role an API token of `tenant` signs in with: the highest whose whole list of ACLs
+/// (those of its pages and actions, as the REST API checks them) the token's ACL grants, so
+/// that the console never lets a token do what the API would refuse it. A token limited to
+/// one id (`devices.<id>.delete`) gets no role from that entry. `None`: not even a viewer's.
+pub fn token_role(acl: &[String], tenant: &str, default_tenant: &str) -> Option<Role> {
+    let grants = |required: &str| acl.iter().any(|p| acl_matches(p, required));
+    let all = |list: &[&str]| list.iter().all(|r| grants(r));
+    let master = tenant == default_tenant;
+    let viewer = all(VIEWER) && (!master || all(VIEWER_MASTER));
+    let operator = viewer && all(OPERATOR);
+    let key = format!("provd.configure.{tenant}.provisioning_key.update");
+    let admin = operator && all(ADMIN) && grants(&key) && (!master || all(ADMIN_MASTER));
+    if admin {
+        Some(Role::Admin)
+    } else if operator {
+        Some(Role::Operator)
+    } else if viewer {
+        Some(Role::Viewer)
+    } else {
+        None
+    }
+}
+
+/// True while the user signed in with is still the one whose record the session was started
+/// from: same tenant, same role, not deleted (and created again) since.
+pub fn user_matches(session: &Session, user: Option<&ConsoleUser>) -> bool {
+    user.is_some_and(|u| {
+        u.tenant == session.tenant && u.role == session.role && u.created == session.since
+    })
+}
+
+/// True while the token signed in with still exists, has not expired, and its ACL still
+/// gives the session's role in the session's tenant.
+pub fn token_matches(session: &Session, token: Option<&Token>, default_tenant: &str) -> bool {
+    token.is_some_and(|t| {
+        t.tenant == session.tenant
+            && t.created == session.since
+            && t.expires.is_none_or(|at| at > crate::model::now())
+            && token_role(&t.acl, &t.tenant, default_tenant) == Some(session.role)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn acl(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn token_roles_need_every_acl_of_the_role() {
+        let m = "master";
+        assert_eq!(token_role(&acl(&["provd.#"]), m, m), Some(Role::Admin));
+        assert_eq!(token_role(&acl(&["provd.#"]), "t1", m), Some(Role::Admin));
+        // Devices and provisioning only: not the tokens, users, tenants nor plugins pages.
+        let dev_prov = acl(&["provd.dev_mgr.#", "provd.prov_mgr.#"]);
+        assert_eq!(token_role(&dev_prov, m, m), None);
+        assert_eq!(
+            token_role(&acl(&["provd.dev_mgr.devices.read"]), m, m),
+            None
+        );
+        let mut viewer: Vec<String> = acl(VIEWER);
+        assert_eq!(token_role(&viewer, "t1", m), Some(Role::Viewer));
+        assert_eq!(token_role(&viewer, m, m), None);
+        viewer.extend(acl(VIEWER_MASTER));
+        assert_eq!(token_role(&viewer, m, m), Some(Role::Viewer));
+        let mut admin = viewer.clone();
+        admin.extend(acl(OPERATOR));
+        assert_eq!(token_role(&admin, m, m), Some(Role::Operator));
+        admin.extend(acl(ADMIN));
+        admin.push("provd.configure.master.provisioning_key.update".into());
+        assert_eq!(token_role(&admin, m, m), Some(Role::Operator));
+        admin.extend(acl(ADMIN_MASTER));
+        assert_eq!(token_role(&admin, m, m), Some(Role::Admin));
+        // One device's deletion only is not "any device".
+        let one = admin
+            .iter()
+            .map(|a| a.replace("devices.any.delete", "devices.abc.delete"))
+            .collect::<Vec<_>>();
+        assert_eq!(token_role(&one, m, m), Some(Role::Operator));
+        // `*` stands for any id.
+        let star = admin
+            .iter()
+            .map(|a| a.replace(".any.", ".*."))
+            .collect::<Vec<_>>();
+        assert_eq!(token_role(&star, m, m), Some(Role::Admin));
+    }
 
     #[test]
     fn idle_and_absolute_expiry() {
@@ -160,6 +313,7 @@ mod tests {
             who.clone(),
             "master".into(),
             Role::Admin,
+            0,
             t0,
         )
         .unwrap();
@@ -173,6 +327,7 @@ mod tests {
             who.clone(),
             "master".into(),
             Role::Admin,
+            0,
             t0,
         )
         .unwrap();
@@ -183,6 +338,7 @@ mod tests {
             who.clone(),
             "master".into(),
             Role::Admin,
+            0,
             t0,
         )
         .unwrap();
@@ -192,6 +348,7 @@ mod tests {
             who.clone(),
             "master".into(),
             Role::Admin,
+            0,
             t0,
         )
         .unwrap();

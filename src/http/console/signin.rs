@@ -8,11 +8,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::session::Who;
+use super::session::{token_role, Who};
 use super::{blocking, cookies, csrf, ConsoleError, ConsoleState, Form};
-use crate::http::api::auth::acl_matches;
 use crate::manage::{users, ManageError};
-use crate::model::Role;
 
 pub(super) async fn form(State(state): State<Arc<ConsoleState>>) -> Result<Response, ConsoleError> {
     signin_page(&state, StatusCode::OK, None)
@@ -39,20 +37,6 @@ fn signin_page(
         .map_err(ConsoleError::internal)?;
     page.headers_mut().append(header::SET_COOKIE, cookie);
     Ok(page)
-}
-
-/// The role an API token signs in with: what its ACL grants, as the API would check it.
-fn token_role(acl: &[String]) -> Option<Role> {
-    let grants = |required: &str| acl.iter().any(|p| acl_matches(p, required));
-    if grants("provd.dev_mgr.devices.any.delete") && grants("provd.prov_mgr.categories.create") {
-        Some(Role::Admin)
-    } else if grants("provd.prov_mgr.rollouts.create") && grants("provd.prov_mgr.codes.create") {
-        Some(Role::Operator)
-    } else if grants("provd.dev_mgr.devices.read") {
-        Some(Role::Viewer)
-    } else {
-        None
-    }
 }
 
 pub(super) async fn submit(
@@ -88,15 +72,18 @@ pub(super) async fn submit(
         st.limiter.check(&limit_name, peer, now)?;
         let found = match (user, password, token) {
             (Some(user), Some(password), _) => users::verify(&st.api.store, user.trim(), &password)
-                .map(|u| (Who::User(u.name), u.tenant, u.role)),
+                .map(|u| (Who::User(u.name), u.tenant, u.role, u.created)),
             (None, None, Some(token)) => {
                 let hash = crate::http::api::hash_token(token.trim());
                 match st.api.store.token(&hash).map_err(ConsoleError::internal)? {
                     Some(t) if t.expires.is_none_or(|at| at > crate::model::now()) => {
-                        match token_role(&t.acl) {
-                            Some(role) => Ok((Who::Token(hash), t.tenant, role)),
+                        match token_role(&t.acl, &t.tenant, &st.api.default_tenant) {
+                            Some(role) => Ok((Who::Token(hash), t.tenant, role, t.created)),
                             None => Err(ManageError::Unauthorized(
-                                "this token's ACL does not allow reading devices".into(),
+                                "this token's ACL does not cover every page of the console's \
+                                 viewer role (see \"Signing in\" in docs/console.md); use it \
+                                 with the REST API, or sign in as a console user"
+                                    .into(),
                             )),
                         }
                     }
@@ -121,7 +108,7 @@ pub(super) async fn submit(
         }
     })
     .await;
-    let (who, tenant, role) = match outcome {
+    let (who, tenant, role, since) = match outcome {
         Ok(Ok(found)) => found,
         Ok(Err(why)) => return signin_page(&state, StatusCode::UNAUTHORIZED, Some(&why)),
         // Missing fields: the form again with what to fill in, not a bare error page.
@@ -142,7 +129,7 @@ pub(super) async fn submit(
     tracing::info!(%peer, tenant = %tenant, role = role.as_str(), "console sign-in");
     state
         .sessions
-        .start(id.clone(), token, who, tenant, role, Instant::now())
+        .start(id.clone(), token, who, tenant, role, since, Instant::now())
         .map_err(|e| ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let cookie = cookies::set(&id, state.secure, state.sessions.max_age().as_secs());
     let mut response = (
@@ -184,24 +171,4 @@ pub(super) async fn signout_everywhere(
     let n = state.sessions.end_all(&form.me.session.who);
     tracing::info!(who = %form.me.session.display_name(), sessions = n, "console sign-out everywhere");
     to_signin(&state)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_roles() {
-        let acl = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(token_role(&acl(&["provd.#"])), Some(Role::Admin));
-        assert_eq!(
-            token_role(&acl(&["provd.prov_mgr.#", "provd.dev_mgr.devices.read"])),
-            Some(Role::Operator)
-        );
-        assert_eq!(
-            token_role(&acl(&["provd.dev_mgr.devices.read"])),
-            Some(Role::Viewer)
-        );
-        assert_eq!(token_role(&acl(&["provd.tokens.read"])), None);
-    }
 }

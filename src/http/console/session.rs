@@ -223,8 +223,10 @@ pub fn token_role(acl: &[String], tenant: &str, default_tenant: &str) -> Option<
     let master = tenant == default_tenant;
     let viewer = all(VIEWER) && (!master || all(VIEWER_MASTER));
     let operator = viewer && all(OPERATOR);
-    let key = format!("provd.configure.{tenant}.provisioning_key.update");
-    let admin = operator && all(ADMIN) && grants(&key) && (!master || all(ADMIN_MASTER));
+    // The console sets the key of any tenant of the subtree; the API checks the ACL against
+    // the tenant named by `Wazo-Tenant`: only a grant for any tenant covers them all.
+    let key = "provd.configure.any.provisioning_key.update";
+    let admin = operator && all(ADMIN) && grants(key) && (!master || all(ADMIN_MASTER));
     if admin {
         Some(Role::Admin)
     } else if operator {
@@ -286,6 +288,7 @@ mod tests {
         admin.extend(acl(ADMIN));
         admin.push("provd.configure.master.provisioning_key.update".into());
         assert_eq!(token_role(&admin, m, m), Some(Role::Operator));
+        admin.push("provd.configure.*.provisioning_key.update".into());
         admin.extend(acl(ADMIN_MASTER));
         assert_eq!(token_role(&admin, m, m), Some(Role::Admin));
         // One device's deletion only is not "any device".

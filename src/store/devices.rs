@@ -149,7 +149,6 @@ impl Store {
         let default_tenant = self.default_tenant()?;
         let stored = finish(self.device_trees_with_history().transaction(
             |(devices, idx_mac, idx_ip, idx_cfg, idx_dev, counts, dev_history)| {
-                let old: Option<Device> = tx_get(devices, "devices", device.id.as_bytes())?;
                 let trees = DeviceTx {
                     devices,
                     idx_mac,
@@ -158,9 +157,8 @@ impl Store {
                     idx_dev,
                     counts,
                 };
-                let new = trees.update(device, default_tenant.as_deref())?;
-                // `old` is there: the update refuses a device that is not.
-                history::note(dev_history, old.as_ref(), &new, via, at)?;
+                let (old, new) = trees.replace(device, default_tenant.as_deref())?;
+                history::note(dev_history, Some(&old), &new, via, at)?;
                 Ok(new)
             },
         ))?;
@@ -334,6 +332,15 @@ pub(super) struct DeviceTx<'a> {
 impl DeviceTx<'_> {
     /// Replaces a device and its index entries; see [`Store::update_device`].
     pub fn update(&self, device: &Device, default_tenant: Option<&str>) -> TxResult<Device> {
+        Ok(self.replace(device, default_tenant)?.1)
+    }
+
+    /// [`DeviceTx::update`], returning the record it replaced beside the new one.
+    pub fn replace(
+        &self,
+        device: &Device,
+        default_tenant: Option<&str>,
+    ) -> TxResult<(Device, Device)> {
         let old: Device =
             tx_get(self.devices, "devices", device.id.as_bytes())?.ok_or_else(|| {
                 abort(StoreError::NotFound {
@@ -376,6 +383,6 @@ impl DeviceTx<'_> {
             }
         }
         index::reindex(self.idx_dev, self.counts, Some(&old), Some(&new))?;
-        Ok(new)
+        Ok((old, new))
     }
 }

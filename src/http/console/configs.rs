@@ -1,6 +1,6 @@
 //! Configs: the list with their parents and a create form, one config's raw config edited
-//! as JSON, its parents changed, and its deletion after a confirmation page (refused while a
-//! device or a config uses it, as the API refuses it).
+//! as JSON, its parents changed, and its deletion after a confirmation page (refused while
+//! another config inherits from it, or for a built-in config, as the API refuses it).
 
 use std::sync::Arc;
 
@@ -143,7 +143,7 @@ pub(super) async fn delete(
     if !form.confirmed() {
         let ask = Confirm::delete(
             format!("Delete config {id}?"),
-            "The config is removed. It is refused while a device or another config uses it.",
+            "The config is removed. It is refused while another config inherits from it; devices that use it get no files until they are given another config.",
             format!("/console/configs/{}/delete", seg(&id)),
             format!("/console/configs/{}", seg(&id)),
         );

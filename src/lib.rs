@@ -18,6 +18,7 @@ pub mod http;
 pub mod ident;
 pub mod logging;
 pub mod manage;
+pub mod memory;
 pub mod model;
 pub mod plugins;
 pub mod ratelimit;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::cli::StartupBenchArgs;
+use crate::dhcp::LoadedEngine;
 use crate::model::{self, Added, Config, Device, Lease, LeaseState, Mac, RawConfig, Tenant};
 use crate::store::{Store, StoreError, BASE_CONFIG, DEFAULT_CACHE_MIB};
 
@@ -106,7 +107,8 @@ pub fn run(args: &StartupBenchArgs) -> anyhow::Result<()> {
     } else {
         fill(&dir, args)?;
     }
-    reopen(&dir)?;
+    reopen(&dir, args)?;
+    wait_unlocked(&dir)?;
     serve(&dir, args)
 }
 
@@ -251,7 +253,7 @@ fn fill(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
 }
 
 /// The store steps of `serve`'s start-up, in process, each timed.
-fn reopen(dir: &Path) -> anyhow::Result<()> {
+fn reopen(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
     let timed = |what: &str, started: Instant| {
         println!(
             "reopen    {what:<38} {:>9.3} s   RSS {}",
@@ -270,23 +272,66 @@ fn reopen(dir: &Path) -> anyhow::Result<()> {
     timed(&format!("device count ({devices}, ready line)"), step);
     timed("total before ready", started);
     let step = Instant::now();
-    let leases = store.leases()?;
+    let engine = LoadedEngine::load(&dhcp_settings(args)?, store.clone())?;
     timed(
-        &format!("all leases read ({}, DHCP engine)", leases.len()),
+        &format!("DHCP engine loaded ({} leases)", engine.lease_count()),
         step,
     );
+    // What the engine's maps hold, apart from what reading the leases left in sled's cache.
+    let loaded = status_kib("self", "VmRSS:");
+    drop(engine);
+    crate::memory::release_freed();
+    if let (Some(loaded), Some(dropped)) = (loaded, status_kib("self", "VmRSS:")) {
+        println!(
+            "reopen    the engine's maps hold {:.1} MB (RSS freed when it is dropped)",
+            (loaded as f64 - dropped as f64) / 1024.0
+        );
+    }
 
     // A stop that is not clean: a lease written (as the DHCP server does), no shutdown.
-    if let Some(lease) = leases.first() {
-        store.put_lease(lease)?;
+    if let Some(first) = store.leases_iter().next() {
+        store.put_lease(&first?)?;
     }
-    drop((leases, store));
+    drop(store);
     let started = Instant::now();
     let store = open_retrying(dir)?;
     timed("Store::open after an unclean stop", started);
     // Leaves the store as a clean stop would, for `serve`.
     store.shutdown()?;
     Ok(())
+}
+
+/// The `[dhcp]` section that `serve` is given with `--dhcp` (a pool over every lease).
+fn dhcp_settings(args: &StartupBenchArgs) -> anyhow::Result<crate::config::Dhcp> {
+    let last = address(args.leases.max(args.devices).saturating_add(1_000));
+    Ok(toml::from_str(&format!(
+        r#"mode = "server"
+server_id = "127.0.0.1"
+[[pools]]
+subnet = "10.0.0.0/8"
+ranges = [{{ start = "{}", end = "{last}" }}]
+"#,
+        address(0)
+    ))?)
+}
+
+/// Waits until no process holds the store's lock: sled lets it go lazily, once its
+/// background threads have dropped their handles, and `serve` would refuse to start.
+fn wait_unlocked(dir: &Path) -> anyhow::Result<()> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join("db").join("db");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let file = std::fs::File::open(&path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            // Dropping the lock lets it go at once.
+            Ok(_taken) => return Ok(()),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, errno)) => anyhow::bail!("the store's lock at {}: {errno}", path.display()),
+        }
+    }
 }
 
 /// Opens the store, waiting for the previous handle's lock to go (sled lets it go lazily).
@@ -465,6 +510,15 @@ fn watch(
 }
 
 /// A field of `/proc/<pid>/status` (`self` for this process), `?` when unreadable.
+/// A `/proc/<pid>/status` field in kB, as a number.
+fn status_kib(pid: &str, name: &str) -> Option<u64> {
+    status_field(pid, name)
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn status_field(pid: &str, name: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -2,7 +2,7 @@
 //! plain synchronous logic over the store (the lease owner) and in-memory indexes rebuilt from
 //! the store at start.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -27,27 +27,78 @@ pub const SERVER_PORT: u16 = 67;
 const EXHAUSTED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// What identifies a client's lease: its client identifier (option 61) when it sends one,
-/// else its hardware address.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClientKey {
-    /// Option 61 bytes.
-    Id(Vec<u8>),
-    /// `chaddr`.
-    Mac(Mac),
-}
+/// else its hardware address. Sixteen bytes and `Copy`, because the engine keeps one per lease
+/// and a million leases must not cost a heap allocation each: a MAC or an identifier of up to
+/// 14 bytes (the usual `01` + MAC is 7) is kept as it is, a longer identifier as 120 bits of
+/// its SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey([u8; 16]);
+
+const KEY_MAC: u8 = 0;
+const KEY_ID: u8 = 1;
+const KEY_ID_DIGEST: u8 = 2;
+const KEY_ID_INLINE: usize = 14;
 
 impl ClientKey {
+    fn mac(mac: Mac) -> ClientKey {
+        let mut k = [0; 16];
+        k[0] = KEY_MAC;
+        k[1..7].copy_from_slice(&mac.octets());
+        ClientKey(k)
+    }
+
+    fn id(id: &[u8]) -> ClientKey {
+        let mut k = [0; 16];
+        if id.len() <= KEY_ID_INLINE {
+            k[0] = KEY_ID;
+            // At most 14: fits.
+            k[1] = id.len() as u8;
+            k[2..2 + id.len()].copy_from_slice(id);
+        } else {
+            use sha2::Digest;
+            k[0] = KEY_ID_DIGEST;
+            k[1..].copy_from_slice(&sha2::Sha256::digest(id)[..15]);
+        }
+        ClientKey(k)
+    }
+
     fn of_request(req: &Request) -> ClientKey {
         match req.client_id() {
-            Some(id) => ClientKey::Id(id.to_vec()),
-            None => ClientKey::Mac(req.mac),
+            Some(id) => ClientKey::id(id),
+            None => ClientKey::mac(req.mac),
         }
     }
 
     fn of_lease(lease: &Lease) -> ClientKey {
         match lease.client_id.as_deref().and_then(from_hex) {
-            Some(id) if !id.is_empty() => ClientKey::Id(id),
-            _ => ClientKey::Mac(lease.mac),
+            Some(id) if !id.is_empty() => ClientKey::id(&id),
+            _ => ClientKey::mac(lease.mac),
+        }
+    }
+
+    /// The identifier's bytes when the key holds them (not for a MAC or a digest).
+    fn inline_id(&self) -> Option<&[u8]> {
+        (self.0[0] == KEY_ID).then(|| &self.0[2..2 + usize::from(self.0[1])])
+    }
+}
+
+/// What the engine keeps of a lease; the store's record adds the host name (and the client
+/// identifier's bytes when the key is a digest), read back when the engine rewrites a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    key: ClientKey,
+    mac: Mac,
+    state: LeaseState,
+    ends: UnixTime,
+}
+
+impl Slot {
+    fn of(lease: &Lease) -> Slot {
+        Slot {
+            key: ClientKey::of_lease(lease),
+            mac: lease.mac,
+            state: lease.state,
+            ends: lease.ends,
         }
     }
 }
@@ -229,8 +280,12 @@ pub struct Engine {
     base_url: Option<Url>,
     pools: Vec<PoolState>,
     writer: LeaseWriter,
-    leases: HashMap<Ipv4Addr, Lease>,
-    by_client: HashMap<ClientKey, Ipv4Addr>,
+    /// Every lease of the store, by address. B-trees rather than hash maps for the two maps
+    /// that grow with the leases: built from sorted input at start they pack their nodes
+    /// (about 40 bytes a lease), where a hash map of a million entries is half empty.
+    leases: BTreeMap<Ipv4Addr, Slot>,
+    /// The address of each client's latest lease.
+    by_client: BTreeMap<ClientKey, Ipv4Addr>,
     offers: HashMap<Ipv4Addr, Offer>,
     offer_by_client: HashMap<ClientKey, Ipv4Addr>,
     /// Bound and declined leases by end, for expiry (stale entries skipped).
@@ -265,45 +320,54 @@ impl LeaseWriter {
 impl Engine {
     /// Loads every lease from the store. Blocking.
     pub fn new(settings: &Dhcp, store: Store, base_url: Option<Url>) -> Result<Engine, StoreError> {
-        let mut engine = Engine {
+        // The store iterates by address: `leases` is sorted already, the others are sorted
+        // once here, and each map is bulk-built.
+        let mut leases = Vec::new();
+        let mut clients = Vec::new();
+        let mut timers = Vec::new();
+        let mut reusable = Vec::new();
+        for lease in store.leases_iter() {
+            let lease = lease?;
+            let slot = Slot::of(&lease);
+            match lease.state {
+                LeaseState::Bound | LeaseState::Declined => timers.push((lease.ends, lease.ip)),
+                LeaseState::Released | LeaseState::Expired | LeaseState::Offered => {
+                    reusable.push((lease.ends, lease.ip))
+                }
+            }
+            if lease.state != LeaseState::Declined {
+                clients.push((slot.key, lease.starts, lease.ip));
+            }
+            leases.push((lease.ip, slot));
+        }
+        // A client's latest lease is the last of its run (ties: the higher address).
+        clients.sort_unstable();
+        let by_client = clients
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter_map(|run| run.last())
+            .map(|&(key, _, ip)| (key, ip))
+            .collect();
+        drop(clients);
+        let engine = Engine {
             mode: settings.mode,
             port: settings.port,
             server_id: settings.server_id,
             offer_hold: Duration::from_secs(u64::from(settings.offer_hold_secs.max(1))),
             base_url,
             pools: settings.pools.iter().map(PoolState::new).collect(),
-            leases: HashMap::new(),
-            by_client: HashMap::new(),
+            leases: leases.into_iter().collect(),
+            by_client,
             offers: HashMap::new(),
             offer_by_client: HashMap::new(),
-            timers: BTreeSet::new(),
-            reusable: BTreeSet::new(),
+            timers: timers.into_iter().collect(),
+            reusable: reusable.into_iter().collect(),
             writer: LeaseWriter {
                 store,
                 unflushed: false,
             },
         };
-        let mut latest: HashMap<ClientKey, (UnixTime, Ipv4Addr)> = HashMap::new();
-        for lease in engine.writer.store.leases_iter() {
-            let lease = lease?;
-            match lease.state {
-                LeaseState::Bound | LeaseState::Declined => {
-                    engine.timers.insert((lease.ends, lease.ip));
-                }
-                LeaseState::Released | LeaseState::Expired | LeaseState::Offered => {
-                    engine.reusable.insert((lease.ends, lease.ip));
-                }
-            }
-            if lease.state != LeaseState::Declined {
-                let key = ClientKey::of_lease(&lease);
-                let newer = latest.get(&key).is_none_or(|(s, _)| *s <= lease.starts);
-                if newer {
-                    latest.insert(key, (lease.starts, lease.ip));
-                }
-            }
-            engine.leases.insert(lease.ip, lease);
-        }
-        engine.by_client = latest.into_iter().map(|(k, (_, ip))| (k, ip)).collect();
+        // The sorted lists above were as large as the maps built from them.
+        crate::memory::release_freed();
         Ok(engine)
     }
 
@@ -396,7 +460,7 @@ impl Engine {
         }
         match self.leases.get(&ip) {
             None => true,
-            Some(lease) if ClientKey::of_lease(lease) == *key => {
+            Some(lease) if lease.key == *key => {
                 !(lease.state == LeaseState::Declined && lease.ends > now)
             }
             Some(lease) => match lease.state {
@@ -493,19 +557,21 @@ impl Engine {
             // Bound leases past their end that the next sweep has not expired yet.
             found = self
                 .leases
-                .values()
-                .filter(|l| {
+                .iter()
+                .filter(|(_, l)| {
                     matches!(l.state, LeaseState::Bound | LeaseState::Declined) && l.ends <= now
                 })
-                .filter(|l| self.pools[p].dynamic(l.ip) && self.available(l.ip, key, now, instant))
-                .min_by_key(|l| l.ends)
-                .map(|l| l.ip);
+                .filter(|(ip, _)| {
+                    self.pools[p].dynamic(**ip) && self.available(**ip, key, now, instant)
+                })
+                .min_by_key(|(_, l)| l.ends)
+                .map(|(ip, _)| *ip);
         }
         found
     }
 
     fn hold_offer(&mut self, key: &ClientKey, ip: Ipv4Addr, instant: Instant) {
-        if let Some(old) = self.offer_by_client.insert(key.clone(), ip) {
+        if let Some(old) = self.offer_by_client.insert(*key, ip) {
             if old != ip {
                 self.offers.remove(&old);
             }
@@ -513,7 +579,7 @@ impl Engine {
         self.offers.insert(
             ip,
             Offer {
-                key: key.clone(),
+                key: *key,
                 until: instant + self.offer_hold,
             },
         );
@@ -655,19 +721,19 @@ impl Engine {
         // A client holds one address: a different previous one is released first (so that
         // the store's MAC index ends on the new lease).
         if let Some(old) = self.by_client.get(key).copied().filter(|old| *old != ip) {
-            if let Some(previous) = self.leases.get_mut(&old) {
-                if previous.state == LeaseState::Bound && ClientKey::of_lease(previous) == *key {
-                    self.timers.remove(&(previous.ends, old));
-                    previous.state = LeaseState::Released;
-                    previous.ends = now;
-                    self.writer.write(previous)?;
-                    self.reusable.insert((now, old));
+            if let Some(previous) = self.leases.get(&old).copied() {
+                if previous.state == LeaseState::Bound && previous.key == *key {
+                    let mut released = self.record(old, &previous);
+                    released.state = LeaseState::Released;
+                    released.ends = now;
+                    self.writer.write(&released)?;
+                    self.replace_lease(&released);
                 }
             }
         }
         self.writer.write(&lease)?;
-        self.replace_lease(lease.clone());
-        self.by_client.insert(key.clone(), ip);
+        self.replace_lease(&lease);
+        self.by_client.insert(*key, ip);
         self.offer_by_client.remove(key);
         self.offers.remove(&ip);
         Ok(lease)
@@ -686,10 +752,7 @@ impl Engine {
         let Some(ip) = req.requested_ip() else {
             return Outcome::silent("DECLINE without an address");
         };
-        let ours = self
-            .leases
-            .get(&ip)
-            .is_some_and(|l| ClientKey::of_lease(l) == *key)
+        let ours = self.leases.get(&ip).is_some_and(|l| l.key == *key)
             || self.offer_by_client.get(key) == Some(&ip);
         if !ours || self.pool_of(ip).is_none() {
             return Outcome::silent("DECLINE of an address the client does not hold");
@@ -711,7 +774,7 @@ impl Engine {
             };
         }
         tracing::warn!(%ip, mac = %req.mac, "address declined by the client (in use on the network): quarantined for {DECLINE_QUARANTINE_SECS} s");
-        self.replace_lease(lease);
+        self.replace_lease(&lease);
         if self.by_client.get(key) == Some(&ip) {
             self.by_client.remove(key);
         }
@@ -734,13 +797,13 @@ impl Engine {
             return Outcome::silent("RELEASE for another server");
         }
         let ip = req.ciaddr;
-        let Some(lease) = self.leases.get(&ip) else {
+        let Some(lease) = self.leases.get(&ip).copied() else {
             return Outcome::silent("RELEASE of an unknown lease");
         };
-        if ClientKey::of_lease(lease) != *key || lease.state != LeaseState::Bound {
+        if lease.key != *key || lease.state != LeaseState::Bound {
             return Outcome::silent("RELEASE of a lease the client does not hold");
         }
-        let mut released = lease.clone();
+        let mut released = self.record(ip, &lease);
         released.state = LeaseState::Released;
         released.ends = now;
         if let Err(e) = self.writer.write(&released) {
@@ -750,7 +813,7 @@ impl Engine {
                 ..Outcome::silent("store error")
             };
         }
-        self.replace_lease(released);
+        self.replace_lease(&released);
         Outcome {
             events: vec![provision::context(req, DhcpOp::Release, ip)],
             ..Outcome::silent("RELEASE handled")
@@ -1000,7 +1063,7 @@ impl Engine {
     /// declined) or `reusable` (released, expired, offered). The old lease's entry goes: left
     /// behind, every renewal of a lease would leave one until the old end passed, and a client
     /// renewing in a loop would grow the sets without bound.
-    fn replace_lease(&mut self, lease: Lease) {
+    fn replace_lease(&mut self, lease: &Lease) {
         let entry = (lease.ends, lease.ip);
         match lease.state {
             LeaseState::Bound | LeaseState::Declined => self.timers.insert(entry),
@@ -1008,19 +1071,48 @@ impl Engine {
                 self.reusable.insert(entry)
             }
         };
-        let client = ClientKey::of_lease(&lease);
-        if let Some(old) = self.leases.insert(lease.ip, lease) {
-            let old_entry = (old.ends, old.ip);
+        let slot = Slot::of(lease);
+        if let Some(old) = self.leases.insert(lease.ip, slot) {
+            let old_entry = (old.ends, lease.ip);
             if old_entry != entry {
                 self.timers.remove(&old_entry);
                 self.reusable.remove(&old_entry);
             }
             // The address changed hands: its former client no longer gets it back, and keeping
             // that client's entry would grow the map with every MAC ever seen.
-            let former = ClientKey::of_lease(&old);
-            if former != client && self.by_client.get(&former) == Some(&old.ip) {
-                self.by_client.remove(&former);
+            if old.key != slot.key && self.by_client.get(&old.key) == Some(&lease.ip) {
+                self.by_client.remove(&old.key);
             }
+        }
+    }
+
+    /// The whole record of the lease at `ip`, which the engine knows as `slot`, for a
+    /// rewrite: the host name and the client identifier come from the store. A record that
+    /// is missing (deleted through the API) or unreadable is rebuilt from the slot, without a
+    /// host name, rather than leaving the engine and the store disagreeing on its state.
+    fn record(&self, ip: Ipv4Addr, slot: &Slot) -> Lease {
+        let stored = match self.writer.store.lease(ip) {
+            Ok(lease) => lease.filter(|l| Slot::of(l).key == slot.key && l.mac == slot.mac),
+            Err(e) => {
+                tracing::warn!(%ip, "lease record unreadable, rewritten from memory: {e}");
+                None
+            }
+        };
+        match stored {
+            Some(mut lease) => {
+                lease.state = slot.state;
+                lease.ends = slot.ends;
+                lease
+            }
+            None => Lease {
+                ip,
+                mac: slot.mac,
+                client_id: slot.key.inline_id().map(to_hex),
+                hostname: None,
+                starts: slot.ends,
+                ends: slot.ends,
+                state: slot.state,
+            },
         }
     }
 
@@ -1046,7 +1138,7 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
-            let Some(lease) = self.leases.get_mut(&ip) else {
+            let Some(mut lease) = self.leases.get(&ip).copied() else {
                 continue;
             };
             if lease.ends != end || !matches!(lease.state, LeaseState::Bound | LeaseState::Declined)
@@ -1055,7 +1147,8 @@ impl Engine {
             }
             let was_bound = lease.state == LeaseState::Bound;
             lease.state = LeaseState::Expired;
-            if let Err(e) = self.writer.write(lease) {
+            self.leases.insert(ip, lease);
+            if let Err(e) = self.writer.write(&self.record(ip, &lease)) {
                 tracing::error!(%ip, "expired lease not written: {e}");
             }
             self.reusable.insert((end, ip));
@@ -1151,6 +1244,117 @@ mod tests {
         let mut bytes = Vec::new();
         m.encode(&mut Encoder::new(&mut bytes)).unwrap();
         Request::parse(&bytes).unwrap()
+    }
+
+    /// A DISCOVER then REQUEST of `mac` with these extra options; the ACKed address.
+    fn lease_with(
+        engine: &mut Engine,
+        mac: [u8; 6],
+        extra: &[DhcpOption],
+        now: UnixTime,
+    ) -> Option<Ipv4Addr> {
+        let plugins = PluginSet::load(&[]);
+        let (vendors, origin) = vendors_and_origin(&plugins);
+        let with = |mut req: Message| {
+            for option in extra {
+                req.opts_mut().insert(option.clone());
+            }
+            let mut bytes = Vec::new();
+            req.encode(&mut Encoder::new(&mut bytes)).unwrap();
+            Request::parse(&bytes).unwrap()
+        };
+        let message = |kind, requested: Option<Ipv4Addr>| {
+            let mut m = Message::default();
+            m.set_opcode(Opcode::BootRequest)
+                .set_xid(7)
+                .set_giaddr(RELAY)
+                .set_chaddr(&mac);
+            m.opts_mut().insert(DhcpOption::MessageType(kind));
+            if let Some(ip) = requested {
+                m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
+                m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
+            }
+            m
+        };
+        let discover = with(message(MessageType::Discover, None));
+        let offered = engine
+            .handle(&discover, &origin, &vendors, now)
+            .reply?
+            .yiaddr;
+        let request = with(message(MessageType::Request, Some(offered)));
+        let ack = engine.handle(&request, &origin, &vendors, now).reply?;
+        (ack.msg_type == MsgType::Ack).then_some(ack.yiaddr)
+    }
+
+    #[test]
+    fn clients_keep_their_address_across_a_restart_whatever_their_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let long_id: Vec<u8> = (0..20).collect();
+        let clients: [([u8; 6], Vec<DhcpOption>); 3] = [
+            ([0x02, 0, 0, 2, 0, 1], vec![]),
+            (
+                [0x02, 0, 0, 2, 0, 2],
+                vec![DhcpOption::ClientIdentifier(vec![1, 2, 0, 0, 2, 0, 2])],
+            ),
+            // Longer than a key holds: kept as a digest.
+            (
+                [0x02, 0, 0, 2, 0, 3],
+                vec![DhcpOption::ClientIdentifier(long_id.clone())],
+            ),
+        ];
+        let mut before = engine(dir.path());
+        let first: Vec<_> = clients
+            .iter()
+            .map(|(mac, extra)| lease_with(&mut before, *mac, extra, 1_000_000).unwrap())
+            .collect();
+        before.flush(false).unwrap();
+        drop(before);
+        let mut engine = engine(dir.path());
+        // Other clients first: a restarted engine that forgot who holds what would give them
+        // the addresses above.
+        for n in 0..3u8 {
+            lease_with(&mut engine, [0x02, 0, 0, 3, 0, n], &[], 1_000_100).unwrap();
+        }
+        let again: Vec<_> = clients
+            .iter()
+            .map(|(mac, extra)| lease_with(&mut engine, *mac, extra, 1_000_200).unwrap())
+            .collect();
+        assert_eq!(first, again);
+        // The same long identifier from another MAC is the same client.
+        let moved = lease_with(
+            &mut engine,
+            [0x02, 0, 0, 2, 0, 9],
+            &[DhcpOption::ClientIdentifier(long_id)],
+            1_000_300,
+        );
+        assert_eq!(moved, Some(first[2]));
+    }
+
+    #[test]
+    fn rewritten_leases_keep_their_host_name_and_client_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = engine(dir.path());
+        let long_id: Vec<u8> = (100..130).collect();
+        let start: UnixTime = 1_000_000;
+        let ip = lease_with(
+            &mut engine,
+            MAC,
+            &[
+                DhcpOption::ClientIdentifier(long_id.clone()),
+                DhcpOption::Hostname("desk-42".into()),
+            ],
+            start,
+        )
+        .unwrap();
+        // The engine keeps neither; expiry rewrites the record from the store's copy.
+        let events = engine.tick(start + 86_400 * 30);
+        assert_eq!(events.len(), 1);
+        engine.flush(false).unwrap();
+        let stored = engine.writer.store.lease(ip).unwrap().unwrap();
+        assert_eq!(stored.state, LeaseState::Expired);
+        assert_eq!(stored.hostname.as_deref(), Some("desk-42"));
+        assert_eq!(stored.client_id, Some(to_hex(&long_id)));
+        assert_eq!(stored.starts, start);
     }
 
     #[test]

@@ -355,6 +355,7 @@ impl Store {
         };
         store.migrate()?;
         others::settle_lease_index(&store)?;
+        crate::memory::release_freed();
         Ok(store)
     }
 

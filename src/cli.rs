@@ -315,6 +315,10 @@ pub struct StoreBenchArgs {
     /// Also write one DHCP lease per phone with an address of its own (256 per flush).
     #[arg(long)]
     pub leases: bool,
+    /// Random device ids (as UUIDv4: devices created before ids were time-ordered, or whose
+    /// id a client chose) instead of time-ordered ones, as provisiond makes them now.
+    #[arg(long)]
+    pub random_ids: bool,
 }
 
 /// Arguments of `bench startup`.

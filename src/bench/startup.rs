@@ -134,7 +134,7 @@ fn address(i: u32) -> Ipv4Addr {
 fn device(i: u32, tenants: u32, now: u64) -> Device {
     let phone = &PHONES[i as usize % PHONES.len()];
     let tenant = i % tenants;
-    let mut d = Device::new(model::new_id(), tenant_id(tenant));
+    let mut d = Device::new(model::new_device_id(), tenant_id(tenant));
     d.mac = Some(mac(i));
     d.ip = Some(IpAddr::V4(address(i)));
     d.vendor = Some(phone.vendor.to_owned());

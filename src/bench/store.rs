@@ -133,6 +133,12 @@ struct Sample {
     tenant: String,
 }
 
+/// `--random-ids`, set once by [`run`]; unset (tests), the ids are time-ordered.
+static RANDOM_IDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// The clock of the first time-ordered id (2026-12-01 in ms since the epoch).
+const IDS_FROM_MS: u64 = 1_796_083_200_000;
+
 fn sample(i: u64, tenants: &[String]) -> Sample {
     let h = mix(i);
     let vendor = &VENDORS[(h % VENDORS.len() as u64) as usize];
@@ -150,8 +156,20 @@ fn sample(i: u64, tenants: &[String]) -> Sample {
     } else {
         IpAddr::V4(Ipv4Addr::new(10, low[0], low[1], low[2]))
     };
+    let id = if RANDOM_IDS.get().copied().unwrap_or(false) {
+        format!("{:016x}{:016x}", h, mix(h ^ 0x5bd1_e995))
+    } else {
+        // As `model::new_device_id` makes them: 48 bits of milliseconds (as if the devices were
+        // created one a millisecond), the version digit, random bits.
+        format!(
+            "{:012x}7{:03x}{:016x}",
+            IDS_FROM_MS + i,
+            h & 0xfff,
+            mix(h ^ 0x5bd1_e995)
+        )
+    };
     Sample {
-        id: format!("{:016x}{:016x}", h, mix(h ^ 0x5bd1_e995)),
+        id,
         mac: Mac::new([
             vendor.oui[0],
             vendor.oui[1],
@@ -385,6 +403,10 @@ pub fn run(args: &StoreBenchArgs) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.tenants >= 1, "--tenants must be at least 1");
     anyhow::ensure!(args.writers >= 1, "--writers must be at least 1");
+    anyhow::ensure!(
+        RANDOM_IDS.set(args.random_ids).is_ok() || RANDOM_IDS.get() == Some(&args.random_ids),
+        "bench store runs once per process"
+    );
     let dir = Dir::new(args.dir.as_deref())?;
     let store = Store::open(&dir.path)?;
     store.ensure_defaults(ROOT)?;

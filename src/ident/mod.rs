@@ -710,7 +710,7 @@ impl Identifier {
         now: u64,
         via: Via,
     ) -> Result<Device, IdentError> {
-        let mut device = Device::new(model::new_id(), self.default_tenant.clone());
+        let mut device = Device::new(model::new_device_id(), self.default_tenant.clone());
         device.mac = Some(mac);
         device.ip = info.ip;
         device.vendor = info.vendor.clone();

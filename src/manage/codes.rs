@@ -398,7 +398,7 @@ fn redeem_unguarded(
                 Some(d) if reachable(&d) => d,
                 Some(_) => return Err(ManageError::NotFound(format!("no device {mac}"))),
                 None => {
-                    let mut new = Device::new(crate::model::new_id(), root.clone());
+                    let mut new = Device::new(crate::model::new_device_id(), root.clone());
                     new.mac = Some(*mac);
                     match store.create_device(&new) {
                         Ok(created) => created,

@@ -289,7 +289,7 @@ pub(super) async fn create(
     Body(body): Body<DeviceEnvelope>,
 ) -> ApiResult {
     caller.require("provd.dev_mgr.devices.create")?;
-    let id = fields::body_id(&body.device)?.unwrap_or_else(model::new_id);
+    let id = fields::body_id(&body.device)?.unwrap_or_else(model::new_device_id);
     let mut device = Device::new(id, caller.tenant());
     apply_body(&mut device, &body.device)?;
     let created = blocking(move || {

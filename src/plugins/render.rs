@@ -257,25 +257,14 @@ impl Renderer {
         resolved: &Resolved,
         render_on_miss: bool,
     ) -> Result<Option<Rendered>, RenderError> {
-        let template = match &resolved.target {
-            Target::Template(name) => name,
-            Target::Static(path) => {
-                return Err(RenderError::NotATemplate(path.display().to_string()))
-            }
-        };
+        let template = template_of(resolved)?;
         let chain = self.config_chain(device)?;
         let mut hasher = DefaultHasher::new();
         for config in &chain {
             config.id.hash(&mut hasher);
             config.generation.hash(&mut hasher);
         }
-        let url_key = if self.server.url_key_strategy {
-            self.store
-                .tenant(&device.tenant)?
-                .and_then(|t| t.provisioning_key)
-        } else {
-            None
-        };
+        let url_key = self.url_key(device)?;
         let key = CacheKey {
             device: device.id.clone(),
             device_fields: device_fields(device),
@@ -321,20 +310,9 @@ impl Renderer {
         resolved: &Resolved,
         edit: impl FnOnce(&mut RenderInputs),
     ) -> Result<Rendered, RenderError> {
-        let template = match &resolved.target {
-            Target::Template(name) => name,
-            Target::Static(path) => {
-                return Err(RenderError::NotATemplate(path.display().to_string()))
-            }
-        };
+        let template = template_of(resolved)?;
         let chain = self.config_chain(device)?;
-        let url_key = if self.server.url_key_strategy {
-            self.store
-                .tenant(&device.tenant)?
-                .and_then(|t| t.provisioning_key)
-        } else {
-            None
-        };
+        let url_key = self.url_key(device)?;
         let mut inputs = RenderInputs {
             raw: merged_raw_config(chain.iter().map(|c| &c.raw_config)),
             device: device.clone(),
@@ -342,6 +320,17 @@ impl Renderer {
         };
         edit(&mut inputs);
         self.render_uncached(plugin, &chain, template, &resolved.content_type, inputs)
+    }
+
+    /// The device's tenant's provisioning key, when URLs carry one (an input of its files).
+    fn url_key(&self, device: &Device) -> Result<Option<String>, RenderError> {
+        Ok(if self.server.url_key_strategy {
+            self.store
+                .tenant(&device.tenant)?
+                .and_then(|t| t.provisioning_key)
+        } else {
+            None
+        })
     }
 
     fn render_uncached(
@@ -412,5 +401,13 @@ fn unreachable_miss() -> Rendered {
         content_type: String::new(),
         etag: String::new(),
         modified: std::time::SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// The template a resolved route renders; a static file is not one.
+fn template_of(resolved: &Resolved) -> Result<&String, RenderError> {
+    match &resolved.target {
+        Target::Template(name) => Ok(name),
+        Target::Static(path) => Err(RenderError::NotATemplate(path.display().to_string())),
     }
 }

@@ -301,18 +301,30 @@ fn reopen(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `[dhcp]` section that `serve` is given with `--dhcp` (a pool over every lease).
-fn dhcp_settings(args: &StartupBenchArgs) -> anyhow::Result<crate::config::Dhcp> {
+/// The `[dhcp]` section that `serve` is given with `--dhcp`: a pool over every lease.
+fn dhcp_section(args: &StartupBenchArgs, port: u16) -> String {
     let last = address(args.leases.max(args.devices).saturating_add(1_000));
-    Ok(toml::from_str(&format!(
-        r#"mode = "server"
+    format!(
+        r#"[dhcp]
+mode = "server"
+port = {port}
 server_id = "127.0.0.1"
-[[pools]]
+[[dhcp.pools]]
 subnet = "10.0.0.0/8"
 ranges = [{{ start = "{}", end = "{last}" }}]
 "#,
         address(0)
-    ))?)
+    )
+}
+
+/// [`dhcp_section`] as settings, for the engine loaded in process (its port is not bound).
+fn dhcp_settings(args: &StartupBenchArgs) -> anyhow::Result<crate::config::Dhcp> {
+    #[derive(serde::Deserialize)]
+    struct Section {
+        dhcp: crate::config::Dhcp,
+    }
+    let section: Section = toml::from_str(&dhcp_section(args, 67))?;
+    Ok(section.dhcp)
 }
 
 /// Waits until no process holds the store's lock: sled lets it go lazily, once its
@@ -380,19 +392,7 @@ level = "info"
 "#
     );
     if args.dhcp {
-        let last = address(args.leases.max(args.devices).saturating_add(1_000));
-        toml.push_str(&format!(
-            r#"[dhcp]
-mode = "server"
-port = {}
-server_id = "127.0.0.1"
-[[dhcp.pools]]
-subnet = "10.0.0.0/8"
-ranges = [{{ start = "{}", end = "{last}" }}]
-"#,
-            free_udp_port()?,
-            address(0),
-        ));
+        toml.push_str(&dhcp_section(args, free_udp_port()?));
     }
     Ok(toml)
 }

@@ -132,6 +132,14 @@ async fn run(
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let store = open_store(&running).await?;
+    // After an unclean stop the lease MAC index is checked while the daemon serves: a pass
+    // over every lease that would otherwise hold the start by seconds at a million leases.
+    let checking = store.clone();
+    let lease_check = tokio::task::spawn_blocking(move || {
+        if let Err(e) = checking.check_lease_index() {
+            error!("cannot check the lease MAC index against the leases: {e}");
+        }
+    });
     let settings = running.settings.clone();
     let server_info = ServerInfo {
         base_url: settings.general.base_url.clone(),
@@ -374,6 +382,9 @@ async fn run(
     if settings.dhcpinfo.enabled {
         let _ = std::fs::remove_file(&settings.dhcpinfo.socket);
     }
+    // A lease index check still running ends first (seconds at most): the mark below must
+    // not vouch for an index it has not checked.
+    let _ = lease_check.await;
     // Marks the lease index settled: the next start need not check it against the leases.
     let flushing = store.clone();
     tokio::task::spawn_blocking(move || flushing.shutdown())
@@ -473,7 +484,7 @@ async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
         std::fs::create_dir_all(&general.data_dir)
             .with_context(|| format!("cannot create data_dir {}", general.data_dir.display()))?;
-        let store = Store::open_with_cache(&general.data_dir, general.store_cache_mib).map_err(|e| {
+        let store = Store::open_deferring_lease_check(&general.data_dir, general.store_cache_mib).map_err(|e| {
             let e = anyhow::Error::from(e);
             if nix::unistd::geteuid().is_root() && is_permission_denied(&e) {
                 e.context(format!(

@@ -109,7 +109,38 @@ pub fn run(args: &StartupBenchArgs) -> anyhow::Result<()> {
     }
     reopen(&dir, args)?;
     wait_unlocked(&dir)?;
-    serve(&dir, args)
+    serve(&dir, args, Start::Clean)?;
+    wait_unlocked(&dir)?;
+    stop_uncleanly(&dir)?;
+    wait_unlocked(&dir)?;
+    serve(&dir, args, Start::Unclean)
+}
+
+/// How the store was left before a `serve` run.
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    /// By a clean stop.
+    Clean,
+    /// By a process that wrote a lease and stopped without its shutdown.
+    Unclean,
+}
+
+impl Start {
+    fn label(self) -> &'static str {
+        match self {
+            Start::Clean => "serve",
+            Start::Unclean => "unclean",
+        }
+    }
+}
+
+/// A stop that is not clean: a lease written (as the DHCP server does), no shutdown.
+fn stop_uncleanly(dir: &Path) -> anyhow::Result<Store> {
+    let store = open_retrying(dir)?;
+    if let Some(first) = store.leases_iter().next() {
+        store.put_lease(&first?)?;
+    }
+    Ok(store)
 }
 
 fn tenant_id(i: u32) -> String {
@@ -288,14 +319,22 @@ fn reopen(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    // A stop that is not clean: a lease written (as the DHCP server does), no shutdown.
-    if let Some(first) = store.leases_iter().next() {
-        store.put_lease(&first?)?;
-    }
     drop(store);
+    drop(stop_uncleanly(dir)?);
     let started = Instant::now();
     let store = open_retrying(dir)?;
     timed("Store::open after an unclean stop", started);
+    drop(store);
+    drop(stop_uncleanly(dir)?);
+    let started = Instant::now();
+    let store = open_retrying_with(dir, Store::open_deferring_lease_check)?;
+    timed("the same, the index check deferred", started);
+    let started = Instant::now();
+    let repaired = store.check_lease_index()?;
+    timed(
+        &format!("the deferred check ({repaired} repaired)"),
+        started,
+    );
     // Leaves the store as a clean stop would, for `serve`.
     store.shutdown()?;
     Ok(())
@@ -348,9 +387,17 @@ fn wait_unlocked(dir: &Path) -> anyhow::Result<()> {
 
 /// Opens the store, waiting for the previous handle's lock to go (sled lets it go lazily).
 fn open_retrying(dir: &Path) -> anyhow::Result<Store> {
+    open_retrying_with(dir, Store::open_with_cache)
+}
+
+/// [`open_retrying`] through `open`.
+fn open_retrying_with(
+    dir: &Path,
+    open: impl Fn(&Path, u32) -> crate::store::Result<Store>,
+) -> anyhow::Result<Store> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match Store::open_with_cache(dir, DEFAULT_CACHE_MIB) {
+        match open(dir, DEFAULT_CACHE_MIB) {
             Err(StoreError::Open { source, .. })
                 if source.to_string().contains("could not acquire lock")
                     && Instant::now() < deadline =>
@@ -403,7 +450,7 @@ enum Said {
     Closed,
 }
 
-fn serve(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
+fn serve(dir: &Path, args: &StartupBenchArgs, start: Start) -> anyhow::Result<()> {
     let config = dir.join("bench-startup.toml");
     std::fs::write(&config, serve_config(dir, args)?)?;
     let notify_path = dir.join("notify.sock");
@@ -424,7 +471,7 @@ fn serve(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start provisiond serve")?;
-    let result = watch(&mut child, &notify, started, args.dhcp);
+    let result = watch(&mut child, &notify, started, args.dhcp, start);
     let stopping = Instant::now();
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -432,7 +479,8 @@ fn serve(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
     );
     let status = child.wait()?;
     println!(
-        "serve     stopped in {:.3} s ({status})",
+        "{:<9} stopped in {:.3} s ({status})",
+        start.label(),
         stopping.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_file(&notify_path);
@@ -445,6 +493,7 @@ fn watch(
     notify: &UnixDatagram,
     started: Instant,
     dhcp: bool,
+    start: Start,
 ) -> anyhow::Result<()> {
     let stderr = child.stderr.take().context("no stderr")?;
     let (tx, said) = mpsc::channel();
@@ -458,9 +507,11 @@ fn watch(
     });
     let mut ready = None;
     let mut dhcp_ready = None;
+    let mut checked = None;
     let mut log = Vec::new();
     let mut buf = [0u8; 4096];
-    while ready.is_none() || (dhcp && dhcp_ready.is_none()) {
+    let unclean = start == Start::Unclean;
+    while ready.is_none() || (dhcp && dhcp_ready.is_none()) || (unclean && checked.is_none()) {
         anyhow::ensure!(
             started.elapsed() < READY_TIMEOUT,
             "serve not ready after {READY_TIMEOUT:?}:\n{}",
@@ -478,6 +529,9 @@ fn watch(
                     if line.contains("DHCP server ready") {
                         dhcp_ready = Some(at - started);
                     }
+                    if line.contains("lease MAC index checked") {
+                        checked = Some(at - started);
+                    }
                     log.push(line);
                 }
                 Said::Closed => {
@@ -487,21 +541,28 @@ fn watch(
         }
     }
     let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+    let label = start.label();
     println!(
-        "serve     READY=1 after {:>9.3} s (process start included), RSS {}",
+        "{label:<9} READY=1 after {:>9.3} s (process start included), RSS {}",
         secs(ready),
         status_field(&child.id().to_string(), "VmRSS:")
     );
     if dhcp {
         println!(
-            "serve     DHCP server ready after {:.3} s",
+            "{label:<9} DHCP server ready after {:.3} s",
             secs(dhcp_ready)
+        );
+    }
+    if unclean {
+        println!(
+            "{label:<9} lease MAC index checked after {:.3} s",
+            secs(checked)
         );
     }
     std::thread::sleep(SETTLE);
     let pid = child.id().to_string();
     println!(
-        "serve     idle RSS {} (peak {}), {} threads",
+        "{label:<9} idle RSS {} (peak {}), {} threads",
         status_field(&pid, "VmRSS:"),
         status_field(&pid, "VmHWM:"),
         status_field(&pid, "Threads:")

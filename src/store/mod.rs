@@ -186,8 +186,9 @@ pub struct Store {
     dev_history: Tree,
     tenant_tree: std::sync::Arc<TreeCache>,
     commit: std::sync::Arc<GroupCommit>,
-    /// True while `meta` holds the lease index's settled mark (see `others::settle_lease_index`).
-    lease_index_settled: std::sync::Arc<std::sync::RwLock<bool>>,
+    /// Where the lease MAC index stands against the leases (see `others::read_lease_index_mark`);
+    /// lease writes hold it shared, the index's check and the settled mark exclusively.
+    lease_index: std::sync::Arc<std::sync::RwLock<others::LeaseIndexState>>,
 }
 
 /// The last tenant tree read, dropped by every tenant write. `version` counts the writes, so
@@ -312,6 +313,17 @@ impl Store {
 
     /// [`Store::open`] with a page cache of `cache_mib` MiB.
     pub fn open_with_cache(data_dir: &Path, cache_mib: u32) -> Result<Store> {
+        let store = Store::open_deferring_lease_check(data_dir, cache_mib)?;
+        store.check_lease_index()?;
+        Ok(store)
+    }
+
+    /// [`Store::open_with_cache`] for the daemon: after an unclean stop the lease MAC index is
+    /// not checked against the leases here but by [`Store::check_lease_index`], which the
+    /// caller runs while it serves (a pass over every lease, seconds at a million). Until it
+    /// has run, a lookup by MAC may miss a lease whose index write the stop cut off; it never
+    /// returns another client's lease (reads check the lease's MAC).
+    pub fn open_deferring_lease_check(data_dir: &Path, cache_mib: u32) -> Result<Store> {
         let path = data_dir.join("db");
         let db = sled::Config::new()
             .path(&path)
@@ -349,12 +361,12 @@ impl Store {
             dev_history: tree("dev_history")?,
             tenant_tree: Default::default(),
             commit: Default::default(),
-            lease_index_settled: Default::default(),
+            lease_index: Default::default(),
             db,
             path,
         };
         store.migrate()?;
-        others::settle_lease_index(&store)?;
+        others::read_lease_index_mark(&store)?;
         crate::memory::release_freed();
         Ok(store)
     }

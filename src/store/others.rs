@@ -474,8 +474,8 @@ impl Store {
     /// a batch and acts on none of its writes (no DHCPACK leaves) before that flush succeeded.
     /// No transaction (one costs eight times these plain writes, and this is the DHCP
     /// server's hot path): the lease is the record, the MAC index is derived from it, checked
-    /// on every read, and rebuilt at the next open if the process stops between the two
-    /// writes (`settle_lease_index`).
+    /// on every read, and repaired after an unclean stop if the process stopped between the
+    /// two writes ([`Store::check_lease_index`]).
     pub fn put_lease_unflushed(&self, lease: &Lease) -> Result<()> {
         let _writing = self.unsettle_lease_index()?;
         let key = lease.ip.octets();
@@ -495,40 +495,72 @@ impl Store {
     }
 
     /// Permission to write a lease without a transaction: held while writing, it keeps
-    /// [`Store::shutdown`] from marking the index settled half-way through a write. The
-    /// first write after the mark removes it, durably, before it writes anything.
-    fn unsettle_lease_index(&self) -> Result<std::sync::RwLockReadGuard<'_, bool>> {
-        let lock = &self.lease_index_settled;
+    /// [`Store::shutdown`] from marking the index settled, and the index's check from
+    /// repairing a MAC, half-way through a write. The first write after the mark removes it,
+    /// durably, before it writes anything.
+    fn unsettle_lease_index(&self) -> Result<std::sync::RwLockReadGuard<'_, LeaseIndexState>> {
+        let lock = &self.lease_index;
         loop {
             let writing = lock.read().unwrap_or_else(|e| e.into_inner());
-            if !*writing {
+            if *writing != LeaseIndexState::Settled {
                 return Ok(writing);
             }
             drop(writing);
-            let mut settled = lock.write().unwrap_or_else(|e| e.into_inner());
-            if *settled {
+            let mut state = lock.write().unwrap_or_else(|e| e.into_inner());
+            if *state == LeaseIndexState::Settled {
                 self.meta.remove(LEASE_INDEX_SETTLED)?;
                 self.db.flush()?;
-                *settled = false;
+                *state = LeaseIndexState::Current;
             }
         }
     }
 
     /// The last flush of a clean stop: everything written so far reaches the disk, and the
-    /// lease MAC index is marked settled so that the next open does not rebuild it. The
-    /// store stays usable (a later lease write takes the mark away again first).
+    /// lease MAC index is marked settled so that the next open does not check it (unless its
+    /// check after an unclean stop has not finished: the next open checks it again). The store
+    /// stays usable (a later lease write takes the mark away again first).
     pub fn shutdown(&self) -> Result<()> {
-        let mut settled = self
-            .lease_index_settled
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if !*settled {
+        let mut state = self.lease_index.write().unwrap_or_else(|e| e.into_inner());
+        if *state == LeaseIndexState::Current {
             // The mark must not reach the disk before the writes it vouches for.
             self.db.flush()?;
             self.meta.insert(LEASE_INDEX_SETTLED, &[])?;
-            *settled = true;
+            *state = LeaseIndexState::Settled;
         }
         self.flush()
+    }
+
+    /// Checks the lease MAC index against the leases when the store was opened after an
+    /// unclean stop, and repairs it; does nothing otherwise. Lease writes may go on meanwhile:
+    /// each repair is decided again, under the lease-write lock, from what the store holds
+    /// then, and a MAC that a write pointed at a lease as recent as the one the pass saw is
+    /// left alone. Returns the number of index entries it changed.
+    pub fn check_lease_index(&self) -> Result<u64> {
+        if *self.lease_index.read().unwrap_or_else(|e| e.into_inner())
+            != LeaseIndexState::Unchecked
+        {
+            return Ok(0);
+        }
+        let started = std::time::Instant::now();
+        let repaired = repair_lease_index(self)?;
+        let mut state = self.lease_index.write().unwrap_or_else(|e| e.into_inner());
+        // A new store has no mark either: nothing to say then.
+        if !self.leases.is_empty() {
+            tracing::info!(
+                repaired,
+                seconds = started.elapsed().as_secs_f64(),
+                "lease MAC index checked against the leases (the last stop was not clean)"
+            );
+        }
+        // Marked at once, so that a process that writes no lease (DHCP off) keeps the mark
+        // through a crash; its first lease write takes it away.
+        self.db.flush()?;
+        self.meta.insert(LEASE_INDEX_SETTLED, &[])?;
+        self.db.flush()?;
+        *state = LeaseIndexState::Settled;
+        // The pass's map of every MAC is gone: its memory goes back to the system.
+        crate::memory::release_freed();
+        Ok(repaired)
     }
 
     /// The lease of this address.
@@ -634,44 +666,60 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
                 .insert(key.as_bytes(), tenant.id.as_bytes())?;
         }
     }
-    rebuild_lease_index(store).map(|_| ())
+    repair_lease_index(store).map(|_| ())
+}
+
+/// Where the lease MAC index stands against the leases on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum LeaseIndexState {
+    /// Not known yet: the store opened without the settled mark (the last stop was not
+    /// clean) and [`Store::check_lease_index`] has not finished.
+    #[default]
+    Unchecked,
+    /// It agrees with the leases but for the writes in flight; `meta` has no mark.
+    Current,
+    /// `meta` holds the settled mark.
+    Settled,
 }
 
 /// At open: the lease MAC index is taken as it is when `meta` holds its settled mark
-/// (written by [`Store::shutdown`], removed before the next lease write), and repaired from
-/// the leases otherwise: the process stopped (crash, kill, power loss, a process that never
-/// called `shutdown`) while lease writes, which are not transactional, may have been half
-/// done. So a clean stop costs nothing at the next start whatever the number of leases, and a
-/// crash costs one pass over the leases at the next start. The mark is set again here, so a
-/// process that writes no lease (DHCP off) keeps it through a crash.
-pub(super) fn settle_lease_index(store: &Store) -> Result<()> {
-    let mut settled = store
-        .lease_index_settled
-        .write()
-        .unwrap_or_else(|e| e.into_inner());
-    if store.meta.get(LEASE_INDEX_SETTLED)?.is_none() {
-        let started = std::time::Instant::now();
-        let repaired = rebuild_lease_index(store)?;
-        // A new store has no mark either: nothing to say then.
-        if !store.leases.is_empty() {
-            tracing::info!(
-                repaired,
-                seconds = started.elapsed().as_secs_f64(),
-                "lease MAC index checked against the leases (the last stop was not clean)"
-            );
-        }
-        store.db.flush()?;
-        store.meta.insert(LEASE_INDEX_SETTLED, &[])?;
-        store.db.flush()?;
-    }
-    *settled = true;
+/// (written by [`Store::shutdown`], removed before the next lease write), and is to be checked
+/// against the leases otherwise: the process stopped (crash, kill, power loss, a process that
+/// never called `shutdown`) while lease writes, which are not transactional, may have been
+/// half done. So a clean stop costs nothing at the next start whatever the number of leases,
+/// and a crash costs one pass over the leases ([`Store::check_lease_index`]).
+pub(super) fn read_lease_index_mark(store: &Store) -> Result<()> {
+    let mut state = store.lease_index.write().unwrap_or_else(|e| e.into_inner());
+    *state = if store.meta.get(LEASE_INDEX_SETTLED)?.is_some() {
+        LeaseIndexState::Settled
+    } else {
+        LeaseIndexState::Unchecked
+    };
     Ok(())
+}
+
+/// A MAC whose index entry disagreed with the pass over the leases, and the MAC's most recent
+/// lease that the pass saw (start, address); `None`: it saw none.
+struct Disagreement {
+    mac: Mac,
+    wanted: Option<(crate::model::UnixTime, [u8; 4])>,
 }
 
 /// Makes the lease-MAC index what the leases say (as after normal writes, a MAC points at its
 /// most recent lease) and returns the number of entries it changed. Only those are written:
 /// after a crash the index is right but for the writes in flight.
-pub(super) fn rebuild_lease_index(store: &Store) -> Result<u64> {
+pub(super) fn repair_lease_index(store: &Store) -> Result<u64> {
+    let mut changed = 0;
+    for found in lease_index_disagreements(store)? {
+        if repair_one(store, &found)? {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// One pass over the leases and the index: the MACs whose entry is not their latest lease.
+fn lease_index_disagreements(store: &Store) -> Result<Vec<Disagreement>> {
     let mut latest: std::collections::HashMap<Mac, (crate::model::UnixTime, [u8; 4])> =
         Default::default();
     for lease in store.leases_iter() {
@@ -683,27 +731,114 @@ pub(super) fn rebuild_lease_index(store: &Store) -> Result<u64> {
             latest.insert(lease.mac, (lease.starts, lease.ip.octets()));
         }
     }
-    let mut changed = 0;
+    let mut disagreements = Vec::new();
     for item in store.idx_lease_mac.iter() {
         let (mac, ip) = item?;
-        let wanted = <[u8; 6]>::try_from(mac.as_ref())
-            .ok()
-            .and_then(|octets| latest.remove(&Mac::new(octets)));
-        match wanted {
-            Some((_, want)) if want[..] == ip[..] => {}
-            Some((_, want)) => {
-                store.idx_lease_mac.insert(mac, &want)?;
-                changed += 1;
+        let Ok(octets) = <[u8; 6]>::try_from(mac.as_ref()) else {
+            // Not a MAC: no lease write makes such a key and no read can reach it.
+            store.idx_lease_mac.remove(mac)?;
+            continue;
+        };
+        let mac = Mac::new(octets);
+        let wanted = latest.remove(&mac);
+        if wanted.is_none_or(|(_, want)| want[..] != ip[..]) {
+            disagreements.push(Disagreement { mac, wanted });
+        }
+    }
+    disagreements.extend(latest.into_iter().map(|(mac, wanted)| Disagreement {
+        mac,
+        wanted: Some(wanted),
+    }));
+    Ok(disagreements)
+}
+
+/// Repairs one MAC's entry, deciding again from what the store holds now: a lease write may
+/// have come since the pass read the leases. No lease write runs meanwhile.
+fn repair_one(store: &Store, found: &Disagreement) -> Result<bool> {
+    let _no_writes = store.lease_index.write().unwrap_or_else(|e| e.into_inner());
+    let key = found.mac.octets();
+    let lease_at = |ip: &[u8]| -> Result<Option<Lease>> {
+        match store.leases.get(ip)? {
+            Some(bytes) => decode("leases", ip, &bytes).map(Some),
+            None => Ok(None),
+        }
+    };
+    let current = match store.idx_lease_mac.get(key)? {
+        Some(ip) => lease_at(&ip)?.filter(|lease| lease.mac == found.mac),
+        None => None,
+    };
+    match found.wanted {
+        Some((starts, want)) => {
+            if current.is_some_and(|lease| lease.ip.octets() == want || lease.starts >= starts) {
+                return Ok(false);
             }
-            None => {
-                store.idx_lease_mac.remove(mac)?;
-                changed += 1;
+            // The lease the pass saw may have gone to another client since: its write then
+            // pointed both MACs where they belong.
+            if lease_at(&want)?.is_none_or(|lease| lease.mac != found.mac) {
+                return Ok(false);
+            }
+            store.idx_lease_mac.insert(key, &want)?;
+        }
+        None => {
+            if current.is_some() {
+                return Ok(false);
+            }
+            if store.idx_lease_mac.remove(key)?.is_none() {
+                return Ok(false);
             }
         }
     }
-    for (mac, (_, ip)) in latest {
-        store.idx_lease_mac.insert(mac.octets(), &ip)?;
-        changed += 1;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LeaseState;
+
+    fn lease(ip: [u8; 4], mac: u8, starts: crate::model::UnixTime) -> Lease {
+        Lease {
+            ip: Ipv4Addr::from(ip),
+            mac: Mac::new([2, 0, 0, 0, 0, mac]),
+            client_id: None,
+            hostname: None,
+            starts,
+            ends: starts + 3600,
+            state: LeaseState::Bound,
+        }
     }
-    Ok(changed)
+
+    #[test]
+    fn the_check_keeps_the_lease_writes_that_came_after_its_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b, c) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3]);
+        // What a crash leaves: MAC 1's lease at a with no index entry, MAC 2 with none at all
+        // but an entry pointing at MAC 3's lease, and MAC 4's entry lost.
+        store.put_lease(&lease(a, 1, 100)).unwrap();
+        store.put_lease(&lease(b, 3, 100)).unwrap();
+        store.put_lease(&lease(c, 4, 100)).unwrap();
+        let key = |mac: u8| Mac::new([2, 0, 0, 0, 0, mac]).octets();
+        store.idx_lease_mac.remove(key(1)).unwrap();
+        store.idx_lease_mac.insert(key(2), &b).unwrap();
+        store.idx_lease_mac.remove(key(4)).unwrap();
+        let found = lease_index_disagreements(&store).unwrap();
+        assert_eq!(found.len(), 3, "MACs 1, 2 and 4 disagree");
+
+        // Lease writes between the pass and its repairs: MAC 1 moves on, MAC 2 gets a lease.
+        let moved = lease([10, 0, 0, 4], 1, 200);
+        let arrived = lease([10, 0, 0, 5], 2, 200);
+        store.put_lease(&moved).unwrap();
+        store.put_lease(&arrived).unwrap();
+        let repaired = found
+            .iter()
+            .filter(|f| repair_one(&store, f).unwrap())
+            .count();
+
+        assert_eq!(repaired, 1, "only MAC 4 needed the repair");
+        let by_mac = |mac: u8| store.lease_by_mac(&Mac::new([2, 0, 0, 0, 0, mac])).unwrap();
+        assert_eq!(by_mac(1), Some(moved), "a newer write was undone");
+        assert_eq!(by_mac(2), Some(arrived), "a newer write was removed");
+        assert_eq!(by_mac(4), Some(lease(c, 4, 100)));
+    }
 }

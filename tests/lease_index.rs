@@ -272,9 +272,7 @@ fn a_stop_before_the_deferred_check_leaves_it_to_the_next_open() {
         // Dropped without shutdown: an unclean stop.
     }
     plant(dir.path(), &first.mac, second.ip);
-    let deferred = || {
-        common::retry_locked(|| Store::open_deferring_lease_check(dir.path(), 64))
-    };
+    let deferred = || common::retry_locked(|| Store::open_deferring_lease_check(dir.path(), 64));
     {
         let store = deferred();
         // Before the check the wrong entry answers nothing rather than another client's lease.

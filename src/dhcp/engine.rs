@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::config::{Dhcp, DhcpMode, Pool};
 use crate::ident::{DhcpOp, RequestContext};
-use crate::model::{Lease, LeaseState, Mac, UnixTime};
+use crate::model::{Lease, LeaseState, LeaseView, Mac, UnixTime};
 use crate::store::{Store, StoreError};
 
 use super::packet::{code, encode_reply, Importance, MsgType, ReplyHeader, ReplyOptions, Request};
@@ -70,9 +70,14 @@ impl ClientKey {
     }
 
     fn of_lease(lease: &Lease) -> ClientKey {
-        match lease.client_id.as_deref().and_then(from_hex) {
+        ClientKey::of_parts(lease.client_id.as_deref(), lease.mac)
+    }
+
+    /// The key of a lease record with this client identifier (hex) and MAC.
+    fn of_parts(client_id: Option<&str>, mac: Mac) -> ClientKey {
+        match client_id.and_then(from_hex) {
             Some(id) if !id.is_empty() => ClientKey::id(&id),
-            _ => ClientKey::mac(lease.mac),
+            _ => ClientKey::mac(mac),
         }
     }
 
@@ -96,6 +101,15 @@ impl Slot {
     fn of(lease: &Lease) -> Slot {
         Slot {
             key: ClientKey::of_lease(lease),
+            mac: lease.mac,
+            state: lease.state,
+            ends: lease.ends,
+        }
+    }
+
+    fn of_view(lease: &LeaseView<'_>) -> Slot {
+        Slot {
+            key: ClientKey::of_parts(lease.client_id.as_deref(), lease.mac),
             mac: lease.mac,
             state: lease.state,
             ends: lease.ends,
@@ -326,9 +340,8 @@ impl Engine {
         let mut clients = Vec::new();
         let mut timers = Vec::new();
         let mut reusable = Vec::new();
-        for lease in store.leases_iter() {
-            let lease = lease?;
-            let slot = Slot::of(&lease);
+        store.for_each_lease_view(|lease| {
+            let slot = Slot::of_view(&lease);
             match lease.state {
                 LeaseState::Bound | LeaseState::Declined => timers.push((lease.ends, lease.ip)),
                 LeaseState::Released | LeaseState::Expired | LeaseState::Offered => {
@@ -339,7 +352,8 @@ impl Engine {
                 clients.push((slot.key, lease.starts, lease.ip));
             }
             leases.push((lease.ip, slot));
-        }
+            Ok(())
+        })?;
         // A client's latest lease is the last of its run (ties: the higher address).
         clients.sort_unstable();
         let by_client = clients

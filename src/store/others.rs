@@ -11,7 +11,8 @@ use super::{
     abort, decode, encode, finish, next_revision, tx_get, Result, Store, StoreError, TxResult,
 };
 use crate::model::{
-    validate_id, Code, Config, Lease, Mac, RawConfig, Tenant, TenantTree, Token, MAX_TENANT_DEPTH,
+    validate_id, Code, Config, Lease, LeaseView, Mac, RawConfig, Tenant, TenantTree, Token,
+    MAX_TENANT_DEPTH,
 };
 
 const DEFAULT_TENANT_KEY: &[u8] = b"default_tenant";
@@ -536,8 +537,7 @@ impl Store {
     /// then, and a MAC that a write pointed at a lease as recent as the one the pass saw is
     /// left alone. Returns the number of index entries it changed.
     pub fn check_lease_index(&self) -> Result<u64> {
-        if *self.lease_index.read().unwrap_or_else(|e| e.into_inner())
-            != LeaseIndexState::Unchecked
+        if *self.lease_index.read().unwrap_or_else(|e| e.into_inner()) != LeaseIndexState::Unchecked
         {
             return Ok(0);
         }
@@ -583,8 +583,25 @@ impl Store {
         self.list(&self.leases, "leases")
     }
 
-    /// Every lease, by address, decoded one at a time (the DHCP engine's start keeps them in
-    /// maps of its own: a list of a million leases beside them would double its peak memory).
+    /// Calls `each` with every lease, by address, read in place ([`LeaseView`]); stops at the
+    /// first error, its own or the store's.
+    pub fn for_each_lease_view(
+        &self,
+        mut each: impl FnMut(LeaseView<'_>) -> Result<()>,
+    ) -> Result<()> {
+        for item in self.leases.iter() {
+            let (key, value) = item?;
+            let view = serde_json::from_slice(&value).map_err(|source| StoreError::Corrupt {
+                tree: "leases",
+                key: String::from_utf8_lossy(&key).into_owned(),
+                source,
+            })?;
+            each(view)?;
+        }
+        Ok(())
+    }
+
+    /// Every lease, by address, decoded one at a time.
     pub fn leases_iter(&self) -> impl Iterator<Item = Result<Lease>> {
         self.leases.iter().map(|item| {
             let (key, value) = item?;
@@ -719,19 +736,29 @@ pub(super) fn repair_lease_index(store: &Store) -> Result<u64> {
 }
 
 /// One pass over the leases and the index: the MACs whose entry is not their latest lease.
+/// The leases are sorted by MAC and merged with the index (sorted by MAC too): at a million
+/// leases a hash map of them cost more time and twice the memory.
 fn lease_index_disagreements(store: &Store) -> Result<Vec<Disagreement>> {
-    let mut latest: std::collections::HashMap<Mac, (crate::model::UnixTime, [u8; 4])> =
-        Default::default();
-    for lease in store.leases_iter() {
-        let lease = lease?;
-        let newer = latest
-            .get(&lease.mac)
-            .is_none_or(|(starts, _)| *starts < lease.starts);
-        if newer {
-            latest.insert(lease.mac, (lease.starts, lease.ip.octets()));
-        }
-    }
+    let mut seen: Vec<(Mac, crate::model::UnixTime, [u8; 4])> = Vec::new();
+    store.for_each_lease_view(|lease| {
+        seen.push((lease.mac, lease.starts, lease.ip.octets()));
+        Ok(())
+    })?;
+    // A MAC's latest lease is the last of its run (ties: the higher address).
+    seen.sort_unstable();
+    let mut latest = seen
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|run| run.last())
+        .map(|&(mac, starts, ip)| (mac, (starts, ip)))
+        .peekable();
     let mut disagreements = Vec::new();
+    let mut only_in_leases = |mac, wanted| {
+        disagreements.push(Disagreement {
+            mac,
+            wanted: Some(wanted),
+        })
+    };
+    let mut entries = Vec::new();
     for item in store.idx_lease_mac.iter() {
         let (mac, ip) = item?;
         let Ok(octets) = <[u8; 6]>::try_from(mac.as_ref()) else {
@@ -740,15 +767,18 @@ fn lease_index_disagreements(store: &Store) -> Result<Vec<Disagreement>> {
             continue;
         };
         let mac = Mac::new(octets);
-        let wanted = latest.remove(&mac);
+        while let Some((leased, wanted)) = latest.next_if(|(m, _)| *m < mac) {
+            only_in_leases(leased, wanted);
+        }
+        let wanted = latest.next_if(|(m, _)| *m == mac).map(|(_, wanted)| wanted);
         if wanted.is_none_or(|(_, want)| want[..] != ip[..]) {
-            disagreements.push(Disagreement { mac, wanted });
+            entries.push(Disagreement { mac, wanted });
         }
     }
-    disagreements.extend(latest.into_iter().map(|(mac, wanted)| Disagreement {
-        mac,
-        wanted: Some(wanted),
-    }));
+    for (mac, wanted) in latest {
+        only_in_leases(mac, wanted);
+    }
+    disagreements.extend(entries);
     Ok(disagreements)
 }
 

@@ -3,11 +3,12 @@
 //! user's (or of an API token's).
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::http::api::auth::acl_matches;
-use crate::model::{ConsoleUser, Role, Token, UnixTime};
+use crate::model::{ConsoleUser, Role, Token};
 
 /// Sessions kept at once; past it, expired ones are dropped, then new sign-ins are refused.
 const MAX_SESSIONS: usize = 10_000;
@@ -32,9 +33,10 @@ pub struct Session {
     pub role: Role,
     /// Token every form of the session carries.
     pub csrf: String,
-    /// Creation time of the user or token record signed in with: a user deleted and created
-    /// again under the same name is another user, whose record the session does not match.
-    pub since: UnixTime,
+    /// What tells the record signed in with apart ([`user_stamp`], [`token_stamp`]): a user
+    /// deleted and created again under the same name is another user, whose record the
+    /// session does not match.
+    pub stamp: u64,
     created: Instant,
     last: Instant,
 }
@@ -90,7 +92,7 @@ impl Sessions {
         who: Who,
         tenant: String,
         role: Role,
-        since: UnixTime,
+        stamp: u64,
         now: Instant,
     ) -> Result<(), Full> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,7 +109,7 @@ impl Sessions {
                 tenant,
                 role,
                 csrf,
-                since,
+                stamp,
                 created: now,
                 last: now,
             },
@@ -238,11 +240,27 @@ pub fn token_role(acl: &[String], tenant: &str, default_tenant: &str) -> Option<
     }
 }
 
+/// The stamp of a session signed in as `user`: its creation time (seconds) and its password
+/// hash, whose salt is new for every record, so that a user deleted and created again in the
+/// same second is still another record.
+pub fn user_stamp(user: &ConsoleUser) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (user.created, &user.password_hash).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The stamp of a session signed in with `token` (whose hash already names it).
+pub fn token_stamp(token: &Token) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    token.created.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// True while the user signed in with is still the one whose record the session was started
 /// from: same tenant, same role, not deleted (and created again) since.
 pub fn user_matches(session: &Session, user: Option<&ConsoleUser>) -> bool {
     user.is_some_and(|u| {
-        u.tenant == session.tenant && u.role == session.role && u.created == session.since
+        u.tenant == session.tenant && u.role == session.role && user_stamp(u) == session.stamp
     })
 }
 
@@ -251,7 +269,7 @@ pub fn user_matches(session: &Session, user: Option<&ConsoleUser>) -> bool {
 pub fn token_matches(session: &Session, token: Option<&Token>, default_tenant: &str) -> bool {
     token.is_some_and(|t| {
         t.tenant == session.tenant
-            && t.created == session.since
+            && token_stamp(t) == session.stamp
             && t.expires.is_none_or(|at| at > crate::model::now())
             && token_role(&t.acl, &t.tenant, default_tenant) == Some(session.role)
     })
@@ -303,6 +321,34 @@ mod tests {
             .map(|a| a.replace(".any.", ".*."))
             .collect::<Vec<_>>();
         assert_eq!(token_role(&star, m, m), Some(Role::Admin));
+    }
+
+    #[test]
+    fn a_user_created_again_in_the_same_second_is_another_user() {
+        let user = |salt: &str| ConsoleUser {
+            name: "dave".into(),
+            tenant: "master".into(),
+            role: Role::Operator,
+            password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${salt}$hash"),
+            created: 1_800_000_000,
+        };
+        let (first, again) = (user("c2FsdA"), user("b3RoZXI"));
+        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(60));
+        let now = Instant::now();
+        s.start(
+            "1".into(),
+            "c".into(),
+            Who::User("dave".into()),
+            "master".into(),
+            Role::Operator,
+            user_stamp(&first),
+            now,
+        )
+        .unwrap();
+        let session = s.touch("1", now).unwrap();
+        assert!(user_matches(&session, Some(&first)));
+        assert!(!user_matches(&session, Some(&again)));
+        assert!(!user_matches(&session, None));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::session::{token_role, Who};
+use super::session::{self, token_role, Who};
 use super::{blocking, cookies, csrf, ConsoleError, ConsoleState, Form};
 use crate::manage::{users, ManageError};
 
@@ -72,13 +72,19 @@ pub(super) async fn submit(
         st.limiter.check(&limit_name, peer, now)?;
         let found = match (user, password, token) {
             (Some(user), Some(password), _) => users::verify(&st.api.store, user.trim(), &password)
-                .map(|u| (Who::User(u.name), u.tenant, u.role, u.created)),
+                .map(|u| {
+                    let stamp = session::user_stamp(&u);
+                    (Who::User(u.name), u.tenant, u.role, stamp)
+                }),
             (None, None, Some(token)) => {
                 let hash = crate::http::api::hash_token(token.trim());
                 match st.api.store.token(&hash).map_err(ConsoleError::internal)? {
                     Some(t) if t.expires.is_none_or(|at| at > crate::model::now()) => {
                         match token_role(&t.acl, &t.tenant, &st.api.default_tenant) {
-                            Some(role) => Ok((Who::Token(hash), t.tenant, role, t.created)),
+                            Some(role) => {
+                                let stamp = session::token_stamp(&t);
+                                Ok((Who::Token(hash), t.tenant, role, stamp))
+                            }
                             None => Err(ManageError::Unauthorized(
                                 "this token's ACL does not cover every page of the console's \
                                  viewer role (see \"Signing in\" in docs/console.md); use it \
@@ -108,7 +114,7 @@ pub(super) async fn submit(
         }
     })
     .await;
-    let (who, tenant, role, since) = match outcome {
+    let (who, tenant, role, stamp) = match outcome {
         Ok(Ok(found)) => found,
         Ok(Err(why)) => return signin_page(&state, StatusCode::UNAUTHORIZED, Some(&why)),
         // Missing fields: the form again with what to fill in, not a bare error page.
@@ -129,7 +135,7 @@ pub(super) async fn submit(
     tracing::info!(%peer, tenant = %tenant, role = role.as_str(), "console sign-in");
     state
         .sessions
-        .start(id.clone(), token, who, tenant, role, since, Instant::now())
+        .start(id.clone(), token, who, tenant, role, stamp, Instant::now())
         .map_err(|e| ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let cookie = cookies::set(&id, state.secure, state.sessions.max_age().as_secs());
     let mut response = (

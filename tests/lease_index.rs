@@ -226,17 +226,22 @@ fn kill_rounds(writer: u32, rounds: u32) {
     }
 }
 
+/// Writes two leases to a new store, then stops it cleanly (`shutdown`) or not.
+fn two_leases(dir: &Path, clean: bool) -> (Lease, Lease) {
+    let (first, second) = (lease_of(1), lease_of(2));
+    let store = open(dir);
+    store.put_lease(&first).unwrap();
+    store.put_lease(&second).unwrap();
+    if clean {
+        store.shutdown().unwrap();
+    }
+    (first, second)
+}
+
 #[test]
 fn a_clean_shutdown_lets_the_next_open_take_the_lease_index_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let first = lease_of(1);
-    let second = lease_of(2);
-    {
-        let store = open(dir.path());
-        store.put_lease(&first).unwrap();
-        store.put_lease(&second).unwrap();
-        store.shutdown().unwrap();
-    }
+    let (first, second) = two_leases(dir.path(), true);
     // An index entry that no lease write makes: a rebuild at open would drop it.
     plant(dir.path(), &first.mac, second.ip);
     {
@@ -263,14 +268,7 @@ fn a_clean_shutdown_lets_the_next_open_take_the_lease_index_as_it_is() {
 #[test]
 fn a_stop_before_the_deferred_check_leaves_it_to_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
-    let first = lease_of(1);
-    let second = lease_of(2);
-    {
-        let store = open(dir.path());
-        store.put_lease(&first).unwrap();
-        store.put_lease(&second).unwrap();
-        // Dropped without shutdown: an unclean stop.
-    }
+    let (first, second) = two_leases(dir.path(), false);
     plant(dir.path(), &first.mac, second.ip);
     let deferred = || common::retry_locked(|| Store::open_deferring_lease_check(dir.path(), 64));
     {

@@ -382,8 +382,9 @@ async fn run(
     if settings.dhcpinfo.enabled {
         let _ = std::fs::remove_file(&settings.dhcpinfo.socket);
     }
-    // A lease index check still running ends first (seconds at most): the mark below must
-    // not vouch for an index it has not checked.
+    // A lease index check still running ends first (seconds at most), so that its work is
+    // kept: `shutdown` marks only a checked index, and an unfinished check runs again at the
+    // next start.
     let _ = lease_check.await;
     // Marks the lease index settled: the next start need not check it against the leases.
     let flushing = store.clone();

@@ -591,12 +591,7 @@ impl Store {
     ) -> Result<()> {
         for item in self.leases.iter() {
             let (key, value) = item?;
-            let view = serde_json::from_slice(&value).map_err(|source| StoreError::Corrupt {
-                tree: "leases",
-                key: String::from_utf8_lossy(&key).into_owned(),
-                source,
-            })?;
-            each(view)?;
+            each(decode("leases", &key, &value)?)?;
         }
         Ok(())
     }
@@ -752,13 +747,6 @@ fn lease_index_disagreements(store: &Store) -> Result<Vec<Disagreement>> {
         .map(|&(mac, starts, ip)| (mac, (starts, ip)))
         .peekable();
     let mut disagreements = Vec::new();
-    let mut only_in_leases = |mac, wanted| {
-        disagreements.push(Disagreement {
-            mac,
-            wanted: Some(wanted),
-        })
-    };
-    let mut entries = Vec::new();
     for item in store.idx_lease_mac.iter() {
         let (mac, ip) = item?;
         let Ok(octets) = <[u8; 6]>::try_from(mac.as_ref()) else {
@@ -767,18 +755,22 @@ fn lease_index_disagreements(store: &Store) -> Result<Vec<Disagreement>> {
             continue;
         };
         let mac = Mac::new(octets);
+        // Leased MACs below this entry have none.
         while let Some((leased, wanted)) = latest.next_if(|(m, _)| *m < mac) {
-            only_in_leases(leased, wanted);
+            disagreements.push(Disagreement {
+                mac: leased,
+                wanted: Some(wanted),
+            });
         }
         let wanted = latest.next_if(|(m, _)| *m == mac).map(|(_, wanted)| wanted);
         if wanted.is_none_or(|(_, want)| want[..] != ip[..]) {
-            entries.push(Disagreement { mac, wanted });
+            disagreements.push(Disagreement { mac, wanted });
         }
     }
-    for (mac, wanted) in latest {
-        only_in_leases(mac, wanted);
-    }
-    disagreements.extend(entries);
+    disagreements.extend(latest.map(|(mac, wanted)| Disagreement {
+        mac,
+        wanted: Some(wanted),
+    }));
     Ok(disagreements)
 }
 
@@ -787,12 +779,7 @@ fn lease_index_disagreements(store: &Store) -> Result<Vec<Disagreement>> {
 fn repair_one(store: &Store, found: &Disagreement) -> Result<bool> {
     let _no_writes = store.lease_index.write().unwrap_or_else(|e| e.into_inner());
     let key = found.mac.octets();
-    let lease_at = |ip: &[u8]| -> Result<Option<Lease>> {
-        match store.leases.get(ip)? {
-            Some(bytes) => decode("leases", ip, &bytes).map(Some),
-            None => Ok(None),
-        }
-    };
+    let lease_at = |ip: &[u8]| store.get::<Lease>(&store.leases, "leases", ip);
     let current = match store.idx_lease_mac.get(key)? {
         Some(ip) => lease_at(&ip)?.filter(|lease| lease.mac == found.mac),
         None => None,

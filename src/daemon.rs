@@ -134,12 +134,21 @@ async fn run(
     let store = open_store(&running).await?;
     // After an unclean stop the lease MAC index is checked while the daemon serves: a pass
     // over every lease that would otherwise hold the start by seconds at a million leases.
+    // It waits for the DHCP engine's own pass over the leases: run side by side on two
+    // cores, each slowed the other and the DHCP server was ready later.
+    let (engine_loaded, wait_for_engine) = tokio::sync::oneshot::channel::<()>();
     let checking = store.clone();
-    let lease_check = tokio::task::spawn_blocking(move || {
-        if let Err(e) = checking.check_lease_index() {
-            error!("cannot check the lease MAC index against the leases: {e}");
+    let lease_check = tokio::spawn(async move {
+        // A dropped sender (no DHCP server, or one that did not start) also ends the wait.
+        let _ = wait_for_engine.await;
+        let checked = tokio::task::spawn_blocking(move || checking.check_lease_index()).await;
+        match checked {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!("cannot check the lease MAC index against the leases: {e}"),
+            Err(e) => error!("the lease MAC index check failed: {e}"),
         }
     });
+    let mut engine_loaded = Some(engine_loaded);
     let settings = running.settings.clone();
     let server_info = ServerInfo {
         base_url: settings.general.base_url.clone(),
@@ -316,9 +325,12 @@ async fn run(
         }));
     }
     if settings.dhcp.mode != crate::config::DhcpMode::Off {
-        let server = crate::dhcp::DhcpServer::bind(&settings.dhcp)
+        let mut server = crate::dhcp::DhcpServer::bind(&settings.dhcp)
             .await
             .with_context(|| format!("cannot listen on dhcp.port {}", settings.dhcp.port))?;
+        if let Some(engine_loaded) = engine_loaded.take() {
+            server.signal_loaded(engine_loaded);
+        }
         info!(
             "DHCP server ({:?}) on UDP port {}",
             settings.dhcp.mode,
@@ -331,6 +343,8 @@ async fn run(
             shutdown.clone(),
         )));
     }
+    // Without a DHCP server the lease check starts now.
+    drop(engine_loaded);
     // Summaries of suppressed lines come out when their window ends, even if the flood did.
     let flusher = tokio::spawn(Arc::clone(&files.rejected).flush_periodically(shutdown.clone()));
     let sweeper = tokio::spawn(sweep_codes(store.clone(), shutdown.clone()));

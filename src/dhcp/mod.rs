@@ -98,6 +98,7 @@ pub struct DhcpServer {
     link: Option<LinkSender>,
     port: u16,
     counters: Arc<Counters>,
+    loaded: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl DhcpServer {
@@ -151,12 +152,20 @@ impl DhcpServer {
             link,
             port,
             counters: Arc::new(Counters::default()),
+            loaded: None,
         })
     }
 
     /// The UDP port served.
     pub fn local_port(&self) -> u16 {
         self.port
+    }
+
+    /// Sends on `signal` once [`DhcpServer::run`] has read the leases, and drops it if it
+    /// gives up: the daemon holds its other passes over the leases until then, so that they
+    /// do not slow the engine's load down on a two-core machine.
+    pub fn signal_loaded(&mut self, signal: tokio::sync::oneshot::Sender<()>) {
+        self.loaded = Some(signal);
     }
 
     /// The counters, shared with the running server.
@@ -181,6 +190,8 @@ impl DhcpServer {
         let engine =
             tokio::task::spawn_blocking(move || Engine::new(&settings, engine_store, base_url))
                 .await;
+        // Dropped on the error paths as well: a waiter goes on either way.
+        let loaded = self.loaded;
         let engine = match engine {
             Ok(Ok(engine)) => engine,
             Ok(Err(e)) => {
@@ -198,6 +209,9 @@ impl DhcpServer {
             leases = engine.lease_count(),
             "DHCP server ready"
         );
+        if let Some(loaded) = loaded {
+            let _ = loaded.send(());
+        }
         let counters = Arc::clone(&self.counters);
         let (queue, incoming) = sync_channel::<Incoming>(QUEUE);
         let engine_counters = Arc::clone(&counters);

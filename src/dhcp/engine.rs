@@ -1230,7 +1230,7 @@ mod tests {
             pools: vec![pool],
             ..Dhcp::default()
         };
-        Engine::new(&settings, Store::open(dir).unwrap(), None).unwrap()
+        Engine::new(&settings, Store::open_retrying(dir).unwrap(), None).unwrap()
     }
 
     /// A relayed request of this type; `ciaddr` set for renewals, option 50/54 when given.

@@ -371,6 +371,12 @@ impl Store {
         Ok(store)
     }
 
+    /// [`Store::open`] for tests that reopen a store in the same process ([`retry_locked`]).
+    #[cfg(test)]
+    pub(crate) fn open_retrying(data_dir: &Path) -> Result<Store> {
+        retry_locked(|| Store::open(data_dir))
+    }
+
     /// Directory of the database.
     pub fn path(&self) -> &Path {
         &self.path
@@ -574,6 +580,28 @@ impl Store {
             tree.insert(key, &n.to_be_bytes())?;
         }
         Ok(())
+    }
+}
+
+/// For tests that reopen a store in the same process: sled 0.34 releases its file lock
+/// lazily after the last handle is dropped (spacejam/sled#1234), so an immediate reopen can
+/// briefly fail with "could not acquire lock". Retries `open` on that error only, for a
+/// bounded time.
+#[cfg(test)]
+pub(crate) fn retry_locked<T>(mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(StoreError::Open {
+                source: sled::Error::Io(e),
+                ..
+            }) if e.to_string().contains("could not acquire lock")
+                && std::time::Instant::now() < deadline =>
+            {
+                std::thread::yield_now()
+            }
+            other => return other,
+        }
     }
 }
 

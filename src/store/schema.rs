@@ -83,7 +83,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::model::{Config, Device, Lease, LeaseState, Mac, RawConfig, Tenant};
@@ -92,34 +91,14 @@ mod tests {
         text.parse().unwrap()
     }
 
-    /// sled 0.34 releases its file lock lazily after the last handle is dropped
-    /// (spacejam/sled#1234): an immediate reopen in the same process can briefly fail with
-    /// "could not acquire lock". Retries `open` on that error only, for a bounded time.
-    fn retry_locked<T>(mut open: impl FnMut() -> Result<T>) -> Result<T> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match open() {
-                Err(StoreError::Open {
-                    source: sled::Error::Io(e),
-                    ..
-                }) if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-                {
-                    std::thread::yield_now()
-                }
-                other => return other,
-            }
-        }
-    }
-
     fn open_store(dir: &Path) -> Result<Store> {
-        retry_locked(|| Store::open(dir))
+        Store::open_retrying(dir)
     }
 
     /// Opens the raw sled database the way `Store::open` lays it out.
     fn raw_db(dir: &Path) -> sled::Db {
         let path = dir.join("db");
-        retry_locked(|| {
+        crate::store::retry_locked(|| {
             sled::Config::new()
                 .path(&path)
                 .open()

@@ -21,7 +21,7 @@ use anyhow::Context;
 use crate::cli::StartupBenchArgs;
 use crate::dhcp::LoadedEngine;
 use crate::model::{self, Added, Config, Device, Lease, LeaseState, Mac, RawConfig, Tenant};
-use crate::store::{Store, StoreError, BASE_CONFIG, DEFAULT_CACHE_MIB};
+use crate::store::{Store, StoreError, BASE_CONFIG};
 
 const DEFAULT_TENANT: &str = "master";
 /// First leased address; lease `i` is `FIRST_IP + i`, device `i` has that address too.
@@ -111,7 +111,7 @@ pub fn run(args: &StartupBenchArgs) -> anyhow::Result<()> {
     wait_unlocked(&dir)?;
     serve(&dir, args, Start::Clean)?;
     wait_unlocked(&dir)?;
-    stop_uncleanly(&dir)?;
+    stop_uncleanly(&dir, args.cache_mib)?;
     wait_unlocked(&dir)?;
     serve(&dir, args, Start::Unclean)
 }
@@ -135,8 +135,8 @@ impl Start {
 }
 
 /// A stop that is not clean: a lease written (as the DHCP server does), no shutdown.
-fn stop_uncleanly(dir: &Path) -> anyhow::Result<Store> {
-    let store = open_retrying(dir)?;
+fn stop_uncleanly(dir: &Path, cache_mib: u32) -> anyhow::Result<Store> {
+    let store = open_retrying(dir, cache_mib)?;
     if let Some(first) = store.leases_iter().next() {
         store.put_lease(&first?)?;
     }
@@ -293,7 +293,7 @@ fn reopen(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
         );
     };
     let started = Instant::now();
-    let store = open_retrying(dir)?;
+    let store = open_retrying(dir, args.cache_mib)?;
     timed("Store::open", started);
     let step = Instant::now();
     store.ensure_defaults(DEFAULT_TENANT)?;
@@ -320,14 +320,14 @@ fn reopen(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
     }
 
     drop(store);
-    drop(stop_uncleanly(dir)?);
+    drop(stop_uncleanly(dir, args.cache_mib)?);
     let started = Instant::now();
-    let store = open_retrying(dir)?;
+    let store = open_retrying(dir, args.cache_mib)?;
     timed("Store::open after an unclean stop", started);
     drop(store);
-    drop(stop_uncleanly(dir)?);
+    drop(stop_uncleanly(dir, args.cache_mib)?);
     let started = Instant::now();
-    let store = open_retrying_with(dir, Store::open_deferring_lease_check)?;
+    let store = open_retrying_with(dir, args.cache_mib, Store::open_deferring_lease_check)?;
     timed("the same, the index check deferred", started);
     let started = Instant::now();
     let repaired = store.check_lease_index()?;
@@ -386,18 +386,19 @@ fn wait_unlocked(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Opens the store, waiting for the previous handle's lock to go (sled lets it go lazily).
-fn open_retrying(dir: &Path) -> anyhow::Result<Store> {
-    open_retrying_with(dir, Store::open_with_cache)
+fn open_retrying(dir: &Path, cache_mib: u32) -> anyhow::Result<Store> {
+    open_retrying_with(dir, cache_mib, Store::open_with_cache)
 }
 
 /// [`open_retrying`] through `open`.
 fn open_retrying_with(
     dir: &Path,
+    cache_mib: u32,
     open: impl Fn(&Path, u32) -> crate::store::Result<Store>,
 ) -> anyhow::Result<Store> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match open(dir, DEFAULT_CACHE_MIB) {
+        match open(dir, cache_mib) {
             Err(StoreError::Open { source, .. })
                 if source.to_string().contains("could not acquire lock")
                     && Instant::now() < deadline =>
@@ -418,10 +419,12 @@ fn free_udp_port() -> anyhow::Result<u16> {
 
 fn serve_config(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<String> {
     let d = dir.display();
+    let cache = args.cache_mib;
     let mut toml = format!(
         r#"[general]
 data_dir = "{d}"
 default_tenant = "{DEFAULT_TENANT}"
+store_cache_mib = {cache}
 # Nothing there: the embedded plugins only.
 plugins_dir = "{d}/no-plugins"
 [http]

@@ -408,7 +408,7 @@ pub fn run(args: &StoreBenchArgs) -> anyhow::Result<()> {
         "bench store runs once per process"
     );
     let dir = Dir::new(args.dir.as_deref())?;
-    let store = Store::open(&dir.path)?;
+    let store = Store::open_with_cache(&dir.path, args.cache_mib)?;
     store.ensure_defaults(ROOT)?;
     let tree = tenant_ids(args.tenants);
     let tenants: Vec<String> = tree.iter().map(|(id, _)| id.clone()).collect();

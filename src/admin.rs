@@ -305,12 +305,18 @@ pub fn store(args: &crate::cli::StoreArgs) -> ExitCode {
         eprintln!("{broken} index(es) differ from their records: run `provisiond store check --repair` with the daemon stopped");
         return ExitCode::FAILURE;
     }
-    match store.repair_indexes().and_then(|()| store.check_indexes()) {
-        Ok(after) if after.iter().all(|c| c.consistent) => {
-            println!("repaired: every index rebuilt from the records");
+    let repaired = store
+        .repair_indexes()
+        .and_then(|rewritten| Ok((rewritten, store.check_indexes()?)));
+    match repaired {
+        Ok((rewritten, after)) if after.iter().all(|c| c.consistent) => {
+            let entries = if rewritten == 1 { "entry" } else { "entries" };
+            println!(
+                "repaired: every index rebuilt from the records ({rewritten} {entries} written or removed)"
+            );
             ExitCode::SUCCESS
         }
-        Ok(_) => {
+        Ok((_, _)) => {
             eprintln!(
                 "indexes still differ after the rebuild: the records themselves may be damaged"
             );

@@ -49,10 +49,16 @@ fn damage_is_found_named_and_repaired() {
         let idx = db.open_tree("idx_dev").unwrap();
         let first = idx.iter().keys().next().unwrap().unwrap();
         idx.remove(first).unwrap();
+        // Keys of no kind, below the first kind's and above the last's, and a wrong value.
+        idx.insert(b"\x00junk", &[]).unwrap();
+        idx.insert(b"\xffjunk", &[]).unwrap();
         db.open_tree("counts")
             .unwrap()
             .insert("all", &7u64.to_be_bytes())
             .unwrap();
+        let macs = db.open_tree("idx_mac").unwrap();
+        let mac = macs.iter().keys().next().unwrap().unwrap();
+        macs.insert(mac, "d-none").unwrap();
         db.flush().unwrap();
     }
     let (code, out, err) = check(dir, false);
@@ -62,16 +68,25 @@ fn damage_is_found_named_and_repaired() {
             .any(|l| l.starts_with("idx_dev") && l.contains("DIFFERS")),
         "{out}"
     );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("counts") && l.contains("DIFFERS")),
-        "{out}"
-    );
+    for tree in ["counts", "idx_mac"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(tree) && l.contains("DIFFERS")),
+            "{out}"
+        );
+    }
     assert!(err.contains("--repair"), "{err}");
 
     let (code, out, err) = check(dir, true);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("repaired"), "{out}");
+    // Only what the damage changed is written: one entry back, two keys of no kind and a
+    // wrong MAC entry and count.
+    assert!(
+        out.contains(
+            "repaired: every index rebuilt from the records (5 entries written or removed)"
+        ),
+        "{out}"
+    );
     let (code, out, err) = check(dir, false);
     assert_eq!(code, 0, "{out}{err}");
     let store = Store::open(&data).unwrap();

@@ -156,10 +156,12 @@ impl Store {
     }
 
     /// Rebuilds every derived tree from the records, drops the histories of devices that
-    /// are gone (and those that do not decode), and flushes.
-    pub fn repair_indexes(&self) -> Result<()> {
-        super::schema::rebuild_all_indexes(self)?;
+    /// are gone (and those that do not decode), and flushes. Returns the index entries that
+    /// differed from the records (written or removed).
+    pub fn repair_indexes(&self) -> Result<u64> {
+        let rewritten = super::schema::rebuild_all_indexes(self)?;
         self.prune_history()?;
-        self.flush()
+        self.flush()?;
+        Ok(rewritten)
     }
 }

@@ -183,7 +183,7 @@ impl Store {
 }
 
 /// Rebuilds the parent → children index from the config records.
-pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
+pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
     let pairs: Vec<(Vec<u8>, String)> = store
         .configs()?
         .into_iter()

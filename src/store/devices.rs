@@ -1,5 +1,6 @@
 //! Devices and their MAC (unique), IP and config (shared) indexes.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use sled::Transactional;
@@ -7,8 +8,8 @@ use sled::Transactional;
 use sled::transaction::TransactionalTree;
 
 use super::{
-    abort, encode, finish, history, index, multi_add, multi_remove, next_revision, tx_get, Result,
-    Store, StoreError, TxResult,
+    abort, converge, encode, finish, history, index, link_entries, multi_add, multi_remove,
+    next_revision, tx_get, Result, Store, StoreError, TxResult,
 };
 use crate::model::{validate_id, Device, Mac};
 
@@ -263,59 +264,69 @@ fn claim_mac(
 }
 
 /// Rebuilds the device indexes from the device records (schema migrations, `store check
-/// --repair`), in one pass over the records: memory holds one device at a time plus a count
-/// per IP address, config and (tenant, plugin), not every device.
-pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
-    use std::collections::BTreeMap;
-    for tree in [
-        &store.idx_mac,
-        &store.idx_ip,
-        &store.idx_cfg_devices,
-        &store.idx_dev,
-        &store.counts,
-    ] {
-        tree.clear()?;
-    }
-    let mut ip_links: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    let mut config_links: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+/// --repair`): for each tree, and for each kind of entry of `idx_dev`, one pass over the
+/// records gathers the entries they imply and [`converge`] brings the tree to them. Memory
+/// holds one kind of entry at a time (about 150 bytes a device), not every index at once.
+pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
+    let mut writes = 0;
+    let each_device = |f: &mut dyn FnMut(Device)| -> Result<()> {
+        for item in store.devices.iter() {
+            let (key, value) = item?;
+            f(super::decode("devices", &key, &value)?);
+        }
+        Ok(())
+    };
+    let mut macs = Vec::new();
     let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for item in store.devices.iter() {
-        let (key, value) = item?;
-        let device: Device = super::decode("devices", &key, &value)?;
-        if let Some(mac) = &device.mac {
-            store.idx_mac.insert(mac_key(mac), device.id.as_bytes())?;
-        }
-        let links = [
-            (&store.idx_ip, &mut ip_links, device.ip.as_ref().map(ip_key)),
-            (
-                &store.idx_cfg_devices,
-                &mut config_links,
-                device.config.clone().map(String::into_bytes),
-            ),
-        ];
-        for (tree, per_key, link) in links {
-            if let Some(link) = link {
-                tree.insert(super::link_key(&link, &device.id), &[])?;
-                *per_key.entry(link).or_default() += 1;
-            }
-        }
-        for key in index::keys_of(&device) {
-            store.idx_dev.insert(key, &[])?;
-        }
+    each_device(&mut |device| {
         for key in index::count_keys(&device) {
             *counts.entry(key).or_default() += 1;
         }
-    }
-    for (tree, per_key) in [
-        (&store.idx_ip, ip_links),
-        (&store.idx_cfg_devices, config_links),
-        (&store.counts, counts),
-    ] {
-        for (key, n) in per_key {
-            tree.insert(key, &n.to_be_bytes())?;
+        if let Some(mac) = &device.mac {
+            macs.push((mac_key(mac), device.id.into_bytes()));
         }
+    })?;
+    writes += converge(&store.idx_mac, &[], None, macs)?;
+    let counts = counts
+        .into_iter()
+        .map(|(key, n)| (key, n.to_be_bytes().to_vec()))
+        .collect();
+    writes += converge(&store.counts, &[], None, counts)?;
+    type LinkOf = fn(&Device) -> Option<Vec<u8>>;
+    let links: [(&sled::Tree, LinkOf); 2] = [
+        (&store.idx_ip, |d| d.ip.as_ref().map(ip_key)),
+        (&store.idx_cfg_devices, |d| {
+            d.config.clone().map(String::into_bytes)
+        }),
+    ];
+    for (tree, link_of) in links {
+        let mut pairs = Vec::new();
+        each_device(&mut |device| {
+            if let Some(link) = link_of(&device) {
+                pairs.push((link, device.id));
+            }
+        })?;
+        writes += converge(tree, &[], None, link_entries(pairs))?;
     }
-    Ok(())
+    // Each kind of entry is the range of keys from its tag to the next one's; the first range
+    // starts at the tree's beginning and the last runs to its end, so that a key of no kind
+    // is removed too.
+    let tags = index::tags();
+    for (i, &tag) in tags.iter().enumerate() {
+        let from = if i == 0 { Vec::new() } else { vec![tag] };
+        let to = tags.get(i + 1).map(|&next| [next]);
+        let mut keys = Vec::new();
+        each_device(&mut |device| {
+            keys.extend(
+                index::keys_of(&device)
+                    .into_iter()
+                    .filter(|key| key.first() == Some(&tag))
+                    .map(|key| (key, Vec::new())),
+            );
+        })?;
+        writes += converge(&store.idx_dev, &from, to.as_ref().map(|t| &t[..]), keys)?;
+    }
+    Ok(writes)
 }
 
 /// The device trees inside one transaction, for writes that change devices together with

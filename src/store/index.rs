@@ -180,6 +180,14 @@ fn serial_prefix(sn: &str) -> Vec<u8> {
     key
 }
 
+/// The first bytes of `idx_dev`'s keys, one per kind of entry, in ascending order.
+pub(super) fn tags() -> Vec<u8> {
+    let mut tags: Vec<u8> = FIELDS.iter().map(|f| f.tag()).collect();
+    tags.extend([MEMBER, SERIAL]);
+    tags.sort_unstable();
+    tags
+}
+
 /// Every `idx_dev` key of a device.
 pub(super) fn keys_of(device: &Device) -> Vec<Vec<u8>> {
     let mut keys = vec![member_key(&device.tenant, &device.id)];

@@ -669,16 +669,13 @@ fn unlink_lease_mac(by_mac: &TransactionalTree, lease: &Lease) -> TxResult<()> {
 }
 
 /// Rebuilds the tenant-key and lease-MAC indexes from their records.
-pub(super) fn rebuild_indexes(store: &Store) -> Result<()> {
-    store.idx_tenant_key.clear()?;
-    for tenant in store.tenants()? {
-        if let Some(key) = &tenant.provisioning_key {
-            store
-                .idx_tenant_key
-                .insert(key.as_bytes(), tenant.id.as_bytes())?;
-        }
-    }
-    repair_lease_index(store).map(|_| ())
+pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
+    let keys = store
+        .tenants()?
+        .into_iter()
+        .filter_map(|t| Some((t.provisioning_key?.into_bytes(), t.id.into_bytes())))
+        .collect();
+    Ok(super::converge(&store.idx_tenant_key, &[], None, keys)? + repair_lease_index(store)?)
 }
 
 /// Where the lease MAC index stands against the leases on disk.

@@ -19,12 +19,17 @@ const VERSION_KEY: &[u8] = b"schema_version";
 type Migration = fn(&Store) -> Result<()>;
 
 const MIGRATIONS: [Migration; (SCHEMA_VERSION - 1) as usize] =
-    [rebuild_all_indexes; (SCHEMA_VERSION - 1) as usize];
+    [rebuild_for_migration; (SCHEMA_VERSION - 1) as usize];
 
-pub(super) fn rebuild_all_indexes(store: &Store) -> Result<()> {
-    super::devices::rebuild_indexes(store)?;
-    super::configs::rebuild_indexes(store)?;
-    super::others::rebuild_indexes(store)
+fn rebuild_for_migration(store: &Store) -> Result<()> {
+    rebuild_all_indexes(store).map(drop)
+}
+
+/// Rebuilds every derived tree from the records; returns the index entries it wrote or removed.
+pub(super) fn rebuild_all_indexes(store: &Store) -> Result<u64> {
+    Ok(super::devices::rebuild_indexes(store)?
+        + super::configs::rebuild_indexes(store)?
+        + super::others::rebuild_indexes(store)?)
 }
 
 impl Store {

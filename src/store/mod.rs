@@ -587,10 +587,10 @@ fn link_entries(mut pairs: Vec<(Vec<u8>, String)>) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// exactly `expected`, and returns the writes it took. One ordered read of the range, then an
 /// insert for each entry missing or different and a removal for each one not expected: a
 /// rebuild of an index that is nearly right writes nearly nothing, and a full one writes in
-/// key order, where clearing the tree and refilling it in the records' order touched a leaf
-/// at random for every key (eleven minutes at a million devices). Of equal keys in
-/// `expected`, the last one wins, as when they are inserted in turn. Not for a tree that
-/// others write meanwhile (repairs and migrations run alone).
+/// key order. Clearing the trees (sled removes one key at a time) and refilling them in the
+/// records' order took eleven minutes at a million devices, whatever was wrong. Of equal
+/// keys in `expected`, the last one wins, as when they are inserted in turn. Not for a tree
+/// that others write meanwhile (repairs and migrations run alone).
 fn converge(
     tree: &Tree,
     from: &[u8],

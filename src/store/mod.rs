@@ -189,6 +189,8 @@ pub struct Store {
     /// Where the lease MAC index stands against the leases (see `others::read_lease_index_mark`);
     /// lease writes hold it shared, the index's check and the settled mark exclusively.
     lease_index: std::sync::Arc<std::sync::RwLock<others::LeaseIndexState>>,
+    /// What a pass over every lease saw while the index waited for its check, for the check.
+    lease_pass: std::sync::Arc<std::sync::Mutex<Option<Vec<others::LeaseSeen>>>>,
 }
 
 /// The last tenant tree read, dropped by every tenant write. `version` counts the writes, so
@@ -362,6 +364,7 @@ impl Store {
             tenant_tree: Default::default(),
             commit: Default::default(),
             lease_index: Default::default(),
+            lease_pass: Default::default(),
             db,
             path,
         };

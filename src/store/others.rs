@@ -558,6 +558,8 @@ impl Store {
         self.meta.insert(LEASE_INDEX_SETTLED, &[])?;
         self.db.flush()?;
         *state = LeaseIndexState::Settled;
+        // A pass kept for a check that did its own is not needed any more.
+        *self.lease_pass.lock().unwrap_or_else(|e| e.into_inner()) = None;
         // The pass's map of every MAC is gone: its memory goes back to the system.
         crate::memory::release_freed();
         Ok(repaired)
@@ -584,11 +586,36 @@ impl Store {
     }
 
     /// Calls `each` with every lease, by address, read in place ([`LeaseView`]); stops at the
-    /// first error, its own or the store's.
+    /// first error, its own or the store's. While the lease MAC index waits for its check
+    /// ([`Store::check_lease_index`]), a whole pass also keeps what the check needs of each
+    /// lease (24 bytes), so that the check does not read every lease again: the daemon runs it
+    /// right after the DHCP engine's load, which is such a pass.
     pub fn for_each_lease_view(
         &self,
         mut each: impl FnMut(LeaseView<'_>) -> Result<()>,
     ) -> Result<()> {
+        let unchecked = || {
+            *self.lease_index.read().unwrap_or_else(|e| e.into_inner())
+                == LeaseIndexState::Unchecked
+        };
+        if !unchecked() {
+            return self.lease_views(each);
+        }
+        let mut seen = Vec::new();
+        self.lease_views(|lease| {
+            seen.push(seen_of(&lease));
+            each(lease)
+        })?;
+        // Under the index's lock, so that a check that has ended cannot be handed a pass
+        // after it (its clean-up of the kept pass runs under the same lock).
+        let state = self.lease_index.read().unwrap_or_else(|e| e.into_inner());
+        if *state == LeaseIndexState::Unchecked {
+            *self.lease_pass.lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+        }
+        Ok(())
+    }
+
+    fn lease_views(&self, mut each: impl FnMut(LeaseView<'_>) -> Result<()>) -> Result<()> {
         for item in self.leases.iter() {
             let (key, value) = item?;
             each(decode("leases", &key, &value)?)?;
@@ -678,6 +705,14 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
     Ok(super::converge(&store.idx_tenant_key, &[], None, keys)? + repair_lease_index(store)?)
 }
 
+/// What the lease MAC index's check needs of a lease: its MAC, its start and its address
+/// (sorted in this order, a MAC's latest lease is the last of its run).
+pub(super) type LeaseSeen = (Mac, crate::model::UnixTime, [u8; 4]);
+
+fn seen_of(lease: &LeaseView<'_>) -> LeaseSeen {
+    (lease.mac, lease.starts, lease.ip.octets())
+}
+
 /// Where the lease MAC index stands against the leases on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) enum LeaseIndexState {
@@ -731,11 +766,24 @@ pub(super) fn repair_lease_index(store: &Store) -> Result<u64> {
 /// The leases are sorted by MAC and merged with the index (sorted by MAC too): at a million
 /// leases a hash map of them cost more time and twice the memory.
 fn lease_index_disagreements(store: &Store) -> Result<Vec<Disagreement>> {
-    let mut seen: Vec<(Mac, crate::model::UnixTime, [u8; 4])> = Vec::new();
-    store.for_each_lease_view(|lease| {
-        seen.push((lease.mac, lease.starts, lease.ip.octets()));
-        Ok(())
-    })?;
+    // A pass that `for_each_lease_view` kept is as good as one made now: the repairs are
+    // decided again from what the store holds when they are made.
+    let kept = store
+        .lease_pass
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let mut seen = match kept {
+        Some(seen) => seen,
+        None => {
+            let mut seen = Vec::new();
+            store.lease_views(|lease| {
+                seen.push(seen_of(&lease));
+                Ok(())
+            })?;
+            seen
+        }
+    };
     // A MAC's latest lease is the last of its run (ties: the higher address).
     seen.sort_unstable();
     let mut latest = seen
@@ -854,5 +902,55 @@ mod tests {
         assert_eq!(by_mac(1), Some(moved), "a newer write was undone");
         assert_eq!(by_mac(2), Some(arrived), "a newer write was removed");
         assert_eq!(by_mac(4), Some(lease(c, 4, 100)));
+    }
+
+    #[test]
+    fn the_check_uses_the_pass_the_engine_made_and_keeps_the_writes_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, c) = ([10, 0, 0, 1], [10, 0, 0, 3]);
+        store.put_lease(&lease(a, 1, 100)).unwrap();
+        store.put_lease(&lease(c, 4, 100)).unwrap();
+        let key = |mac: u8| Mac::new([2, 0, 0, 0, 0, mac]).octets();
+        // A crash: MAC 4's entry lost, the index not checked yet.
+        store.idx_lease_mac.remove(key(4)).unwrap();
+        *store.lease_index.write().unwrap() = LeaseIndexState::Unchecked;
+
+        // The DHCP engine's load, then lease writes before the check: MAC 1 moves on, MAC 2
+        // arrives.
+        let mut engine_saw = 0;
+        store
+            .for_each_lease_view(|_| {
+                engine_saw += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(engine_saw, 2);
+        assert!(
+            store.lease_pass.lock().unwrap().is_some(),
+            "the pass was not kept for the check"
+        );
+        let moved = lease([10, 0, 0, 4], 1, 200);
+        let arrived = lease([10, 0, 0, 5], 2, 200);
+        store.put_lease(&moved).unwrap();
+        store.put_lease(&arrived).unwrap();
+
+        assert_eq!(
+            store.check_lease_index().unwrap(),
+            1,
+            "only MAC 4 is repaired"
+        );
+        assert!(
+            store.lease_pass.lock().unwrap().is_none(),
+            "the pass is kept"
+        );
+        let by_mac = |mac: u8| store.lease_by_mac(&Mac::new([2, 0, 0, 0, 0, mac])).unwrap();
+        assert_eq!(by_mac(1), Some(moved), "a newer write was undone");
+        assert_eq!(by_mac(2), Some(arrived), "a newer write was removed");
+        assert_eq!(by_mac(4), Some(lease(c, 4, 100)));
+
+        // Once the index is settled, a pass keeps nothing.
+        store.for_each_lease_view(|_| Ok(())).unwrap();
+        assert!(store.lease_pass.lock().unwrap().is_none());
     }
 }

@@ -523,7 +523,10 @@ fn watch(
         if let Ok(n) = notify.recv(&mut buf) {
             let message = String::from_utf8_lossy(&buf[..n]);
             if ready.is_none() && message.lines().any(|l| l == "READY=1") {
-                ready = Some(started.elapsed());
+                ready = Some((
+                    started.elapsed(),
+                    status_field(&child.id().to_string(), "VmRSS:"),
+                ));
             }
         }
         while let Ok(said) = said.try_recv() {
@@ -545,10 +548,11 @@ fn watch(
     }
     let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
     let label = start.label();
+    let (ready, ready_rss) = ready.unzip();
     println!(
-        "{label:<9} READY=1 after {:>9.3} s (process start included), RSS {}",
+        "{label:<9} READY=1 after {:>9.3} s (process start included), RSS {} then",
         secs(ready),
-        status_field(&child.id().to_string(), "VmRSS:")
+        ready_rss.unwrap_or_default()
     );
     if dhcp {
         println!(

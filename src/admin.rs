@@ -316,7 +316,7 @@ pub fn store(args: &crate::cli::StoreArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok((_, _)) => {
+        Ok(_) => {
             eprintln!(
                 "indexes still differ after the rebuild: the records themselves may be damaged"
             );

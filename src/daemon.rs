@@ -137,10 +137,17 @@ async fn run(
     // It waits for the DHCP engine's own pass over the leases: run side by side on two
     // cores, each slowed the other and the DHCP server was ready later.
     let (engine_loaded, wait_for_engine) = tokio::sync::oneshot::channel::<()>();
+    let (shutdown_tx, shutdown) = watch::channel(false);
     let checking = store.clone();
+    let mut stopping = shutdown.clone();
     let lease_check = tokio::spawn(async move {
-        // A dropped sender (no DHCP server, or one that did not start) also ends the wait.
-        let _ = wait_for_engine.await;
+        tokio::select! {
+            // A dropped sender (no DHCP server, or one that did not start) also ends the wait.
+            _ = wait_for_engine => {}
+            // A stop before the engine has loaded leaves the index unchecked: the next start
+            // checks it, and the stop does not wait for a pass over every lease.
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
         let checked = tokio::task::spawn_blocking(move || checking.check_lease_index()).await;
         match checked {
             Ok(Ok(_)) => {}
@@ -179,7 +186,6 @@ async fn run(
         })?,
     );
     let _ = files.packages.set(Arc::clone(&package_store));
-    let (shutdown_tx, shutdown) = watch::channel(false);
     let mut servers = Vec::new();
     // One queue for the REST API and the provisioning server: a device is coalesced and
     // rate-limited whichever of them asks. Its workers run on this runtime.

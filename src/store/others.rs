@@ -549,7 +549,7 @@ impl Store {
             tracing::info!(
                 repaired,
                 seconds = started.elapsed().as_secs_f64(),
-                "lease MAC index checked against the leases (the last stop was not clean)"
+                "lease MAC index checked against the leases (not checked since an unclean stop)"
             );
         }
         // Marked at once, so that a process that writes no lease (DHCP off) keeps the mark

@@ -7,6 +7,7 @@ use provisiond::dhcpinfo::notify;
 use provisiond::{admin, admin_client, bench, config, daemon, docgen};
 
 fn main() -> ExitCode {
+    provisiond::memory::tune_allocator();
     // dnsmasq (`dhcp-script=/usr/bin/provisiond`) and Kea's run_script hook (`"name":
     // "/usr/bin/provisiond"`) run the binary itself with their own first argument: a dnsmasq
     // action or a Kea hook point name, which no subcommand may be called.

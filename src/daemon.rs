@@ -502,7 +502,7 @@ fn bind_admin_socket(
 
 async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
     let general = loaded.settings.general.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
+    let opening = tokio::task::spawn_blocking(move || -> anyhow::Result<Store> {
         std::fs::create_dir_all(&general.data_dir)
             .with_context(|| format!("cannot create data_dir {}", general.data_dir.display()))?;
         let store = Store::open_deferring_lease_check(&general.data_dir, general.store_cache_mib).map_err(|e| {
@@ -520,10 +520,28 @@ async fn open_store(loaded: &Loaded) -> anyhow::Result<Store> {
             .ensure_defaults(&general.default_tenant)
             .context("cannot create the default tenant and configs")?;
         Ok(store)
-    })
-    .await
-    .context("store task failed")?
+    });
+    tokio::pin!(opening);
+    // An open is quick, but the import of a sled store or a schema migration can take minutes
+    // at a million devices: systemd would kill a start that long (TimeoutStartSec) unless
+    // told that it goes on.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + STORE_OPEN_TICK,
+        STORE_OPEN_TICK,
+    );
+    loop {
+        tokio::select! {
+            opened = &mut opening => return opened.context("store task failed")?,
+            _ = tick.tick() => crate::systemd::notify(&[
+                sd_notify::NotifyState::ExtendTimeoutUsec(3 * STORE_OPEN_TICK.as_micros() as u32),
+                sd_notify::NotifyState::Status("opening the store (an import or a schema migration)"),
+            ]),
+        }
+    }
 }
+
+/// How often a long store open tells systemd that the start goes on.
+const STORE_OPEN_TICK: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn is_permission_denied(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {

@@ -243,7 +243,7 @@ pub fn dhcp_snippet(args: &DhcpSnippetArgs) -> ExitCode {
 }
 
 /// `provisiond store check [--repair]`: opens the store of the configuration's `data_dir`
-/// (the daemon must be stopped: sled allows one process), compares every derived tree with
+/// (the daemon must be stopped: the store has one process at a time), compares every derived tree with
 /// its records, prints one line per tree, and with `--repair` rebuilds them all when one
 /// differs. Exit 0 when consistent (or repaired), 1 otherwise.
 pub fn store(args: &crate::cli::StoreArgs) -> ExitCode {
@@ -257,19 +257,16 @@ pub fn store(args: &crate::cli::StoreArgs) -> ExitCode {
         }
     };
     let general = &loaded.settings.general;
-    // A process that just stopped may hold the lock for a moment longer (sled releases it
-    // from a background thread): a locked store is tried again for a few seconds.
+    // A daemon that was just told to stop may hold the lock for a moment longer (its last
+    // flush): a locked store is tried again for a few seconds.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     let store = loop {
         match crate::store::Store::open_with_cache(&general.data_dir, general.store_cache_mib) {
             Ok(store) => break store,
             Err(crate::store::StoreError::Open {
-                source: sled::Error::Io(e),
+                source: crate::store::OpenError::Locked(_),
                 ..
-            }) if (e.kind() == std::io::ErrorKind::WouldBlock
-                || e.to_string().contains("could not acquire lock"))
-                && std::time::Instant::now() < deadline =>
-            {
+            }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             Err(e) => {

@@ -319,7 +319,7 @@ pub struct StoreBenchArgs {
     /// id a client chose) instead of time-ordered ones, as provisiond makes them now.
     #[arg(long)]
     pub random_ids: bool,
-    /// sled's page cache in MiB, as `[general] store_cache_mib` sets it for the daemon.
+    /// The store's block cache in MiB, as `[general] store_cache_mib` sets it for the daemon.
     #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_MIB)]
     pub cache_mib: u32,
 }
@@ -347,7 +347,7 @@ pub struct StartupBenchArgs {
     /// share their fsync).
     #[arg(long, default_value_t = 64)]
     pub threads: usize,
-    /// sled's page cache in MiB, for the opens here and `serve`'s `[general] store_cache_mib`.
+    /// The store's block cache in MiB, for the opens here and `serve`'s `[general] store_cache_mib`.
     #[arg(long, default_value_t = crate::store::DEFAULT_CACHE_MIB)]
     pub cache_mib: u32,
 }

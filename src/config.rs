@@ -70,7 +70,7 @@ pub struct General {
     pub autocreate_burst: u32,
     /// No unknown phone is created once the store holds this many devices.
     pub max_devices: usize,
-    /// Memory for the store's page cache, in MiB (sled's own default is 1 GiB).
+    /// Memory for the store's block cache, in MiB.
     pub store_cache_mib: u32,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Capabilities are per thread in Linux. The daemon's own thread binds every socket and then
 //! drops what it no longer needs ([`drop_after_binding`]); every other thread of the process
-//! (tokio's workers and blocking pool, and the threads they start, such as sled's) drops the
+//! (tokio's workers and blocking pool, and the threads they start, such as the store's) drops the
 //! same capabilities as its first act ([`drop_on_thread_start`], installed as tokio's
 //! `on_thread_start`), so that no thread ever holds more than the kept set once it runs code
 //! other than the binding. [`thread_cap_eff`] reads back every thread's effective set.

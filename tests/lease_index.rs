@@ -289,10 +289,10 @@ fn a_stop_before_the_deferred_check_leaves_it_to_the_next_open() {
 
 /// Points `mac` at `ip` in the raw index, as a half-done write would.
 fn plant(dir: &Path, mac: &Mac, ip: Ipv4Addr) {
-    let db = common::retry_locked(|| sled::open(dir.join("db")));
+    let db = common::retry_locked(|| provisiond::store::kv::Db::open_raw(dir));
     db.open_tree("idx_lease_mac")
         .unwrap()
-        .insert(mac.octets(), &ip.octets())
+        .insert(mac.octets(), ip.octets())
         .unwrap();
     db.flush().unwrap();
 }

@@ -24,9 +24,9 @@ fn reopen(dir: &Path) -> Store {
     common::retry_locked(|| Store::open(dir))
 }
 
-/// The raw sled database of a store whose handles were dropped.
-fn raw_db(dir: &Path) -> sled::Db {
-    common::retry_locked(|| sled::open(dir.join("db")))
+/// The raw database of a store whose handles were dropped.
+fn raw_db(dir: &Path) -> provisiond::store::kv::Db {
+    common::retry_locked(|| provisiond::store::kv::Db::open_raw(dir))
 }
 
 fn mac(text: &str) -> Mac {
@@ -902,7 +902,7 @@ fn a_lease_index_left_behind_by_a_crash_is_never_believed_and_is_rebuilt() {
         let db = raw_db(dir.path());
         let index = db.open_tree("idx_lease_mac").unwrap();
         index
-            .insert(mac(M1).octets(), &v4("192.168.1.11").octets())
+            .insert(mac(M1).octets(), v4("192.168.1.11").octets())
             .unwrap();
         index.remove(mac(M2).octets()).unwrap();
         db.flush().unwrap();
@@ -1232,10 +1232,7 @@ fn config_parent_check_accepts_shared_ancestors() {
 fn deleting_a_corrupt_record_fails_without_deleting_it() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap();
+        let db = provisiond::store::kv::Db::open_raw(dir.path()).unwrap();
         db.open_tree("tokens")
             .unwrap()
             .insert("bad", b"{not json".as_ref())

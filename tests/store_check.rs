@@ -45,16 +45,16 @@ fn damage_is_found_named_and_repaired() {
 
     // Damage as a lost write would: an index entry and a count disagree with the records.
     {
-        let db = common::retry_locked(|| sled::open(data.join("db")));
+        let db = common::retry_locked(|| provisiond::store::kv::Db::open_raw(&data));
         let idx = db.open_tree("idx_dev").unwrap();
         let first = idx.iter().keys().next().unwrap().unwrap();
         idx.remove(first).unwrap();
         // Keys of no kind, below the first kind's and above the last's, and a wrong value.
-        idx.insert(b"\x00junk", &[]).unwrap();
-        idx.insert(b"\xffjunk", &[]).unwrap();
+        idx.insert(b"\x00junk", []).unwrap();
+        idx.insert(b"\xffjunk", []).unwrap();
         db.open_tree("counts")
             .unwrap()
-            .insert("all", &7u64.to_be_bytes())
+            .insert("all", 7u64.to_be_bytes())
             .unwrap();
         let macs = db.open_tree("idx_mac").unwrap();
         let mac = macs.iter().keys().next().unwrap().unwrap();

@@ -268,7 +268,7 @@ fn fill(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     for i in 0..args.leases {
         store.put_lease_unflushed(&lease(i, now))?;
-        // Bounds what sled holds in memory before it reaches the disk.
+        // Flushed now and then, as the DHCP server does.
         if (i + 1) % 50_000 == 0 {
             store.flush()?;
         }
@@ -308,7 +308,7 @@ fn reopen(dir: &Path, args: &StartupBenchArgs) -> anyhow::Result<()> {
         &format!("DHCP engine loaded ({} leases)", engine.lease_count()),
         step,
     );
-    // What the engine's maps hold, apart from what reading the leases left in sled's cache.
+    // What the engine's maps hold, apart from what reading the leases left in the block cache.
     let loaded = status_kib("self", "VmRSS:");
     drop(engine);
     crate::memory::release_freed();
@@ -366,11 +366,11 @@ fn dhcp_settings(args: &StartupBenchArgs) -> anyhow::Result<crate::config::Dhcp>
     Ok(section.dhcp)
 }
 
-/// Waits until no process holds the store's lock: sled lets it go lazily, once its
-/// background threads have dropped their handles, and `serve` would refuse to start.
+/// Waits until no process holds the store's lock (the last handle's drop waits for the
+/// database's background threads), else `serve` would refuse to start.
 fn wait_unlocked(dir: &Path) -> anyhow::Result<()> {
     use nix::fcntl::{Flock, FlockArg};
-    let path = dir.join("db").join("db");
+    let path = dir.join(crate::store::STORE_DIR).join("LOCK");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let file = std::fs::File::open(&path)?;
@@ -385,7 +385,7 @@ fn wait_unlocked(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the store, waiting for the previous handle's lock to go (sled lets it go lazily).
+/// Opens the store, waiting for the previous handle's lock to go.
 fn open_retrying(dir: &Path, cache_mib: u32) -> anyhow::Result<Store> {
     open_retrying_with(dir, cache_mib, Store::open_with_cache)
 }
@@ -399,10 +399,10 @@ fn open_retrying_with(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match open(dir, cache_mib) {
-            Err(StoreError::Open { source, .. })
-                if source.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
+            Err(StoreError::Open {
+                source: crate::store::OpenError::Locked(_),
+                ..
+            }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             opened => return Ok(opened?),

@@ -738,7 +738,7 @@ async fn query(
 
     let n = args.devices;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    // The store alone, without HTTP or the API: what of a lookup's time is sled's.
+    // The store alone, without HTTP or the API: what of a lookup's time is the database's.
     for (name, by_mac) in [
         ("store read by id, in process (no HTTP)", false),
         ("store read by MAC, in process (no HTTP)", true),
@@ -858,7 +858,7 @@ async fn query(
     }
 
     // The whole store, streamed: time, size, and what it costs in memory. Twice: the first
-    // pass also pages the store into sled's cache (bounded by `store_cache_mib`), which a
+    // pass also reads the store into its block cache (bounded by `store_cache_mib`), which a
     // daemon that has run a while has already done; the second shows the listing alone.
     for pass in [
         "full listing, recurse=true (root)",

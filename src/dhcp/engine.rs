@@ -317,8 +317,8 @@ struct LeaseWriter {
 
 impl LeaseWriter {
     fn write(&mut self, lease: &Lease) -> Result<(), StoreError> {
-        // Set before the write: a write that fails half-way may still have reached sled's
-        // buffer, and flushing it then costs nothing.
+        // Set before the write: a write that fails half-way may still have reached the
+        // journal, and flushing it then costs nothing.
         self.unflushed = true;
         self.store.put_lease_unflushed(lease)
     }

@@ -32,9 +32,9 @@ pub fn new_id() -> String {
 /// A new device id: 32 lower-case hex digits like [`new_id`], but ordered by creation
 /// (UUIDv7, RFC 9562: 48 bits of milliseconds, then 74 random bits). Devices are keyed by id in
 /// the record tree and at the end of every per-tenant index entry: ids created in a row land
-/// in the same last leaves, which stay in sled's cache, where random ids would read a random
-/// leaf from disk for each of those keys once the store outgrows the cache (most of a
-/// creation's cost at a million devices: benches/README.md, Store at scale). Not for secrets
+/// next to each other, where random ids would scatter a creation's writes over the whole key
+/// space (with sled, that was most of a creation's cost at a million devices:
+/// benches/README.md, Store at scale). Not for secrets
 /// or for prefixes of ids: the first digits are a clock.
 pub fn new_device_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()

@@ -52,7 +52,7 @@ impl Digest {
         }
     }
 
-    fn of_tree(tree: &sled::Tree) -> Result<Digest> {
+    fn of_tree(tree: &super::kv::Tree) -> Result<Digest> {
         let mut digest = Digest::default();
         for item in tree.iter() {
             let (key, value) = item?;
@@ -126,7 +126,7 @@ impl Store {
             }
         }
         let report =
-            |tree: &'static str, expected: Digest, actual: &sled::Tree| -> Result<TreeCheck> {
+            |tree: &'static str, expected: Digest, actual: &super::kv::Tree| -> Result<TreeCheck> {
                 let found = Digest::of_tree(actual)?;
                 Ok(TreeCheck {
                     tree,

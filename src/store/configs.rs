@@ -1,7 +1,7 @@
 //! Provisioning configs and the parent → children index.
 
-use sled::transaction::TransactionalTree;
-use sled::Transactional;
+use super::kv::Transactional;
+use super::kv::TransactionalTree;
 
 use super::{
     abort, encode, finish, multi_add, multi_count, multi_remove, next_revision, tx_get, Result,

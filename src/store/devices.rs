@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use sled::Transactional;
+use super::kv::Transactional;
 
-use sled::transaction::TransactionalTree;
+use super::kv::TransactionalTree;
 
 use super::{
     abort, converge, encode, finish, history, index, link_entries, multi_add, multi_remove,
@@ -29,12 +29,12 @@ impl Store {
     fn device_trees(
         &self,
     ) -> (
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
     ) {
         (
             &self.devices,
@@ -51,13 +51,13 @@ impl Store {
     fn device_trees_with_history(
         &self,
     ) -> (
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
-        &sled::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
+        &super::kv::Tree,
     ) {
         let t = self.device_trees();
         (t.0, t.1, t.2, t.3, t.4, t.5, &self.dev_history)
@@ -245,11 +245,7 @@ impl Store {
     }
 }
 
-fn claim_mac(
-    idx_mac: &sled::transaction::TransactionalTree,
-    mac: &Mac,
-    id: &str,
-) -> super::TxResult<()> {
+fn claim_mac(idx_mac: &TransactionalTree, mac: &Mac, id: &str) -> super::TxResult<()> {
     if let Some(owner) = idx_mac.get(mac_key(mac))? {
         if owner.as_ref() != id.as_bytes() {
             return Err(abort(StoreError::Taken {
@@ -293,7 +289,7 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
         .collect();
     writes += converge(&store.counts, &[], None, counts)?;
     type LinkOf = fn(&Device) -> Option<Vec<u8>>;
-    let links: [(&sled::Tree, LinkOf); 2] = [
+    let links: [(&super::kv::Tree, LinkOf); 2] = [
         (&store.idx_ip, |d| d.ip.as_ref().map(ip_key)),
         (&store.idx_cfg_devices, |d| {
             d.config.clone().map(String::into_bytes)
@@ -331,16 +327,16 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
 
 /// The device trees inside one transaction, for writes that change devices together with
 /// other records (a redeemed code).
-pub(super) struct DeviceTx<'a> {
-    pub devices: &'a TransactionalTree,
-    pub idx_mac: &'a TransactionalTree,
-    pub idx_ip: &'a TransactionalTree,
-    pub idx_cfg: &'a TransactionalTree,
-    pub idx_dev: &'a TransactionalTree,
-    pub counts: &'a TransactionalTree,
+pub(super) struct DeviceTx<'a, 't> {
+    pub devices: &'a TransactionalTree<'t>,
+    pub idx_mac: &'a TransactionalTree<'t>,
+    pub idx_ip: &'a TransactionalTree<'t>,
+    pub idx_cfg: &'a TransactionalTree<'t>,
+    pub idx_dev: &'a TransactionalTree<'t>,
+    pub counts: &'a TransactionalTree<'t>,
 }
 
-impl DeviceTx<'_> {
+impl DeviceTx<'_, '_> {
     /// Replaces a device and its index entries; see [`Store::update_device`].
     pub fn update(&self, device: &Device, default_tenant: Option<&str>) -> TxResult<Device> {
         Ok(self.replace(device, default_tenant)?.1)

@@ -5,8 +5,8 @@
 //! (never for a `last_seen` alone), removed in the transaction that deletes the device: a
 //! phone that polls costs nothing here, and the history never outlives its device.
 
+use super::kv::TransactionalTree;
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 use super::{encode, Result, Store, TxResult};
 use crate::model::{Device, UnixTime};
@@ -226,7 +226,7 @@ mod tests {
         );
         assert!(store.check_indexes().unwrap().iter().all(|c| c.consistent));
         // An orphan (left by a hand-edited store) is found and repaired away.
-        store.dev_history.insert("ghost", b"[]".to_vec()).unwrap();
+        store.dev_history.insert("ghost", b"[]").unwrap();
         let found = store.check_indexes().unwrap();
         assert!(found
             .iter()
@@ -235,6 +235,6 @@ mod tests {
         assert!(store.check_indexes().unwrap().iter().all(|c| c.consistent));
         store.delete_device("d1").unwrap();
         assert!(store.device_history("d1").unwrap().is_empty());
-        assert_eq!(store.dev_history.len(), 0);
+        assert_eq!(store.dev_history.count().unwrap(), 0);
     }
 }

@@ -12,7 +12,7 @@
 //! byte order equal to the order of the unescaped strings, and NUL stays a separator that
 //! sorts before every value byte.
 
-use sled::transaction::TransactionalTree;
+use super::kv::TransactionalTree;
 
 use super::{abort, decode_count, Result, Store, StoreError, TxResult};
 use crate::model::{Added, Device};
@@ -304,7 +304,7 @@ fn add_count(counts: &TransactionalTree, key: &[u8], delta: i64) -> TxResult<()>
     if next == 0 {
         counts.remove(key)?;
     } else {
-        counts.insert(key, &next.to_be_bytes())?;
+        counts.insert(key, next.to_be_bytes())?;
     }
     Ok(())
 }
@@ -323,7 +323,7 @@ pub(super) fn reindex(
         idx.remove(key.as_slice())?;
     }
     for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
-        idx.insert(key.as_slice(), &[])?;
+        idx.insert(key.as_slice(), [])?;
     }
     let old_counts = old.map(count_keys);
     let new_counts = new.map(count_keys);
@@ -342,7 +342,7 @@ pub(super) fn reindex(
 
 /// Ids that follow `prefix` in `idx_dev` keys whose last part is the id.
 fn ids_after(
-    tree: &sled::Tree,
+    tree: &super::kv::Tree,
     prefix: Vec<u8>,
 ) -> impl Iterator<Item = Result<String>> + Send + 'static {
     let skip = prefix.len();
@@ -431,8 +431,9 @@ impl Store {
         let tree = self.idx_dev.clone();
         let start = tenant_prefix(field.tag(), tenant);
         let skip = start.len();
-        let read =
-            move |key: sled::Result<sled::IVec>| -> Result<Ordered> { split_ordered(&key?, skip) };
+        let read = move |key: super::kv::KvResult<super::kv::IVec>| -> Result<Ordered> {
+            split_ordered(&key?, skip)
+        };
         if !descending {
             return Box::new(tree.scan_prefix(start).keys().map(read));
         }

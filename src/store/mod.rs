@@ -1,6 +1,6 @@
-//! The sled store: the only module that talks to sled.
+//! The store: the only module that talks to the database (fjall, through [`kv`]).
 //!
-//! Values are JSON. Changes that touch several trees run in one sled transaction, and every
+//! Values are JSON. Changes that touch several trees run in one transaction, and every
 //! mutating method flushes the database before it returns, so a write that a caller
 //! acknowledged survives a crash or power loss. Writers that flush at the same time share one
 //! flush (group commit, [`Store::flush`]).
@@ -9,7 +9,9 @@ mod check;
 mod configs;
 mod devices;
 mod history;
+mod import;
 mod index;
+pub mod kv;
 mod others;
 mod prov;
 mod schema;
@@ -18,23 +20,26 @@ mod users;
 
 use std::path::{Path, PathBuf};
 
+use kv::{
+    ConflictableTransactionError, ConflictableTransactionResult, KvError, TransactionError,
+    TransactionalTree, Tree,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
-    TransactionalTree,
-};
-use sled::Tree;
 
 pub use check::TreeCheck;
 pub use history::{FactChange, Identification, Via, HISTORY_LEN};
 pub use index::{DeviceState, Field, Ordered, DEVICE_STATES, FIELDS};
+pub use kv::OpenError;
 pub use others::{AUTOCREATE_ROLE, AUTOPROV_CONFIG, BASE_CONFIG, CODE_FORM_SECRET_LEN};
 pub use schema::SCHEMA_VERSION;
 pub use sync_state::{LastSync, Reason, SyncState, SyncStatus};
 
-/// Default size of sled's page cache, in MiB (`[general] store_cache_mib`).
-pub const DEFAULT_CACHE_MIB: u32 = 64;
+/// The database's directory under the data directory.
+pub const STORE_DIR: &str = "db";
+
+/// Default size of the database's block cache, in MiB (`[general] store_cache_mib`).
+pub const DEFAULT_CACHE_MIB: u32 = 16;
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +51,15 @@ pub enum StoreError {
     Open {
         /// Database directory.
         path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
+        /// Why.
+        source: kv::OpenError,
     },
-    /// An I/O or internal error from sled.
+    /// An I/O or internal error of the database.
     #[error("store I/O error: {0}")]
-    Sled(#[from] sled::Error),
+    Kv(#[from] KvError),
+    /// A flush (fsync) failed: the writes it covered may not be durable.
+    #[error("store flush failed: {0}")]
+    Flush(std::sync::Arc<KvError>),
     /// A stored value does not decode; the record is left untouched.
     #[error("corrupt record in tree {tree} at key {key:?}: {source}")]
     Corrupt {
@@ -159,7 +167,7 @@ type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
 /// Handle on the open database; cheap to clone, safe to share between threads.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    db: kv::Db,
     path: PathBuf,
     meta: Tree,
     devices: Tree,
@@ -230,7 +238,7 @@ impl Drop for DeferredFlushes {
 
 /// Group commit: writers that want their writes durable at the same time share one flush.
 ///
-/// A caller's writes are in sled's buffers when it calls [`GroupCommit::sync`]; a flush that
+/// A caller's writes are in the journal, not yet synced, when it calls [`GroupCommit::sync`]; a flush that
 /// *started* after that makes them durable, and one that was already running may not. So the
 /// caller needs flush number `started + 1`. One waiter at a time runs a flush (the leader),
 /// the others sleep until a flush with their number or a later one has finished: while a
@@ -257,13 +265,13 @@ struct CommitState {
     /// The number of the last flush that succeeded.
     succeeded: u64,
     /// The error of the last flush that failed.
-    error: Option<sled::Error>,
+    error: Option<std::sync::Arc<KvError>>,
 }
 
 impl GroupCommit {
     /// Returns once a flush that started after this call has succeeded, running it or
     /// waiting for the thread that does; the error of the flush this call needed otherwise.
-    fn sync(&self, flush: impl Fn() -> sled::Result<()>) -> sled::Result<()> {
+    fn sync(&self, flush: impl Fn() -> kv::KvResult<()>) -> Result<(), std::sync::Arc<KvError>> {
         use std::sync::atomic::Ordering::Relaxed;
         let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut state = lock();
@@ -292,14 +300,24 @@ impl GroupCommit {
             state = lock();
             state.running = false;
             state.finished = number;
-            match &result {
-                Ok(Ok(())) => state.succeeded = number,
-                Ok(Err(e)) => state.error = Some(e.clone()),
+            let panic = match result {
+                Ok(Ok(())) => {
+                    state.succeeded = number;
+                    None
+                }
+                Ok(Err(e)) => {
+                    state.error = Some(std::sync::Arc::new(e));
+                    None
+                }
                 // The waiters get an error rather than waiting forever for this flush.
-                Err(_) => state.error = Some(sled::Error::ReportableBug("flush panicked".into())),
-            }
+                Err(payload) => {
+                    let e = KvError::Io(std::io::Error::other("flush panicked"));
+                    state.error = Some(std::sync::Arc::new(e));
+                    Some(payload)
+                }
+            };
             self.finished.notify_all();
-            if let Err(payload) = result {
+            if let Some(payload) = panic {
                 drop(state);
                 std::panic::resume_unwind(payload);
             }
@@ -308,7 +326,8 @@ impl GroupCommit {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `<data_dir>/db` and migrates its schema.
+    /// Opens (creating if needed) the database at `<data_dir>/db` and migrates its schema; a
+    /// store that provisiond wrote there with sled (before 2026-12) is imported first.
     pub fn open(data_dir: &Path) -> Result<Store> {
         Store::open_with_cache(data_dir, DEFAULT_CACHE_MIB)
     }
@@ -326,24 +345,22 @@ impl Store {
     /// has run, a lookup by MAC may miss a lease whose index write the stop cut off; it never
     /// returns another client's lease (reads check the lease's MAC).
     pub fn open_deferring_lease_check(data_dir: &Path, cache_mib: u32) -> Result<Store> {
-        let path = data_dir.join("db");
-        let db = sled::Config::new()
-            .path(&path)
-            // sled's default (1 GiB) let the daemon's memory grow with every record ever read.
-            .cache_capacity(u64::from(cache_mib) * 1024 * 1024)
-            .open()
-            .map_err(|source| StoreError::Open {
+        let path = data_dir.join(STORE_DIR);
+        import::import_sled_if_any(data_dir, &path, cache_mib)?;
+        let db = kv::Db::open(&path, u64::from(cache_mib) * 1024 * 1024).map_err(|source| {
+            StoreError::Open {
                 path: path.clone(),
                 source,
-            })?;
-        let tree = |name: &str| db.open_tree(name);
+            }
+        })?;
+        let tree = |name: &str| open_tree(&db, name);
         let store = Store {
             meta: tree("meta")?,
             devices: tree("devices")?,
             idx_mac: tree("idx_mac")?,
             idx_ip: tree("idx_ip")?,
             idx_cfg_devices: tree("idx_cfg_devices")?,
-            idx_dev: tree("idx_dev")?,
+            idx_dev: open_tree(&db, "idx_dev")?,
             counts: tree("counts")?,
             configs: tree("configs")?,
             cfg_children: tree("cfg_children")?,
@@ -402,8 +419,9 @@ impl Store {
         if deferred {
             return Ok(());
         }
-        self.commit.sync(|| self.db.flush().map(drop))?;
-        Ok(())
+        self.commit
+            .sync(|| self.db.flush())
+            .map_err(StoreError::Flush)
     }
 
     /// Until the guard is dropped, this thread's writes to this store skip their flush (the
@@ -488,7 +506,7 @@ fn finish<T>(result: std::result::Result<T, TransactionError<StoreError>>) -> Re
     match result {
         Ok(value) => Ok(value),
         Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        Err(TransactionError::Storage(e)) => Err(StoreError::Kv(e)),
     }
 }
 
@@ -527,9 +545,9 @@ fn multi_count(tree: &TransactionalTree, name: &'static str, key: &[u8]) -> TxRe
 fn multi_add(tree: &TransactionalTree, name: &'static str, key: &[u8], id: &str) -> TxResult<()> {
     let link = link_key(key, id);
     if tree.get(&link)?.is_none() {
-        tree.insert(link, &[])?;
+        tree.insert(link, [])?;
         let n = multi_count(tree, name, key)?;
-        tree.insert(key, &(n + 1).to_be_bytes())?;
+        tree.insert(key, (n + 1).to_be_bytes())?;
     }
     Ok(())
 }
@@ -547,7 +565,7 @@ fn multi_remove(
                 tree.remove(key)?;
             }
             n => {
-                tree.insert(key, &(n - 1).to_be_bytes())?;
+                tree.insert(key, (n - 1).to_be_bytes())?;
             }
         }
     }
@@ -590,8 +608,8 @@ fn link_entries(mut pairs: Vec<(Vec<u8>, String)>) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// exactly `expected`, and returns the writes it took. One ordered read of the range, then an
 /// insert for each entry missing or different and a removal for each one not expected: a
 /// rebuild of an index that is nearly right writes nearly nothing, and a full one writes in
-/// key order. Clearing the trees (sled removes one key at a time) and refilling them in the
-/// records' order took eleven minutes at a million devices, whatever was wrong. Of equal
+/// key order. Clearing the trees and refilling them in the records' order took eleven minutes
+/// at a million devices with sled, whatever was wrong. Of equal
 /// keys in `expected`, the last one wins, as when they are inserted in turn. Not for a tree
 /// that others write meanwhile (repairs and migrations run alone).
 fn converge(
@@ -641,25 +659,32 @@ fn converge(
     Ok(writes)
 }
 
-/// For tests that reopen a store in the same process: sled 0.34 releases its file lock
-/// lazily after the last handle is dropped (spacejam/sled#1234), so an immediate reopen can
-/// briefly fail with "could not acquire lock". Retries `open` on that error only, for a
-/// bounded time.
+/// For tests that reopen a store in the same process while a handle may still be going away
+/// on another thread (a server task that has not finished yet): retries `open` while the
+/// store is locked, for a bounded time.
 #[cfg(test)]
 pub(crate) fn retry_locked<T>(mut open: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match open() {
             Err(StoreError::Open {
-                source: sled::Error::Io(e),
+                source: OpenError::Locked(_),
                 ..
-            }) if e.to_string().contains("could not acquire lock")
-                && std::time::Instant::now() < deadline =>
-            {
-                std::thread::yield_now()
-            }
+            }) if std::time::Instant::now() < deadline => std::thread::yield_now(),
             other => return other,
         }
+    }
+}
+
+/// Trees that are only read by ranges and prefixes (see [`kv::Db::open_scanned_tree`]).
+const SCANNED_TREES: &[&str] = &["idx_dev"];
+
+/// Opens the tree `name` as the store keeps it.
+fn open_tree(db: &kv::Db, name: &str) -> kv::KvResult<Tree> {
+    if SCANNED_TREES.contains(&name) {
+        db.open_scanned_tree(name)
+    } else {
+        db.open_tree(name)
     }
 }
 
@@ -690,11 +715,13 @@ mod tests {
 
     use proptest::prelude::*;
 
-    /// Small keys and values, so that random trees and expectations share many keys.
+    /// Small keys and values, so that random trees and expectations share many keys. Keys
+    /// are never empty: no store key is.
     fn entries() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
         let byte = prop::sample::select(vec![0u8, 1, b'a', b'b', b'c']);
-        let bytes = prop::collection::vec(byte, 0..3);
-        prop::collection::vec((bytes.clone(), bytes), 0..40)
+        let key = prop::collection::vec(byte.clone(), 1..3);
+        let value = prop::collection::vec(byte, 0..3);
+        prop::collection::vec((key, value), 0..40)
     }
 
     /// A range bound: empty (when `min_len` is 0) or one of three letters from `first`.
@@ -718,10 +745,10 @@ mod tests {
         ) {
             prop_assume!(to.as_ref().is_none_or(|t| from <= *t));
             let dir = tempfile::tempdir().unwrap();
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let db = kv::Db::open(dir.path(), 1 << 20).unwrap();
             let tree = db.open_tree("t").unwrap();
             for (k, v) in &held {
-                tree.insert(k, v.clone()).unwrap();
+                tree.insert(k, v).unwrap();
             }
             let before: BTreeMap<Vec<u8>, Vec<u8>> = tree
                 .iter()
@@ -806,7 +833,7 @@ mod tests {
                 s.spawn(move || {
                     store
                         .plugins_state
-                        .insert(format!("writer-{i}"), &[1])
+                        .insert(format!("writer-{i}"), [1])
                         .unwrap();
                     let mine = written.fetch_add(1, SeqCst) + 1;
                     store.commit.sync(flush).unwrap();
@@ -861,11 +888,9 @@ mod tests {
     #[test]
     fn a_failed_flush_fails_the_writers_that_needed_it_and_not_later_ones() {
         let commit = GroupCommit::default();
-        let failing = || Err(sled::Error::Unsupported("disk gone".into()));
-        assert!(matches!(
-            commit.sync(failing),
-            Err(sled::Error::Unsupported(m)) if m == "disk gone"
-        ));
+        let failing = || Err(KvError::Io(std::io::Error::other("disk gone")));
+        let error = commit.sync(failing).unwrap_err();
+        assert!(matches!(&*error, KvError::Io(e) if e.to_string() == "disk gone"));
         assert!(commit.sync(|| Ok(())).is_ok(), "the next flush succeeds");
         assert_eq!(commit.flushes.load(SeqCst), 2);
     }

@@ -1,8 +1,8 @@
 //! Provisioning records: categories (name unique per tenant), rollouts, jobs, and the
 //! redemption of a code, which changes a device, the code and its rollout in one transaction.
 
-use sled::transaction::TransactionalTree;
-use sled::Transactional;
+use super::kv::Transactional;
+use super::kv::TransactionalTree;
 
 use super::devices::DeviceTx;
 use super::{abort, encode, finish, next_revision, tx_get, Result, Store, StoreError, TxResult};
@@ -25,6 +25,27 @@ fn job_key(job: &Job) -> Vec<u8> {
     let mut key = job_prefix(&job.tenant, &job.category);
     key.extend_from_slice(&job.seq.to_be_bytes());
     key
+}
+
+/// The `meta` key of the last job's number.
+const JOB_SEQ: &[u8] = b"job_seq";
+
+impl Store {
+    /// The highest number of a stored job (0 without jobs): the last 8 bytes of their keys.
+    fn highest_job_seq(&self) -> Result<u64> {
+        let mut highest = 0;
+        for key in self.jobs.iter().keys() {
+            let key = key?;
+            if let Some(seq) = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| key[at..].try_into().ok())
+            {
+                highest = highest.max(u64::from_be_bytes(seq));
+            }
+        }
+        Ok(highest)
+    }
 }
 
 /// Sets the state of `code`'s entry in its rollout, inside a transaction.
@@ -160,7 +181,7 @@ impl Store {
                 }
                 for code in codes {
                     if tx_codes
-                        .insert(code.code.as_bytes(), encode(code))?
+                        .replace(code.code.as_bytes(), encode(code))?
                         .is_some()
                     {
                         return Err(abort(StoreError::AlreadyExists {
@@ -313,8 +334,20 @@ impl Store {
     pub fn create_job(&self, job: &Job) -> Result<Job> {
         validate_id(&job.id)?;
         let mut new = job.clone();
-        new.seq = self.db.generate_id()?;
-        self.jobs.insert(job_key(&new), encode(&new))?;
+        let stored = finish((&self.meta, &self.jobs).transaction(|(meta, jobs)| {
+            let last = match meta.get(JOB_SEQ)? {
+                Some(bytes) => super::decode_count("meta", JOB_SEQ, &bytes).map_err(abort)?,
+                // A store imported from sled, whose own counter numbered its jobs: go on
+                // after the highest (jobs are few; this runs once).
+                None => self.highest_job_seq().map_err(abort)?,
+            };
+            let mut new = new.clone();
+            new.seq = last + 1;
+            meta.insert(JOB_SEQ, new.seq.to_be_bytes())?;
+            jobs.insert(job_key(&new), encode(&new))?;
+            Ok(new)
+        }))?;
+        new.seq = stored.seq;
         self.flush()?;
         Ok(new)
     }

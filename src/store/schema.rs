@@ -47,7 +47,7 @@ impl Store {
     }
 
     fn set_schema_version(&self, version: u32) -> Result<()> {
-        self.meta.insert(VERSION_KEY, &version.to_be_bytes())?;
+        self.meta.insert(VERSION_KEY, version.to_be_bytes())?;
         self.flush()
     }
 
@@ -102,17 +102,7 @@ mod tests {
 
     /// Opens the raw sled database the way `Store::open` lays it out.
     fn raw_db(dir: &Path) -> sled::Db {
-        let path = dir.join("db");
-        crate::store::retry_locked(|| {
-            sled::Config::new()
-                .path(&path)
-                .open()
-                .map_err(|source| StoreError::Open {
-                    path: path.clone(),
-                    source,
-                })
-        })
-        .unwrap()
+        sled::Config::new().path(dir.join("db")).open().unwrap()
     }
 
     fn set_raw_version(db: &sled::Db, version: u32) {
@@ -122,8 +112,9 @@ mod tests {
             .unwrap();
     }
 
+    /// The version a store holds, read from its database after `Store::open` imported it.
     fn raw_version(dir: &Path) -> Option<Vec<u8>> {
-        let db = raw_db(dir);
+        let db = crate::store::kv::Db::open(&dir.join(crate::store::STORE_DIR), 1 << 20).unwrap();
         db.open_tree("meta")
             .unwrap()
             .get(VERSION_KEY)

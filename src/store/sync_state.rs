@@ -4,8 +4,8 @@
 //! revision (an API client that read the device would then fail its PUT with a conflict)
 //! nor move the render cache's inputs.
 
+use super::kv::Transactional;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
 
 use super::{encode, finish, Result, Store};
 use crate::model::UnixTime;

@@ -66,7 +66,7 @@ pub enum FileError {
     Other(String),
 }
 
-/// Supplies files; called on a blocking thread (it may read the sled store and render templates).
+/// Supplies files; called on a blocking thread (it may read the store and render templates).
 pub trait FileSource: Send + Sync + 'static {
     /// The content of `filename` (one leading `/` removed) for the client at `peer`.
     fn read(&self, peer: SocketAddr, filename: &str) -> Result<Arc<[u8]>, FileError>;

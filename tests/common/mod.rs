@@ -355,19 +355,16 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
-/// What `open` opens (a store, a raw sled database), tried again while it fails only because
-/// sled still holds the directory's lock: sled 0.34 releases it lazily once the last handle
-/// is gone (its background threads finish after `Drop` returns; spacejam/sled#1234, #1289),
-/// so an immediate reopen in the same process can fail for a few milliseconds with "could not
-/// acquire lock". Only that error is retried, for at most [`PATIENCE`]; any other fails the
-/// test.
+/// What `open` opens (a store, a raw database), tried again while it fails only because the
+/// store is still locked: a server task of the test that has not let its handle go yet. Only
+/// that error is retried, for at most [`PATIENCE`]; any other fails the test.
 pub fn retry_locked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> T {
     let deadline = Instant::now() + PATIENCE;
     loop {
         match open() {
             Ok(opened) => return opened,
             Err(e)
-                if e.to_string().contains("could not acquire lock")
+                if e.to_string().contains("is locked by another process")
                     && Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(5))

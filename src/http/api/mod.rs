@@ -499,7 +499,8 @@ impl From<StoreError> for ApiError {
                 StatusCode::FORBIDDEN
             }
             StoreError::Open { .. }
-            | StoreError::Sled(_)
+            | StoreError::Kv(_)
+            | StoreError::Flush(_)
             | StoreError::Corrupt { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Random(_) => {
@@ -511,7 +512,8 @@ impl From<StoreError> for ApiError {
         let message = match &e {
             StoreError::Taken { what, .. } => format!("{what} is already in use"),
             StoreError::Open { .. }
-            | StoreError::Sled(_)
+            | StoreError::Kv(_)
+            | StoreError::Flush(_)
             | StoreError::Corrupt { .. }
             | StoreError::SchemaTooNew { .. }
             | StoreError::Random(_) => "internal store error".to_owned(),
@@ -785,7 +787,7 @@ pub fn stream_list(
     response
 }
 
-/// Runs store work off the async runtime (sled flushes on writes).
+/// Runs store work off the async runtime (writes wait for their fsync).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {

@@ -1,11 +1,11 @@
 //! The lease → MAC index after a stop: taken as it is after a clean stop (start-up does not
 //! read the leases), checked against the leases after any other stop.
 //!
-//! Lease writes are not transactional (two plain sled writes, for the DHCP server's speed), so
-//! a process killed between them leaves the index behind its leases. These tests kill real
-//! processes writing leases (SIGKILL, no chance to clean up) and check every MAC's answer
-//! against the leases on disk; `LEASE_KILL_ROUNDS` sets the number of kills of each of
-//! three writers (default 5, about 5 s in all).
+//! A lease and its index entry are one transaction now; with sled they were two plain writes,
+//! and a process killed between them left the index behind its leases, which the check after
+//! an unclean stop repairs. These tests kill real processes writing leases (SIGKILL, no chance
+//! to clean up) and check every MAC's answer against the leases on disk; `LEASE_KILL_ROUNDS`
+//! sets the number of kills of each of three writers (default 5, about 5 s in all).
 
 mod common;
 
@@ -89,9 +89,9 @@ fn disagreements(store: &Store) -> Vec<String> {
 
 /// The writer process of [`lease_index_agrees_with_the_leases_after_kill_9`]: writes leases
 /// without flushing and flushes its first write, then after every `LEASE_WRITER_BATCH` writes
-/// (the DHCP server's group commit), or never again with 0 (only sled's own flush every 500 ms
-/// then writes to disk, wherever the writer is in a lease write); prints each flushed write's
-/// number; runs until it is killed.
+/// (the DHCP server's group commit), or never again with 0 (every commit still reaches the
+/// journal, which the kernel writes out on its own); prints each flushed write's number; runs
+/// until it is killed.
 #[test]
 #[ignore = "a child process of lease_index_agrees_with_the_leases_after_kill_9"]
 fn lease_writer() {
@@ -169,8 +169,7 @@ fn kill_rounds(writer: u32, rounds: u32) {
                 }
             }
         });
-        // Killed while writing: after sled's background flush (every 500 ms) has had a chance
-        // to write part of a batch, at a moment that differs from round to round.
+        // Killed while writing, at a moment that differs from round to round.
         let run_for = Duration::from_millis(550 + 60 * u64::from((round + writer) % 5));
         let mut started = None;
         let mut flushed = None;

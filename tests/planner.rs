@@ -4,7 +4,7 @@
 //! (`ListQuery::apply`) over every listed device.
 //!
 //! Requests go through the real router (`tower::ServiceExt::oneshot`, no socket: hundreds of
-//! queries per case); the store is a real sled directory.
+//! queries per case); the store is a real store directory.
 
 mod common;
 

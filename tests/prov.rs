@@ -1,4 +1,4 @@
-//! Provisioning codes and rollouts through the `manage` layer on a real sled store in a
+//! Provisioning codes and rollouts through the `manage` layer on a real store in a
 //! temporary directory, with the clock passed in (every function there takes `now`), so that
 //! expiry is checked to the second without sleeping: issue, redemption, reuse, expiry,
 //! revocation, the sweeper, uniqueness under concurrent issues, and rollout states over time.

@@ -1,4 +1,4 @@
-//! Integration tests of the sled store through its public API.
+//! Integration tests of the store through its public API.
 
 mod common;
 

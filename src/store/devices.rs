@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::kv::Transactional;
 
-use super::kv::TransactionalTree;
+use super::kv::{TransactionalTree, Tree};
 
 use super::{
     abort, converge, encode, finish, history, index, link_entries, multi_add, multi_remove,
@@ -26,16 +26,7 @@ pub(super) fn ip_key(ip: &IpAddr) -> Vec<u8> {
 impl Store {
     /// The trees that every device write changes together: the records and their indexes.
     #[allow(clippy::type_complexity)]
-    fn device_trees(
-        &self,
-    ) -> (
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-    ) {
+    fn device_trees(&self) -> (&Tree, &Tree, &Tree, &Tree, &Tree, &Tree) {
         (
             &self.devices,
             &self.idx_mac,
@@ -48,17 +39,7 @@ impl Store {
 
     /// [`Store::device_trees`] and the devices' identification histories.
     #[allow(clippy::type_complexity)]
-    fn device_trees_with_history(
-        &self,
-    ) -> (
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-        &super::kv::Tree,
-    ) {
+    fn device_trees_with_history(&self) -> (&Tree, &Tree, &Tree, &Tree, &Tree, &Tree, &Tree) {
         let t = self.device_trees();
         (t.0, t.1, t.2, t.3, t.4, t.5, &self.dev_history)
     }
@@ -289,7 +270,7 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
         .collect();
     writes += converge(&store.counts, &[], None, counts)?;
     type LinkOf = fn(&Device) -> Option<Vec<u8>>;
-    let links: [(&super::kv::Tree, LinkOf); 2] = [
+    let links: [(&Tree, LinkOf); 2] = [
         (&store.idx_ip, |d| d.ip.as_ref().map(ip_key)),
         (&store.idx_cfg_devices, |d| {
             d.config.clone().map(String::into_bytes)

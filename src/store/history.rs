@@ -5,9 +5,9 @@
 //! (never for a `last_seen` alone), removed in the transaction that deletes the device: a
 //! phone that polls costs nothing here, and the history never outlives its device.
 
-use super::kv::TransactionalTree;
 use serde::{Deserialize, Serialize};
 
+use super::kv::TransactionalTree;
 use super::{encode, Result, Store, TxResult};
 use crate::model::{Device, UnixTime};
 

@@ -238,8 +238,8 @@ impl Drop for DeferredFlushes {
 
 /// Group commit: writers that want their writes durable at the same time share one flush.
 ///
-/// A caller's writes are in the journal, not yet synced, when it calls [`GroupCommit::sync`]; a flush that
-/// *started* after that makes them durable, and one that was already running may not. So the
+/// A caller's writes are in the journal, not yet synced, when it calls [`GroupCommit::sync`];
+/// a flush that *started* after that makes them durable, and one that was already running may not. So the
 /// caller needs flush number `started + 1`. One waiter at a time runs a flush (the leader),
 /// the others sleep until a flush with their number or a later one has finished: while a
 /// flush runs, every writer that arrives waits for the next one, which one of them runs for
@@ -360,7 +360,7 @@ impl Store {
             idx_mac: tree("idx_mac")?,
             idx_ip: tree("idx_ip")?,
             idx_cfg_devices: tree("idx_cfg_devices")?,
-            idx_dev: open_tree(&db, "idx_dev")?,
+            idx_dev: tree("idx_dev")?,
             counts: tree("counts")?,
             configs: tree("configs")?,
             cfg_children: tree("cfg_children")?,

@@ -499,7 +499,7 @@ impl Store {
         )
     }
 
-    /// Permission to write a lease without a transaction: held while writing, it keeps
+    /// Permission to write a lease: held while writing, it keeps
     /// [`Store::shutdown`] from marking the index settled, and the index's check from
     /// repairing a MAC, half-way through a write. The first write after the mark removes it,
     /// durably, before it writes anything.

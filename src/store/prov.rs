@@ -333,7 +333,6 @@ impl Store {
     /// Stores a new job; the store numbers it after every job before it.
     pub fn create_job(&self, job: &Job) -> Result<Job> {
         validate_id(&job.id)?;
-        let mut new = job.clone();
         let stored = finish((&self.meta, &self.jobs).transaction(|(meta, jobs)| {
             let last = match meta.get(JOB_SEQ)? {
                 Some(bytes) => super::decode_count("meta", JOB_SEQ, &bytes).map_err(abort)?,
@@ -341,15 +340,14 @@ impl Store {
                 // after the highest (jobs are few; this runs once).
                 None => self.highest_job_seq().map_err(abort)?,
             };
-            let mut new = new.clone();
+            let mut new = job.clone();
             new.seq = last + 1;
             meta.insert(JOB_SEQ, new.seq.to_be_bytes())?;
             jobs.insert(job_key(&new), encode(&new))?;
             Ok(new)
         }))?;
-        new.seq = stored.seq;
         self.flush()?;
-        Ok(new)
+        Ok(stored)
     }
 
     /// The jobs of `tenant`'s category `category`, oldest first.
@@ -396,4 +394,43 @@ fn claim_name(names: &TransactionalTree, category: &Category) -> TxResult<()> {
     }
     names.insert(key, category.id.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JobKind;
+
+    fn job(id: &str) -> Job {
+        Job {
+            id: id.to_owned(),
+            tenant: "t".to_owned(),
+            category: "c".to_owned(),
+            created: 0,
+            seq: 0,
+            kind: JobKind::Config {
+                kind: "params".to_owned(),
+                params: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn jobs_are_numbered_after_the_highest_even_without_the_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.create_job(&job("j1")).unwrap().seq, 1);
+        assert_eq!(store.create_job(&job("j2")).unwrap().seq, 2);
+        // As in a store imported from sled, whose jobs sled's own counter numbered.
+        store.meta.remove(JOB_SEQ).unwrap();
+        assert_eq!(store.create_job(&job("j3")).unwrap().seq, 3);
+        assert_eq!(store.create_job(&job("j4")).unwrap().seq, 4);
+        let seqs: Vec<u64> = store
+            .jobs_of("t", "c")
+            .unwrap()
+            .iter()
+            .map(|j| j.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+    }
 }

@@ -100,7 +100,8 @@ mod tests {
         Store::open_retrying(dir)
     }
 
-    /// Opens the raw sled database the way `Store::open` lays it out.
+    /// The raw sled database where a provisiond before 2026-12 kept its store (`Store::open`
+    /// imports it): stores of the older schema versions are written this way.
     fn raw_db(dir: &Path) -> sled::Db {
         sled::Config::new().path(dir.join("db")).open().unwrap()
     }

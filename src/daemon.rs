@@ -132,8 +132,9 @@ async fn run(
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let store = open_store(&running).await?;
-    // After an unclean stop the lease MAC index is checked while the daemon serves: a pass
-    // over every lease that would otherwise hold the start by seconds at a million leases.
+    // A lease MAC index without its settled mark (a new store, or one an older provisiond left
+    // after an unclean stop) is checked while the daemon serves: a pass over every lease that
+    // would otherwise hold the start by a second at a million leases.
     // It waits for the DHCP engine's own pass over the leases: run side by side on two
     // cores, each slowed the other and the DHCP server was ready later.
     let (engine_loaded, wait_for_engine) = tokio::sync::oneshot::channel::<()>();

@@ -1,5 +1,6 @@
-//! The lease → MAC index after a stop: taken as it is after a clean stop (start-up does not
-//! read the leases), checked against the leases after any other stop.
+//! The lease → MAC index after a stop: taken as it is once it was checked (start-up does not
+//! read the leases), checked against the leases when the store has no mark that it was (a
+//! store that a provisiond before 2026-12 left after an unclean stop).
 //!
 //! A lease and its index entry are one transaction now; with sled they were two plain writes,
 //! and a process killed between them left the index behind its leases, which the check after
@@ -237,31 +238,53 @@ fn two_leases(dir: &Path, clean: bool) -> (Lease, Lease) {
     (first, second)
 }
 
+/// Removes the index's settled mark, as from a store that a provisiond before 2026-12 left
+/// after an unclean stop (its lease writes were two plain writes).
+fn unmark(dir: &Path) {
+    let db = common::retry_locked(|| provisiond::store::kv::Db::open_raw(dir));
+    db.open_tree("meta")
+        .unwrap()
+        .remove(b"lease_index_settled")
+        .unwrap();
+    db.flush().unwrap();
+}
+
 #[test]
-fn a_clean_shutdown_lets_the_next_open_take_the_lease_index_as_it_is() {
+fn a_checked_index_is_taken_as_it_is_after_any_stop_and_checked_without_its_mark() {
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = two_leases(dir.path(), true);
-    // An index entry that no lease write makes: a rebuild at open would drop it.
+    // An index entry that no lease write makes: a check at open would drop it.
     plant(dir.path(), &first.mac, second.ip);
+    let third = lease_of(3);
     {
         let store = open(dir.path());
         assert_eq!(
             store.lease_by_mac(&first.mac).unwrap(),
             None,
-            "the index was rebuilt at open after a clean shutdown"
+            "the index was checked at open after a clean shutdown"
         );
         assert_eq!(
             store.lease_by_mac(&second.mac).unwrap(),
             Some(second.clone())
         );
-        // The handle stays usable after shutdown; the next lease write takes the mark away.
-        store.shutdown().unwrap();
-        store.put_lease(&lease_of(3)).unwrap();
+        store.put_lease(&third).unwrap();
+        // Dropped without shutdown: the lease and its entry were one transaction.
     }
-    // Dropped without shutdown: checked at the next open.
+    {
+        let store = open(dir.path());
+        assert_eq!(
+            store.lease_by_mac(&first.mac).unwrap(),
+            None,
+            "the index was checked at open after a stop without shutdown"
+        );
+        assert_eq!(store.lease_by_mac(&third.mac).unwrap(), Some(third.clone()));
+    }
+    // Without the mark, the open checks the index and repairs it.
+    unmark(dir.path());
     let store = open(dir.path());
     assert_eq!(store.lease_by_mac(&first.mac).unwrap(), Some(first));
     assert_eq!(store.lease_by_mac(&second.mac).unwrap(), Some(second));
+    assert_eq!(store.lease_by_mac(&third.mac).unwrap(), Some(third));
 }
 
 #[test]
@@ -269,6 +292,7 @@ fn a_stop_before_the_deferred_check_leaves_it_to_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = two_leases(dir.path(), false);
     plant(dir.path(), &first.mac, second.ip);
+    unmark(dir.path());
     let deferred = || common::retry_locked(|| Store::open_deferring_lease_check(dir.path(), 64));
     {
         let store = deferred();
@@ -280,7 +304,7 @@ fn a_stop_before_the_deferred_check_leaves_it_to_the_next_open() {
     assert_eq!(
         store.check_lease_index().unwrap(),
         1,
-        "a shutdown before the check marked the index settled"
+        "a shutdown before the check marked the index checked"
     );
     assert_eq!(store.lease_by_mac(&first.mac).unwrap(), Some(first));
     assert_eq!(store.check_lease_index().unwrap(), 0, "checked twice");
@@ -296,8 +320,8 @@ fn plant(dir: &Path, mac: &Mac, ip: Ipv4Addr) {
     db.flush().unwrap();
 }
 
-// The daemon: SIGTERM marks the index settled after its DHCP server wrote leases, SIGKILL does
-// not, and start-up says when it checks.
+// The daemon: a checked index keeps its mark through SIGTERM and SIGKILL alike, and start-up
+// checks (and says so) only an index without it.
 
 /// The relay address of this file's DHCP clients.
 const GIADDR: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
@@ -330,42 +354,57 @@ fn start(dir: &Path, config: &Path) -> (Daemon, SocketAddr) {
 }
 
 #[test]
-fn the_daemon_checks_the_lease_index_at_start_only_after_an_unclean_stop() {
+fn the_daemon_checks_the_lease_index_at_start_only_without_its_mark() {
     let dir = tempfile::tempdir().unwrap();
     let config = dhcp_config(dir.path());
+    let data = dir.path().join("data");
     let mac = [0x02, 0x1e, 0xa5, 0x01, 0x00, 0x01];
+    let not_checked = |daemon: &Daemon, after: &str| {
+        assert!(
+            !daemon.seen.iter().any(|l| l.contains(CHECKED)),
+            "checked after {after}:\n{}",
+            daemon.seen.join("\n")
+        );
+    };
 
+    // A new store is checked once (it has no mark yet).
     let (mut daemon, server) = start(dir.path(), &config);
     let first = common::relayed_dora(server, GIADDR, mac, 1, None);
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait().success(), "{}", daemon.seen.join("\n"));
 
     let (mut daemon, server) = start(dir.path(), &config);
-    assert!(
-        !daemon.seen.iter().any(|l| l.contains(CHECKED)),
-        "checked after a clean stop:\n{}",
-        daemon.seen.join("\n")
-    );
+    not_checked(&daemon, "a clean stop");
     let mut other = mac;
     other[5] = 2;
     let second = common::relayed_dora(server, GIADDR, other, 2, None);
     daemon.signal(Signal::SIGKILL);
     daemon.wait();
 
-    // The check runs while the daemon serves: its line may come after the DHCP server's.
+    // Killed after a lease write: the index is still right, nothing to check.
+    let (mut daemon, _) = start(dir.path(), &config);
+    not_checked(&daemon, "SIGKILL");
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait().success());
+    {
+        let store = open(&data);
+        assert_eq!(
+            store.lease_by_mac(&Mac::new(mac)).unwrap().map(|l| l.ip),
+            Some(first)
+        );
+        assert_eq!(
+            store.lease_by_mac(&Mac::new(other)).unwrap().map(|l| l.ip),
+            Some(second)
+        );
+    }
+
+    // Without the mark (an older provisiond's crash) the check runs while the daemon serves:
+    // its line may come after the DHCP server's.
+    unmark(&data);
     let (mut daemon, _) = start(dir.path(), &config);
     if !daemon.seen.iter().any(|l| l.contains(CHECKED)) {
         daemon.expect_line(&[CHECKED]);
     }
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait().success());
-    let store = open(&dir.path().join("data"));
-    assert_eq!(
-        store.lease_by_mac(&Mac::new(mac)).unwrap().map(|l| l.ip),
-        Some(first)
-    );
-    assert_eq!(
-        store.lease_by_mac(&Mac::new(other)).unwrap().map(|l| l.ip),
-        Some(second)
-    );
 }

@@ -64,8 +64,8 @@ impl Digest {
 
 impl Store {
     /// Compares every derived tree with its records (the lease → MAC index excepted: it is
-    /// checked against the leases at the first open after an unclean stop, which this
-    /// command's own open is when the daemon crashed).
+    /// checked against the leases at an open that finds no mark that it was, which this
+    /// command's own open may be).
     pub fn check_indexes(&self) -> Result<Vec<TreeCheck>> {
         let mut mac = Digest::default();
         let mut dev = Digest::default();

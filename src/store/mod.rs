@@ -339,11 +339,12 @@ impl Store {
         Ok(store)
     }
 
-    /// [`Store::open_with_cache`] for the daemon: after an unclean stop the lease MAC index is
-    /// not checked against the leases here but by [`Store::check_lease_index`], which the
-    /// caller runs while it serves (a pass over every lease, seconds at a million). Until it
-    /// has run, a lookup by MAC may miss a lease whose index write the stop cut off; it never
-    /// returns another client's lease (reads check the lease's MAC).
+    /// [`Store::open_with_cache`] for the daemon: a lease MAC index that needs its check (see
+    /// `others::read_lease_index_mark`) is not checked here but by
+    /// [`Store::check_lease_index`], which the caller runs while it serves (a pass over every
+    /// lease, a second at a million). Until it has run, a lookup by MAC may miss a lease whose
+    /// index write an older provisiond's stop cut off; it never returns another client's lease
+    /// (reads check the lease's MAC).
     pub fn open_deferring_lease_check(data_dir: &Path, cache_mib: u32) -> Result<Store> {
         let path = data_dir.join(STORE_DIR);
         import::import_sled_if_any(data_dir, &path, cache_mib)?;

@@ -475,10 +475,11 @@ impl Store {
     /// a batch and acts on none of its writes (no DHCPACK leaves) before that flush succeeded.
     /// The lease and its MAC's index entry are one transaction (with sled they were two plain
     /// writes, a transaction costing eight times as much; with fjall one transaction is
-    /// cheaper than the separate writes). The index's check after an unclean stop
-    /// ([`Store::check_lease_index`]) stays for indexes that an older provisiond left behind.
+    /// cheaper than the separate writes), so a stop never leaves the index behind. The
+    /// index's check ([`Store::check_lease_index`]) stays for indexes that an older
+    /// provisiond left behind.
     pub fn put_lease_unflushed(&self, lease: &Lease) -> Result<()> {
-        let _writing = self.unsettle_lease_index()?;
+        let _writing = self.lease_write_permit();
         let key = lease.ip.octets();
         let value = encode(lease);
         finish(
@@ -499,39 +500,16 @@ impl Store {
         )
     }
 
-    /// Permission to write a lease: held while writing, it keeps
-    /// [`Store::shutdown`] from marking the index settled, and the index's check from
-    /// repairing a MAC, half-way through a write. The first write after the mark removes it,
-    /// durably, before it writes anything.
-    fn unsettle_lease_index(&self) -> Result<std::sync::RwLockReadGuard<'_, LeaseIndexState>> {
-        let lock = &self.lease_index;
-        loop {
-            let writing = lock.read().unwrap_or_else(|e| e.into_inner());
-            if *writing != LeaseIndexState::Settled {
-                return Ok(writing);
-            }
-            drop(writing);
-            let mut state = lock.write().unwrap_or_else(|e| e.into_inner());
-            if *state == LeaseIndexState::Settled {
-                self.meta.remove(LEASE_INDEX_SETTLED)?;
-                self.db.flush()?;
-                *state = LeaseIndexState::Current;
-            }
-        }
+    /// Permission to write a lease: held while writing, it keeps the index's check from
+    /// deciding a repair between a lease write's read and its commit.
+    fn lease_write_permit(&self) -> std::sync::RwLockReadGuard<'_, LeaseIndexState> {
+        self.lease_index.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The last flush of a clean stop: everything written so far reaches the disk, and the
-    /// lease MAC index is marked settled so that the next open does not check it (unless its
-    /// check after an unclean stop has not finished: the next open checks it again). The store
-    /// stays usable (a later lease write takes the mark away again first).
+    /// in-memory tables are written out, so that the next open has no journal to replay. The
+    /// store stays usable.
     pub fn shutdown(&self) -> Result<()> {
-        let mut state = self.lease_index.write().unwrap_or_else(|e| e.into_inner());
-        if *state == LeaseIndexState::Current {
-            // The mark must not reach the disk before the writes it vouches for.
-            self.db.flush()?;
-            self.meta.insert(LEASE_INDEX_SETTLED, [])?;
-            *state = LeaseIndexState::Settled;
-        }
         self.flush()?;
         // After the flush: a failure here costs the next open a longer replay, nothing else.
         if let Err(e) = self.db.settle() {
@@ -540,8 +518,8 @@ impl Store {
         Ok(())
     }
 
-    /// Checks the lease MAC index against the leases when the store was opened after an
-    /// unclean stop, and repairs it; does nothing otherwise. Lease writes may go on meanwhile:
+    /// Checks the lease MAC index against the leases when the store was opened without the
+    /// mark that it was checked, repairs it and writes the mark; does nothing otherwise. Lease writes may go on meanwhile:
     /// each repair is decided again, under the lease-write lock, from what the store holds
     /// then, and a MAC that a write pointed at a lease as recent as the one the pass saw is
     /// left alone. Returns the number of index entries it changed.
@@ -558,11 +536,11 @@ impl Store {
             tracing::info!(
                 repaired,
                 seconds = started.elapsed().as_secs_f64(),
-                "lease MAC index checked against the leases (not checked since an unclean stop)"
+                "lease MAC index checked against the leases (the store had no mark that it was)"
             );
         }
-        // Marked at once, so that a process that writes no lease (DHCP off) keeps the mark
-        // through a crash; its first lease write takes it away.
+        // Lease writes keep the index right (one transaction each), so the mark stays through
+        // every later stop, clean or not. It must not reach the disk before the repairs.
         self.db.flush()?;
         self.meta.insert(LEASE_INDEX_SETTLED, [])?;
         self.db.flush()?;
@@ -725,22 +703,20 @@ fn seen_of(lease: &LeaseView<'_>) -> LeaseSeen {
 /// Where the lease MAC index stands against the leases on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) enum LeaseIndexState {
-    /// Not known yet: the store opened without the settled mark (the last stop was not
-    /// clean) and [`Store::check_lease_index`] has not finished.
+    /// Not known yet: the store opened without the settled mark and
+    /// [`Store::check_lease_index`] has not finished.
     #[default]
     Unchecked,
-    /// It agrees with the leases but for the writes in flight; `meta` has no mark.
-    Current,
-    /// `meta` holds the settled mark.
+    /// `meta` holds the settled mark: the index agrees with the leases.
     Settled,
 }
 
-/// At open: the lease MAC index is taken as it is when `meta` holds its settled mark
-/// (written by [`Store::shutdown`], removed before the next lease write), and is to be checked
-/// against the leases otherwise: the process stopped (crash, kill, power loss, a process that
-/// never called `shutdown`) while lease writes, which are not transactional, may have been
-/// half done. So a clean stop costs nothing at the next start whatever the number of leases,
-/// and a crash costs one pass over the leases ([`Store::check_lease_index`]).
+/// At open: the lease MAC index is taken as it is when `meta` holds its settled mark, and is
+/// checked against the leases otherwise ([`Store::check_lease_index`], one pass over them),
+/// after which the mark is written. A lease write is one transaction with its index entry, so
+/// a checked index stays right through any stop. The mark is missing from a new store and
+/// from one that a provisiond before 2026-12 left after an unclean stop: its lease writes were
+/// two plain writes, and a stop between them left the index behind.
 pub(super) fn read_lease_index_mark(store: &Store) -> Result<()> {
     let mut state = store.lease_index.write().unwrap_or_else(|e| e.into_inner());
     *state = if store.meta.get(LEASE_INDEX_SETTLED)?.is_some() {

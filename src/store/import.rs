@@ -130,7 +130,8 @@ fn copy(from: &Path, to: &Path, cache_mib: u32) -> Result<u64> {
         }
         total += copied;
     }
-    new.flush()?;
+    // Written out to files and synced, so that the first open replays no journal.
+    new.settle()?;
     Ok(total)
 }
 

@@ -244,8 +244,8 @@ pub fn dhcp_snippet(args: &DhcpSnippetArgs) -> ExitCode {
 
 /// `provisiond store check [--repair]`: opens the store of the configuration's `data_dir`
 /// (the daemon must be stopped: the store has one process at a time), compares every derived
-/// tree with its records, prints one line per tree, and with `--repair` rebuilds them all when one
-/// differs. Exit 0 when consistent (or repaired), 1 otherwise.
+/// tree with its records, prints one line per tree, and with `--repair` rebuilds them all
+/// when one differs. Exit 0 when consistent (or repaired), 1 otherwise.
 pub fn store(args: &crate::cli::StoreArgs) -> ExitCode {
     let crate::cli::StoreAction::Check { repair } = args.action;
     let source = &args.source;

@@ -194,5 +194,5 @@ pub(super) fn rebuild_indexes(store: &Store) -> Result<u64> {
                 .map(move |p| (p.into_bytes(), id.clone()))
         })
         .collect();
-    store.multi_rebuild(&store.cfg_children, pairs)
+    super::converge(&store.cfg_children, &[], None, super::link_entries(pairs))
 }

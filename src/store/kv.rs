@@ -358,17 +358,6 @@ impl Tree {
         self.part.insert(checked(key.as_ref())?, value.as_ref())
     }
 
-    /// Sets `key` to `value`; returns what it held.
-    pub fn replace(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: impl AsRef<[u8]>,
-    ) -> KvResult<Option<IVec>> {
-        let value = IVec::from(value.as_ref());
-        self.part
-            .fetch_update(checked(key.as_ref())?, |_| Some(value.clone()))
-    }
-
     /// Removes `key`; returns what it held.
     pub fn remove(&self, key: impl AsRef<[u8]>) -> KvResult<Option<IVec>> {
         self.part.take(checked(key.as_ref())?)

@@ -239,11 +239,11 @@ impl Drop for DeferredFlushes {
 /// Group commit: writers that want their writes durable at the same time share one flush.
 ///
 /// A caller's writes are in the journal, not yet synced, when it calls [`GroupCommit::sync`];
-/// a flush that *started* after that makes them durable, and one that was already running may not. So the
-/// caller needs flush number `started + 1`. One waiter at a time runs a flush (the leader),
-/// the others sleep until a flush with their number or a later one has finished: while a
-/// flush runs, every writer that arrives waits for the next one, which one of them runs for
-/// all. N writers at once cost about two flushes, not N.
+/// a flush that *started* after that makes them durable, and one that was already running
+/// may not. So the caller needs flush number `started + 1`. One waiter at a time runs a flush
+/// (the leader), the others sleep until a flush with their number or a later one has
+/// finished: while a flush runs, every writer that arrives waits for the next one, which one
+/// of them runs for all. N writers at once cost about two flushes, not N.
 #[derive(Default)]
 struct GroupCommit {
     state: std::sync::Mutex<CommitState>,
@@ -584,11 +584,6 @@ impl Store {
             .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
             .collect()
     }
-
-    /// Rebuilds a non-unique index from (key, id) pairs.
-    fn multi_rebuild(&self, tree: &Tree, pairs: Vec<(Vec<u8>, String)>) -> Result<u64> {
-        converge(tree, &[], None, link_entries(pairs))
-    }
 }
 
 /// The entries of a non-unique index for (key, id) pairs: a link per distinct pair and, under
@@ -610,9 +605,9 @@ fn link_entries(mut pairs: Vec<(Vec<u8>, String)>) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// insert for each entry missing or different and a removal for each one not expected: a
 /// rebuild of an index that is nearly right writes nearly nothing, and a full one writes in
 /// key order. Clearing the trees and refilling them in the records' order took eleven minutes
-/// at a million devices with sled, whatever was wrong. Of equal
-/// keys in `expected`, the last one wins, as when they are inserted in turn. Not for a tree
-/// that others write meanwhile (repairs and migrations run alone).
+/// at a million devices with sled, whatever was wrong. Of equal keys in `expected`, the last
+/// one wins, as when they are inserted in turn. Not for a tree that others write meanwhile
+/// (repairs and migrations run alone).
 fn converge(
     tree: &Tree,
     from: &[u8],

@@ -519,10 +519,11 @@ impl Store {
     }
 
     /// Checks the lease MAC index against the leases when the store was opened without the
-    /// mark that it was checked, repairs it and writes the mark; does nothing otherwise. Lease writes may go on meanwhile:
-    /// each repair is decided again, under the lease-write lock, from what the store holds
-    /// then, and a MAC that a write pointed at a lease as recent as the one the pass saw is
-    /// left alone. Returns the number of index entries it changed.
+    /// mark that it was checked, repairs it and writes the mark; does nothing otherwise.
+    /// Lease writes may go on meanwhile: each repair is decided again, under the lease-write
+    /// lock, from what the store holds then, and a MAC that a write pointed at a lease as
+    /// recent as the one the pass saw is left alone. Returns the number of index entries it
+    /// changed.
     pub fn check_lease_index(&self) -> Result<u64> {
         if *self.lease_index.read().unwrap_or_else(|e| e.into_inner()) != LeaseIndexState::Unchecked
         {
